@@ -1,0 +1,101 @@
+# cbnet: C core + Lua 5.4 binding.
+#   make          build (no network)
+#   make deps     install the Debian packages cbnet needs (as root)
+#   make run      deps + build + the main job
+#   make test     deps + build + every test (C unit tests, then busted specs)
+#   make check    C tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make install  install the command and the Lua modules under PREFIX
+
+PREFIX  ?= /usr/local
+CC      ?= gcc
+LUA     ?= lua5.4
+LUA_INC ?= /usr/include/lua5.4
+BLAS_INC ?= /usr/include/x86_64-linux-gnu
+
+OPT     ?= -O3 -march=x86-64-v2 -mtune=native
+CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Wshadow -Wno-unused-parameter $(OPT) -g
+CPPFLAGS += -Icore -I$(BLAS_INC)
+LDLIBS  += -lm -lpthread -ldl
+
+ifeq ($(SAN),1)
+  BUILD   := build/san
+  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+else
+  BUILD   := build
+endif
+
+CORE_SRC := $(wildcard core/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+BIND_SRC := lua/binding.c lua/tensor_binding.c
+BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(BUILD)/lua/main.o
+CTEST_SRC := $(wildcard tests/c/*.c)
+CTEST_OBJ := $(CTEST_SRC:%.c=$(BUILD)/%.o)
+
+LIB     := $(BUILD)/libcbnetcore.a
+MODULE  := $(BUILD)/lib/cbnet/core.so
+CMD     := $(BUILD)/bin/cbnet
+CTESTS  := $(BUILD)/tests/ctest
+
+DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
+                   lua-busted dataset-fashion-mnist gcc make
+
+.PHONY: all deps run test ctest spec check install clean
+all: $(CMD) $(MODULE)
+
+$(BUILD)/%.o: %.c $(wildcard core/*.h lua/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/lua/%.o: CPPFLAGS += -I$(LUA_INC)
+
+$(LIB): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(MODULE): $(BIND_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $(BIND_OBJ) $(LIB) $(LDLIBS)
+
+$(CMD): $(MAIN_OBJ) $(BIND_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $(MAIN_OBJ) $(BIND_OBJ) $(LIB) -llua5.4 $(LDLIBS)
+
+$(CTESTS): $(CTEST_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(CTEST_OBJ) $(LIB) $(LDLIBS)
+
+# Installs only what is missing; needs root (CI and the README's set-up run as root).
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: deps all
+	$(CMD) run experiments/demo.lua
+
+ctest: $(CTESTS)
+	$(CTESTS)
+
+spec: $(MODULE) $(CMD)
+	busted --lua=$(LUA) tests/spec
+
+test: deps
+	@$(MAKE) --no-print-directory all $(CTESTS)
+	@sh tests/run.sh $(CTESTS)
+
+check:
+	@$(MAKE) --no-print-directory SAN=1 build/san/tests/ctest
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/san/tests/ctest
+
+install: all
+	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/cbnet $(PREFIX)/share/lua/5.4/cbnet
+	install -m 755 $(CMD) $(PREFIX)/bin/cbnet
+	install -m 755 $(MODULE) $(PREFIX)/lib/lua/5.4/cbnet/core.so
+	install -m 644 lua/cbnet/*.lua $(PREFIX)/share/lua/5.4/cbnet/
+
+clean:
+	rm -rf build

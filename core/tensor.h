@@ -1,0 +1,134 @@
+/* Strided n-dimensional tensors over shared, reference-counted storage.
+ *
+ * A cb_tensor is a view: (storage, offset, shape, stride, dtype). Several
+ * tensors may share one storage; views (transpose, narrow, expand, ...) never
+ * copy. Offsets and strides count elements, not bytes. Dims are 0-based here;
+ * the Lua binding converts from Lua's 1-based indices.
+ *
+ * Ownership: every function that hands out a cb_tensor* gives the caller one
+ * reference; release it with cb_tensor_release(). */
+#ifndef CB_TENSOR_H
+#define CB_TENSOR_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define CB_MAX_DIMS 8
+
+typedef enum {
+  CB_FLOAT32 = 0,
+  CB_INT64 = 1, /* labels and indices */
+  CB_UINT8 = 2, /* raw image bytes */
+  CB_BOOL = 3   /* results of comparisons; one byte, 0 or 1 */
+} cb_dtype;
+#define CB_NUM_DTYPES 4
+
+int64_t cb_dtype_size(cb_dtype dtype);
+const char *cb_dtype_name(cb_dtype dtype);
+/* Parses "float32"/"float", "int64"/"long", "uint8"/"byte", "bool". */
+cb_status cb_dtype_parse(const char *name, cb_dtype *dtype);
+bool cb_dtype_is_float(cb_dtype dtype);
+
+typedef struct cb_storage {
+  void *data;
+  int64_t nbytes;
+  atomic_int refcount;
+} cb_storage;
+
+typedef struct cb_tensor {
+  cb_storage *storage;
+  int64_t offset; /* in elements */
+  int ndim;
+  int64_t shape[CB_MAX_DIMS];
+  int64_t stride[CB_MAX_DIMS]; /* in elements; 0 for expanded dims */
+  cb_dtype dtype;
+  atomic_int refcount;
+} cb_tensor;
+
+/* Bytes currently held by all live storages (what the Lua binding reports to
+ * its garbage collector). */
+int64_t cb_storage_live_bytes(void);
+
+/* ---- life cycle ---- */
+cb_status cb_tensor_empty(cb_tensor **out, int ndim, const int64_t *shape,
+                          cb_dtype dtype);
+cb_status cb_tensor_zeros(cb_tensor **out, int ndim, const int64_t *shape,
+                          cb_dtype dtype);
+cb_status cb_tensor_full(cb_tensor **out, int ndim, const int64_t *shape,
+                         cb_dtype dtype, double value);
+/* 0-d tensor holding one value. */
+cb_status cb_tensor_scalar(cb_tensor **out, double value, cb_dtype dtype);
+/* start, start+step, ... while < end (or > end for negative step). */
+cb_status cb_tensor_arange(cb_tensor **out, double start, double end,
+                           double step, cb_dtype dtype);
+/* An empty tensor with the shape of like (and dtype, unless overridden). */
+cb_status cb_tensor_empty_like(cb_tensor **out, const cb_tensor *like,
+                               cb_dtype dtype);
+cb_tensor *cb_tensor_retain(cb_tensor *t);
+void cb_tensor_release(cb_tensor *t);
+
+/* ---- queries ---- */
+int64_t cb_tensor_numel(const cb_tensor *t);
+bool cb_tensor_is_contiguous(const cb_tensor *t);
+/* Pointer to element 0 (storage data + offset). */
+void *cb_tensor_data(const cb_tensor *t);
+/* Reads / writes one element at a full index, converting through double. */
+double cb_tensor_get(const cb_tensor *t, const int64_t *index);
+void cb_tensor_set(cb_tensor *t, const int64_t *index, double value);
+/* Formats a shape as "{2, 3}" into buf. */
+const char *cb_shape_str(char *buf, int64_t size, int ndim,
+                         const int64_t *shape);
+bool cb_same_shape(const cb_tensor *a, const cb_tensor *b);
+
+/* Element read/write by byte address, converting through double. */
+double cb_load(const void *p, cb_dtype dtype);
+void cb_store(void *p, cb_dtype dtype, double value);
+
+/* ---- views (share storage, never copy) ---- */
+/* A new tensor struct with t's storage, shape and strides: the starting
+ * point for views built by hand. */
+cb_status cb_alias(cb_tensor **out, const cb_tensor *t);
+/* shape may hold one -1, inferred from the element count. Needs strides
+ * compatible with the new shape; cb_reshape copies when they are not. */
+cb_status cb_view(cb_tensor **out, const cb_tensor *t, int ndim,
+                  const int64_t *shape);
+cb_status cb_reshape(cb_tensor **out, const cb_tensor *t, int ndim,
+                     const int64_t *shape);
+cb_status cb_transpose(cb_tensor **out, const cb_tensor *t, int dim0,
+                       int dim1);
+cb_status cb_permute(cb_tensor **out, const cb_tensor *t, const int *dims);
+cb_status cb_narrow(cb_tensor **out, const cb_tensor *t, int dim,
+                    int64_t start, int64_t length);
+/* Removes dim, keeping element index at it. */
+cb_status cb_select(cb_tensor **out, const cb_tensor *t, int dim,
+                    int64_t index);
+/* Elements start, start+step, ... < end along dim (step > 0). */
+cb_status cb_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t start,
+                   int64_t end, int64_t step);
+/* Size-1 dims broadcast to any size (stride 0); -1 keeps a size. */
+cb_status cb_expand(cb_tensor **out, const cb_tensor *t, int ndim,
+                    const int64_t *shape);
+/* dim < 0 removes every size-1 dim. */
+cb_status cb_squeeze(cb_tensor **out, const cb_tensor *t, int dim);
+cb_status cb_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim);
+cb_status cb_flatten(cb_tensor **out, const cb_tensor *t, int start_dim,
+                     int end_dim);
+
+/* ---- copies ---- */
+/* The same tensor if already contiguous (one more reference), else a copy. */
+cb_status cb_contiguous(cb_tensor **out, const cb_tensor *t);
+cb_status cb_clone(cb_tensor **out, const cb_tensor *t);
+/* Converts to dtype (a new reference to t when it already has it). */
+cb_status cb_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype);
+/* dst[...] = src, src broadcast to dst's shape, converting dtype. */
+cb_status cb_copy_(cb_tensor *dst, const cb_tensor *src);
+cb_status cb_fill_(cb_tensor *dst, double value);
+
+/* Normalises a possibly negative dim for an ndim-dimensional tensor;
+ * op names the operation in the error message. */
+cb_status cb_wrap_dim(const char *op, int *dim, int ndim);
+
+#endif
