@@ -132,7 +132,7 @@ static cb_status check_shape(const char *op, int ndim, const int64_t *shape,
 cb_status cb_tensor_empty(cb_tensor **out, int ndim, const int64_t *shape,
                           cb_dtype dtype) {
   int64_t numel = 0;
-  cb_status st = check_shape("empty", ndim, shape, &numel);
+  cb_status st = check_shape("tensor", ndim, shape, &numel);
   if (st != CB_OK) return st;
   if ((unsigned)dtype >= CB_NUM_DTYPES)
     return cb_fail(CB_ETYPE, "empty: invalid dtype %d", (int)dtype);
@@ -144,7 +144,7 @@ cb_status cb_tensor_empty(cb_tensor **out, int ndim, const int64_t *shape,
     return st;
   }
   t->ndim = ndim;
-  memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+  if (ndim > 0) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
   set_contiguous_strides(t);
   t->dtype = dtype;
   atomic_init(&t->refcount, 1);
@@ -259,9 +259,9 @@ bool cb_same_shape(const cb_tensor *a, const cb_tensor *b) {
 
 cb_status cb_wrap_dim(const char *op, int *dim, int ndim) {
   int n = ndim > 0 ? ndim : 1;
-  if (*dim < -n || *dim >= n)
-    return cb_fail(CB_ERANGE, "%s: dim %d out of range for a %d-d tensor "
-                   "(expected %d..%d)", op, *dim + 1, ndim, 1, n);
+  if (*dim < -n || *dim >= n) /* dims are reported 1-based, as Lua code sees them */
+    return cb_fail(CB_ERANGE, "%s: dim %d out of range for a %d-d tensor (expected 1..%d "
+                   "or -%d..-1)", op, *dim >= 0 ? *dim + 1 : *dim, ndim, n, n);
   if (*dim < 0) *dim += n;
   return CB_OK;
 }
@@ -498,23 +498,36 @@ cb_status cb_expand(cb_tensor **out, const cb_tensor *t, int ndim,
   return CB_OK;
 }
 
-cb_status cb_squeeze(cb_tensor **out, const cb_tensor *t, int dim) {
-  cb_status st;
-  if (dim >= 0 || t->ndim == 0) {
-    if (t->ndim > 0 && (st = cb_wrap_dim("squeeze", &dim, t->ndim)) != CB_OK) return st;
-  }
-  if ((st = cb_alias(out, t)) != CB_OK) return st;
+/* Drops the size-1 dims that drop[] marks. */
+static cb_status squeeze_dims(cb_tensor **out, const cb_tensor *t, const bool *drop) {
+  cb_status st = cb_alias(out, t);
+  if (st != CB_OK) return st;
   cb_tensor *v = *out;
   int n = 0;
   for (int d = 0; d < t->ndim; d++) {
-    bool drop = t->shape[d] == 1 && (dim < 0 || d == dim);
-    if (drop) continue;
+    if (drop[d] && t->shape[d] == 1) continue;
     v->shape[n] = t->shape[d];
     v->stride[n] = t->stride[d];
     n++;
   }
   v->ndim = n;
   return CB_OK;
+}
+
+cb_status cb_squeeze(cb_tensor **out, const cb_tensor *t, int dim) {
+  bool drop[CB_MAX_DIMS] = {false};
+  if (t->ndim > 0) {
+    cb_status st = cb_wrap_dim("squeeze", &dim, t->ndim);
+    if (st != CB_OK) return st;
+    drop[dim] = true;
+  }
+  return squeeze_dims(out, t, drop);
+}
+
+cb_status cb_squeeze_all(cb_tensor **out, const cb_tensor *t) {
+  bool drop[CB_MAX_DIMS];
+  for (int d = 0; d < CB_MAX_DIMS; d++) drop[d] = true;
+  return squeeze_dims(out, t, drop);
 }
 
 cb_status cb_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim) {

@@ -111,8 +111,10 @@ cb_status cb_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t start,
 /* Size-1 dims broadcast to any size (stride 0); -1 keeps a size. */
 cb_status cb_expand(cb_tensor **out, const cb_tensor *t, int ndim,
                     const int64_t *shape);
-/* dim < 0 removes every size-1 dim. */
+/* Removes dim if it has size 1 (else the view is unchanged). */
 cb_status cb_squeeze(cb_tensor **out, const cb_tensor *t, int dim);
+/* Removes every size-1 dim. */
+cb_status cb_squeeze_all(cb_tensor **out, const cb_tensor *t);
 cb_status cb_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim);
 cb_status cb_flatten(cb_tensor **out, const cb_tensor *t, int start_dim,
                      int end_dim);

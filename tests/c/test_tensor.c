@@ -59,6 +59,9 @@ static void test_expand_squeeze(void) {
   CHECK_OK(cb_squeeze(&q, u, -1));
   CHECK(q->ndim == 1 && q->shape[0] == 3);
   cb_tensor_release(q);
+  CHECK_OK(cb_squeeze_all(&q, u));
+  CHECK(q->ndim == 1 && q->shape[0] == 3);
+  cb_tensor_release(q);
   CHECK_OK(cb_permute(&p, e, (int[]){2, 0, 1}));
   CHECK(p->shape[0] == 4 && p->shape[1] == 2 && p->shape[2] == 3 && at(p, 3, 1, 2) == 2.0f);
   CHECK_FAILS(cb_permute(&q, e, (int[]){0, 0, 1}), CB_EINVAL);

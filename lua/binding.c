@@ -1,0 +1,410 @@
+/* luaopen_cbnet_core: the module table of the C binding (creation,
+ * generators, threads, machine info). lua/cbnet/init.lua builds the `cbnet`
+ * module on top of it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "binding.h"
+
+/* ---- cbnet.tensor(nested table[, dtype]) ---- */
+
+typedef struct {
+  int ndim;
+  int64_t shape[CB_MAX_DIMS];
+  bool all_integers, all_booleans;
+} table_info;
+
+/* Finds the shape from the first element at each depth. */
+static void scan_shape(lua_State *L, int idx, table_info *info) {
+  lua_pushvalue(L, idx);
+  while (lua_type(L, -1) == LUA_TTABLE) {
+    if (info->ndim >= CB_MAX_DIMS)
+      luaL_error(L, "tensor: table nested deeper than %d levels", CB_MAX_DIMS);
+    lua_Integer n = luaL_len(L, -1);
+    info->shape[info->ndim++] = n;
+    if (n == 0) break;
+    lua_geti(L, -1, 1);
+    lua_remove(L, -2);
+  }
+  lua_pop(L, 1);
+}
+
+/* Checks every sub-table against the shape and writes values in order. */
+static void fill_from_table(lua_State *L, int dim, table_info *info, cb_tensor *t,
+                            int64_t *offset) {
+  int top = lua_gettop(L);
+  if (dim == info->ndim) {
+    int type = lua_type(L, top);
+    double v = 0;
+    if (type == LUA_TNUMBER) v = lua_tonumber(L, top);
+    else if (type == LUA_TBOOLEAN) v = lua_toboolean(L, top);
+    else luaL_error(L, "tensor: element %d is a %s, expected a number or boolean",
+                    (int)*offset + 1, luaL_typename(L, top));
+    cb_store((char *)t->storage->data + *offset * cb_dtype_size(t->dtype), t->dtype, v);
+    (*offset)++;
+    return;
+  }
+  if (lua_type(L, top) != LUA_TTABLE || luaL_len(L, top) != info->shape[dim])
+    luaL_error(L, "tensor: ragged nested table: expected %d elements at depth %d, got %s",
+               (int)info->shape[dim], dim + 1,
+               lua_type(L, top) == LUA_TTABLE
+                   ? lua_pushfstring(L, "%d", (int)luaL_len(L, top))
+                   : luaL_typename(L, top));
+  for (int64_t i = 1; i <= info->shape[dim]; i++) {
+    lua_geti(L, top, i);
+    fill_from_table(L, dim + 1, info, t, offset);
+    lua_pop(L, 1);
+  }
+}
+
+/* Integer/boolean inference over all leaves (PyTorch infers int64 from
+ * integers, bool from booleans). */
+static void scan_types(lua_State *L, int idx, int depth, int ndim, table_info *info) {
+  if (depth == ndim) {
+    if (!lua_isinteger(L, idx)) info->all_integers = false;
+    if (lua_type(L, idx) != LUA_TBOOLEAN) info->all_booleans = false;
+    return;
+  }
+  if (lua_type(L, idx) != LUA_TTABLE) return; /* reported by fill_from_table */
+  lua_Integer n = luaL_len(L, idx);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, idx, i);
+    scan_types(L, lua_gettop(L), depth + 1, ndim, info);
+    lua_pop(L, 1);
+  }
+}
+
+static int l_tensor(lua_State *L) {
+  cb_tensor *t;
+  if (lua_type(L, 1) == LUA_TNUMBER || lua_type(L, 1) == LUA_TBOOLEAN) {
+    cb_dtype def = lua_isinteger(L, 1) ? CB_INT64 : lua_isboolean(L, 1) ? CB_BOOL : CB_FLOAT32;
+    double v = lua_isboolean(L, 1) ? lua_toboolean(L, 1) : lua_tonumber(L, 1);
+    cbl_check(L, cb_tensor_scalar(&t, v, cbl_opt_dtype(L, 2, def)));
+    cbl_push_tensor(L, t);
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  table_info info = {0, {0}, true, true};
+  scan_shape(L, 1, &info);
+  scan_types(L, 1, 0, info.ndim, &info);
+  int64_t numel = 1;
+  for (int d = 0; d < info.ndim; d++) numel *= info.shape[d];
+  cb_dtype def = numel == 0          ? CB_FLOAT32
+                 : info.all_booleans ? CB_BOOL
+                 : info.all_integers ? CB_INT64
+                                     : CB_FLOAT32;
+  cb_dtype dtype = cbl_opt_dtype(L, 2, def);
+  cbl_check(L, cb_tensor_empty(&t, info.ndim, info.shape, dtype));
+  cbl_push_tensor(L, t); /* owned by Lua before anything can raise */
+  lua_pushvalue(L, 1);
+  int64_t offset = 0;
+  fill_from_table(L, 0, &info, t, &offset);
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* ---- creation from shapes ---- */
+
+/* cbnet.zeros(2, 3[, dtype]) or cbnet.zeros({2, 3}[, dtype]) */
+static int create_filled(lua_State *L, double value) {
+  int ndim;
+  int64_t shape[CB_MAX_DIMS];
+  int next = cbl_read_shape(L, 1, &ndim, shape);
+  cb_tensor *t;
+  cbl_check(L, cb_tensor_full(&t, ndim, shape, cbl_opt_dtype(L, next, CB_FLOAT32), value));
+  cbl_push_tensor(L, t);
+  return 1;
+}
+
+static int l_zeros(lua_State *L) { return create_filled(L, 0); }
+static int l_ones(lua_State *L) { return create_filled(L, 1); }
+
+static int l_empty(lua_State *L) {
+  int ndim;
+  int64_t shape[CB_MAX_DIMS];
+  int next = cbl_read_shape(L, 1, &ndim, shape);
+  cb_tensor *t;
+  cbl_check(L, cb_tensor_empty(&t, ndim, shape, cbl_opt_dtype(L, next, CB_FLOAT32)));
+  cbl_push_tensor(L, t);
+  return 1;
+}
+
+/* cbnet.full({2, 3}, value[, dtype]) */
+static int l_full(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int ndim;
+  int64_t shape[CB_MAX_DIMS];
+  cbl_read_shape(L, 1, &ndim, shape);
+  cb_dtype def = lua_isinteger(L, 2) ? CB_INT64 : lua_isboolean(L, 2) ? CB_BOOL : CB_FLOAT32;
+  double v = lua_isboolean(L, 2) ? lua_toboolean(L, 2) : luaL_checknumber(L, 2);
+  cb_tensor *t;
+  cbl_check(L, cb_tensor_full(&t, ndim, shape, cbl_opt_dtype(L, 3, def), v));
+  cbl_push_tensor(L, t);
+  return 1;
+}
+
+/* cbnet.arange(stop) / arange(start, stop[, step][, dtype]): stop excluded */
+static int l_arange(lua_State *L) {
+  int nnum = 0;
+  while (nnum < 3 && lua_type(L, nnum + 1) == LUA_TNUMBER) nnum++;
+  if (nnum == 0) return luaL_typeerror(L, 1, "number");
+  double start = 0, stop, step = 1;
+  bool integers = true;
+  for (int i = 1; i <= nnum; i++) integers = integers && lua_isinteger(L, i);
+  if (nnum == 1) stop = lua_tonumber(L, 1);
+  else {
+    start = lua_tonumber(L, 1);
+    stop = lua_tonumber(L, 2);
+    if (nnum == 3) step = lua_tonumber(L, 3);
+  }
+  cb_tensor *t;
+  cb_dtype dtype = cbl_opt_dtype(L, nnum + 1, integers ? CB_INT64 : CB_FLOAT32);
+  cbl_check(L, cb_tensor_arange(&t, start, stop, step, dtype));
+  cbl_push_tensor(L, t);
+  return 1;
+}
+
+/* ---- random ---- */
+
+/* The remaining arguments after a shape: an optional dtype string and an
+ * optional generator, in either order. */
+static void read_random_options(lua_State *L, int first, cb_dtype *dtype, cb_generator **g) {
+  *g = cb_default_generator();
+  for (int arg = first; arg <= lua_gettop(L); arg++) {
+    if (lua_type(L, arg) == LUA_TSTRING) *dtype = cbl_opt_dtype(L, arg, *dtype);
+    else if (!lua_isnil(L, arg)) *g = luaL_checkudata(L, arg, GENERATOR_MT);
+  }
+}
+
+static int random_fill(lua_State *L, bool normal) {
+  int ndim;
+  int64_t shape[CB_MAX_DIMS];
+  int next = cbl_read_shape(L, 1, &ndim, shape);
+  cb_dtype dtype = CB_FLOAT32;
+  cb_generator *g;
+  read_random_options(L, next, &dtype, &g);
+  if (dtype != CB_FLOAT32) return luaL_error(L, "%s: only float32 is supported",
+                                             normal ? "randn" : "rand");
+  cb_tensor *t;
+  cbl_check(L, cb_tensor_empty(&t, ndim, shape, dtype));
+  cbl_push_tensor(L, t);
+  cbl_check(L, normal ? cb_normal_(t, 0, 1, g) : cb_uniform_(t, 0, 1, g));
+  return 1;
+}
+
+static int l_rand(lua_State *L) { return random_fill(L, false); }
+static int l_randn(lua_State *L) { return random_fill(L, true); }
+
+/* cbnet.randint(low, high, shape[, generator]): integers in [low, high) */
+static int l_randint(lua_State *L) {
+  lua_Integer low = luaL_checkinteger(L, 1), high = luaL_checkinteger(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  int ndim;
+  int64_t shape[CB_MAX_DIMS];
+  cbl_read_shape(L, 3, &ndim, shape);
+  cb_dtype dtype = CB_INT64;
+  cb_generator *g;
+  read_random_options(L, 4, &dtype, &g);
+  cb_tensor *t;
+  cbl_check(L, cb_tensor_empty(&t, ndim, shape, dtype));
+  cbl_push_tensor(L, t);
+  cbl_check(L, cb_randint_(t, low, high, g));
+  return 1;
+}
+
+/* cbnet.randperm(n[, generator]): 0-based positions, like every index tensor */
+static int l_randperm(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  cb_tensor *t;
+  cbl_check(L, cb_randperm(&t, n, cbl_opt_generator(L, 2)));
+  cbl_push_tensor(L, t);
+  return 1;
+}
+
+static uint64_t check_seed(lua_State *L, int arg) {
+  lua_Integer s = luaL_checkinteger(L, arg);
+  return (uint64_t)s;
+}
+
+static int l_manual_seed(lua_State *L) {
+  cb_manual_seed(check_seed(L, 1));
+  return 0;
+}
+
+static int l_generator(lua_State *L) {
+  uint64_t seed = lua_isnoneornil(L, 1) ? 0 : check_seed(L, 1);
+  cb_generator *g = lua_newuserdatauv(L, sizeof *g, 0);
+  cb_generator_seed(g, seed);
+  luaL_setmetatable(L, GENERATOR_MT);
+  return 1;
+}
+
+static int g_seed(lua_State *L) {
+  cb_generator *g = luaL_checkudata(L, 1, GENERATOR_MT);
+  cb_generator_seed(g, check_seed(L, 2));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int g_initial_seed(lua_State *L) {
+  cb_generator *g = luaL_checkudata(L, 1, GENERATOR_MT);
+  lua_pushinteger(L, (lua_Integer)g->seed);
+  return 1;
+}
+
+/* Uniform float in [0, 1), or integer in [1, n] like math.random(n). */
+static int g_random(lua_State *L) {
+  cb_generator *g = luaL_checkudata(L, 1, GENERATOR_MT);
+  if (lua_isnoneornil(L, 2)) {
+    lua_pushnumber(L, cb_random_double(g));
+    return 1;
+  }
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 1, 2, "interval is empty");
+  lua_pushinteger(L, 1 + (lua_Integer)cb_random_below(g, (uint64_t)n));
+  return 1;
+}
+
+static int g_tostring(lua_State *L) {
+  cb_generator *g = luaL_checkudata(L, 1, GENERATOR_MT);
+  lua_pushfstring(L, "cbnet.Generator(seed %I)", (lua_Integer)g->seed);
+  return 1;
+}
+
+/* ---- joining and products ---- */
+
+/* Reads a Lua list of tensors into a malloc'd array (owned by a temporary
+ * userdata so an error cannot leak it). */
+static const cb_tensor **check_tensor_list(lua_State *L, int arg, int *n) {
+  luaL_checktype(L, arg, LUA_TTABLE);
+  *n = (int)luaL_len(L, arg);
+  if (*n < 1) luaL_argerror(L, arg, "expected a non-empty list of tensors");
+  const cb_tensor **ts = lua_newuserdatauv(L, sizeof *ts * (size_t)*n, 0);
+  for (int i = 0; i < *n; i++) {
+    lua_geti(L, arg, i + 1);
+    cb_tensor *t = cbl_test_tensor(L, -1);
+    if (!t) luaL_argerror(L, arg, lua_pushfstring(L, "element %d is not a tensor", i + 1));
+    ts[i] = t;
+    lua_pop(L, 1);
+  }
+  return ts;
+}
+
+static int join(lua_State *L, bool stack) {
+  int n, dim = cbl_opt_dim(L, 2, 0);
+  lua_settop(L, 2);
+  const cb_tensor **ts = check_tensor_list(L, 1, &n);
+  cb_tensor *out;
+  cbl_check(L, stack ? cb_stack(&out, n, ts, dim) : cb_cat(&out, n, ts, dim));
+  cbl_push_tensor(L, out);
+  return 1;
+}
+
+static int l_cat(lua_State *L) { return join(L, false); }
+static int l_stack(lua_State *L) { return join(L, true); }
+
+static int l_where(lua_State *L) {
+  cb_tensor *cond = cbl_check_tensor(L, 1);
+  cb_tensor *a = cbl_test_tensor(L, 2), *b = cbl_test_tensor(L, 3), *out;
+  if (!a) a = cbl_check_operand(L, 2, b);
+  if (!b) b = cbl_check_operand(L, 3, a);
+  cbl_check(L, cb_where(&out, cond, a, b));
+  cbl_push_tensor(L, out);
+  return 1;
+}
+
+static int l_is_tensor(lua_State *L) {
+  lua_pushboolean(L, luaL_testudata(L, 1, TENSOR_MT) != NULL);
+  return 1;
+}
+
+/* ---- threads, memory, info ---- */
+
+static int l_set_num_threads(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  cbl_check(L, cb_set_num_threads(n > 1000 ? 1000 : (int)n));
+  return 0;
+}
+
+static int l_get_num_threads(lua_State *L) {
+  lua_pushinteger(L, cb_get_num_threads());
+  return 1;
+}
+
+static int l_memory(lua_State *L) {
+  lua_pushinteger(L, cb_storage_live_bytes());
+  return 1;
+}
+
+static void set_string(lua_State *L, const char *key, const char *value) {
+  lua_pushstring(L, value);
+  lua_setfield(L, -2, key);
+}
+
+static void set_bool(lua_State *L, const char *key, bool value) {
+  lua_pushboolean(L, value);
+  lua_setfield(L, -2, key);
+}
+
+static int l_info(lua_State *L) {
+  cb_blas_info blas;
+  cbl_check(L, cb_blas_get_info(&blas));
+  lua_newtable(L);
+  set_string(L, "version", CBNET_VERSION);
+  set_string(L, "lua", LUA_RELEASE);
+  set_string(L, "blas_library", blas.library);
+  set_string(L, "blas_config", blas.config);
+  set_string(L, "blas_kernel", blas.kernel);
+  set_string(L, "blas_kernel_wanted", blas.wanted);
+  static const char *const sources[] = {"OPENBLAS_CORETYPE set by the user",
+                                        "chosen by cbnet from the CPU's features",
+                                        "OpenBLAS's own detection"};
+  set_string(L, "blas_kernel_source", sources[blas.source]);
+  lua_pushinteger(L, blas.threads);
+  lua_setfield(L, -2, "blas_threads");
+  lua_pushinteger(L, cb_get_num_threads());
+  lua_setfield(L, -2, "threads");
+  cb_cpu_features f = cb_cpu_detect();
+  lua_newtable(L);
+  set_bool(L, "avx2", f.avx2);
+  set_bool(L, "fma", f.fma);
+  set_bool(L, "avx512f", f.avx512f);
+  set_bool(L, "avx512bw", f.avx512bw);
+  set_bool(L, "avx512dq", f.avx512dq);
+  set_bool(L, "avx512vl", f.avx512vl);
+  set_bool(L, "avx512_bf16", f.avx512_bf16);
+  set_bool(L, "amx_bf16", f.amx_bf16);
+  lua_setfield(L, -2, "cpu");
+  return 1;
+}
+
+static const luaL_Reg core_functions[] = {
+    {"tensor", l_tensor}, {"zeros", l_zeros}, {"ones", l_ones}, {"empty", l_empty},
+    {"full", l_full}, {"arange", l_arange}, {"rand", l_rand}, {"randn", l_randn},
+    {"randint", l_randint}, {"randperm", l_randperm}, {"manual_seed", l_manual_seed},
+    {"Generator", l_generator}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
+    {"is_tensor", l_is_tensor}, {"set_num_threads", l_set_num_threads},
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"info", l_info},
+    {NULL, NULL}};
+
+static const luaL_Reg generator_methods[] = {
+    {"seed", g_seed}, {"initial_seed", g_initial_seed}, {"random", g_random}, {NULL, NULL}};
+
+int luaopen_cbnet_core(lua_State *L) {
+  /* Load OpenBLAS now, before anything else in the process can, so that
+   * the kernel choice applies (see core/blas.h). */
+  cb_status st = cb_blas_init();
+  if (st != CB_OK) return luaL_error(L, "cbnet: %s", cb_last_error());
+  cbl_open_tensor(L);
+  luaL_newmetatable(L, GENERATOR_MT);
+  luaL_newlib(L, generator_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, g_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_newlib(L, core_functions);
+  luaL_getmetatable(L, TENSOR_MT);
+  lua_setfield(L, -2, "Tensor");
+  return 1;
+}

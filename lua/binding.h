@@ -1,0 +1,40 @@
+/* Shared pieces of the Lua binding (the only code that sees both Lua and
+ * the core). */
+#ifndef CB_BINDING_H
+#define CB_BINDING_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "cbnet.h"
+
+#define TENSOR_MT "cbnet.Tensor"
+#define GENERATOR_MT "cbnet.Generator"
+
+typedef struct {
+  cb_tensor *t; /* NULL once closed */
+} tensor_box;
+
+/* Raises a Lua error with the core's message when st is not CB_OK. */
+void cbl_check(lua_State *L, cb_status st);
+/* Pushes t as a Tensor userdata, taking over the caller's reference; new
+ * storage is reported to the garbage collector. */
+void cbl_push_tensor(lua_State *L, cb_tensor *t);
+cb_tensor *cbl_check_tensor(lua_State *L, int arg);
+cb_tensor *cbl_test_tensor(lua_State *L, int arg);
+/* A tensor argument, or a number turned into a 0-d tensor (pushed on the
+ * stack so the collector owns it); like gives the dtype class. */
+cb_tensor *cbl_check_operand(lua_State *L, int arg, const cb_tensor *like);
+/* A 1-based (or negative) dim argument, converted to the core's 0-based
+ * (or still negative) form. */
+int cbl_check_dim(lua_State *L, int arg);
+int cbl_opt_dim(lua_State *L, int arg, int def);
+/* Reads sizes from arguments first.. (numbers, or one table of numbers);
+ * returns the index of the first argument after them. */
+int cbl_read_shape(lua_State *L, int first, int *ndim, int64_t *shape);
+cb_dtype cbl_opt_dtype(lua_State *L, int arg, cb_dtype def);
+cb_generator *cbl_opt_generator(lua_State *L, int arg);
+
+void cbl_open_tensor(lua_State *L);  /* registers the Tensor metatable */
+
+#endif

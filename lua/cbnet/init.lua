@@ -1,0 +1,34 @@
+--- cbnet: tensors and training for Lua 5.4.
+-- `local cbnet = require "cbnet"` gives the tensor functions of the C core
+-- (cbnet.tensor, zeros, randn, cat, ...) plus the Lua layers as they land.
+-- Conventions: dims and positions given as Lua numbers are 1-based (negative
+-- ones count from the end); the values inside index tensors (argmax results,
+-- gather/index_select indices, randperm, labels) are 0-based, as in PyTorch.
+local core = require "cbnet.core"
+
+local cbnet = {}
+for name, fn in pairs(core) do cbnet[name] = fn end
+
+--- Methods every tensor has; Lua code may add its own here.
+cbnet.methods = core.Tensor.methods
+
+function cbnet.matmul(a, b) return a:matmul(b) end
+
+--- The version string and the machine facts `cbnet info` prints.
+cbnet.version = core.info().version
+
+--- Lua-level tensor methods.
+local methods = cbnet.methods
+
+--- t:shape() -> {sizes} (alias of t:size()).
+function methods.shape(t) return t:size() end
+
+--- t:allclose(other[, rtol[, atol]]): every |t - other| <= atol + rtol*|other|.
+function methods.allclose(t, other, rtol, atol)
+  rtol, atol = rtol or 1e-5, atol or 1e-8
+  local diff = (t:float() - other):abs()
+  local bound = other:float():abs() * rtol + atol
+  return diff:le(bound):logical_not():sum():item() == 0
+end
+
+return cbnet

@@ -1,0 +1,285 @@
+/* The cbnet command: runs experiment scripts with the cbnet modules
+ * preloaded, an interactive prompt, and machine info. Modelled on lua.c. */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "cbnet.h"
+
+int luaopen_cbnet_core(lua_State *L);
+
+#define EXIT_USAGE 2
+#define EXIT_INTERRUPTED 130
+
+static const char *const usage_text =
+    "usage: cbnet run SCRIPT.lua [ARGS...]   run a script (ARGS in `arg` and `...`)\n"
+    "       cbnet                            interactive prompt\n"
+    "       cbnet info                       version, BLAS kernel, threads, CPU, paths\n"
+    "       cbnet version                    the version\n"
+    "       cbnet --help                     this text\n"
+    "Environment: CBNET_NUM_THREADS (threads, default: all cores), OPENBLAS_CORETYPE\n"
+    "(OpenBLAS kernel; by default cbnet picks the best one the CPU supports).\n";
+
+/* ---- Ctrl-C: as in lua.c, the signal handler installs a hook that raises
+ * an error at the next Lua instruction, so a script stops cleanly (its
+ * to-be-closed variables and pcall handlers run). ---- */
+
+static lua_State *running_state;
+static volatile sig_atomic_t interrupted;
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted");
+}
+
+static void on_sigint(int sig) {
+  signal(sig, SIG_DFL); /* a second Ctrl-C kills the process */
+  interrupted = 1;
+  lua_sethook(running_state, interrupt_hook,
+              LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+static int traceback_handler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Calls the function below narg arguments with a traceback handler and
+ * Ctrl-C handling. */
+static int protected_call(lua_State *L, int narg, int nres) {
+  int base = lua_gettop(L) - narg;
+  lua_pushcfunction(L, traceback_handler);
+  lua_insert(L, base);
+  running_state = L;
+  interrupted = 0;
+  signal(SIGINT, on_sigint);
+  int status = lua_pcall(L, narg, nres, base);
+  signal(SIGINT, SIG_DFL);
+  lua_remove(L, base);
+  return status;
+}
+
+static void report(lua_State *L, int status) {
+  if (status == LUA_OK) return;
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "cbnet: %s\n", msg ? msg : "(error object is not a string)");
+  fflush(stderr);
+  lua_pop(L, 1);
+}
+
+/* ---- module paths ---- */
+
+/* The folder holding this executable. */
+static int executable_dir(char *buf, size_t size) {
+  ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char *slash = strrchr(buf, '/');
+  if (!slash) return 0;
+  *slash = '\0';
+  return 1;
+}
+
+/* Lua modules come from the source tree (when run from build/bin) or from
+ * the install prefix (PREFIX/bin -> PREFIX/share/lua/5.4); the C module is
+ * linked in and preloaded. */
+static void set_paths(lua_State *L) {
+  char dir[PATH_MAX];
+  luaL_Buffer b;
+  lua_getglobal(L, "package");
+  luaL_buffinit(L, &b);
+  if (executable_dir(dir, sizeof dir)) {
+    lua_pushfstring(L, "%s/../../lua/?.lua;%s/../../lua/?/init.lua;"
+                       "%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;",
+                    dir, dir, dir, dir);
+    luaL_addvalue(&b);
+  }
+  lua_getfield(L, -2, "path");
+  luaL_addvalue(&b);
+  luaL_pushresult(&b);
+  lua_setfield(L, -2, "path");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_cbnet_core);
+  lua_setfield(L, -2, "cbnet.core");
+  lua_pop(L, 2);
+}
+
+static lua_State *new_state(void) {
+  lua_State *L = luaL_newstate();
+  if (!L) {
+    fprintf(stderr, "cbnet: cannot create a Lua state (out of memory)\n");
+    exit(EXIT_FAILURE);
+  }
+  luaL_openlibs(L);
+  set_paths(L);
+  return L;
+}
+
+/* ---- commands ---- */
+
+/* arg = {[0] = script, args...}, arg[-1] = "cbnet", as lua.c does. */
+static void set_arg_table(lua_State *L, char **argv, int script_index, int argc) {
+  lua_createtable(L, argc - script_index - 1, script_index + 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script_index);
+  }
+  lua_setglobal(L, "arg");
+}
+
+static int cmd_run(int argc, char **argv, int script_index) {
+  lua_State *L = new_state();
+  set_arg_table(L, argv, script_index, argc);
+  const char *script = argv[script_index];
+  int status = luaL_loadfile(L, strcmp(script, "-") == 0 ? NULL : script);
+  if (status == LUA_OK) {
+    int nargs = argc - script_index - 1;
+    luaL_checkstack(L, nargs, "too many arguments");
+    for (int i = script_index + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+    status = protected_call(L, nargs, 0);
+  }
+  bool was_interrupted = interrupted;
+  report(L, status);
+  lua_close(L); /* runs finalizers and to-be-closed variables' __gc */
+  if (status == LUA_OK) return EXIT_SUCCESS;
+  return was_interrupted ? EXIT_INTERRUPTED : EXIT_FAILURE;
+}
+
+static const char *const info_script =
+    "local cbnet = require 'cbnet'\n"
+    "local i = cbnet.info()\n"
+    "local cpu = {}\n"
+    "for _, k in ipairs{'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512dq', 'avx512vl',\n"
+    "                   'avx512_bf16', 'amx_bf16'} do\n"
+    "  if i.cpu[k] then cpu[#cpu + 1] = k end\n"
+    "end\n"
+    "local dir = ...\n"
+    "print(('cbnet %s (%s)'):format(i.version, i.lua))\n"
+    "print(('BLAS:    %s'):format(i.blas_config))\n"
+    "print(('kernel:  %s (%s)'):format(i.blas_kernel, i.blas_kernel_source))\n"
+    "print(('threads: %d (OpenBLAS: %d)'):format(i.threads, i.blas_threads))\n"
+    "print(('CPU:     %s'):format(#cpu > 0 and table.concat(cpu, ' ') or 'no AVX2'))\n"
+    "print('modules: ' .. package.searchpath('cbnet', package.path))\n"
+    "print('from a plain lua5.4 (without make install):')\n"
+    "print(('  export LUA_PATH=\"%s/../../lua/?.lua;%s/../../lua/?/init.lua;;\"'):format(dir, dir))\n"
+    "print(('  export LUA_CPATH=\"%s/../lib/?.so;;\"'):format(dir))\n";
+
+static int cmd_script(const char *code, const char *chunkname) {
+  lua_State *L = new_state();
+  char dir[PATH_MAX] = ".";
+  executable_dir(dir, sizeof dir);
+  int status = luaL_loadbuffer(L, code, strlen(code), chunkname);
+  if (status == LUA_OK) {
+    lua_pushstring(L, dir);
+    status = protected_call(L, 1, 0);
+  }
+  report(L, status);
+  lua_close(L);
+  return status == LUA_OK ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* ---- interactive prompt ---- */
+
+static int is_incomplete(lua_State *L, int status) {
+  if (status != LUA_ERRSYNTAX) return 0;
+  size_t len;
+  const char *msg = lua_tolstring(L, -1, &len);
+  const char *eof = "<eof>";
+  size_t elen = strlen(eof);
+  if (len >= elen && strcmp(msg + len - elen, eof) == 0) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* Compiles `return LINE` (to print an expression's value) or else the
+ * statement, reading more lines while it is incomplete. */
+static int read_chunk(lua_State *L, char *line, size_t size) {
+  lua_pushfstring(L, "return %s", line);
+  int status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin");
+  lua_remove(L, -2);
+  if (status == LUA_OK) return LUA_OK;
+  lua_pop(L, 1);
+  lua_pushstring(L, line);
+  for (;;) {
+    status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin");
+    if (!is_incomplete(L, status)) break;
+    fputs(">> ", stdout);
+    fflush(stdout);
+    if (!fgets(line, (int)size, stdin)) break;
+    lua_pushstring(L, line);
+    lua_concat(L, 2);
+  }
+  lua_remove(L, -2);
+  return status;
+}
+
+static void print_results(lua_State *L) {
+  int n = lua_gettop(L);
+  if (n == 0) return;
+  lua_getglobal(L, "print");
+  lua_insert(L, 1);
+  if (lua_pcall(L, n, 0, 0) != LUA_OK) report(L, LUA_ERRRUN);
+}
+
+static int cmd_repl(void) {
+  lua_State *L = new_state();
+  printf("cbnet %s (%s) -- cbnet is loaded; Ctrl-D exits\n", CBNET_VERSION, LUA_RELEASE);
+  int status = luaL_dostring(L, "cbnet = require 'cbnet'");
+  report(L, status);
+  char line[4096];
+  for (;;) {
+    fputs("> ", stdout);
+    fflush(stdout);
+    if (!fgets(line, sizeof line, stdin)) break;
+    lua_settop(L, 0);
+    status = read_chunk(L, line, sizeof line);
+    if (status == LUA_OK) status = protected_call(L, 0, LUA_MULTRET);
+    if (status == LUA_OK) print_results(L);
+    else report(L, status);
+  }
+  putchar('\n');
+  lua_close(L);
+  return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    if (isatty(STDIN_FILENO)) return cmd_repl();
+    char *stdin_script[] = {argv[0], "-", NULL}; /* `cbnet < script.lua` */
+    return cmd_run(2, stdin_script, 1);
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "run") == 0) {
+    if (argc < 3) {
+      fprintf(stderr, "cbnet run: missing SCRIPT\n%s", usage_text);
+      return EXIT_USAGE;
+    }
+    return cmd_run(argc, argv, 2);
+  }
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("cbnet %s\n", CBNET_VERSION);
+    return EXIT_SUCCESS;
+  }
+  if (strcmp(cmd, "info") == 0) return cmd_script(info_script, "=info");
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    fputs(usage_text, stdout);
+    return EXIT_SUCCESS;
+  }
+  fprintf(stderr, "cbnet: unknown command '%s'\n%s", cmd, usage_text);
+  return EXIT_USAGE;
+}

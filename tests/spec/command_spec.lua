@@ -1,0 +1,106 @@
+-- The cbnet command, run as a user would run it.
+local CBNET = io.popen("pwd"):read("l") .. "/build/bin/cbnet"
+
+local function run(args, env)
+  local out_file = os.tmpname()
+  local cmd = ("%s %s %s > %s 2>&1"):format(env or "", CBNET, args, out_file)
+  local _, _, code = os.execute(cmd)
+  local f = assert(io.open(out_file))
+  local out = f:read("a")
+  f:close()
+  os.remove(out_file)
+  return code, out
+end
+
+local function script(code)
+  local name = os.tmpname() .. ".lua"
+  local f = assert(io.open(name, "w"))
+  f:write(code)
+  f:close()
+  return name
+end
+
+describe("cbnet command", function()
+  it("runs a script with its arguments in arg and ...", function()
+    local s = script([[
+      local cbnet = require "cbnet"
+      local a, b = ...
+      print(a, b, arg[1], arg[2], #arg, cbnet.ones(2):sum():item())
+    ]])
+    local code, out = run("run " .. s .. " x 42")
+    assert.equal(0, code)
+    assert.equal("x\t42\tx\t42\t2\t2.0\n", out)
+    os.remove(s)
+  end)
+
+  it("finds the cbnet modules from any directory", function()
+    local s = script('print(require("cbnet").version)')
+    local code, out = run("run " .. s, "cd / &&")
+    assert.equal(0, code)
+    assert.matches("^%d+%.%d+%.%d+\n$", out)
+    os.remove(s)
+  end)
+
+  it("prints a traceback and exits 1 on error", function()
+    local s = script([[
+      local cbnet = require "cbnet"
+      local function f() return cbnet.zeros(2, 3) + cbnet.zeros(4) end
+      f()
+    ]])
+    local code, out = run("run " .. s)
+    assert.equal(1, code)
+    assert.matches("add: shapes {2, 3} and {4} cannot be broadcast together", out, 1, true)
+    assert.matches("stack traceback:", out, 1, true)
+    assert.matches("in local 'f'", out, 1, true)
+    os.remove(s)
+  end)
+
+  it("exits 2 on usage errors", function()
+    assert.equal(2, (run("frobnicate")))
+    assert.equal(2, (run("run")))
+    local code, out = run("--help")
+    assert.equal(0, code)
+    assert.matches("cbnet run SCRIPT.lua", out, 1, true)
+  end)
+
+  it("reports a missing script", function()
+    local code, out = run("run /nonexistent/x.lua")
+    assert.equal(1, code)
+    assert.matches("cannot open /nonexistent/x.lua", out, 1, true)
+  end)
+
+  it("prints version and machine info with the BLAS kernel", function()
+    local code, out = run("version")
+    assert.equal(0, code)
+    assert.matches("^cbnet %d+%.%d+%.%d+", out)
+    code, out = run("info")
+    assert.equal(0, code)
+    assert.matches("kernel:  %S+ %(", out)
+    assert.matches("threads: %d+", out)
+    assert.matches("OpenBLAS 0%.", out)
+  end)
+
+  it("respects OPENBLAS_CORETYPE when the user sets it", function()
+    local code, out = run("info", "OPENBLAS_CORETYPE=Haswell")
+    assert.equal(0, code)
+    assert.matches("kernel:  Haswell (OPENBLAS_CORETYPE set by the user)", out, 1, true)
+  end)
+
+  it("stops a script on Ctrl-C and exits 130", function()
+    local s = script([[
+      local cbnet = require "cbnet"
+      io.stdout:write("started\n") io.stdout:flush()
+      while true do local t = cbnet.zeros(10) end
+    ]])
+    local out_file = os.tmpname()
+    local cmd = ("%s run %s > %s 2>&1 & pid=$!; "):format(CBNET, s, out_file)
+      .. ("for i in $(seq 50); do grep -q started %s && break; sleep 0.1; done; "):format(out_file)
+      .. "kill -INT $pid; wait $pid"
+    local _, _, code = os.execute(cmd)
+    local out = io.open(out_file):read("a")
+    assert.equal(130, code)
+    assert.matches("interrupted", out, 1, true)
+    os.remove(s)
+    os.remove(out_file)
+  end)
+end)
