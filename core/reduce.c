@@ -55,8 +55,15 @@ static void accumulate_run(accum *acc, cb_reduceop op, cb_dtype dtype, const cha
   if (dtype == CB_FLOAT32 && (op == CB_SUM || op == CB_MEAN)) {
     double s = 0;
     if (stride == 4) {
+      /* eight independent partial sums: a dependency chain of one would
+       * stall on the add latency and could not use vector lanes */
       const float *f = (const float *)p;
-      for (int64_t i = 0; i < n; i++) s += f[i];
+      double lanes[8] = {0};
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lanes[j] += f[i + j];
+      for (; i < n; i++) s += f[i];
+      for (int j = 0; j < 8; j++) s += lanes[j];
     } else {
       for (int64_t i = 0; i < n; i++) s += *(const float *)(p + i * stride);
     }
