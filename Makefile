@@ -88,9 +88,13 @@ test: deps
 	@$(MAKE) --no-print-directory all $(CTESTS)
 	@sh tests/run.sh $(CTESTS)
 
-check:
-	@$(MAKE) --no-print-directory SAN=1 build/san/tests/ctest
+# The C tests, then the tensor specs through the binding, under ASan + UBSan.
+check: deps
+	@$(MAKE) --no-print-directory SAN=1 build/san/tests/ctest build/san/lib/cbnet/core.so
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/san/tests/ctest
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  busted --lua=$(LUA) --cpath="build/san/lib/?.so" tests/spec/tensor_spec.lua
 
 install: all
 	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/cbnet $(PREFIX)/share/lua/5.4/cbnet

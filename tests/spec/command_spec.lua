@@ -103,4 +103,21 @@ describe("cbnet command", function()
     os.remove(s)
     os.remove(out_file)
   end)
+
+  it("tells a plain lua5.4 the paths that make require 'cbnet' work", function()
+    local _, out = run("info")
+    local lua_path = out:match('export LUA_PATH="([^"]+)"')
+    local lua_cpath = out:match('export LUA_CPATH="([^"]+)"')
+    assert.truthy(lua_path and lua_cpath)
+    local f = io.popen(("cd / && env -u OPENBLAS_CORETYPE LUA_PATH='%s' LUA_CPATH='%s' "
+      .. "lua5.4 -e 'local c = require \"cbnet\"; local i = c.info(); "
+      .. "print(i.blas_kernel, i.blas_kernel_wanted, c.ones(3):sum():item())' 2>&1"):format(lua_path, lua_cpath))
+    local line = f:read("a")
+    f:close()
+    local kernel, wanted, sum = line:match("^(%S+)\t(.-)\t(%S+)\n$")
+    assert.equal("3.0", sum, line)
+    -- with no OPENBLAS_CORETYPE, OpenBLAS runs the kernel cbnet chose
+    if wanted ~= "(OpenBLAS's own choice)" then assert.equal(wanted:lower(), kernel:lower()) end
+  end)
 end)
+
