@@ -416,25 +416,21 @@ static int t_tostring(lua_State *L) {
 
 /* ---- views ---- */
 
-static int t_view(lua_State *L) {
+typedef cb_status (*shape_fn)(cb_tensor **, const cb_tensor *, int, const int64_t *);
+
+/* t:view(2, 3) / t:view({2, 3}), and reshape alike */
+static int shape_op(lua_State *L, shape_fn op) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
   int ndim;
   int64_t shape[CB_MAX_DIMS];
   cbl_read_shape(L, 2, &ndim, shape);
-  cbl_check(L, cb_view(&v, t, ndim, shape));
+  cbl_check(L, op(&v, t, ndim, shape));
   cbl_push_tensor(L, v);
   return 1;
 }
 
-static int t_reshape(lua_State *L) {
-  cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  int ndim;
-  int64_t shape[CB_MAX_DIMS];
-  cbl_read_shape(L, 2, &ndim, shape);
-  cbl_check(L, cb_reshape(&v, t, ndim, shape));
-  cbl_push_tensor(L, v);
-  return 1;
-}
+static int t_view(lua_State *L) { return shape_op(L, cb_view); }
+static int t_reshape(lua_State *L) { return shape_op(L, cb_reshape); }
 
 static int t_transpose(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
