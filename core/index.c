@@ -3,7 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd.h"
 #include "iter.h"
+#include "reduce.h"
+#include "views.h"
 
 static cb_status check_index_tensor(const char *op, const cb_tensor *index) {
   if (index->dtype != CB_INT64)
@@ -18,6 +21,26 @@ static cb_status index_error(const char *op, int64_t value, int dim, int64_t siz
                  (long long)size);
 }
 
+/* The gradient of index_select adds each selected slice back at its index:
+ * a scatter_add with the index broadcast along the other dims. */
+static cb_status index_select_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *idx;
+  cb_status st = cb_node_saved(node, 0, &idx);
+  if (st != CB_OK) return st;
+  int dim = (int)node->ints[0];
+  int64_t shape[CB_MAX_DIMS];
+  for (int d = 0; d < g->ndim; d++) shape[d] = d == dim ? g->shape[d] : 1;
+  cb_tensor *v = NULL, *e = NULL;
+  if ((st = cb_tensor_view(&v, idx, g->ndim, shape)) == CB_OK &&
+      (st = cb_tensor_expand(&e, v, g->ndim, g->shape)) == CB_OK &&
+      (st = cb_tensor_zeros(&grad_in[0], node->inputs[0].ndim, node->inputs[0].shape,
+                            CB_FLOAT32)) == CB_OK)
+    st = cb_scatter_add_(grad_in[0], dim, e, g);
+  cb_tensor_release(v);
+  cb_tensor_release(e);
+  return st;
+}
+
 cb_status cb_index_select(cb_tensor **out, const cb_tensor *a, int dim, const cb_tensor *index) {
   cb_status st = check_index_tensor("index_select", index);
   if (st != CB_OK) return st;
@@ -26,8 +49,8 @@ cb_status cb_index_select(cb_tensor **out, const cb_tensor *a, int dim, const cb
   if (a->ndim == 0) return cb_fail(CB_EINVAL, "index_select: cannot index a 0-d tensor");
   if ((st = cb_wrap_dim("index_select", &dim, a->ndim)) != CB_OK) return st;
   cb_tensor *src = NULL, *idx = NULL;
-  if ((st = cb_contiguous(&src, a)) != CB_OK) return st;
-  if ((st = cb_contiguous(&idx, index)) != CB_OK) goto done;
+  if ((st = cb_tensor_contiguous(&src, a)) != CB_OK) return st;
+  if ((st = cb_tensor_contiguous(&idx, index)) != CB_OK) goto done;
   int64_t count = cb_tensor_numel(idx), size = a->shape[dim];
   const int64_t *ip = cb_tensor_data(idx);
   for (int64_t i = 0; i < count; i++)
@@ -48,6 +71,16 @@ cb_status cb_index_select(cb_tensor **out, const cb_tensor *a, int dim, const cb
   for (int64_t o = 0; o < outer; o++)
     for (int64_t i = 0; i < count; i++)
       memcpy(to + (o * count + i) * inner, from + (o * size + ip[i]) * inner, (size_t)inner);
+  if (a->dtype == CB_FLOAT32) {
+    cb_node *node;
+    const cb_tensor *save = idx;
+    if ((st = cb_record(*out, "IndexSelectBackward", index_select_backward, 1, &a, 1, &save,
+                        &node)) != CB_OK) {
+      cb_tensor_release(*out);
+      *out = NULL;
+    }
+    if (node) node->ints[0] = dim;
+  }
 done:
   cb_tensor_release(src);
   cb_tensor_release(idx);
@@ -69,7 +102,7 @@ static cb_status along_dim_view(const char *op, const char *what, cb_tensor **vi
                      cb_shape_str(y, 128, t->ndim, t->shape), d + 1);
     }
   cb_tensor *v;
-  cb_status st = cb_alias(&v, t);
+  cb_status st = cb_tensor_alias(&v, t);
   if (st != CB_OK) return st;
   for (int d = 0; d < t->ndim; d++) {
     v->shape[d] = index->shape[d];
@@ -97,12 +130,21 @@ static void gather_row(void *ctx, int64_t n, char **p, const int64_t *s) {
 static cb_status check_indices(const char *op, const cb_tensor *index, int dim, int64_t size) {
   /* Checked before any write so that a bad index leaves no partial result. */
   cb_tensor *idx;
-  cb_status st = cb_contiguous(&idx, index);
+  cb_status st = cb_tensor_contiguous(&idx, index);
   if (st != CB_OK) return st;
   const int64_t *ip = cb_tensor_data(idx);
   for (int64_t i = 0, n = cb_tensor_numel(idx); i < n && st == CB_OK; i++)
     if (ip[i] < 0 || ip[i] >= size) st = index_error(op, ip[i], dim, size);
   cb_tensor_release(idx);
+  return st;
+}
+
+static cb_status gather_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *idx;
+  cb_status st = cb_node_saved(node, 0, &idx);
+  if (st == CB_OK)
+    st = cb_tensor_zeros(&grad_in[0], node->inputs[0].ndim, node->inputs[0].shape, CB_FLOAT32);
+  if (st == CB_OK) st = cb_scatter_add_(grad_in[0], (int)node->ints[0], idx, g);
   return st;
 }
 
@@ -120,6 +162,15 @@ cb_status cb_gather(cb_tensor **out, const cb_tensor *a, int dim, const cb_tenso
   cb_iter_init(&it, 3, ops, index->ndim, index->shape);
   along_ctx ctx = {a->dtype, a->stride[dim] * cb_dtype_size(a->dtype)};
   cb_iter_run(&it, gather_row, &ctx);
+  if (a->dtype == CB_FLOAT32) {
+    cb_node *node;
+    if ((st = cb_record(*out, "GatherBackward", gather_backward, 1, &a, 1, &index, &node)) !=
+        CB_OK) {
+      cb_tensor_release(*out);
+      *out = NULL;
+    }
+    if (node) node->ints[0] = dim;
+  }
 done:
   cb_tensor_release(view);
   return st;
@@ -151,6 +202,7 @@ cb_status cb_scatter_add_(cb_tensor *self, int dim, const cb_tensor *index, cons
   if ((st = along_dim_view("scatter_add", "src", &src_view, src, index, dim, true)) != CB_OK)
     goto done;
   if ((st = check_indices("scatter_add", index, dim, self->shape[dim])) != CB_OK) goto done;
+  cb_tensor_bump_version(self);
   const cb_tensor *ops[3] = {self_view, index, src_view};
   cb_iter it;
   cb_iter_init(&it, 3, ops, index->ndim, index->shape);
@@ -188,6 +240,7 @@ cb_status cb_masked_fill_(cb_tensor *self, const cb_tensor *mask, double value) 
                    cb_shape_str(x, 128, mask->ndim, mask->shape),
                    cb_shape_str(y, 128, self->ndim, self->shape));
   }
+  cb_tensor_bump_version(self);
   masked_fill_ctx ctx = {value, self->dtype, mask->dtype};
   cb_iter it;
   cb_iter_init(&it, 2, ops, ndim, shape);
@@ -195,11 +248,65 @@ cb_status cb_masked_fill_(cb_tensor *self, const cb_tensor *mask, double value) 
   return CB_OK;
 }
 
+/* The filled positions no longer depend on the input. */
+static cb_status masked_fill_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *mask;
+  cb_status st = cb_node_saved(node, 0, &mask);
+  if (st == CB_OK) st = cb_tensor_clone(&grad_in[0], g);
+  if (st == CB_OK) st = cb_masked_fill_(grad_in[0], mask, 0);
+  return st;
+}
+
+cb_status cb_masked_fill(cb_tensor **out, const cb_tensor *a, const cb_tensor *mask,
+                         double value) {
+  cb_status st = cb_tensor_clone(out, a);
+  if (st == CB_OK) st = cb_masked_fill_(*out, mask, value);
+  cb_node *node;
+  if (st == CB_OK) st = cb_record(*out, "MaskedFillBackward", masked_fill_backward, 1, &a, 1,
+                                  &mask, &node);
+  if (st != CB_OK) {
+    cb_tensor_release(*out);
+    *out = NULL;
+  }
+  return st;
+}
+
 typedef struct {
   cb_dtype dtype, mask_dtype;
   char *out;
   int64_t count;
 } select_ctx;
+
+/* operands: grad (broadcast shape), mask; writes the next gradient value
+ * where the mask is set, in the order masked_select read them */
+static void masked_scatter_row(void *ctx, int64_t n, char **p, const int64_t *s) {
+  select_ctx *c = ctx;
+  for (int64_t i = 0; i < n; i++)
+    if (cb_load(p[1] + i * s[1], c->mask_dtype) != 0)
+      *(float *)(p[0] + i * s[0]) = ((const float *)c->out)[c->count++];
+}
+
+/* node->ints: the broadcast shape's ndim, then its sizes */
+static cb_status masked_select_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *mask;
+  cb_status st = cb_node_saved(node, 0, &mask);
+  cb_tensor *full = NULL, *gc = NULL;
+  int ndim = (int)node->ints[0];
+  const int64_t *shape = &node->ints[1];
+  if (st == CB_OK) st = cb_tensor_zeros(&full, ndim, shape, CB_FLOAT32);
+  if (st == CB_OK) st = cb_tensor_contiguous(&gc, g);
+  if (st == CB_OK) {
+    const cb_tensor *ops[2] = {full, mask};
+    cb_iter it;
+    cb_iter_init(&it, 2, ops, ndim, shape);
+    select_ctx ctx = {CB_FLOAT32, mask->dtype, cb_tensor_data(gc), 0};
+    cb_iter_run_serial(&it, masked_scatter_row, &ctx);
+    st = cb_sum_to_shape(&grad_in[0], full, node->inputs[0].ndim, node->inputs[0].shape);
+  }
+  cb_tensor_release(full);
+  cb_tensor_release(gc);
+  return st;
+}
 
 static void masked_select_row(void *ctx, int64_t n, char **p, const int64_t *s) {
   select_ctx *c = ctx;
@@ -225,7 +332,31 @@ cb_status cb_masked_select(cb_tensor **out, const cb_tensor *a, const cb_tensor 
   ctx.out = cb_tensor_data(*out);
   ctx.count = 0;
   cb_iter_run_serial(&it, masked_select_row, &ctx); /* copy, in order */
-  return CB_OK;
+  if (a->dtype != CB_FLOAT32) return CB_OK;
+  cb_node *node;
+  if ((st = cb_record(*out, "MaskedSelectBackward", masked_select_backward, 1, &a, 1, &mask,
+                      &node)) != CB_OK) {
+    cb_tensor_release(*out);
+    *out = NULL;
+  }
+  if (node) {
+    node->ints[0] = ndim;
+    memcpy(&node->ints[1], shape, sizeof(int64_t) * (size_t)ndim);
+  }
+  return st;
+}
+
+/* Each input gets its own stretch of the gradient along dim. */
+static cb_status cat_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  int dim = (int)node->ints[0];
+  int64_t start = 0;
+  cb_status st = CB_OK;
+  for (int i = 0; i < node->ninputs && st == CB_OK; i++) {
+    int64_t length = node->inputs[i].shape[dim];
+    if (cb_node_needs_grad(node, i)) st = cb_tensor_narrow(&grad_in[i], g, dim, start, length);
+    start += length;
+  }
+  return st;
 }
 
 cb_status cb_cat(cb_tensor **out, int n, const cb_tensor *const *ts, int dim) {
@@ -256,11 +387,15 @@ cb_status cb_cat(cb_tensor **out, int n, const cb_tensor *const *ts, int dim) {
   int64_t start = 0;
   for (int i = 0; i < n && st == CB_OK; i++) {
     cb_tensor *part;
-    if ((st = cb_narrow(&part, *out, dim, start, ts[i]->shape[dim])) != CB_OK) break;
-    st = cb_copy_(part, ts[i]);
+    if ((st = cb_tensor_narrow(&part, *out, dim, start, ts[i]->shape[dim])) != CB_OK) break;
+    st = cb_tensor_copy_(part, ts[i]);
     cb_tensor_release(part);
     start += ts[i]->shape[dim];
   }
+  cb_node *node = NULL;
+  if (st == CB_OK && dtype == CB_FLOAT32)
+    st = cb_record(*out, "CatBackward", cat_backward, n, ts, 0, NULL, &node);
+  if (node) node->ints[0] = dim;
   if (st != CB_OK) {
     cb_tensor_release(*out);
     *out = NULL;
@@ -281,6 +416,7 @@ cb_status cb_stack(cb_tensor **out, int n, const cb_tensor *const *ts, int dim) 
     }
   cb_tensor **parts = calloc((size_t)n, sizeof *parts);
   if (!parts) return cb_fail(CB_ENOMEM, "stack: out of memory");
+  /* differentiable unsqueeze: stack's gradient flows through cat's */
   for (int i = 0; i < n && st == CB_OK; i++) st = cb_unsqueeze(&parts[i], ts[i], dim);
   if (st == CB_OK) st = cb_cat(out, n, (const cb_tensor *const *)parts, dim);
   for (int i = 0; i < n; i++) cb_tensor_release(parts[i]);

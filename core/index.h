@@ -19,6 +19,9 @@ cb_status cb_gather(cb_tensor **out, const cb_tensor *a, int dim,
  * as index in every dim. */
 cb_status cb_scatter_add_(cb_tensor *self, int dim, const cb_tensor *index,
                           const cb_tensor *src);
+/* A copy of a with value where mask (broadcast to a) is non-zero. */
+cb_status cb_masked_fill(cb_tensor **out, const cb_tensor *a, const cb_tensor *mask,
+                         double value);
 /* Where mask (broadcast to self) is non-zero, set value; in place. */
 cb_status cb_masked_fill_(cb_tensor *self, const cb_tensor *mask, double value);
 /* The elements of a where mask is non-zero, broadcast together, as 1-D. */

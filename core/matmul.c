@@ -2,7 +2,9 @@
 
 #include <string.h>
 
+#include "autograd.h"
 #include "blas.h"
+#include "reduce.h"
 
 /* How sgemm can read a (rows x cols) matrix with element strides (rs, cs):
  * row-major with leading dimension ld, or transposed. */
@@ -67,9 +69,9 @@ cb_status cb_mm_into(cb_tensor *out, const cb_tensor *a, const cb_tensor *b, boo
   cb_tensor *ca = NULL, *cbt = NULL;
   int64_t n = a->shape[0], k = a->shape[1], m = b->shape[1];
   if (layout_of(n, k, a->stride[0], a->stride[1]).ok) ca = cb_tensor_retain((cb_tensor *)a);
-  else if ((st = cb_clone(&ca, a)) != CB_OK) return st;
+  else if ((st = cb_tensor_clone(&ca, a)) != CB_OK) return st;
   if (layout_of(k, m, b->stride[0], b->stride[1]).ok) cbt = cb_tensor_retain((cb_tensor *)b);
-  else if ((st = cb_clone(&cbt, b)) != CB_OK) {
+  else if ((st = cb_tensor_clone(&cbt, b)) != CB_OK) {
     cb_tensor_release(ca);
     return st;
   }
@@ -92,7 +94,7 @@ static cb_status make_operand(operand *op, cb_tensor **keep, const cb_tensor *t,
   const cb_tensor *src = t;
   if (!layout_of(t->shape[t->ndim - 2], t->shape[t->ndim - 1], t->stride[t->ndim - 2],
                  t->stride[t->ndim - 1]).ok) {
-    cb_status st = cb_clone(keep, t);
+    cb_status st = cb_tensor_clone(keep, t);
     if (st != CB_OK) return st;
     src = *keep;
   }
@@ -109,7 +111,71 @@ static cb_status make_operand(operand *op, cb_tensor **keep, const cb_tensor *t,
   return CB_OK;
 }
 
+static cb_status matmul_forward(cb_tensor **out, const cb_tensor *a, const cb_tensor *b);
+
+/* t with 1-D promoted as matmul does: a row (at_front) or column vector. */
+static cb_status as_matrix(cb_tensor **out, const cb_tensor *t, bool at_front) {
+  if (t->ndim == 1) return cb_tensor_unsqueeze(out, t, at_front ? 0 : 1);
+  *out = cb_tensor_retain((cb_tensor *)t);
+  return CB_OK;
+}
+
+/* C = A B (batched): dA = dC B^T and dB = A^T dC, each summed over the batch
+ * dims it was broadcast along, with 1-D operands promoted and restored. */
+static cb_status matmul_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *a, *b;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &a)) != CB_OK || (st = cb_node_saved(node, 1, &b)) != CB_OK)
+    return st;
+  cb_tensor *a2 = NULL, *b2 = NULL, *g2 = NULL, *g1 = NULL, *tr = NULL, *full = NULL;
+  if ((st = as_matrix(&a2, a, true)) != CB_OK || (st = as_matrix(&b2, b, false)) != CB_OK)
+    goto done;
+  /* the output lost a rows dim if a was 1-D, a cols dim if b was 1-D */
+  if (a->ndim == 1 && (st = cb_tensor_unsqueeze(&g1, g, g->ndim - (b->ndim == 1 ? 0 : 1))) != CB_OK)
+    goto done;
+  if (!g1) g1 = cb_tensor_retain((cb_tensor *)g);
+  if (b->ndim == 1) st = cb_tensor_unsqueeze(&g2, g1, g1->ndim);
+  else g2 = cb_tensor_retain(g1);
+  if (st != CB_OK) goto done;
+  for (int which = 0; which < 2 && st == CB_OK; which++) {
+    if (!cb_node_needs_grad(node, which)) continue;
+    const cb_tensor *other = which == 0 ? b2 : a2, *mine = which == 0 ? a2 : b2;
+    if ((st = cb_tensor_transpose(&tr, other, -1, -2)) != CB_OK) break;
+    st = which == 0 ? matmul_forward(&full, g2, tr) : matmul_forward(&full, tr, g2);
+    cb_tensor_release(tr);
+    tr = NULL;
+    if (st != CB_OK) break;
+    cb_tensor *summed;
+    if ((st = cb_sum_to_shape(&summed, full, mine->ndim, mine->shape)) == CB_OK) {
+      const cb_tensor *orig = which == 0 ? a : b;
+      st = cb_tensor_reshape(&grad_in[which], summed, orig->ndim, orig->shape);
+      cb_tensor_release(summed);
+    }
+    cb_tensor_release(full);
+    full = NULL;
+  }
+done:
+  cb_tensor_release(a2);
+  cb_tensor_release(b2);
+  cb_tensor_release(g1);
+  cb_tensor_release(g2);
+  return st;
+}
+
 cb_status cb_matmul(cb_tensor **out, const cb_tensor *a, const cb_tensor *b) {
+  cb_status st = matmul_forward(out, a, b);
+  if (st != CB_OK) return st;
+  const cb_tensor *inputs[2] = {a, b};
+  cb_node *node;
+  if ((st = cb_record(*out, "MatmulBackward", matmul_backward, 2, inputs, 2, inputs, &node)) !=
+      CB_OK) {
+    cb_tensor_release(*out);
+    *out = NULL;
+  }
+  return st;
+}
+
+static cb_status matmul_forward(cb_tensor **out, const cb_tensor *a, const cb_tensor *b) {
   cb_status st = check_float("matmul", a, b);
   if (st != CB_OK) return st;
   if (a->ndim == 0 || b->ndim == 0)
@@ -118,9 +184,9 @@ cb_status cb_matmul(cb_tensor **out, const cb_tensor *a, const cb_tensor *b) {
   /* Promote 1-D operands to matrices; remember which dims to drop. */
   cb_tensor *a2 = NULL, *b2 = NULL, *result = NULL, *keep_a = NULL, *keep_b = NULL;
   bool drop_rows = a->ndim == 1, drop_cols = b->ndim == 1;
-  if (drop_rows) st = cb_unsqueeze(&a2, a, 0);
+  if (drop_rows) st = cb_tensor_unsqueeze(&a2, a, 0);
   else a2 = cb_tensor_retain((cb_tensor *)a);
-  if (st == CB_OK && drop_cols) st = cb_unsqueeze(&b2, b, 1);
+  if (st == CB_OK && drop_cols) st = cb_tensor_unsqueeze(&b2, b, 1);
   else if (st == CB_OK) b2 = cb_tensor_retain((cb_tensor *)b);
   if (st != CB_OK) goto done;
   int64_t n = a2->shape[a2->ndim - 2], k = a2->shape[a2->ndim - 1];

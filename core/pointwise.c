@@ -3,7 +3,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd.h"
 #include "iter.h"
+#include "reduce.h"
 
 static const char *const unop_names[CB_NUM_UNARY] = {
     "neg", "abs", "sign", "floor", "ceil", "round", "relu", "exp", "log",
@@ -268,7 +270,8 @@ cb_status cb_unary_into(cb_tensor *out, cb_unop op, const cb_tensor *a) {
   cb_status st = check_out(name, out, a->ndim, a->shape, result);
   if (st != CB_OK) return st;
   cb_tensor *input;
-  if ((st = cb_to_dtype(&input, a, compute)) != CB_OK) return st;
+  if ((st = cb_tensor_to_dtype(&input, a, compute)) != CB_OK) return st;
+  cb_tensor_bump_version(out);
   const cb_tensor *ops[2] = {out, input};
   cb_iter it;
   cb_iter_init(&it, 2, ops, out->ndim, out->shape);
@@ -280,15 +283,76 @@ cb_status cb_unary_into(cb_tensor *out, cb_unop op, const cb_tensor *a) {
   return CB_OK;
 }
 
-cb_status cb_unary(cb_tensor **out, cb_unop op, const cb_tensor *a) {
-  if ((unsigned)op >= CB_NUM_UNARY) return cb_fail(CB_EINVAL, "unary: invalid op %d", (int)op);
-  cb_status st = cb_tensor_empty_like(out, a, cb_unary_result_dtype(op, a->dtype));
-  if (st != CB_OK) return st;
-  if ((st = cb_unary_into(*out, op, a)) != CB_OK) {
+/* ---- gradients of the unary functions ---- */
+
+/* d(op)/dx times g, from the input x and the output y. */
+static inline float unary_grad(cb_unop op, float g, float x, float y) {
+  switch (op) {
+  case CB_NEG: return -g;
+  case CB_ABS: return x > 0 ? g : x < 0 ? -g : 0.0f;
+  case CB_RELU: return x > 0 ? g : 0.0f;
+  case CB_EXP: return g * y;
+  case CB_LOG: return g / x;
+  case CB_SQRT: return g * 0.5f / y;
+  case CB_RSQRT: return -0.5f * g * y * y * y;
+  case CB_SIGMOID: return g * y * (1.0f - y);
+  case CB_TANH: return g * (1.0f - y * y);
+  case CB_SIN: return g * cosf(x);
+  case CB_COS: return -g * sinf(x);
+  case CB_RECIPROCAL: return -g * y * y;
+  default: return 0.0f; /* sign, floor, ceil, round: flat almost everywhere */
+  }
+}
+
+/* operands: grad_in, g, x, y */
+static void unary_grad_row(void *ctx, int64_t n, char **p, const int64_t *s) {
+  cb_unop op = *(const cb_unop *)ctx;
+  for (int64_t i = 0; i < n; i++)
+    *(float *)(p[0] + i * s[0]) =
+        unary_grad(op, *(const float *)(p[1] + i * s[1]), *(const float *)(p[2] + i * s[2]),
+                   *(const float *)(p[3] + i * s[3]));
+}
+
+static const char *const unary_backward_names[CB_NUM_UNARY] = {
+    "NegBackward", "AbsBackward", "SignBackward", "FloorBackward", "CeilBackward",
+    "RoundBackward", "ReluBackward", "ExpBackward", "LogBackward", "SqrtBackward",
+    "RsqrtBackward", "SigmoidBackward", "TanhBackward", "SinBackward", "CosBackward",
+    "ReciprocalBackward", "LogicalNotBackward"};
+
+static cb_status unary_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *x, *y;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &y)) != CB_OK)
+    return st;
+  if ((st = cb_tensor_empty_like(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
+  const cb_tensor *ops[4] = {grad_in[0], g, x, y};
+  cb_iter it;
+  cb_iter_init(&it, 4, ops, x->ndim, x->shape);
+  cb_unop op = (cb_unop)node->ints[0];
+  cb_iter_run(&it, unary_grad_row, &op);
+  return CB_OK;
+}
+
+/* On failure releases *out (and clears it); returns st either way. */
+static cb_status release_on_error(cb_status st, cb_tensor **out) {
+  if (st != CB_OK) {
     cb_tensor_release(*out);
     *out = NULL;
   }
   return st;
+}
+
+cb_status cb_unary(cb_tensor **out, cb_unop op, const cb_tensor *a) {
+  if ((unsigned)op >= CB_NUM_UNARY) return cb_fail(CB_EINVAL, "unary: invalid op %d", (int)op);
+  cb_status st = cb_tensor_empty_like(out, a, cb_unary_result_dtype(op, a->dtype));
+  if (st != CB_OK) return st;
+  if ((st = cb_unary_into(*out, op, a)) != CB_OK) return release_on_error(st, out);
+  if ((*out)->dtype != CB_FLOAT32) return CB_OK;
+  const cb_tensor *save[2] = {a, *out};
+  cb_node *node;
+  st = cb_record(*out, unary_backward_names[op], unary_backward, 1, &a, 2, save, &node);
+  if (node) node->ints[0] = op;
+  return release_on_error(st, out);
 }
 
 cb_status cb_binary_into(cb_tensor *out, cb_binop op, const cb_tensor *a,
@@ -304,11 +368,12 @@ cb_status cb_binary_into(cb_tensor *out, cb_binop op, const cb_tensor *a,
   if ((st = check_out(name, out, ndim, shape, cb_binary_result_dtype(op, a->dtype, b->dtype))) != CB_OK)
     return st;
   cb_tensor *ca = NULL, *cbt = NULL;
-  if ((st = cb_to_dtype(&ca, a, compute)) != CB_OK) return st;
-  if ((st = cb_to_dtype(&cbt, b, compute)) != CB_OK) {
+  if ((st = cb_tensor_to_dtype(&ca, a, compute)) != CB_OK) return st;
+  if ((st = cb_tensor_to_dtype(&cbt, b, compute)) != CB_OK) {
     cb_tensor_release(ca);
     return st;
   }
+  cb_tensor_bump_version(out);
   const cb_tensor *ops[3] = {out, ca, cbt};
   cb_iter it;
   cb_iter_init(&it, 3, ops, ndim, shape);
@@ -321,6 +386,65 @@ cb_status cb_binary_into(cb_tensor *out, cb_binop op, const cb_tensor *a,
   return CB_OK;
 }
 
+/* ---- gradients of the binary operations ---- */
+
+/* d(a op b)/da (which == 0) or d/db (which == 1), times g. */
+static inline float binary_grad(cb_binop op, int which, float g, float a, float b) {
+  switch (op) {
+  case CB_ADD: return g;
+  case CB_SUB: return which == 0 ? g : -g;
+  case CB_MUL: return which == 0 ? g * b : g * a;
+  case CB_DIV: return which == 0 ? g / b : -g * a / (b * b);
+  case CB_POW:
+    if (which == 0) return b == 0.0f ? 0.0f : g * b * powf(a, b - 1.0f);
+    return a > 0 ? g * powf(a, b) * logf(a) : 0.0f;
+  case CB_MAXIMUM: /* ties share the gradient, as in PyTorch */
+    return (which == 0 ? a > b : b > a) ? g : a == b ? 0.5f * g : 0.0f;
+  case CB_MINIMUM:
+    return (which == 0 ? a < b : b < a) ? g : a == b ? 0.5f * g : 0.0f;
+  default: return 0.0f;
+  }
+}
+
+typedef struct {
+  cb_binop op;
+  int which;
+} binary_grad_ctx;
+
+/* operands: grad (broadcast shape), g, a, b */
+static void binary_grad_row(void *ctx, int64_t n, char **p, const int64_t *s) {
+  const binary_grad_ctx *c = ctx;
+  for (int64_t i = 0; i < n; i++)
+    *(float *)(p[0] + i * s[0]) =
+        binary_grad(c->op, c->which, *(const float *)(p[1] + i * s[1]),
+                    *(const float *)(p[2] + i * s[2]), *(const float *)(p[3] + i * s[3]));
+}
+
+static const char *const binary_backward_names[] = {
+    "AddBackward", "SubBackward", "MulBackward", "DivBackward", "PowBackward",
+    "MaximumBackward", "MinimumBackward"};
+
+static cb_status binary_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *a, *b;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &a)) != CB_OK || (st = cb_node_saved(node, 1, &b)) != CB_OK)
+    return st;
+  for (int which = 0; which < 2 && st == CB_OK; which++) {
+    if (!cb_node_needs_grad(node, which)) continue;
+    cb_tensor *full;
+    if ((st = cb_tensor_empty(&full, g->ndim, g->shape, CB_FLOAT32)) != CB_OK) break;
+    const cb_tensor *ops[4] = {full, g, a, b};
+    cb_iter it;
+    cb_iter_init(&it, 4, ops, g->ndim, g->shape);
+    binary_grad_ctx ctx = {(cb_binop)node->ints[0], which};
+    cb_iter_run(&it, binary_grad_row, &ctx);
+    st = cb_sum_to_shape(&grad_in[which], full, node->inputs[which].ndim,
+                         node->inputs[which].shape);
+    cb_tensor_release(full);
+  }
+  return st;
+}
+
 cb_status cb_binary(cb_tensor **out, cb_binop op, const cb_tensor *a, const cb_tensor *b) {
   if ((unsigned)op >= CB_NUM_BINARY) return cb_fail(CB_EINVAL, "binary: invalid op %d", (int)op);
   const cb_tensor *inputs[2] = {a, b};
@@ -330,11 +454,20 @@ cb_status cb_binary(cb_tensor **out, cb_binop op, const cb_tensor *a, const cb_t
   if (st != CB_OK) return st;
   st = cb_tensor_empty(out, ndim, shape, cb_binary_result_dtype(op, a->dtype, b->dtype));
   if (st != CB_OK) return st;
-  if ((st = cb_binary_into(*out, op, a, b)) != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
+  if ((st = cb_binary_into(*out, op, a, b)) != CB_OK) return release_on_error(st, out);
+  if ((*out)->dtype != CB_FLOAT32 || !cb_needs_record(2, inputs)) return CB_OK;
+  /* the backward reads both operands as float32 */
+  cb_tensor *fa = NULL, *fb = NULL;
+  cb_node *node = NULL;
+  if ((st = cb_tensor_to_dtype(&fa, a, CB_FLOAT32)) == CB_OK &&
+      (st = cb_tensor_to_dtype(&fb, b, CB_FLOAT32)) == CB_OK) {
+    const cb_tensor *save[2] = {fa, fb};
+    st = cb_record(*out, binary_backward_names[op], binary_backward, 2, inputs, 2, save, &node);
+    if (node) node->ints[0] = op;
   }
-  return st;
+  cb_tensor_release(fa);
+  cb_tensor_release(fb);
+  return release_on_error(st, out);
 }
 
 cb_status cb_binary_scalar(cb_tensor **out, cb_binop op, const cb_tensor *a,
@@ -379,7 +512,8 @@ cb_status cb_clamp_into(cb_tensor *out, const cb_tensor *a, double low, double h
   cb_status st = check_out("clamp", out, a->ndim, a->shape, compute);
   if (st != CB_OK) return st;
   cb_tensor *input;
-  if ((st = cb_to_dtype(&input, a, compute)) != CB_OK) return st;
+  if ((st = cb_tensor_to_dtype(&input, a, compute)) != CB_OK) return st;
+  cb_tensor_bump_version(out);
   const cb_tensor *ops[2] = {out, input};
   cb_iter it;
   cb_iter_init(&it, 2, ops, out->ndim, out->shape);
@@ -389,14 +523,39 @@ cb_status cb_clamp_into(cb_tensor *out, const cb_tensor *a, double low, double h
   return CB_OK;
 }
 
+/* operands: grad_in, g, x; the gradient passes where low <= x <= high */
+static void clamp_grad_row(void *ctx, int64_t n, char **p, const int64_t *s) {
+  const clamp_ctx *c = ctx;
+  for (int64_t i = 0; i < n; i++) {
+    float x = *(const float *)(p[2] + i * s[2]);
+    *(float *)(p[0] + i * s[0]) =
+        (x >= c->low && x <= c->high) ? *(const float *)(p[1] + i * s[1]) : 0.0f;
+  }
+}
+
+static cb_status clamp_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *x;
+  cb_status st = cb_node_saved(node, 0, &x);
+  if (st != CB_OK || (st = cb_tensor_empty_like(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
+  const cb_tensor *ops[3] = {grad_in[0], g, x};
+  cb_iter it;
+  cb_iter_init(&it, 3, ops, x->ndim, x->shape);
+  clamp_ctx ctx = {node->reals[0], node->reals[1]};
+  cb_iter_run(&it, clamp_grad_row, &ctx);
+  return CB_OK;
+}
+
 cb_status cb_clamp(cb_tensor **out, const cb_tensor *a, double low, double high) {
   cb_status st = cb_tensor_empty_like(out, a, a->dtype == CB_FLOAT32 ? CB_FLOAT32 : CB_INT64);
   if (st != CB_OK) return st;
-  if ((st = cb_clamp_into(*out, a, low, high)) != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
+  if ((st = cb_clamp_into(*out, a, low, high)) != CB_OK) return release_on_error(st, out);
+  cb_node *node;
+  st = cb_record(*out, "ClampBackward", clamp_backward, 1, &a, 1, &a, &node);
+  if (node) {
+    node->reals[0] = low;
+    node->reals[1] = high;
   }
-  return st;
+  return release_on_error(st, out);
 }
 
 /* ---- where ---- */
@@ -412,6 +571,25 @@ static void where_row(void *ctx, int64_t n, char **p, const int64_t *s) {
   }
 }
 
+/* The gradient goes to a where cond holds, to b elsewhere. */
+static cb_status where_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *cond;
+  cb_status st = cb_node_saved(node, 0, &cond);
+  cb_tensor *zero = NULL;
+  if (st == CB_OK) st = cb_tensor_scalar(&zero, 0, CB_FLOAT32);
+  for (int which = 0; which < 2 && st == CB_OK; which++) {
+    if (!cb_node_needs_grad(node, which)) continue;
+    cb_tensor *full;
+    st = which == 0 ? cb_where(&full, cond, g, zero) : cb_where(&full, cond, zero, g);
+    if (st != CB_OK) break;
+    st = cb_sum_to_shape(&grad_in[which], full, node->inputs[which].ndim,
+                         node->inputs[which].shape);
+    cb_tensor_release(full);
+  }
+  cb_tensor_release(zero);
+  return st;
+}
+
 cb_status cb_where(cb_tensor **out, const cb_tensor *cond, const cb_tensor *a,
                    const cb_tensor *b) {
   const cb_tensor *inputs[3] = {cond, a, b};
@@ -422,14 +600,19 @@ cb_status cb_where(cb_tensor **out, const cb_tensor *cond, const cb_tensor *a,
   cb_dtype dtype = binary_compute_dtype(CB_ADD, a->dtype, b->dtype);
   if (a->dtype == b->dtype) dtype = a->dtype;
   cb_tensor *ca = NULL, *cbt = NULL;
-  if ((st = cb_to_dtype(&ca, a, dtype)) != CB_OK) return st;
-  if ((st = cb_to_dtype(&cbt, b, dtype)) != CB_OK) goto done;
+  if ((st = cb_tensor_to_dtype(&ca, a, dtype)) != CB_OK) return st;
+  if ((st = cb_tensor_to_dtype(&cbt, b, dtype)) != CB_OK) goto done;
   if ((st = cb_tensor_empty(out, ndim, shape, dtype)) != CB_OK) goto done;
   const cb_tensor *ops[4] = {*out, cond, ca, cbt};
   cb_iter it;
   cb_iter_init(&it, 4, ops, ndim, shape);
   cb_dtype types[2] = {cond->dtype, dtype};
   cb_iter_run(&it, where_row, types);
+  if (dtype == CB_FLOAT32) {
+    cb_node *node;
+    st = cb_record(*out, "WhereBackward", where_backward, 2, &inputs[1], 1, &cond, &node);
+    release_on_error(st, out);
+  }
 done:
   cb_tensor_release(ca);
   cb_tensor_release(cbt);

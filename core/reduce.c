@@ -3,6 +3,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd.h"
+#include "index.h"
+#include "pointwise.h"
 #include "threadpool.h"
 
 #define PARALLEL_GRAIN 32768
@@ -307,6 +310,137 @@ static cb_status reduce_impl(const char *name, cb_reduceop op, const cb_tensor *
   return CB_OK;
 }
 
+/* ---- gradients ----
+ * node->ints[d] is 1 for each reduced dim d of the input; ints[CB_MAX_DIMS]
+ * the number of elements reduced into each output. */
+
+/* g viewed with the reduced dims kept (size 1), expanded to the input. */
+static cb_status expand_grad(const cb_node *node, const cb_tensor *g, cb_tensor **out) {
+  int ndim = node->inputs[0].ndim;
+  int64_t kept[CB_MAX_DIMS];
+  for (int d = 0; d < ndim; d++) kept[d] = node->ints[d] ? 1 : node->inputs[0].shape[d];
+  cb_tensor *v;
+  cb_status st = cb_tensor_reshape(&v, g, ndim, kept);
+  if (st != CB_OK) return st;
+  st = cb_tensor_expand(out, v, ndim, node->inputs[0].shape);
+  cb_tensor_release(v);
+  return st;
+}
+
+static cb_status sum_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  return expand_grad(node, g, &grad_in[0]);
+}
+
+static cb_status mean_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  cb_tensor *e;
+  cb_status st = expand_grad(node, g, &e);
+  if (st != CB_OK) return st;
+  int64_t count = node->ints[CB_MAX_DIMS];
+  st = cb_binary_scalar(&grad_in[0], CB_DIV, e, (double)(count > 0 ? count : 1), false);
+  cb_tensor_release(e);
+  return st;
+}
+
+static int reduced_dims(const cb_node *node, int *dims) {
+  int n = 0;
+  for (int d = 0; d < node->inputs[0].ndim; d++)
+    if (node->ints[d]) dims[n++] = d;
+  return n;
+}
+
+/* var: g * 2 (x - mean) / (N - correction); std: g * (x - mean) / ((N - c) std) */
+static cb_status var_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *x, *y;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &y)) != CB_OK)
+    return st;
+  bool is_std = node->ints[CB_MAX_DIMS + 1] == CB_STD;
+  double dof = (double)(node->ints[CB_MAX_DIMS] - node->ints[CB_MAX_DIMS + 2]);
+  int dims[CB_MAX_DIMS], ndims = reduced_dims(node, dims);
+  cb_tensor *mean = NULL, *diff = NULL, *ge = NULL, *scaled = NULL, *ye = NULL, *t = NULL;
+  if ((st = cb_reduce(&mean, CB_MEAN, x, ndims, dims, true, 0)) != CB_OK) goto done;
+  if ((st = cb_binary(&diff, CB_SUB, x, mean)) != CB_OK) goto done;
+  if ((st = expand_grad(node, g, &ge)) != CB_OK) goto done;
+  if ((st = cb_binary(&t, CB_MUL, diff, ge)) != CB_OK) goto done;
+  if ((st = cb_binary_scalar(&scaled, CB_MUL, t, (is_std ? 1.0 : 2.0) / dof, false)) != CB_OK)
+    goto done;
+  if (!is_std) {
+    grad_in[0] = scaled;
+    scaled = NULL;
+  } else if ((st = expand_grad(node, y, &ye)) == CB_OK) {
+    st = cb_binary(&grad_in[0], CB_DIV, scaled, ye);
+  }
+done:
+  cb_tensor_release(mean);
+  cb_tensor_release(diff);
+  cb_tensor_release(ge);
+  cb_tensor_release(t);
+  cb_tensor_release(scaled);
+  cb_tensor_release(ye);
+  return st;
+}
+
+/* max/min: the gradient is shared evenly by the elements equal to the
+ * extreme (one element, unless there are ties). */
+static cb_status extreme_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *x, *y;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &y)) != CB_OK)
+    return st;
+  int dims[CB_MAX_DIMS], ndims = reduced_dims(node, dims);
+  cb_tensor *ye = NULL, *mask = NULL, *fmask = NULL, *count = NULL, *ge = NULL, *t = NULL;
+  if ((st = expand_grad(node, y, &ye)) != CB_OK) goto done;
+  if ((st = cb_binary(&mask, CB_EQ, x, ye)) != CB_OK) goto done;
+  if ((st = cb_tensor_to_dtype(&fmask, mask, CB_FLOAT32)) != CB_OK) goto done;
+  if ((st = cb_reduce(&count, CB_SUM, fmask, ndims, dims, true, 0)) != CB_OK) goto done;
+  if ((st = expand_grad(node, g, &ge)) != CB_OK) goto done;
+  if ((st = cb_binary(&t, CB_MUL, ge, fmask)) != CB_OK) goto done;
+  st = cb_binary(&grad_in[0], CB_DIV, t, count);
+done:
+  cb_tensor_release(ye);
+  cb_tensor_release(mask);
+  cb_tensor_release(fmask);
+  cb_tensor_release(count);
+  cb_tensor_release(ge);
+  cb_tensor_release(t);
+  return st;
+}
+
+static cb_status record_reduce(cb_tensor **out, cb_reduceop op, const cb_tensor *a,
+                               const bool *reduce, int64_t correction) {
+  if ((*out)->dtype != CB_FLOAT32 || !cb_needs_record(1, &a)) return CB_OK;
+  cb_backward_fn backward = NULL;
+  const char *name = NULL;
+  switch (op) {
+  case CB_SUM: backward = sum_backward; name = "SumBackward"; break;
+  case CB_MEAN: backward = mean_backward; name = "MeanBackward"; break;
+  case CB_VAR: backward = var_backward; name = "VarBackward"; break;
+  case CB_STD: backward = var_backward; name = "StdBackward"; break;
+  case CB_MAX: backward = extreme_backward; name = "MaxBackward"; break;
+  case CB_MIN: backward = extreme_backward; name = "MinBackward"; break;
+  default:
+    return cb_fail(CB_EINVAL, "%s: no gradient is defined; compute it under no_grad "
+                   "or from differentiable operations", cb_reduceop_name(op));
+  }
+  /* var/std/max/min read the input and output; the output is saved as a
+   * detached alias, so saving it creates no cycle */
+  const cb_tensor *save[2] = {a, *out};
+  int nsave = (op == CB_SUM || op == CB_MEAN) ? 0 : 2;
+  cb_node *node;
+  cb_status st = cb_record(*out, name, backward, 1, &a, nsave, save, &node);
+  if (node) {
+    int64_t count = 1;
+    for (int d = 0; d < a->ndim; d++) {
+      node->ints[d] = reduce[d];
+      if (reduce[d]) count *= a->shape[d];
+    }
+    node->ints[CB_MAX_DIMS] = count;
+    node->ints[CB_MAX_DIMS + 1] = op;
+    node->ints[CB_MAX_DIMS + 2] = correction;
+  }
+  return st;
+}
+
 cb_status cb_reduce(cb_tensor **out, cb_reduceop op, const cb_tensor *a, int ndims,
                     const int *dims, bool keepdim, int64_t correction) {
   if ((unsigned)op >= CB_NUM_REDUCE) return cb_fail(CB_EINVAL, "reduce: invalid op %d", (int)op);
@@ -326,7 +460,25 @@ cb_status cb_reduce(cb_tensor **out, cb_reduceop op, const cb_tensor *a, int ndi
   }
   if (op == CB_ARGMAX || op == CB_ARGMIN)
     return reduce_impl(name, op, a, reduce, keepdim, correction, NULL, out);
-  return reduce_impl(name, op, a, reduce, keepdim, correction, out, NULL);
+  cb_status st = reduce_impl(name, op, a, reduce, keepdim, correction, out, NULL);
+  if (st == CB_OK && (st = record_reduce(out, op, a, reduce, correction)) != CB_OK) {
+    cb_tensor_release(*out);
+    *out = NULL;
+  }
+  return st;
+}
+
+static cb_status max_dim_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
+  const cb_tensor *idx;
+  cb_status st = cb_node_saved(node, 0, &idx);
+  if (st != CB_OK) return st;
+  int dim = (int)node->ints[0];
+  cb_tensor *gk = NULL;
+  if ((st = cb_tensor_reshape(&gk, g, idx->ndim, idx->shape)) != CB_OK) return st;
+  st = cb_tensor_zeros(&grad_in[0], node->inputs[0].ndim, node->inputs[0].shape, CB_FLOAT32);
+  if (st == CB_OK) st = cb_scatter_add_(grad_in[0], dim, idx, gk);
+  cb_tensor_release(gk);
+  return st;
 }
 
 cb_status cb_max_dim(cb_tensor **values, cb_tensor **indices, const cb_tensor *a,
@@ -336,5 +488,43 @@ cb_status cb_max_dim(cb_tensor **values, cb_tensor **indices, const cb_tensor *a
   if (st != CB_OK) return st;
   bool reduce[CB_MAX_DIMS] = {false};
   if (a->ndim > 0) reduce[dim] = true;
-  return reduce_impl(name, take_min ? CB_MIN : CB_MAX, a, reduce, keepdim, 0, values, indices);
+  st = reduce_impl(name, take_min ? CB_MIN : CB_MAX, a, reduce, keepdim, 0, values, indices);
+  if (st != CB_OK || (*values)->dtype != CB_FLOAT32) return st;
+  /* the gradient goes to the position each index names */
+  cb_tensor *kept_indices = cb_tensor_retain(*indices);
+  if (!keepdim && a->ndim > 0) {
+    cb_tensor_release(kept_indices);
+    st = cb_tensor_unsqueeze(&kept_indices, *indices, dim);
+  }
+  cb_node *node = NULL;
+  if (st == CB_OK)
+    st = cb_record(*values, take_min ? "MinBackward" : "MaxBackward", max_dim_backward, 1, &a,
+                   1, (const cb_tensor *const *)&kept_indices, &node);
+  if (node) node->ints[0] = dim;
+  cb_tensor_release(kept_indices);
+  if (st != CB_OK) {
+    cb_tensor_release(*values);
+    cb_tensor_release(*indices);
+    *values = *indices = NULL;
+  }
+  return st;
+}
+
+cb_status cb_sum_to_shape(cb_tensor **out, const cb_tensor *grad, int ndim,
+                          const int64_t *shape) {
+  int dims[CB_MAX_DIMS], ndims = 0, lead = grad->ndim - ndim;
+  for (int d = 0; d < grad->ndim; d++)
+    if (d < lead || (shape[d - lead] == 1 && grad->shape[d] != 1)) dims[ndims++] = d;
+  if (ndims == 0 && grad->ndim == ndim) {
+    *out = cb_tensor_retain((cb_tensor *)grad);
+    return CB_OK;
+  }
+  cb_tensor *summed = NULL;
+  cb_status st = CB_OK;
+  if (ndims) st = cb_reduce(&summed, CB_SUM, grad, ndims, dims, true, 0);
+  else summed = cb_tensor_retain((cb_tensor *)grad); /* only leading dims of size 1 */
+  if (st != CB_OK) return st;
+  st = cb_tensor_reshape(out, summed, ndim, shape);
+  cb_tensor_release(summed);
+  return st;
 }

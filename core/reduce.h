@@ -27,4 +27,9 @@ cb_status cb_reduce(cb_tensor **out, cb_reduceop op, const cb_tensor *a,
 cb_status cb_max_dim(cb_tensor **values, cb_tensor **indices, const cb_tensor *a,
                      int dim, bool keepdim, bool take_min);
 
+/* Sums grad over broadcast dims so that it has (ndim, shape): the gradient
+ * of a broadcast operand. A new reference to grad when shapes match. */
+cb_status cb_sum_to_shape(cb_tensor **out, const cb_tensor *grad, int ndim,
+                          const int64_t *shape);
+
 #endif

@@ -78,6 +78,7 @@ static cb_status storage_new(cb_storage **out, int64_t nbytes) {
   s->data = data;
   s->nbytes = nbytes;
   atomic_init(&s->refcount, 1);
+  atomic_init(&s->version, 0);
   atomic_fetch_add(&live_bytes, nbytes);
   *out = s;
   return CB_OK;
@@ -101,11 +102,13 @@ static void set_contiguous_strides(cb_tensor *t) {
   }
 }
 
-cb_status cb_alias(cb_tensor **out, const cb_tensor *src) {
+cb_status cb_tensor_alias(cb_tensor **out, const cb_tensor *src) {
   cb_tensor *t = malloc(sizeof *t);
   if (!t) return cb_fail(CB_ENOMEM, "out of memory allocating a tensor view");
   memcpy(t, src, sizeof *t);
   atomic_init(&t->refcount, 1);
+  t->autograd = NULL; /* a view gets its own autograd state, if any */
+  t->autograd_destroy = NULL;
   atomic_fetch_add(&t->storage->refcount, 1);
   *out = t;
   return CB_OK;
@@ -162,7 +165,7 @@ cb_status cb_tensor_zeros(cb_tensor **out, int ndim, const int64_t *shape,
 cb_status cb_tensor_full(cb_tensor **out, int ndim, const int64_t *shape,
                          cb_dtype dtype, double value) {
   cb_status st = cb_tensor_empty(out, ndim, shape, dtype);
-  if (st == CB_OK) cb_fill_(*out, value);
+  if (st == CB_OK) cb_tensor_fill_(*out, value);
   return st;
 }
 
@@ -198,10 +201,13 @@ cb_tensor *cb_tensor_retain(cb_tensor *t) {
 
 void cb_tensor_release(cb_tensor *t) {
   if (t && atomic_fetch_sub(&t->refcount, 1) == 1) {
+    if (t->autograd) t->autograd_destroy(t->autograd);
     storage_release(t->storage);
     free(t);
   }
 }
+
+void cb_tensor_bump_version(cb_tensor *t) { atomic_fetch_add(&t->storage->version, 1); }
 
 /* ---- queries ---- */
 
@@ -339,7 +345,7 @@ static bool view_strides(const cb_tensor *t, int ndim, const int64_t *shape,
   return view_d == -1;
 }
 
-cb_status cb_view(cb_tensor **out, const cb_tensor *t, int ndim,
+cb_status cb_tensor_view(cb_tensor **out, const cb_tensor *t, int ndim,
                   const int64_t *shape) {
   int64_t new_shape[CB_MAX_DIMS], new_stride[CB_MAX_DIMS];
   cb_status st = infer_shape("view", ndim, shape, cb_tensor_numel(t), new_shape);
@@ -351,7 +357,7 @@ cb_status cb_view(cb_tensor **out, const cb_tensor *t, int ndim,
                    cb_shape_str(a, 128, t->ndim, t->shape),
                    cb_shape_str(b, 128, ndim, new_shape));
   }
-  st = cb_alias(out, t);
+  st = cb_tensor_alias(out, t);
   if (st != CB_OK) return st;
   (*out)->ndim = ndim;
   memcpy((*out)->shape, new_shape, sizeof(int64_t) * (size_t)ndim);
@@ -359,26 +365,26 @@ cb_status cb_view(cb_tensor **out, const cb_tensor *t, int ndim,
   return CB_OK;
 }
 
-cb_status cb_reshape(cb_tensor **out, const cb_tensor *t, int ndim,
+cb_status cb_tensor_reshape(cb_tensor **out, const cb_tensor *t, int ndim,
                      const int64_t *shape) {
   int64_t new_shape[CB_MAX_DIMS], new_stride[CB_MAX_DIMS];
   cb_status st = infer_shape("reshape", ndim, shape, cb_tensor_numel(t), new_shape);
   if (st != CB_OK) return st;
-  if (view_strides(t, ndim, new_shape, new_stride)) return cb_view(out, t, ndim, new_shape);
+  if (view_strides(t, ndim, new_shape, new_stride)) return cb_tensor_view(out, t, ndim, new_shape);
   cb_tensor *copy;
-  st = cb_clone(&copy, t);
+  st = cb_tensor_clone(&copy, t);
   if (st != CB_OK) return st;
-  st = cb_view(out, copy, ndim, new_shape);
+  st = cb_tensor_view(out, copy, ndim, new_shape);
   cb_tensor_release(copy);
   return st;
 }
 
-cb_status cb_transpose(cb_tensor **out, const cb_tensor *t, int dim0, int dim1) {
+cb_status cb_tensor_transpose(cb_tensor **out, const cb_tensor *t, int dim0, int dim1) {
   cb_status st;
   if ((st = cb_wrap_dim("transpose", &dim0, t->ndim)) != CB_OK ||
       (st = cb_wrap_dim("transpose", &dim1, t->ndim)) != CB_OK)
     return st;
-  if ((st = cb_alias(out, t)) != CB_OK) return st;
+  if ((st = cb_tensor_alias(out, t)) != CB_OK) return st;
   if (t->ndim == 0) return CB_OK;
   cb_tensor *v = *out;
   int64_t s = v->shape[dim0];
@@ -390,7 +396,7 @@ cb_status cb_transpose(cb_tensor **out, const cb_tensor *t, int dim0, int dim1) 
   return CB_OK;
 }
 
-cb_status cb_permute(cb_tensor **out, const cb_tensor *t, const int *dims) {
+cb_status cb_tensor_permute(cb_tensor **out, const cb_tensor *t, const int *dims) {
   bool seen[CB_MAX_DIMS] = {false};
   int wrapped[CB_MAX_DIMS];
   for (int d = 0; d < t->ndim; d++) {
@@ -401,7 +407,7 @@ cb_status cb_permute(cb_tensor **out, const cb_tensor *t, const int *dims) {
       return cb_fail(CB_EINVAL, "permute: dim %d appears twice", wrapped[d] + 1);
     seen[wrapped[d]] = true;
   }
-  cb_status st = cb_alias(out, t);
+  cb_status st = cb_tensor_alias(out, t);
   if (st != CB_OK) return st;
   for (int d = 0; d < t->ndim; d++) {
     (*out)->shape[d] = t->shape[wrapped[d]];
@@ -410,7 +416,7 @@ cb_status cb_permute(cb_tensor **out, const cb_tensor *t, const int *dims) {
   return CB_OK;
 }
 
-cb_status cb_narrow(cb_tensor **out, const cb_tensor *t, int dim,
+cb_status cb_tensor_narrow(cb_tensor **out, const cb_tensor *t, int dim,
                     int64_t start, int64_t length) {
   if (t->ndim == 0) return cb_fail(CB_EINVAL, "narrow: cannot narrow a 0-d tensor");
   cb_status st = cb_wrap_dim("narrow", &dim, t->ndim);
@@ -419,20 +425,20 @@ cb_status cb_narrow(cb_tensor **out, const cb_tensor *t, int dim,
     return cb_fail(CB_ERANGE, "narrow: elements %lld..%lld out of range for dim %d "
                    "of size %lld", (long long)start + 1, (long long)(start + length),
                    dim + 1, (long long)t->shape[dim]);
-  if ((st = cb_alias(out, t)) != CB_OK) return st;
+  if ((st = cb_tensor_alias(out, t)) != CB_OK) return st;
   (*out)->offset += start * t->stride[dim];
   (*out)->shape[dim] = length;
   return CB_OK;
 }
 
-cb_status cb_select(cb_tensor **out, const cb_tensor *t, int dim, int64_t index) {
+cb_status cb_tensor_select(cb_tensor **out, const cb_tensor *t, int dim, int64_t index) {
   if (t->ndim == 0) return cb_fail(CB_EINVAL, "select: cannot index a 0-d tensor");
   cb_status st = cb_wrap_dim("select", &dim, t->ndim);
   if (st != CB_OK) return st;
   if (index < 0 || index >= t->shape[dim])
     return cb_fail(CB_ERANGE, "index %lld out of range for dim %d of size %lld",
                    (long long)index + 1, dim + 1, (long long)t->shape[dim]);
-  if ((st = cb_alias(out, t)) != CB_OK) return st;
+  if ((st = cb_tensor_alias(out, t)) != CB_OK) return st;
   cb_tensor *v = *out;
   v->offset += index * t->stride[dim];
   for (int d = dim; d < t->ndim - 1; d++) {
@@ -443,7 +449,7 @@ cb_status cb_select(cb_tensor **out, const cb_tensor *t, int dim, int64_t index)
   return CB_OK;
 }
 
-cb_status cb_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t start,
+cb_status cb_tensor_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t start,
                    int64_t end, int64_t step) {
   if (t->ndim == 0) return cb_fail(CB_EINVAL, "slice: cannot slice a 0-d tensor");
   cb_status st = cb_wrap_dim("slice", &dim, t->ndim);
@@ -454,14 +460,14 @@ cb_status cb_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t start,
   if (start < 0) start = 0;
   if (end > size) end = size;
   if (end < start) end = start;
-  if ((st = cb_alias(out, t)) != CB_OK) return st;
+  if ((st = cb_tensor_alias(out, t)) != CB_OK) return st;
   (*out)->offset += start * t->stride[dim];
   (*out)->shape[dim] = (end - start + step - 1) / step;
   (*out)->stride[dim] = t->stride[dim] * step;
   return CB_OK;
 }
 
-cb_status cb_expand(cb_tensor **out, const cb_tensor *t, int ndim,
+cb_status cb_tensor_expand(cb_tensor **out, const cb_tensor *t, int ndim,
                     const int64_t *shape) {
   if (ndim < t->ndim || ndim > CB_MAX_DIMS) {
     char a[128], b[128];
@@ -490,7 +496,7 @@ cb_status cb_expand(cb_tensor **out, const cb_tensor *t, int ndim,
                      td + 1, (long long)t->shape[td]);
     }
   }
-  cb_status st = cb_alias(out, t);
+  cb_status st = cb_tensor_alias(out, t);
   if (st != CB_OK) return st;
   (*out)->ndim = ndim;
   memcpy((*out)->shape, new_shape, sizeof(int64_t) * (size_t)ndim);
@@ -500,7 +506,7 @@ cb_status cb_expand(cb_tensor **out, const cb_tensor *t, int ndim,
 
 /* Drops the size-1 dims that drop[] marks. */
 static cb_status squeeze_dims(cb_tensor **out, const cb_tensor *t, const bool *drop) {
-  cb_status st = cb_alias(out, t);
+  cb_status st = cb_tensor_alias(out, t);
   if (st != CB_OK) return st;
   cb_tensor *v = *out;
   int n = 0;
@@ -514,7 +520,7 @@ static cb_status squeeze_dims(cb_tensor **out, const cb_tensor *t, const bool *d
   return CB_OK;
 }
 
-cb_status cb_squeeze(cb_tensor **out, const cb_tensor *t, int dim) {
+cb_status cb_tensor_squeeze(cb_tensor **out, const cb_tensor *t, int dim) {
   bool drop[CB_MAX_DIMS] = {false};
   if (t->ndim > 0) {
     cb_status st = cb_wrap_dim("squeeze", &dim, t->ndim);
@@ -524,18 +530,18 @@ cb_status cb_squeeze(cb_tensor **out, const cb_tensor *t, int dim) {
   return squeeze_dims(out, t, drop);
 }
 
-cb_status cb_squeeze_all(cb_tensor **out, const cb_tensor *t) {
+cb_status cb_tensor_squeeze_all(cb_tensor **out, const cb_tensor *t) {
   bool drop[CB_MAX_DIMS];
   for (int d = 0; d < CB_MAX_DIMS; d++) drop[d] = true;
   return squeeze_dims(out, t, drop);
 }
 
-cb_status cb_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim) {
+cb_status cb_tensor_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim) {
   if (t->ndim >= CB_MAX_DIMS)
     return cb_fail(CB_EINVAL, "unsqueeze: a tensor has at most %d dims", CB_MAX_DIMS);
   cb_status st = cb_wrap_dim("unsqueeze", &dim, t->ndim + 1);
   if (st != CB_OK) return st;
-  if ((st = cb_alias(out, t)) != CB_OK) return st;
+  if ((st = cb_tensor_alias(out, t)) != CB_OK) return st;
   cb_tensor *v = *out;
   for (int d = t->ndim; d > dim; d--) {
     v->shape[d] = t->shape[d - 1];
@@ -547,10 +553,10 @@ cb_status cb_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim) {
   return CB_OK;
 }
 
-cb_status cb_flatten(cb_tensor **out, const cb_tensor *t, int start_dim, int end_dim) {
+cb_status cb_tensor_flatten(cb_tensor **out, const cb_tensor *t, int start_dim, int end_dim) {
   if (t->ndim == 0) {
     int64_t one = 1;
-    return cb_reshape(out, t, 1, &one);
+    return cb_tensor_reshape(out, t, 1, &one);
   }
   cb_status st;
   if ((st = cb_wrap_dim("flatten", &start_dim, t->ndim)) != CB_OK ||
@@ -566,7 +572,7 @@ cb_status cb_flatten(cb_tensor **out, const cb_tensor *t, int start_dim, int end
   for (int d = start_dim; d <= end_dim; d++) merged *= t->shape[d];
   shape[n++] = merged;
   for (int d = end_dim + 1; d < t->ndim; d++) shape[n++] = t->shape[d];
-  return cb_reshape(out, t, n, shape);
+  return cb_tensor_reshape(out, t, n, shape);
 }
 
 /* ---- copies ---- */
@@ -601,7 +607,7 @@ static void copy_row(void *ctx, int64_t n, char **p, const int64_t *s) {
     cb_store(p[0] + i * s[0], dt, cb_load(p[1] + i * s[1], st));
 }
 
-cb_status cb_copy_(cb_tensor *dst, const cb_tensor *src) {
+cb_status cb_tensor_copy_(cb_tensor *dst, const cb_tensor *src) {
   const cb_tensor *ops[2] = {dst, src};
   int ndim;
   int64_t shape[CB_MAX_DIMS];
@@ -618,6 +624,7 @@ cb_status cb_copy_(cb_tensor *dst, const cb_tensor *src) {
   if (has_overlap(dst))
     return cb_fail(CB_EINVAL, "copy: destination is an expanded view whose elements "
                    "overlap; clone it first");
+  cb_tensor_bump_version(dst);
   cb_iter it;
   cb_iter_init(&it, 2, ops, dst->ndim, dst->shape);
   cb_dtype types[2] = {dst->dtype, src->dtype};
@@ -640,10 +647,11 @@ static void fill_row(void *ctx, int64_t n, char **p, const int64_t *s) {
   for (int64_t i = 0; i < n; i++) cb_store(p[0] + i * s[0], fill->dtype, fill->value);
 }
 
-cb_status cb_fill_(cb_tensor *dst, double value) {
+cb_status cb_tensor_fill_(cb_tensor *dst, double value) {
   if (has_overlap(dst))
     return cb_fail(CB_EINVAL, "fill: destination is an expanded view whose elements "
                    "overlap; clone it first");
+  cb_tensor_bump_version(dst);
   fill_ctx ctx = {value, dst->dtype};
   const cb_tensor *ops[1] = {dst};
   cb_iter it;
@@ -652,32 +660,32 @@ cb_status cb_fill_(cb_tensor *dst, double value) {
   return CB_OK;
 }
 
-cb_status cb_clone(cb_tensor **out, const cb_tensor *t) {
+cb_status cb_tensor_clone(cb_tensor **out, const cb_tensor *t) {
   cb_status st = cb_tensor_empty(out, t->ndim, t->shape, t->dtype);
   if (st != CB_OK) return st;
-  if ((st = cb_copy_(*out, t)) != CB_OK) {
+  if ((st = cb_tensor_copy_(*out, t)) != CB_OK) {
     cb_tensor_release(*out);
     *out = NULL;
   }
   return st;
 }
 
-cb_status cb_contiguous(cb_tensor **out, const cb_tensor *t) {
+cb_status cb_tensor_contiguous(cb_tensor **out, const cb_tensor *t) {
   if (cb_tensor_is_contiguous(t)) {
     *out = cb_tensor_retain((cb_tensor *)t);
     return CB_OK;
   }
-  return cb_clone(out, t);
+  return cb_tensor_clone(out, t);
 }
 
-cb_status cb_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype) {
+cb_status cb_tensor_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype) {
   if (t->dtype == dtype) {
     *out = cb_tensor_retain((cb_tensor *)t);
     return CB_OK;
   }
   cb_status st = cb_tensor_empty(out, t->ndim, t->shape, dtype);
   if (st != CB_OK) return st;
-  if ((st = cb_copy_(*out, t)) != CB_OK) {
+  if ((st = cb_tensor_copy_(*out, t)) != CB_OK) {
     cb_tensor_release(*out);
     *out = NULL;
   }

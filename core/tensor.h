@@ -36,7 +36,15 @@ typedef struct cb_storage {
   void *data;
   int64_t nbytes;
   atomic_int refcount;
+  /* Bumped by every in-place write, so autograd can tell that a tensor it
+   * saved for backward was modified since. */
+  atomic_uint version;
 } cb_storage;
+
+/* Autograd's per-tensor state, defined by autograd.h (the layer above). The
+ * tensor only owns it: destroy is autograd's function that frees it. */
+struct cb_autograd_meta;
+typedef void (*cb_meta_destroy_fn)(struct cb_autograd_meta *meta);
 
 typedef struct cb_tensor {
   cb_storage *storage;
@@ -46,7 +54,12 @@ typedef struct cb_tensor {
   int64_t stride[CB_MAX_DIMS]; /* in elements; 0 for expanded dims */
   cb_dtype dtype;
   atomic_int refcount;
+  struct cb_autograd_meta *autograd; /* NULL: a plain tensor */
+  cb_meta_destroy_fn autograd_destroy;
 } cb_tensor;
+
+/* Marks t's storage as written in place. */
+void cb_tensor_bump_version(cb_tensor *t);
 
 /* Bytes currently held by all live storages (what the Lua binding reports to
  * its garbage collector). */
@@ -90,44 +103,44 @@ void cb_store(void *p, cb_dtype dtype, double value);
 /* ---- views (share storage, never copy) ---- */
 /* A new tensor struct with t's storage, shape and strides: the starting
  * point for views built by hand. */
-cb_status cb_alias(cb_tensor **out, const cb_tensor *t);
+cb_status cb_tensor_alias(cb_tensor **out, const cb_tensor *t);
 /* shape may hold one -1, inferred from the element count. Needs strides
  * compatible with the new shape; cb_reshape copies when they are not. */
-cb_status cb_view(cb_tensor **out, const cb_tensor *t, int ndim,
+cb_status cb_tensor_view(cb_tensor **out, const cb_tensor *t, int ndim,
                   const int64_t *shape);
-cb_status cb_reshape(cb_tensor **out, const cb_tensor *t, int ndim,
+cb_status cb_tensor_reshape(cb_tensor **out, const cb_tensor *t, int ndim,
                      const int64_t *shape);
-cb_status cb_transpose(cb_tensor **out, const cb_tensor *t, int dim0,
+cb_status cb_tensor_transpose(cb_tensor **out, const cb_tensor *t, int dim0,
                        int dim1);
-cb_status cb_permute(cb_tensor **out, const cb_tensor *t, const int *dims);
-cb_status cb_narrow(cb_tensor **out, const cb_tensor *t, int dim,
+cb_status cb_tensor_permute(cb_tensor **out, const cb_tensor *t, const int *dims);
+cb_status cb_tensor_narrow(cb_tensor **out, const cb_tensor *t, int dim,
                     int64_t start, int64_t length);
 /* Removes dim, keeping element index at it. */
-cb_status cb_select(cb_tensor **out, const cb_tensor *t, int dim,
+cb_status cb_tensor_select(cb_tensor **out, const cb_tensor *t, int dim,
                     int64_t index);
 /* Elements start, start+step, ... < end along dim (step > 0). */
-cb_status cb_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t start,
+cb_status cb_tensor_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t start,
                    int64_t end, int64_t step);
 /* Size-1 dims broadcast to any size (stride 0); -1 keeps a size. */
-cb_status cb_expand(cb_tensor **out, const cb_tensor *t, int ndim,
+cb_status cb_tensor_expand(cb_tensor **out, const cb_tensor *t, int ndim,
                     const int64_t *shape);
 /* Removes dim if it has size 1 (else the view is unchanged). */
-cb_status cb_squeeze(cb_tensor **out, const cb_tensor *t, int dim);
+cb_status cb_tensor_squeeze(cb_tensor **out, const cb_tensor *t, int dim);
 /* Removes every size-1 dim. */
-cb_status cb_squeeze_all(cb_tensor **out, const cb_tensor *t);
-cb_status cb_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim);
-cb_status cb_flatten(cb_tensor **out, const cb_tensor *t, int start_dim,
+cb_status cb_tensor_squeeze_all(cb_tensor **out, const cb_tensor *t);
+cb_status cb_tensor_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim);
+cb_status cb_tensor_flatten(cb_tensor **out, const cb_tensor *t, int start_dim,
                      int end_dim);
 
 /* ---- copies ---- */
 /* The same tensor if already contiguous (one more reference), else a copy. */
-cb_status cb_contiguous(cb_tensor **out, const cb_tensor *t);
-cb_status cb_clone(cb_tensor **out, const cb_tensor *t);
+cb_status cb_tensor_contiguous(cb_tensor **out, const cb_tensor *t);
+cb_status cb_tensor_clone(cb_tensor **out, const cb_tensor *t);
 /* Converts to dtype (a new reference to t when it already has it). */
-cb_status cb_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype);
+cb_status cb_tensor_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype);
 /* dst[...] = src, src broadcast to dst's shape, converting dtype. */
-cb_status cb_copy_(cb_tensor *dst, const cb_tensor *src);
-cb_status cb_fill_(cb_tensor *dst, double value);
+cb_status cb_tensor_copy_(cb_tensor *dst, const cb_tensor *src);
+cb_status cb_tensor_fill_(cb_tensor *dst, double value);
 
 /* Normalises a possibly negative dim for an ndim-dimensional tensor;
  * op names the operation in the error message. */

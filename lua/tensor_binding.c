@@ -229,7 +229,7 @@ static int t_index(lua_State *L) {
       push_element(L, t, &pos);
     } else {
       cb_tensor *v;
-      cbl_check(L, cb_select(&v, t, 0, pos));
+      cbl_check(L, cb_tensor_select(&v, t, 0, pos));
       cbl_push_tensor(L, v);
     }
     return 1;
@@ -247,12 +247,12 @@ static int t_newindex(lua_State *L) {
   if (t->ndim == 0) return luaL_error(L, "cannot index a 0-d tensor");
   int64_t pos = check_position(L, 2, t->shape[0], 0);
   cb_tensor *v;
-  cbl_check(L, cb_select(&v, t, 0, pos));
+  cbl_check(L, cb_tensor_select(&v, t, 0, pos));
   cb_status st;
   cb_tensor *src = cbl_test_tensor(L, 3);
-  if (src) st = cb_copy_(v, src);
-  else if (lua_isboolean(L, 3)) st = cb_fill_(v, lua_toboolean(L, 3));
-  else if (lua_type(L, 3) == LUA_TNUMBER) st = cb_fill_(v, lua_tonumber(L, 3));
+  if (src) st = cb_tensor_copy_(v, src);
+  else if (lua_isboolean(L, 3)) st = cb_tensor_fill_(v, lua_toboolean(L, 3));
+  else if (lua_type(L, 3) == LUA_TNUMBER) st = cb_tensor_fill_(v, lua_tonumber(L, 3));
   else {
     cb_tensor_release(v);
     return luaL_typeerror(L, 3, "number or tensor");
@@ -429,15 +429,15 @@ static int shape_op(lua_State *L, shape_fn op) {
   return 1;
 }
 
-static int t_view(lua_State *L) { return shape_op(L, cb_view); }
-static int t_reshape(lua_State *L) { return shape_op(L, cb_reshape); }
+static int t_view(lua_State *L) { return shape_op(L, cb_tensor_view); }
+static int t_reshape(lua_State *L) { return shape_op(L, cb_tensor_reshape); }
 
 static int t_transpose(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
   int d0 = cbl_opt_dim(L, 2, 0), d1 = cbl_opt_dim(L, 3, 1);
   if (lua_isnoneornil(L, 2) && t->ndim != 2)
     return luaL_error(L, "transpose: without dims the tensor must be 2-d, got %d-d", t->ndim);
-  cbl_check(L, cb_transpose(&v, t, d0, d1));
+  cbl_check(L, cb_tensor_transpose(&v, t, d0, d1));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -454,7 +454,7 @@ static int t_permute(lua_State *L) {
     if (dims64[d] == 0) return luaL_error(L, "permute: dims are 1-based");
     dims[d] = dims64[d] > 0 ? (int)dims64[d] - 1 : (int)dims64[d];
   }
-  cbl_check(L, cb_permute(&v, t, dims));
+  cbl_check(L, cb_tensor_permute(&v, t, dims));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -465,7 +465,7 @@ static int t_narrow(lua_State *L) {
   int dim = cbl_check_dim(L, 2);
   lua_Integer start = luaL_checkinteger(L, 3), length = luaL_checkinteger(L, 4);
   if (start < 1) luaL_argerror(L, 3, "start is 1-based");
-  cbl_check(L, cb_narrow(&v, t, dim, start - 1, length));
+  cbl_check(L, cb_tensor_narrow(&v, t, dim, start - 1, length));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -476,7 +476,7 @@ static int t_select(lua_State *L) {
   cbl_check(L, cb_wrap_dim("select", &dim, t->ndim));
   if (t->ndim == 0) return luaL_error(L, "select: cannot index a 0-d tensor");
   int64_t pos = check_position(L, 3, t->shape[dim], dim);
-  cbl_check(L, cb_select(&v, t, dim, pos));
+  cbl_check(L, cb_tensor_select(&v, t, dim, pos));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -494,7 +494,7 @@ static int t_slice(lua_State *L) {
   int64_t start = first > 0 ? first - 1 : n + first;
   int64_t stop = last > 0 ? last : n + last + 1;
   if (start < 0) start = 0;
-  cbl_check(L, cb_slice(&v, t, dim, start, stop, step));
+  cbl_check(L, cb_tensor_slice(&v, t, dim, start, stop, step));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -510,29 +510,29 @@ static int t_expand(lua_State *L) {
   } else {
     cbl_read_shape(L, 2, &ndim, shape);
   }
-  cbl_check(L, cb_expand(&v, t, ndim, shape));
+  cbl_check(L, cb_tensor_expand(&v, t, ndim, shape));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_squeeze(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  if (lua_isnoneornil(L, 2)) cbl_check(L, cb_squeeze_all(&v, t));
-  else cbl_check(L, cb_squeeze(&v, t, cbl_check_dim(L, 2)));
+  if (lua_isnoneornil(L, 2)) cbl_check(L, cb_tensor_squeeze_all(&v, t));
+  else cbl_check(L, cb_tensor_squeeze(&v, t, cbl_check_dim(L, 2)));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_unsqueeze(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_unsqueeze(&v, t, cbl_check_dim(L, 2)));
+  cbl_check(L, cb_tensor_unsqueeze(&v, t, cbl_check_dim(L, 2)));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_flatten(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_flatten(&v, t, cbl_opt_dim(L, 2, 0), cbl_opt_dim(L, 3, -1)));
+  cbl_check(L, cb_tensor_flatten(&v, t, cbl_opt_dim(L, 2, 0), cbl_opt_dim(L, 3, -1)));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -541,28 +541,28 @@ static int t_flatten(lua_State *L) {
 
 static int t_contiguous(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_contiguous(&v, t));
+  cbl_check(L, cb_tensor_contiguous(&v, t));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_clone(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_clone(&v, t));
+  cbl_check(L, cb_tensor_clone(&v, t));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_to(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_to_dtype(&v, t, cbl_opt_dtype(L, 2, t->dtype)));
+  cbl_check(L, cb_tensor_to_dtype(&v, t, cbl_opt_dtype(L, 2, t->dtype)));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int convert_to(lua_State *L, cb_dtype dtype) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_to_dtype(&v, t, dtype));
+  cbl_check(L, cb_tensor_to_dtype(&v, t, dtype));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -574,7 +574,7 @@ static int t_bool(lua_State *L) { return convert_to(L, CB_BOOL); }
 /* In-place methods return the tensor itself, for chaining. */
 static int t_copy_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
-  cbl_check(L, cb_copy_(t, cbl_check_tensor(L, 2)));
+  cbl_check(L, cb_tensor_copy_(t, cbl_check_tensor(L, 2)));
   lua_settop(L, 1);
   return 1;
 }
@@ -582,13 +582,13 @@ static int t_copy_(lua_State *L) {
 static int t_fill_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
   double v = lua_isboolean(L, 2) ? lua_toboolean(L, 2) : luaL_checknumber(L, 2);
-  cbl_check(L, cb_fill_(t, v));
+  cbl_check(L, cb_tensor_fill_(t, v));
   lua_settop(L, 1);
   return 1;
 }
 
 static int t_zero_(lua_State *L) {
-  cbl_check(L, cb_fill_(cbl_check_tensor(L, 1), 0));
+  cbl_check(L, cb_tensor_fill_(cbl_check_tensor(L, 1), 0));
   lua_settop(L, 1);
   return 1;
 }
@@ -798,7 +798,7 @@ static int t_scatter_add(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
   int dim = cbl_check_dim(L, 2);
   cb_tensor *index = cbl_check_tensor(L, 3), *src = cbl_check_tensor(L, 4);
-  cbl_check(L, cb_clone(&v, t));
+  cbl_check(L, cb_tensor_clone(&v, t));
   cbl_push_tensor(L, v);
   cbl_check(L, cb_scatter_add_(v, dim, index, src));
   return 1;
@@ -815,7 +815,7 @@ static int t_masked_fill_(lua_State *L) {
 static int t_masked_fill(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *mask = cbl_check_tensor(L, 2), *v;
   double value = lua_isboolean(L, 3) ? lua_toboolean(L, 3) : luaL_checknumber(L, 3);
-  cbl_check(L, cb_clone(&v, t));
+  cbl_check(L, cb_tensor_clone(&v, t));
   cbl_push_tensor(L, v);
   cbl_check(L, cb_masked_fill_(v, mask, value));
   return 1;

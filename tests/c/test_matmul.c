@@ -33,12 +33,12 @@ static void test_mm_shapes(void) {
     cb_tensor *a = randn_tensor(2, (int64_t[]){n, k}, 10 + s);
     cb_tensor *b = randn_tensor(2, (int64_t[]){k, m}, 20 + s);
     cb_tensor *at_ = randn_tensor(2, (int64_t[]){k, n}, 30 + s), *a_t;
-    CHECK_OK(cb_transpose(&a_t, at_, 0, 1));
+    CHECK_OK(cb_tensor_transpose(&a_t, at_, 0, 1));
     CHECK(compare_mm(a, b) == 0);
     CHECK(compare_mm(a_t, b) == 0);
     cb_tensor *sl; /* a column slice: neither row- nor column-contiguous */
     cb_tensor *wide = randn_tensor(2, (int64_t[]){n, 2 * k}, 40 + s);
-    CHECK_OK(cb_slice(&sl, wide, 1, 0, 2 * k, 2));
+    CHECK_OK(cb_tensor_slice(&sl, wide, 1, 0, 2 * k, 2));
     CHECK(compare_mm(sl, b) == 0);
     cb_tensor_release(sl);
     cb_tensor_release(wide);
@@ -57,8 +57,8 @@ static void test_batched(void) {
   int bad = 0;
   for (int64_t i = 0; i < 4; i++) {
     cb_tensor *ai, *ci;
-    cb_select(&ai, a, 0, i);
-    cb_select(&ci, c, 0, i);
+    cb_tensor_select(&ai, a, 0, i);
+    cb_tensor_select(&ci, c, 0, i);
     for (int64_t r = 0; r < 5; r++)
       for (int64_t q = 0; q < 3; q++)
         bad += fabs(cb_tensor_get(ci, (int64_t[]){r, q}) - naive(ai, b, r, q)) > 1e-4;
@@ -70,12 +70,12 @@ static void test_batched(void) {
   CHECK_OK(cb_matmul(&c, a, b3)); /* broadcast batch: {2, 4, 5, 3} */
   CHECK(c->ndim == 4 && c->shape[0] == 2 && c->shape[1] == 4);
   cb_tensor *b31, *b31m, *c13, *a3;
-  cb_select(&b31, b3, 0, 1);
-  cb_select(&b31m, b31, 0, 0);
-  cb_select(&c13, c, 0, 1);
+  cb_tensor_select(&b31, b3, 0, 1);
+  cb_tensor_select(&b31m, b31, 0, 0);
+  cb_tensor_select(&c13, c, 0, 1);
   cb_tensor *c13_3;
-  cb_select(&c13_3, c13, 0, 3);
-  cb_select(&a3, a, 0, 3);
+  cb_tensor_select(&c13_3, c13, 0, 3);
+  cb_tensor_select(&a3, a, 0, 3);
   CHECK_NEAR(cb_tensor_get(c13_3, (int64_t[]){4, 2}), naive(a3, b31m, 4, 2), 1e-4);
   cb_tensor_release(c13_3);
   cb_tensor_release(a3);

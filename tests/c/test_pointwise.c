@@ -58,7 +58,7 @@ static void test_types(void) {
 static void test_ops_against_reference(void) {
   cb_tensor *x = randn_tensor(2, (int64_t[]){7, 5}, 1), *y = randn_tensor(1, (int64_t[]){5}, 2);
   cb_tensor *xt, *xa;
-  CHECK_OK(cb_transpose(&xt, x, 0, 1)); /* {5, 7}, non-contiguous */
+  CHECK_OK(cb_tensor_transpose(&xt, x, 0, 1)); /* {5, 7}, non-contiguous */
   CHECK_OK(cb_unary(&xa, CB_ABS, x));
   int bad = 0;
   for (int op = 0; op < CB_NUM_BINARY; op++) {

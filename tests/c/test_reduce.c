@@ -53,7 +53,7 @@ static void test_max_argmax(void) {
  * double loop. */
 static void test_large(void) {
   cb_tensor *x = randn_tensor(2, (int64_t[]){300, 700}, 7), *t, *r, *full;
-  CHECK_OK(cb_transpose(&t, x, 0, 1)); /* {700, 300} */
+  CHECK_OK(cb_tensor_transpose(&t, x, 0, 1)); /* {700, 300} */
   CHECK_OK(cb_reduce(&r, CB_SUM, t, 1, (int[]){0}, false, 1)); /* {300} */
   CHECK_OK(cb_reduce(&full, CB_MEAN, t, 0, NULL, false, 1));
   int bad = 0;
