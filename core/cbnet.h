@@ -4,6 +4,7 @@
 
 #define CBNET_VERSION "0.1.0"
 
+#include "autograd.h"
 #include "blas.h"
 #include "error.h"
 #include "generator.h"
@@ -14,5 +15,6 @@
 #include "reduce.h"
 #include "tensor.h"
 #include "threadpool.h"
+#include "views.h"
 
 #endif

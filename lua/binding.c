@@ -314,6 +314,18 @@ static int l_where(lua_State *L) {
   return 1;
 }
 
+/* Returns the previous setting. */
+static int l_set_grad_enabled(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  lua_pushboolean(L, cb_set_grad_enabled(lua_toboolean(L, 1)));
+  return 1;
+}
+
+static int l_is_grad_enabled(lua_State *L) {
+  lua_pushboolean(L, cb_grad_enabled());
+  return 1;
+}
+
 static int l_is_tensor(lua_State *L) {
   lua_pushboolean(L, luaL_testudata(L, 1, TENSOR_MT) != NULL);
   return 1;
@@ -384,7 +396,8 @@ static const luaL_Reg core_functions[] = {
     {"full", l_full}, {"arange", l_arange}, {"rand", l_rand}, {"randn", l_randn},
     {"randint", l_randint}, {"randperm", l_randperm}, {"manual_seed", l_manual_seed},
     {"Generator", l_generator}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
-    {"is_tensor", l_is_tensor}, {"set_num_threads", l_set_num_threads},
+    {"is_tensor", l_is_tensor}, {"set_grad_enabled", l_set_grad_enabled},
+    {"is_grad_enabled", l_is_grad_enabled}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"info", l_info},
     {NULL, NULL}};
 

@@ -219,6 +219,39 @@ static int64_t check_position(lua_State *L, int arg, int64_t n, int dim) {
   return pos;
 }
 
+/* Fields read as t.name: false when the name is not a property. */
+static bool push_property(lua_State *L, cb_tensor *t, const char *key) {
+  if (strcmp(key, "grad") == 0) {
+    cb_tensor *g = cb_grad(t);
+    if (g) cbl_push_tensor(L, cb_tensor_retain(g));
+    else lua_pushnil(L);
+  } else if (strcmp(key, "requires_grad") == 0) {
+    lua_pushboolean(L, cb_requires_grad(t));
+  } else if (strcmp(key, "is_leaf") == 0) {
+    lua_pushboolean(L, cb_is_leaf(t));
+  } else if (strcmp(key, "grad_fn") == 0) {
+    cb_node *fn = cb_grad_fn(t);
+    if (fn) lua_pushstring(L, fn->name);
+    else lua_pushnil(L);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/* t.requires_grad = bool; t.grad = tensor or nil */
+static int set_property(lua_State *L, cb_tensor *t, const char *key) {
+  if (strcmp(key, "requires_grad") == 0) {
+    cbl_check(L, cb_set_requires_grad(t, lua_toboolean(L, 3)));
+  } else if (strcmp(key, "grad") == 0) {
+    cbl_check(L, cb_set_grad(t, lua_isnil(L, 3) ? NULL : cbl_check_tensor(L, 3)));
+  } else {
+    return luaL_error(L, "tensor field '%s' cannot be assigned (only requires_grad, grad "
+                      "and integer positions can)", key);
+  }
+  return 0;
+}
+
 static int t_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TNUMBER) {
     cb_tensor *t = cbl_check_tensor(L, 1);
@@ -229,11 +262,13 @@ static int t_index(lua_State *L) {
       push_element(L, t, &pos);
     } else {
       cb_tensor *v;
-      cbl_check(L, cb_tensor_select(&v, t, 0, pos));
+      cbl_check(L, cb_select(&v, t, 0, pos));
       cbl_push_tensor(L, v);
     }
     return 1;
   }
+  if (lua_type(L, 2) == LUA_TSTRING && push_property(L, cbl_check_tensor(L, 1), lua_tostring(L, 2)))
+    return 1;
   /* methods live in the metatable's "methods" field (upvalue 1) */
   lua_pushvalue(L, 2);
   lua_gettable(L, lua_upvalueindex(1));
@@ -242,10 +277,12 @@ static int t_index(lua_State *L) {
 
 static int t_newindex(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
-  if (!lua_isinteger(L, 2)) return luaL_error(L, "tensor fields cannot be assigned; "
-                                              "only integer positions (t[i] = value)");
+  if (lua_type(L, 2) == LUA_TSTRING) return set_property(L, t, lua_tostring(L, 2));
+  if (!lua_isinteger(L, 2)) return luaL_error(L, "only integer positions (t[i] = value) and "
+                                              "the fields requires_grad and grad can be assigned");
   if (t->ndim == 0) return luaL_error(L, "cannot index a 0-d tensor");
   int64_t pos = check_position(L, 2, t->shape[0], 0);
+  cbl_check(L, cb_check_inplace("t[i] = value", t));
   cb_tensor *v;
   cbl_check(L, cb_tensor_select(&v, t, 0, pos));
   cb_status st;
@@ -429,15 +466,15 @@ static int shape_op(lua_State *L, shape_fn op) {
   return 1;
 }
 
-static int t_view(lua_State *L) { return shape_op(L, cb_tensor_view); }
-static int t_reshape(lua_State *L) { return shape_op(L, cb_tensor_reshape); }
+static int t_view(lua_State *L) { return shape_op(L, cb_view); }
+static int t_reshape(lua_State *L) { return shape_op(L, cb_reshape); }
 
 static int t_transpose(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
   int d0 = cbl_opt_dim(L, 2, 0), d1 = cbl_opt_dim(L, 3, 1);
   if (lua_isnoneornil(L, 2) && t->ndim != 2)
     return luaL_error(L, "transpose: without dims the tensor must be 2-d, got %d-d", t->ndim);
-  cbl_check(L, cb_tensor_transpose(&v, t, d0, d1));
+  cbl_check(L, cb_transpose(&v, t, d0, d1));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -454,7 +491,7 @@ static int t_permute(lua_State *L) {
     if (dims64[d] == 0) return luaL_error(L, "permute: dims are 1-based");
     dims[d] = dims64[d] > 0 ? (int)dims64[d] - 1 : (int)dims64[d];
   }
-  cbl_check(L, cb_tensor_permute(&v, t, dims));
+  cbl_check(L, cb_permute(&v, t, dims));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -465,7 +502,7 @@ static int t_narrow(lua_State *L) {
   int dim = cbl_check_dim(L, 2);
   lua_Integer start = luaL_checkinteger(L, 3), length = luaL_checkinteger(L, 4);
   if (start < 1) luaL_argerror(L, 3, "start is 1-based");
-  cbl_check(L, cb_tensor_narrow(&v, t, dim, start - 1, length));
+  cbl_check(L, cb_narrow(&v, t, dim, start - 1, length));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -476,7 +513,7 @@ static int t_select(lua_State *L) {
   cbl_check(L, cb_wrap_dim("select", &dim, t->ndim));
   if (t->ndim == 0) return luaL_error(L, "select: cannot index a 0-d tensor");
   int64_t pos = check_position(L, 3, t->shape[dim], dim);
-  cbl_check(L, cb_tensor_select(&v, t, dim, pos));
+  cbl_check(L, cb_select(&v, t, dim, pos));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -494,7 +531,7 @@ static int t_slice(lua_State *L) {
   int64_t start = first > 0 ? first - 1 : n + first;
   int64_t stop = last > 0 ? last : n + last + 1;
   if (start < 0) start = 0;
-  cbl_check(L, cb_tensor_slice(&v, t, dim, start, stop, step));
+  cbl_check(L, cb_slice(&v, t, dim, start, stop, step));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -510,29 +547,29 @@ static int t_expand(lua_State *L) {
   } else {
     cbl_read_shape(L, 2, &ndim, shape);
   }
-  cbl_check(L, cb_tensor_expand(&v, t, ndim, shape));
+  cbl_check(L, cb_expand(&v, t, ndim, shape));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_squeeze(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  if (lua_isnoneornil(L, 2)) cbl_check(L, cb_tensor_squeeze_all(&v, t));
-  else cbl_check(L, cb_tensor_squeeze(&v, t, cbl_check_dim(L, 2)));
+  if (lua_isnoneornil(L, 2)) cbl_check(L, cb_squeeze_all(&v, t));
+  else cbl_check(L, cb_squeeze(&v, t, cbl_check_dim(L, 2)));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_unsqueeze(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_tensor_unsqueeze(&v, t, cbl_check_dim(L, 2)));
+  cbl_check(L, cb_unsqueeze(&v, t, cbl_check_dim(L, 2)));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_flatten(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_tensor_flatten(&v, t, cbl_opt_dim(L, 2, 0), cbl_opt_dim(L, 3, -1)));
+  cbl_check(L, cb_flatten(&v, t, cbl_opt_dim(L, 2, 0), cbl_opt_dim(L, 3, -1)));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -541,14 +578,14 @@ static int t_flatten(lua_State *L) {
 
 static int t_contiguous(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_tensor_contiguous(&v, t));
+  cbl_check(L, cb_contiguous(&v, t));
   cbl_push_tensor(L, v);
   return 1;
 }
 
 static int t_clone(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
-  cbl_check(L, cb_tensor_clone(&v, t));
+  cbl_check(L, cb_clone(&v, t));
   cbl_push_tensor(L, v);
   return 1;
 }
@@ -574,6 +611,7 @@ static int t_bool(lua_State *L) { return convert_to(L, CB_BOOL); }
 /* In-place methods return the tensor itself, for chaining. */
 static int t_copy_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace("copy_", t));
   cbl_check(L, cb_tensor_copy_(t, cbl_check_tensor(L, 2)));
   lua_settop(L, 1);
   return 1;
@@ -581,6 +619,7 @@ static int t_copy_(lua_State *L) {
 
 static int t_fill_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace("fill_", t));
   double v = lua_isboolean(L, 2) ? lua_toboolean(L, 2) : luaL_checknumber(L, 2);
   cbl_check(L, cb_tensor_fill_(t, v));
   lua_settop(L, 1);
@@ -588,13 +627,16 @@ static int t_fill_(lua_State *L) {
 }
 
 static int t_zero_(lua_State *L) {
-  cbl_check(L, cb_tensor_fill_(cbl_check_tensor(L, 1), 0));
+  cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace("zero_", t));
+  cbl_check(L, cb_tensor_fill_(t, 0));
   lua_settop(L, 1);
   return 1;
 }
 
 static int t_uniform_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace("uniform_", t));
   double lo = luaL_optnumber(L, 2, 0), hi = luaL_optnumber(L, 3, 1);
   cbl_check(L, cb_uniform_(t, lo, hi, cbl_opt_generator(L, 4)));
   lua_settop(L, 1);
@@ -603,6 +645,7 @@ static int t_uniform_(lua_State *L) {
 
 static int t_normal_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace("normal_", t));
   double mean = luaL_optnumber(L, 2, 0), std = luaL_optnumber(L, 3, 1);
   cbl_check(L, cb_normal_(t, mean, std, cbl_opt_generator(L, 4)));
   lua_settop(L, 1);
@@ -620,6 +663,7 @@ static int unary(lua_State *L, cb_unop op) {
 
 static int unary_(lua_State *L, cb_unop op) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace(cb_unop_name(op), t));
   cbl_check(L, cb_unary_into(t, op, t));
   lua_settop(L, 1);
   return 1;
@@ -637,6 +681,7 @@ static int binary(lua_State *L, cb_binop op) {
 
 static int binary_(lua_State *L, cb_binop op) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace(cb_binop_name(op), t));
   cb_tensor *other = cbl_check_operand(L, 2, t);
   cbl_check(L, cb_binary_into(t, op, t, other));
   lua_settop(L, 1);
@@ -702,6 +747,7 @@ static int t_clamp(lua_State *L) {
 
 static int t_clamp_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace("clamp_", t));
   double lo = lua_isnoneornil(L, 2) ? -INFINITY : luaL_checknumber(L, 2);
   double hi = lua_isnoneornil(L, 3) ? INFINITY : luaL_checknumber(L, 3);
   cbl_check(L, cb_clamp_into(t, t, lo, hi));
@@ -788,6 +834,7 @@ static int t_gather(lua_State *L) {
 
 static int t_scatter_add_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace("scatter_add_", t));
   int dim = cbl_check_dim(L, 2);
   cbl_check(L, cb_scatter_add_(t, dim, cbl_check_tensor(L, 3), cbl_check_tensor(L, 4)));
   lua_settop(L, 1);
@@ -798,6 +845,8 @@ static int t_scatter_add(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
   int dim = cbl_check_dim(L, 2);
   cb_tensor *index = cbl_check_tensor(L, 3), *src = cbl_check_tensor(L, 4);
+  if (cb_grad_enabled() && (cb_requires_grad(t) || cb_requires_grad(src)))
+    return luaL_error(L, "scatter_add: no gradient is defined (use it under no_grad)");
   cbl_check(L, cb_tensor_clone(&v, t));
   cbl_push_tensor(L, v);
   cbl_check(L, cb_scatter_add_(v, dim, index, src));
@@ -806,6 +855,7 @@ static int t_scatter_add(lua_State *L) {
 
 static int t_masked_fill_(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_check_inplace("masked_fill_", t));
   double value = lua_isboolean(L, 3) ? lua_toboolean(L, 3) : luaL_checknumber(L, 3);
   cbl_check(L, cb_masked_fill_(t, cbl_check_tensor(L, 2), value));
   lua_settop(L, 1);
@@ -815,9 +865,8 @@ static int t_masked_fill_(lua_State *L) {
 static int t_masked_fill(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *mask = cbl_check_tensor(L, 2), *v;
   double value = lua_isboolean(L, 3) ? lua_toboolean(L, 3) : luaL_checknumber(L, 3);
-  cbl_check(L, cb_tensor_clone(&v, t));
+  cbl_check(L, cb_masked_fill(&v, t, mask, value));
   cbl_push_tensor(L, v);
-  cbl_check(L, cb_masked_fill_(v, mask, value));
   return 1;
 }
 
@@ -828,7 +877,32 @@ static int t_masked_select(lua_State *L) {
   return 1;
 }
 
+/* ---- autograd ---- */
+
+static int t_requires_grad_(lua_State *L) {
+  cb_tensor *t = cbl_check_tensor(L, 1);
+  cbl_check(L, cb_set_requires_grad(t, lua_isnone(L, 2) ? true : lua_toboolean(L, 2)));
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* t:backward([gradient]) */
+static int t_backward(lua_State *L) {
+  cb_tensor *t = cbl_check_tensor(L, 1);
+  cb_tensor *grad = lua_isnoneornil(L, 2) ? NULL : cbl_check_tensor(L, 2);
+  cbl_check(L, cb_backward(t, grad));
+  return 0;
+}
+
+static int t_detach(lua_State *L) {
+  cb_tensor *t = cbl_check_tensor(L, 1), *v;
+  cbl_check(L, cb_detach(&v, t));
+  cbl_push_tensor(L, v);
+  return 1;
+}
+
 static const luaL_Reg tensor_methods[] = {
+    {"requires_grad_", t_requires_grad_}, {"backward", t_backward}, {"detach", t_detach},
     {"size", t_size}, {"stride", t_stride}, {"dim", t_dim}, {"numel", t_numel},
     {"dtype", t_dtype}, {"is_contiguous", t_is_contiguous}, {"item", t_item},
     {"totable", t_totable},

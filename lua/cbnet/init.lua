@@ -17,6 +17,23 @@ function cbnet.matmul(a, b) return a:matmul(b) end
 --- The version string and the machine facts `cbnet info` prints.
 cbnet.version = core.info().version
 
+--- Runs fn(...) with gradient recording off and returns its results; without
+-- fn, returns a guard for a block: `local _ <close> = cbnet.no_grad()`.
+local function grad_mode(enabled)
+  return function(fn, ...)
+    local previous = core.set_grad_enabled(enabled)
+    if fn == nil then
+      return setmetatable({}, {__close = function() core.set_grad_enabled(previous) end})
+    end
+    local results = table.pack(pcall(fn, ...))
+    core.set_grad_enabled(previous)
+    if not results[1] then error(results[2], 0) end
+    return table.unpack(results, 2, results.n)
+  end
+end
+cbnet.no_grad = grad_mode(false)
+cbnet.enable_grad = grad_mode(true)
+
 --- Lua-level tensor methods.
 local methods = cbnet.methods
 
