@@ -28,7 +28,7 @@ endif
 
 CORE_SRC := $(wildcard core/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
-BIND_SRC := lua/binding.c lua/tensor_binding.c
+BIND_SRC := lua/binding.c lua/tensor_binding.c lua/nn_binding.c
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/lua/main.o
 CTEST_SRC := $(wildcard tests/c/*.c)
@@ -94,7 +94,7 @@ check: deps
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/san/tests/ctest
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  busted --lua=$(LUA) --cpath="build/san/lib/?.so" tests/spec/tensor_spec.lua
+	  busted --lua=$(LUA) --cpath="build/san/lib/?.so" tests/spec/tensor_spec.lua tests/spec/autograd_spec.lua
 
 install: all
 	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/cbnet $(PREFIX)/share/lua/5.4/cbnet

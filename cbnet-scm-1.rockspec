@@ -24,10 +24,12 @@ build = {
     ["cbnet"] = "lua/cbnet/init.lua",
     ["cbnet.core"] = {
       sources = {
-        "core/blas.c", "core/error.c", "core/generator.c", "core/index.c",
-        "core/iter.c", "core/matmul.c", "core/pointwise.c", "core/reduce.c",
-        "core/tensor.c", "core/threadpool.c",
-        "lua/binding.c", "lua/tensor_binding.c",
+        "core/activation.c", "core/autograd.c", "core/blas.c", "core/conv.c",
+        "core/error.c", "core/generator.c", "core/index.c", "core/iter.c",
+        "core/linear.c", "core/matmul.c", "core/norm.c", "core/pointwise.c",
+        "core/pool.c", "core/reduce.c", "core/softmax.c", "core/tensor.c",
+        "core/threadpool.c", "core/views.c",
+        "lua/binding.c", "lua/nn_binding.c", "lua/tensor_binding.c",
       },
       incdirs = { "core", "$(OPENBLAS_INCDIR)/x86_64-linux-gnu" },
       defines = { "_GNU_SOURCE" },

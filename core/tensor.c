@@ -194,6 +194,34 @@ cb_status cb_tensor_empty_like(cb_tensor **out, const cb_tensor *like,
   return cb_tensor_empty(out, like->ndim, like->shape, dtype);
 }
 
+cb_status cb_tensor_empty_same_layout(cb_tensor **out, const cb_tensor *like, cb_dtype dtype) {
+  /* dims from the largest stride to the smallest (stable: ties keep order) */
+  int order[CB_MAX_DIMS];
+  for (int d = 0; d < like->ndim; d++) order[d] = d;
+  for (int i = 1; i < like->ndim; i++)
+    for (int j = i; j > 0 && like->stride[order[j]] > like->stride[order[j - 1]]; j--) {
+      int tmp = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = tmp;
+    }
+  /* dense iff the strides are those of a contiguous tensor in that order */
+  bool dense = true;
+  int64_t expected = 1;
+  for (int i = like->ndim - 1; i >= 0 && dense; i--) {
+    int d = order[i];
+    if (like->shape[d] != 1 && like->stride[d] != expected) dense = false;
+    expected *= like->shape[d];
+  }
+  cb_status st = cb_tensor_empty(out, like->ndim, like->shape, dtype);
+  if (st != CB_OK || !dense) return st;
+  expected = 1;
+  for (int i = like->ndim - 1; i >= 0; i--) {
+    (*out)->stride[order[i]] = expected;
+    expected *= like->shape[order[i]];
+  }
+  return CB_OK;
+}
+
 cb_tensor *cb_tensor_retain(cb_tensor *t) {
   if (t) atomic_fetch_add(&t->refcount, 1);
   return t;

@@ -80,6 +80,10 @@ cb_status cb_tensor_arange(cb_tensor **out, double start, double end,
 /* An empty tensor with the shape of like (and dtype, unless overridden). */
 cb_status cb_tensor_empty_like(cb_tensor **out, const cb_tensor *like,
                                cb_dtype dtype);
+/* An empty tensor shaped like `like` with the same memory order of dims
+ * (when like is dense, e.g. a permuted contiguous tensor), else contiguous.
+ * Kernels use it so that outputs and gradients keep their inputs' layout. */
+cb_status cb_tensor_empty_same_layout(cb_tensor **out, const cb_tensor *like, cb_dtype dtype);
 cb_tensor *cb_tensor_retain(cb_tensor *t);
 void cb_tensor_release(cb_tensor *t);
 

@@ -7,6 +7,7 @@
 #include <lua.h>
 
 #include "cbnet.h"
+#include "nn.h"
 
 #define TENSOR_MT "cbnet.Tensor"
 #define GENERATOR_MT "cbnet.Generator"
@@ -36,5 +37,6 @@ cb_dtype cbl_opt_dtype(lua_State *L, int arg, cb_dtype def);
 cb_generator *cbl_opt_generator(lua_State *L, int arg);
 
 void cbl_open_tensor(lua_State *L);  /* registers the Tensor metatable */
+void cbl_open_nn(lua_State *L);      /* adds the nn kernels to the table on top */
 
 #endif

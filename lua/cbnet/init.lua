@@ -14,6 +14,10 @@ cbnet.methods = core.Tensor.methods
 
 function cbnet.matmul(a, b) return a:matmul(b) end
 
+--- The neural-network kernels as functions (cbnet.F for short).
+cbnet.functional = require "cbnet.functional"
+cbnet.F = cbnet.functional
+
 --- The version string and the machine facts `cbnet info` prints.
 cbnet.version = core.info().version
 

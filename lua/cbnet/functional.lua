@@ -1,0 +1,54 @@
+--- cbnet.functional (also cbnet.F): the neural-network kernels as functions,
+-- differentiable through autograd. Sizes may be a number or a {h, w} pair.
+local core = require "cbnet.core"
+
+local F = {}
+
+--- conv2d(x, weight[, bias[, opts]]); opts: stride, padding, dilation, groups.
+function F.conv2d(x, weight, bias, opts)
+  opts = opts or {}
+  return core.conv2d(x, weight, bias, opts.stride, opts.padding, opts.dilation, opts.groups)
+end
+
+--- linear(x, weight[, bias]): x W^T + b.
+F.linear = core.linear
+
+--- batch_norm(x, running_mean, running_var[, opts]); opts: weight, bias,
+-- training (default false), momentum (0.1), eps (1e-5).
+function F.batch_norm(x, running_mean, running_var, opts)
+  opts = opts or {}
+  return core.batch_norm(x, opts.weight, opts.bias, running_mean, running_var,
+    opts.training or false, opts.momentum, opts.eps)
+end
+
+--- max_pool2d(x, kernel[, stride[, padding]]), stride defaults to kernel.
+F.max_pool2d = core.max_pool2d
+--- avg_pool2d(x, kernel[, stride[, padding[, count_include_pad]]]).
+F.avg_pool2d = core.avg_pool2d
+--- adaptive_avg_pool2d(x, size): size 1 is global average pooling.
+F.adaptive_avg_pool2d = core.adaptive_avg_pool2d
+
+function F.relu(x) return x:relu() end
+function F.sigmoid(x) return x:sigmoid() end
+function F.tanh(x) return x:tanh() end
+--- leaky_relu(x[, negative_slope = 0.01]).
+F.leaky_relu = core.leaky_relu
+--- gelu(x): the exact (erf) form.
+F.gelu = core.gelu
+--- softplus(x[, beta = 1]).
+F.softplus = core.softplus
+--- dropout(x[, p = 0.5[, training = true[, generator]]]).
+F.dropout = core.dropout
+--- softmax(x[, dim = -1]), log_softmax(x[, dim = -1]).
+F.softmax = core.softmax
+F.log_softmax = core.log_softmax
+
+--- cross_entropy(logits, target[, opts]); opts: weight (per class),
+-- label_smoothing (0), reduction ("mean" | "sum" | "none"). As PyTorch's:
+-- "mean" with weights divides by the sum of the targets' weights.
+function F.cross_entropy(logits, target, opts)
+  opts = opts or {}
+  return core.cross_entropy(logits, target, opts.weight, opts.label_smoothing, opts.reduction)
+end
+
+return F

@@ -1,0 +1,132 @@
+/* Neural-network kernels for Lua: cbnet.core.conv2d, batch_norm, pools,
+ * activations, softmax and cross_entropy. lua/cbnet/functional.lua gives
+ * them their documented Lua signatures. */
+#include <string.h>
+
+#include "binding.h"
+
+/* An integer or a {a, b} pair at arg (def when absent). */
+static void check_pair(lua_State *L, int arg, int64_t def, int64_t *pair) {
+  if (lua_isnoneornil(L, arg)) {
+    pair[0] = pair[1] = def;
+  } else if (lua_type(L, arg) == LUA_TTABLE) {
+    for (int i = 0; i < 2; i++) {
+      lua_geti(L, arg, i + 1);
+      if (!lua_isinteger(L, -1)) luaL_argerror(L, arg, "expected an integer or a pair of integers");
+      pair[i] = lua_tointeger(L, -1);
+      lua_pop(L, 1);
+    }
+  } else {
+    pair[0] = pair[1] = luaL_checkinteger(L, arg);
+  }
+}
+
+static cb_tensor *opt_tensor(lua_State *L, int arg) {
+  return lua_isnoneornil(L, arg) ? NULL : cbl_check_tensor(L, arg);
+}
+
+/* conv2d(x, weight, bias, stride, padding, dilation, groups) */
+static int l_conv2d(lua_State *L) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *w = cbl_check_tensor(L, 2), *b = opt_tensor(L, 3), *y;
+  cb_conv_params p;
+  check_pair(L, 4, 1, p.stride);
+  check_pair(L, 5, 0, p.padding);
+  check_pair(L, 6, 1, p.dilation);
+  p.groups = luaL_optinteger(L, 7, 1);
+  cbl_check(L, cb_conv2d(&y, x, w, b, &p));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+
+static int l_linear(lua_State *L) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *w = cbl_check_tensor(L, 2), *b = opt_tensor(L, 3), *y;
+  cbl_check(L, cb_linear(&y, x, w, b));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+
+/* batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps) */
+static int l_batch_norm(lua_State *L) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *y;
+  cb_tensor *w = opt_tensor(L, 2), *b = opt_tensor(L, 3);
+  cb_tensor *rm = opt_tensor(L, 4), *rv = opt_tensor(L, 5);
+  bool training = lua_toboolean(L, 6);
+  double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
+  cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+
+/* max_pool2d / avg_pool2d(x, kernel, stride = kernel, padding = 0[, count_include_pad]) */
+static int pool2d(lua_State *L, bool max) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *y;
+  cb_pool_params p;
+  check_pair(L, 2, 0, p.kernel);
+  if (lua_isnoneornil(L, 3)) memcpy(p.stride, p.kernel, sizeof p.stride);
+  else check_pair(L, 3, 1, p.stride);
+  check_pair(L, 4, 0, p.padding);
+  p.count_include_pad = lua_isnoneornil(L, 5) ? true : lua_toboolean(L, 5);
+  cbl_check(L, max ? cb_max_pool2d(&y, x, &p) : cb_avg_pool2d(&y, x, &p));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+static int l_max_pool2d(lua_State *L) { return pool2d(L, true); }
+static int l_avg_pool2d(lua_State *L) { return pool2d(L, false); }
+
+static int l_adaptive_avg_pool2d(lua_State *L) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *y;
+  int64_t size[2];
+  check_pair(L, 2, 1, size);
+  cbl_check(L, cb_adaptive_avg_pool2d(&y, x, size[0], size[1]));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+
+static int activation(lua_State *L, cb_actop op, double def) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *y;
+  cbl_check(L, cb_activation(&y, op, x, luaL_optnumber(L, 2, def)));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+static int l_leaky_relu(lua_State *L) { return activation(L, CB_ACT_LEAKY_RELU, 0.01); }
+static int l_gelu(lua_State *L) { return activation(L, CB_ACT_GELU, 0); }
+static int l_softplus(lua_State *L) { return activation(L, CB_ACT_SOFTPLUS, 1); }
+
+/* dropout(x, p, training[, generator]) */
+static int l_dropout(lua_State *L) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *y;
+  double p = luaL_optnumber(L, 2, 0.5);
+  bool training = lua_isnoneornil(L, 3) ? true : lua_toboolean(L, 3);
+  cbl_check(L, cb_dropout(&y, x, p, training, cbl_opt_generator(L, 4)));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+
+static int softmax(lua_State *L, bool log) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *y;
+  cbl_check(L, cb_softmax(&y, x, cbl_opt_dim(L, 2, -1), log));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+static int l_softmax(lua_State *L) { return softmax(L, false); }
+static int l_log_softmax(lua_State *L) { return softmax(L, true); }
+
+/* cross_entropy(logits, target, weight, label_smoothing, reduction) */
+static int l_cross_entropy(lua_State *L) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *t = cbl_check_tensor(L, 2), *w = opt_tensor(L, 3), *y;
+  double smoothing = luaL_optnumber(L, 4, 0);
+  static const char *const reductions[] = {"mean", "sum", "none", NULL};
+  cb_reduction reduction = (cb_reduction)luaL_checkoption(L, 5, "mean", reductions);
+  cbl_check(L, cb_cross_entropy(&y, x, t, w, smoothing, reduction));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+
+static const luaL_Reg nn_functions[] = {
+    {"conv2d", l_conv2d}, {"linear", l_linear}, {"batch_norm", l_batch_norm},
+    {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
+    {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"leaky_relu", l_leaky_relu},
+    {"gelu", l_gelu}, {"softplus", l_softplus}, {"dropout", l_dropout}, {"softmax", l_softmax},
+    {"log_softmax", l_log_softmax}, {"cross_entropy", l_cross_entropy}, {NULL, NULL}};
+
+void cbl_open_nn(lua_State *L) { luaL_setfuncs(L, nn_functions, 0); }

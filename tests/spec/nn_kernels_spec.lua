@@ -1,0 +1,231 @@
+local cbnet = require "cbnet"
+local F = cbnet.F
+local gradcheck = require "gradcheck"
+
+local g = cbnet.Generator(11)
+local function randn(...) return cbnet.randn({...}, g) end
+local function values(t) return t:contiguous():view(-1):totable() end
+local function assert_close(want, got, tol)
+  assert.equal(#want, #got)
+  for i = 1, #want do assert.near(want[i], got[i], tol or 1e-4, ("element %d"):format(i)) end
+end
+
+-- A direct loop over the definition of a convolution.
+local function naive_conv(x, w, b, stride, pad, dil, groups)
+  local n, c, h, wd = table.unpack(x:size())
+  local o, cg, kh, kw = table.unpack(w:size())
+  local oh = (h + 2 * pad - dil * (kh - 1) - 1) // stride + 1
+  local ow = (wd + 2 * pad - dil * (kw - 1) - 1) // stride + 1
+  local X, W = x:totable(), w:totable()
+  local out = {}
+  for ni = 1, n do for oi = 1, o do
+    local grp = (oi - 1) // (o // groups)
+    for i = 1, oh do for j = 1, ow do
+      local s = b and b[oi] or 0
+      for ci = 1, cg do for a = 1, kh do for bb = 1, kw do
+        local ih = (i - 1) * stride - pad + (a - 1) * dil + 1
+        local iw = (j - 1) * stride - pad + (bb - 1) * dil + 1
+        if ih >= 1 and ih <= h and iw >= 1 and iw <= wd then
+          s = s + X[ni][grp * cg + ci][ih][iw] * W[oi][ci][a][bb]
+        end
+      end end end
+      out[#out + 1] = s
+    end end
+  end end
+  return out
+end
+
+describe("conv2d", function()
+  it("matches the definition with stride, padding, dilation, groups and bias", function()
+    for _, case in ipairs{
+      {c = 3, o = 4, k = 3, stride = 1, pad = 1, dil = 1, groups = 1},
+      {c = 4, o = 6, k = 3, stride = 2, pad = 0, dil = 1, groups = 2},
+      {c = 2, o = 2, k = 2, stride = 1, pad = 2, dil = 2, groups = 1},
+      {c = 4, o = 4, k = 1, stride = 1, pad = 0, dil = 1, groups = 4},
+    } do
+      local x, w, b = randn(2, case.c, 6, 5), randn(case.o, case.c // case.groups, case.k, case.k), randn(case.o)
+      local y = F.conv2d(x, w, b, {stride = case.stride, padding = case.pad, dilation = case.dil, groups = case.groups})
+      assert_close(naive_conv(x, w, b:totable(), case.stride, case.pad, case.dil, case.groups), values(y), 1e-4)
+    end
+  end)
+
+  it("has correct gradients for input, weight and bias, also through a chain", function()
+    local x, w, b = randn(2, 2, 5, 4), randn(3, 2, 3, 3), randn(3)
+    assert.is_true(gradcheck(function(a, c, d) return F.conv2d(a, c, d, {padding = 1}) end, {x, w, b}))
+    assert.is_true(gradcheck(function(a, c) return F.conv2d(a, c, nil, {stride = 2, groups = 2}) end,
+      {randn(2, 4, 5, 5), randn(2, 2, 2, 2)}))
+    local w2 = randn(2, 3, 3, 3)
+    assert.is_true(gradcheck(function(a, c, d)
+      return F.conv2d(F.conv2d(a, c, nil, {padding = 1}), d, nil, {padding = 1})
+    end, {x, w, w2}))
+  end)
+
+  it("names both shapes when they do not fit", function()
+    assert.error_matches(function() F.conv2d(randn(1, 3, 4, 4), randn(2, 2, 3, 3)) end,
+      "conv2d: input {1, 3, 4, 4} and weight {2, 2, 3, 3} do not fit")
+    assert.error_matches(function() F.conv2d(randn(3, 4, 4), randn(2, 3, 3, 3)) end, "4%-d input")
+    assert.error_matches(function() F.conv2d(randn(1, 3, 2, 2), randn(2, 3, 3, 3)) end, "smaller than")
+  end)
+end)
+
+describe("linear", function()
+  it("is x W^T + b with gradients", function()
+    local x, w, b = randn(4, 3), randn(2, 3), randn(2)
+    assert_close(values(x:matmul(w:t()) + b), values(F.linear(x, w, b)), 1e-5)
+    assert.is_true(gradcheck(F.linear, {x, w, b}))
+    assert.is_true(gradcheck(function(a, c) return F.linear(a, c) end, {randn(2, 3, 3), w}))
+    assert.error_matches(function() F.linear(x, randn(2, 4)) end, "linear: input {4, 3} does not fit weight {2, 4}")
+  end)
+end)
+
+describe("batch_norm", function()
+  it("normalises each channel with batch statistics and moves the running ones", function()
+    local x = randn(8, 3, 4, 4) * 2 + 5
+    local rm, rv = cbnet.zeros(3), cbnet.ones(3)
+    local y = F.batch_norm(x, rm, rv, {training = true, momentum = 0.1})
+    local per_channel = y:transpose(1, 2):reshape(3, -1)
+    assert_close({0, 0, 0}, values(per_channel:mean(2)), 1e-5)
+    assert_close({1, 1, 1}, values(per_channel:var(2, false, 0)), 1e-3)
+    local xc = x:transpose(1, 2):reshape(3, -1)
+    assert_close(values(xc:mean(2) * 0.1), values(rm), 1e-4)
+    assert_close(values(xc:var(2) * 0.1 + 0.9), values(rv), 1e-3) -- unbiased, as PyTorch
+    local e = F.batch_norm(x, rm, rv, {weight = cbnet.full({3}, 2.0), bias = cbnet.ones(3)})
+    local want = (x - rm:view(1, 3, 1, 1)) / (rv:view(1, 3, 1, 1) + 1e-5):sqrt() * 2 + 1
+    assert_close(values(want), values(e), 1e-4)
+  end)
+
+  it("has correct gradients in training and evaluation", function()
+    local x, w, b = randn(4, 3, 2, 2), randn(3), randn(3)
+    assert.is_true(gradcheck(function(a, c, d)
+      return F.batch_norm(a, nil, nil, {weight = c, bias = d, training = true})
+    end, {x, w, b}))
+    assert.is_true(gradcheck(function(a, c) return F.batch_norm(a, nil, nil, {weight = c, training = true}) end,
+      {randn(6, 4), randn(4)}))
+    local rm, rv = randn(3), cbnet.rand({3}, g) + 0.5
+    assert.is_true(gradcheck(function(a, c, d)
+      return F.batch_norm(a, rm, rv, {weight = c, bias = d})
+    end, {x, w, b}))
+  end)
+end)
+
+describe("pooling", function()
+  -- distinct values far apart, so finite differences never flip a maximum
+  local function spread(...)
+    local n = 1
+    for _, s in ipairs{...} do n = n * s end
+    return (cbnet.randperm(n, g):float() * 0.1):view(...)
+  end
+
+  it("max_pool2d picks window maxima and routes gradients to them", function()
+    local x = cbnet.tensor{{{{1.0, 2.0, 5.0, 3.0}, {4.0, 0.0, 1.0, 9.0}, {7.0, 8.0, 2.0, 2.5}}}}
+    assert.same({4, 9}, values(F.max_pool2d(x, 2)))
+    assert.same({4, 5, 9, 8, 8, 9}, values(F.max_pool2d(x, 2, 1)))
+    assert.same({1, 5, 3, 7, 8, 9}, values(F.max_pool2d(x, 2, 2, 1))) -- values from PyTorch
+    assert.is_true(gradcheck(function(a) return F.max_pool2d(a, 2) end, {spread(2, 3, 4, 6)}))
+    assert.is_true(gradcheck(function(a) return F.max_pool2d(a, 3, 2, 1) end, {spread(1, 2, 5, 5)}))
+  end)
+
+  it("avg_pool2d and adaptive_avg_pool2d average their windows", function()
+    local x = cbnet.arange(16):float():view(1, 1, 4, 4)
+    assert.same({2.5, 4.5, 10.5, 12.5}, values(F.avg_pool2d(x, 2)))
+    -- padding counts as zeros by default; expected values from PyTorch 1.13
+    assert.same({0, 0.75, 0.75, 3, 7.5, 4.5, 3, 6.75, 3.75}, values(F.avg_pool2d(x, 2, 2, 1)))
+    assert.same({0, 1.5, 3, 6, 7.5, 9, 12, 13.5, 15}, values(F.avg_pool2d(x, 2, 2, 1, false)))
+    assert.same({7.5}, values(F.adaptive_avg_pool2d(x, 1)))
+    assert.same({2.5, 4.5, 10.5, 12.5}, values(F.adaptive_avg_pool2d(x, 2)))
+    assert.same({{{{2.5, 3.5, 4.5}, {10.5, 11.5, 12.5}}}}, F.adaptive_avg_pool2d(x, {2, 3}):totable())
+    assert.is_true(gradcheck(function(a) return F.avg_pool2d(a, 3, 2, 1) end, {randn(2, 2, 5, 5)}))
+    assert.is_true(gradcheck(function(a) return F.adaptive_avg_pool2d(a, {2, 3}) end, {randn(2, 2, 5, 4)}))
+  end)
+
+  it("keeps the channel-major order of a conv output", function()
+    local y = F.conv2d(randn(2, 3, 6, 6), randn(4, 3, 3, 3), nil, {padding = 1})
+    local p = F.max_pool2d(y, 2)
+    assert.same({2, 4, 3, 3}, p:size())
+    assert.is_true(p:stride(2) > p:stride(1))
+    assert_close(values(F.max_pool2d(y:contiguous(), 2)), values(p), 0)
+  end)
+end)
+
+describe("activations and dropout", function()
+  it("leaky_relu, gelu and softplus match their formulas", function()
+    local x = cbnet.tensor{-3.0, -0.7, 0.4, 2.0, 30.0}
+    assert_close({-0.03, -0.007, 0.4, 2, 30}, values(F.leaky_relu(x)), 1e-6)
+    local gelu, sp = values(F.gelu(x)), values(F.softplus(x))
+    for i, v in ipairs(values(x)) do
+      local erf_approx = F.gelu(cbnet.tensor{v}):item() / (0.5 * v) - 1 -- erf(v/sqrt2)
+      assert.near(math.log(1 + math.exp(math.min(v, 30))), sp[i], 1e-4)
+      assert.near(0.5 * v * (1 + erf_approx), gelu[i], 1e-6)
+    end
+    assert.near(0.5 * 2 * (1 + 0.9544997361), gelu[4], 1e-5) -- erf(sqrt 2)
+    local away = cbnet.tensor{-2.0, -0.5, 0.3, 1.5}
+    assert.is_true(gradcheck(function(a) return F.leaky_relu(a, 0.2) end, {away}))
+    assert.is_true(gradcheck(F.gelu, {randn(6)}))
+    assert.is_true(gradcheck(function(a) return F.softplus(a, 2) end, {randn(6)}))
+  end)
+
+  it("dropout zeroes a fraction p, scales the rest, and is the identity in eval", function()
+    local x = cbnet.ones(100000)
+    local y = F.dropout(x, 0.3, true, cbnet.Generator(1))
+    local zeros = y:eq(0):float():mean():item()
+    assert.near(0.3, zeros, 0.01)
+    assert.near(1 / 0.7, y:max():item(), 1e-5)
+    assert.near(1, y:mean():item(), 0.02)
+    assert.equal(0, (F.dropout(x, 0.3, false) - x):abs():sum():item())
+    local a = randn(50):requires_grad_()
+    local out = F.dropout(a, 0.5, true, cbnet.Generator(2))
+    out:sum():backward()
+    assert_close(values((out:detach() / a:detach())), values(a.grad), 1e-5)
+  end)
+end)
+
+describe("softmax and cross_entropy", function()
+  it("softmax rows sum to 1; log_softmax is its log; gradients", function()
+    local x = randn(3, 5) * 10
+    assert_close({1, 1, 1}, values(F.softmax(x):sum(2)), 1e-6)
+    assert_close(values(F.softmax(x):log()), values(F.log_softmax(x)), 1e-4)
+    assert_close({1, 1, 1, 1, 1}, values(F.softmax(x, 1):sum(1)), 1e-6)
+    assert.is_true(gradcheck(function(a) return F.softmax(a) end, {randn(3, 4)}))
+    assert.is_true(gradcheck(function(a) return F.log_softmax(a, 1) end, {randn(3, 4)}))
+    -- huge logits stay finite
+    assert_close({0, 1}, values(F.softmax(cbnet.tensor{{-1000.0, 1000.0}})), 0)
+  end)
+
+  -- cross-entropy built from differentiable ops, written out as in nn.h
+  local function reference(logits, target, weight, e, reduction)
+    local c = logits:size(2)
+    local logp = F.log_softmax(logits)
+    local w = weight or cbnet.ones(c)
+    local wy = w:index_select(1, target)
+    local nll = -logp:gather(2, target:view(-1, 1)):view(-1) * wy
+    local smooth = -(logp * w):sum(2)
+    local per = nll * (1 - e) + smooth * (e / c)
+    if reduction == "none" then return per end
+    if reduction == "sum" then return per:sum() end
+    return per:sum() / wy:sum()
+  end
+
+  it("matches PyTorch's definition with weights, label smoothing and every reduction", function()
+    local logits, target = randn(6, 4), cbnet.tensor{0, 3, 1, 1, 2, 0}
+    local weight = cbnet.tensor{0.5, 2.0, 1.0, 3.0}
+    for _, e in ipairs{0, 0.1} do
+      for _, w in ipairs{false, true} do
+        for _, r in ipairs{"mean", "sum", "none"} do
+          local opts = {weight = w and weight or nil, label_smoothing = e, reduction = r}
+          local want = reference(logits, target, opts.weight, e, r)
+          assert_close(values(want), values(F.cross_entropy(logits, target, opts)), 1e-5)
+          assert.is_true(gradcheck(function(a) return F.cross_entropy(a, target, opts) end, {logits}))
+        end
+      end
+    end
+    -- a known value: uniform logits cost log C
+    assert.near(math.log(4), F.cross_entropy(cbnet.zeros(2, 4), cbnet.tensor{1, 2}):item(), 1e-6)
+  end)
+
+  it("rejects labels outside 0..C-1 and wrong dtypes", function()
+    assert.error_matches(function() F.cross_entropy(randn(2, 3), cbnet.tensor{0, 3}) end,
+      "target 3 %(sample 2%) is not a class label in 0..2")
+    assert.error_matches(function() F.cross_entropy(randn(2, 3), cbnet.tensor{0.0, 1.0}) end, "int64")
+    assert.error_matches(function() F.cross_entropy(randn(2, 3), cbnet.tensor{0}) end, "N x C")
+  end)
+end)
