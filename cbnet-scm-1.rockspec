@@ -26,7 +26,7 @@ build = {
       sources = {
         "core/activation.c", "core/autograd.c", "core/blas.c", "core/conv.c",
         "core/error.c", "core/generator.c", "core/index.c", "core/iter.c",
-        "core/linear.c", "core/matmul.c", "core/norm.c", "core/pointwise.c",
+        "core/linear.c", "core/matmul.c", "core/norm.c", "core/optim.c", "core/pointwise.c",
         "core/pool.c", "core/reduce.c", "core/softmax.c", "core/tensor.c",
         "core/threadpool.c", "core/views.c",
         "lua/binding.c", "lua/nn_binding.c", "lua/tensor_binding.c",

@@ -8,6 +8,7 @@
 
 #include "cbnet.h"
 #include "nn.h"
+#include "optim.h"
 
 #define TENSOR_MT "cbnet.Tensor"
 #define GENERATOR_MT "cbnet.Generator"

@@ -38,6 +38,17 @@ end
 cbnet.no_grad = grad_mode(false)
 cbnet.enable_grad = grad_mode(true)
 
+--- Layers and models, losses, optimizers: loaded on first use, so that
+-- `require "cbnet"` stays cheap and the modules can require cbnet themselves.
+local lazy = {nn = "cbnet.nn", loss = "cbnet.loss", optim = "cbnet.optim"}
+setmetatable(cbnet, {__index = function(t, key)
+  local name = lazy[key]
+  if not name then return nil end
+  local module = require(name)
+  rawset(t, key, module)
+  return module
+end})
+
 --- Lua-level tensor methods.
 local methods = cbnet.methods
 

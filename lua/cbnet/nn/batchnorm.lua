@@ -1,0 +1,51 @@
+--- nn.BatchNorm1d(num_features[, opts]) for N x C (x L) inputs and
+-- nn.BatchNorm2d(num_features[, opts]) for N x C x H x W; opts: eps (1e-5),
+-- momentum (0.1), affine (true), track_running_stats (true). Training uses
+-- batch statistics and updates the running ones; eval() uses the running ones.
+local cbnet = require "cbnet"
+local Module = require "cbnet.nn.module"
+
+local function batch_norm_class(name, dims)
+  local class = Module:extend(name)
+
+  function class:init(num_features, opts)
+    opts = opts or {}
+    self.num_features = num_features
+    self.eps, self.momentum = opts.eps or 1e-5, opts.momentum or 0.1
+    if opts.affine ~= false then
+      self:register_parameter("weight", cbnet.ones(num_features))
+      self:register_parameter("bias", cbnet.zeros(num_features))
+    end
+    if opts.track_running_stats ~= false then
+      self:register_buffer("running_mean", cbnet.zeros(num_features))
+      self:register_buffer("running_var", cbnet.ones(num_features))
+      self:register_buffer("num_batches_tracked", cbnet.zeros({}, "int64"))
+    end
+  end
+
+  function class:forward(x)
+    local ok = false
+    for _, d in ipairs(dims) do ok = ok or x:dim() == d end
+    if not ok then
+      error(("%s: expected a %s-d input, got shape {%s}"):format(name,
+        table.concat(dims, " or "), table.concat(x:size(), ", ")), 2)
+    end
+    local use_batch = self.training or not self.running_mean
+    if self.training and self.num_batches_tracked then
+      cbnet.no_grad(function() self.num_batches_tracked:add_(1) end)
+    end
+    return cbnet.F.batch_norm(x, self.running_mean, self.running_var, {weight = self.weight,
+      bias = self.bias, training = use_batch, momentum = self.momentum, eps = self.eps})
+  end
+
+  function class:extra_repr()
+    return ("%d, eps=%g, momentum=%g"):format(self.num_features, self.eps, self.momentum)
+  end
+
+  return class
+end
+
+return {
+  BatchNorm1d = batch_norm_class("BatchNorm1d", {2, 3}),
+  BatchNorm2d = batch_norm_class("BatchNorm2d", {4}),
+}

@@ -1,0 +1,35 @@
+--- nn.Sequential(m1, m2, ...): applies its children in order (named "1",
+-- "2", ...; or nn.Sequential{name = module, ...} with an explicit order via
+-- add_module). nn.Flatten(start_dim = 2, end_dim = -1) and nn.Identity.
+local Module = require "cbnet.nn.module"
+
+local Sequential = Module:extend("Sequential")
+
+function Sequential:init(...)
+  for i, m in ipairs{...} do self:add_module(tostring(i), m) end
+end
+
+function Sequential:forward(x)
+  for _, name in ipairs(self._modules) do x = self[name](x) end
+  return x
+end
+
+--- Appends a module (named by its position).
+function Sequential:append(m)
+  return self:add_module(tostring(#self._modules + 1), m)
+end
+
+--- The i-th child (1-based).
+function Sequential:get(i) return self[self._modules[i]] end
+
+function Sequential:__len() return #self._modules end
+
+local Flatten = Module:extend("Flatten")
+function Flatten:init(start_dim, end_dim) self.start_dim, self.end_dim = start_dim or 2, end_dim or -1 end
+function Flatten:forward(x) return x:flatten(self.start_dim, self.end_dim) end
+function Flatten:extra_repr() return ("start_dim=%d, end_dim=%d"):format(self.start_dim, self.end_dim) end
+
+local Identity = Module:extend("Identity")
+function Identity:forward(x) return x end
+
+return {Sequential = Sequential, Flatten = Flatten, Identity = Identity}

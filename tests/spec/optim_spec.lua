@@ -1,0 +1,129 @@
+local cbnet = require "cbnet"
+local optim = cbnet.optim
+
+-- one parameter [1, -2] with a fixed gradient [0.5, 1] each step
+local function param() return cbnet.tensor{1.0, -2.0}:requires_grad_() end
+local function set_grad(p) p.grad = cbnet.tensor{0.5, 1.0} end
+local function assert_close(want, got, tol)
+  for i = 1, #want do assert.near(want[i], got[i], tol or 1e-6) end
+end
+
+describe("SGD", function()
+  it("plain step: p -= lr g", function()
+    local p = param()
+    local opt = optim.SGD({p}, {lr = 0.1})
+    set_grad(p)
+    opt:step()
+    assert_close({0.95, -2.1}, p:totable())
+  end)
+
+  it("momentum, weight decay, dampening and nesterov, by hand", function()
+    local p = param()
+    local opt = optim.SGD({p}, {lr = 0.1, momentum = 0.9, weight_decay = 0.01})
+    set_grad(p)
+    opt:step() -- d = g + 0.01 p = [0.51, 0.98]; buf = d; p -= 0.1 d
+    assert_close({0.949, -2.098}, p:totable())
+    set_grad(p)
+    opt:step() -- d = [0.50949, 0.97902]; buf = 0.9 [0.51, 0.98] + d
+    assert_close({0.949 - 0.1 * (0.459 + 0.50949), -2.098 - 0.1 * (0.882 + 0.97902)}, p:totable())
+    local q = param()
+    local nes = optim.SGD({q}, {lr = 0.1, momentum = 0.5, nesterov = true})
+    set_grad(q)
+    nes:step() -- buf = g; d = g + 0.5 buf = 1.5 g
+    assert_close({1 - 0.075, -2 - 0.15}, q:totable())
+    local r = param()
+    local damp = optim.SGD({r}, {lr = 1, momentum = 0.5, dampening = 0.5})
+    set_grad(r)
+    damp:step() -- first step: buf = g (no dampening)
+    set_grad(r)
+    damp:step() -- buf = 0.5 g + 0.5 g = g
+    assert_close({1 - 1.0, -2 - 2.0}, r:totable())
+    assert.error_matches(function() optim.SGD({p}, {lr = 0.1, momentum = 0, nesterov = true}):step() end,
+      "nesterov needs momentum")
+  end)
+
+  it("parameter groups keep their own options; split_decay skips 1-d parameters", function()
+    local a, b = param(), param()
+    local opt = optim.SGD({{params = {a}, weight_decay = 1}, {params = {b}, lr = 1}}, {lr = 0.1})
+    set_grad(a)
+    set_grad(b)
+    opt:step()
+    assert_close({1 - 0.1 * 1.5, -2 - 0.1 * (1 - 2)}, a:totable())
+    assert_close({0.5, -3}, b:totable())
+    local model = cbnet.nn.Sequential(cbnet.nn.Linear(3, 2), cbnet.nn.BatchNorm1d(2))
+    local groups = optim.split_decay(model, 5e-4)
+    assert.equal(1, #groups[1].params)  -- the Linear weight
+    assert.equal(3, #groups[2].params)  -- its bias, BN weight and bias
+    assert.equal(0, groups[2].weight_decay)
+    assert.error_matches(function() optim.SGD({a}, {lr = 0.1, momentun = 0.9}) end, "unknown option 'momentun'")
+  end)
+end)
+
+describe("Adam and AdamW", function()
+  it("follow the paper's bias-corrected update", function()
+    local p = param()
+    local opt = optim.Adam({p}, {lr = 0.1})
+    set_grad(p)
+    opt:step() -- first step: m_hat = g, v_hat = g^2, so p -= lr * g / (|g| + eps)
+    assert_close({0.9, -2.1}, p:totable(), 1e-6)
+    set_grad(p)
+    opt:step() -- constant gradient: the same step again
+    assert_close({0.8, -2.2}, p:totable(), 1e-5) -- float32 rounding of m and v
+  end)
+
+  it("Adam adds weight decay to the gradient, AdamW decays the weights", function()
+    local p, q = param(), param()
+    local adam = optim.Adam({p}, {lr = 0.1, weight_decay = 0.5})
+    local adamw = optim.AdamW({q}, {lr = 0.1, weight_decay = 0.5})
+    set_grad(p)
+    set_grad(q)
+    adam:step()  -- g' = g + 0.5 p = [1, 0]: p -= 0.1 * sign(g')
+    adamw:step() -- q *= 1 - 0.05, then q -= 0.1 * sign(g)
+    assert_close({0.9, -2.0}, p:totable(), 1e-6)
+    assert_close({0.95 - 0.1, -1.9 - 0.1}, q:totable(), 1e-6)
+  end)
+
+  it("saves and restores its state", function()
+    local p = param()
+    local opt = optim.Adam({p}, {lr = 0.1})
+    set_grad(p)
+    opt:step()
+    local saved = opt:state_dict()
+    assert.equal(1, saved.state[1].step)
+    local q = cbnet.tensor{0.9, -2.1}:requires_grad_()
+    local opt2 = optim.Adam({q}, {lr = 0.5})
+    opt2:load_state_dict(saved)
+    set_grad(p)
+    opt:step()
+    q.grad = cbnet.tensor{0.5, 1.0}
+    opt2:step()
+    assert_close(p:totable(), q:totable(), 1e-6)
+  end)
+end)
+
+describe("learning-rate schedules", function()
+  it("multi-step with linear warmup, as LDAM-DRW", function()
+    local opt = optim.SGD({param()}, {lr = 0.1})
+    local sched = optim.MultiStepLR(opt, {milestones = {160, 180}, gamma = 0.01, warmup = 5})
+    local seen = {}
+    for epoch = 0, 199 do
+      seen[epoch] = opt.param_groups[1].lr
+      sched:step()
+    end
+    assert.near(0.02, seen[0], 1e-12)
+    assert.near(0.1, seen[4], 1e-12)
+    assert.near(0.1, seen[159], 1e-12)
+    assert.near(0.001, seen[160], 1e-12)
+    assert.near(0.00001, seen[180], 1e-12)
+  end)
+
+  it("cosine from lr to eta_min", function()
+    local opt = optim.SGD({param()}, {lr = 1})
+    local sched = optim.CosineLR(opt, {total = 10, eta_min = 0.1})
+    assert.near(1, opt.param_groups[1].lr, 1e-12)
+    sched:set_epoch(5)
+    assert.near(0.55, opt.param_groups[1].lr, 1e-12)
+    sched:set_epoch(10)
+    assert.near(0.1, opt.param_groups[1].lr, 1e-12)
+  end)
+end)
