@@ -81,6 +81,11 @@ static void blas_load(void) {
       blas.source = CB_KERNEL_FROM_OPENBLAS;
     }
   }
+  /* OpenBLAS's idle threads spin (calling sched_yield) for 2^28 cycles after
+   * each call before sleeping: between BLAS calls they would take the cores
+   * from cbnet's own pool. 2^4 cycles makes them sleep at once; waking them
+   * costs microseconds against milliseconds of work per sgemm. */
+  if (!getenv("OPENBLAS_THREAD_TIMEOUT")) setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
   static const char *const candidates[] = {
       "libopenblas.so.0", "libopenblas.so",
       "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"};

@@ -1,7 +1,8 @@
-/* 2-D convolution: im2col over the whole batch, then one sgemm per group.
+/* 2-D convolution: im2col over a chunk of images, then one sgemm per group.
  *
  * Forward, for group g:  Y_g (O_g x N*OH*OW) = W_g (O_g x K) @ col_g (K x N*OH*OW),
- * K = C_g*kh*kw. Y is allocated O x N x OH x OW and returned as an N x O x OH
+ * K = C_g*kh*kw, computed a chunk of images at a time (the chunk's columns of
+ * Y) so that col stays a few MiB, in cache and out of mmap's way. Y is allocated O x N x OH x OW and returned as an N x O x OH
  * x OW view of it, so no transpose is ever copied; the following layers read
  * that order directly, and the gradient arriving in backward usually has it.
  * Backward: dW_g = dY_g @ col_g^T, dcol_g = W_g^T @ dY_g (then col2im into
@@ -62,9 +63,16 @@ typedef struct {
   const float *x;     /* input (im2col) or NULL */
   float *dx;          /* input gradient (col2im) or NULL */
   const int64_t *xs;  /* strides of x / dx, in elements */
-  float *col;         /* K x M */
+  float *col;         /* K x (n1 - n0)*OH*OW */
   int64_t channel0;   /* first input channel of the group */
+  int64_t n0, n1;     /* the chunk of images */
 } col_job;
+
+/* Images per chunk: col (K x images*OH*OW floats) within about 4 MiB. */
+static int64_t chunk_images(const conv_geometry *g) {
+  int64_t per_image = g->k * g->oh * g->ow, n = ((int64_t)1 << 20) / (per_image ? per_image : 1);
+  return n < 1 ? 1 : n > g->n ? g->n : n;
+}
 
 /* Rows [begin, end) of col: row r is (channel, ki, kj). */
 static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
@@ -76,8 +84,8 @@ static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; r++) {
     int64_t c = j->channel0 + r / (g->kh * g->kw), ki = (r / g->kw) % g->kh, kj = r % g->kw;
     int64_t di = ki * g->p.dilation[0] - ph, dj = kj * g->p.dilation[1] - pw;
-    float *dst = j->col + r * g->m;
-    for (int64_t n = 0; n < g->n; n++) {
+    float *dst = j->col + r * (j->n1 - j->n0) * g->oh * g->ow;
+    for (int64_t n = j->n0; n < j->n1; n++) {
       const float *plane = j->x + n * xs[0] + c * xs[1];
       for (int64_t oh = 0; oh < g->oh; oh++, dst += g->ow) {
         int64_t ih = oh * sh + di;
@@ -116,8 +124,8 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
       for (int64_t kj = 0; kj < g->kw; kj++) {
         int64_t r = (cl * g->kh + ki) * g->kw + kj;
         int64_t di = ki * g->p.dilation[0] - ph, dj = kj * g->p.dilation[1] - pw;
-        const float *src = j->col + r * g->m;
-        for (int64_t n = 0; n < g->n; n++) {
+        const float *src = j->col + r * (j->n1 - j->n0) * g->oh * g->ow;
+        for (int64_t n = j->n0; n < j->n1; n++) {
           float *plane = j->dx + n * xs[0] + (j->channel0 + cl) * xs[1];
           for (int64_t oh = 0; oh < g->oh; oh++, src += g->ow) {
             int64_t ih = oh * sh + di;
@@ -133,8 +141,9 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   }
 }
 
-static void im2col(const conv_geometry *g, const cb_tensor *x, int64_t group, float *col) {
-  col_job job = {g, cb_tensor_data(x), NULL, x->stride, col, group * g->cg};
+static void im2col(const conv_geometry *g, const cb_tensor *x, int64_t group, int64_t n0,
+                   int64_t n1, float *col) {
+  col_job job = {g, cb_tensor_data(x), NULL, x->stride, col, group * g->cg, n0, n1};
   cb_parallel_for(g->k, 1, im2col_rows, &job);
 }
 
@@ -149,7 +158,8 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
   if (st != CB_OK) return st;
   cb_tensor *w = NULL, *col = NULL, *y = NULL;
   if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK) return st;
-  int64_t col_shape[2] = {g.k, g.m}, y_shape[4] = {g.o, g.n, g.oh, g.ow};
+  int64_t chunk = chunk_images(&g), plane = g.oh * g.ow;
+  int64_t col_shape[2] = {g.k, chunk * plane}, y_shape[4] = {g.o, g.n, g.oh, g.ow};
   if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
   if ((st = cb_tensor_empty(&y, 4, y_shape, CB_FLOAT32)) != CB_OK) goto done;
   float *yp = cb_tensor_data(y);
@@ -159,11 +169,14 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
       for (int64_t i = 0; i < g.m; i++) yp[o * g.m + i] = b;
     }
   }
-  for (int64_t grp = 0; grp < g.groups && st == CB_OK; grp++) {
-    im2col(&g, x, grp, cb_tensor_data(col));
-    st = cb_sgemm(false, false, g.og, g.m, g.k, 1.0f,
-                  (const float *)cb_tensor_data(w) + grp * g.og * g.k, g.k,
-                  cb_tensor_data(col), g.m, bias ? 1.0f : 0.0f, yp + grp * g.og * g.m, g.m);
+  for (int64_t n0 = 0; n0 < g.n && st == CB_OK; n0 += chunk) {
+    int64_t n1 = n0 + chunk < g.n ? n0 + chunk : g.n, cols = (n1 - n0) * plane;
+    for (int64_t grp = 0; grp < g.groups && st == CB_OK; grp++) {
+      im2col(&g, x, grp, n0, n1, cb_tensor_data(col));
+      st = cb_sgemm(false, false, g.og, cols, g.k, 1.0f,
+                    (const float *)cb_tensor_data(w) + grp * g.og * g.k, g.k, cb_tensor_data(col),
+                    cols, bias ? 1.0f : 0.0f, yp + grp * g.og * g.m + n0 * plane, g.m);
+    }
   }
   if (st == CB_OK) st = cb_tensor_permute(out, y, (int[]){1, 0, 2, 3});
   if (st == CB_OK) {
@@ -224,7 +237,8 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
     cb_parallel_for(g.o, 1, bias_grad_rows, &job);
   }
   bool need_dx = cb_node_needs_grad(node, 0), need_dw = cb_node_needs_grad(node, 1);
-  int64_t col_shape[2] = {g.k, g.m};
+  int64_t chunk = chunk_images(&g), plane = g.oh * g.ow;
+  int64_t col_shape[2] = {g.k, chunk * plane};
   if ((need_dx || need_dw) && (st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK)
     goto done;
   if (need_dw && (st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
@@ -232,20 +246,25 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
     if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
     if ((st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) goto done;
   }
-  for (int64_t grp = 0; grp < g.groups && st == CB_OK; grp++) {
-    const float *dy_g = dyp + grp * g.og * g.m;
-    if (need_dw) {
-      im2col(&g, x, grp, cb_tensor_data(col));
-      st = cb_sgemm(false, true, g.og, g.k, g.m, 1.0f, dy_g, g.m, cb_tensor_data(col), g.m, 0.0f,
-                    (float *)cb_tensor_data(grad_in[1]) + grp * g.og * g.k, g.k);
-    }
-    if (need_dx && st == CB_OK) {
-      st = cb_sgemm(true, false, g.k, g.m, g.og, 1.0f,
-                    (const float *)cb_tensor_data(w) + grp * g.og * g.k, g.k, dy_g, g.m, 0.0f,
-                    cb_tensor_data(col), g.m);
-      col_job job = {&g, NULL, cb_tensor_data(grad_in[0]), grad_in[0]->stride,
-                     cb_tensor_data(col), grp * g.cg};
-      if (st == CB_OK) cb_parallel_for(g.cg, 1, col2im_channels, &job);
+  for (int64_t n0 = 0; n0 < g.n && st == CB_OK; n0 += chunk) {
+    int64_t n1 = n0 + chunk < g.n ? n0 + chunk : g.n, cols = (n1 - n0) * plane;
+    for (int64_t grp = 0; grp < g.groups && st == CB_OK; grp++) {
+      /* this chunk's columns of dY_g */
+      const float *dy_g = dyp + grp * g.og * g.m + n0 * plane;
+      if (need_dw) { /* dW_g += dY_g col^T, over the chunks */
+        im2col(&g, x, grp, n0, n1, cb_tensor_data(col));
+        st = cb_sgemm(false, true, g.og, g.k, cols, 1.0f, dy_g, g.m, cb_tensor_data(col), cols,
+                      n0 == 0 ? 0.0f : 1.0f,
+                      (float *)cb_tensor_data(grad_in[1]) + grp * g.og * g.k, g.k);
+      }
+      if (need_dx && st == CB_OK) {
+        st = cb_sgemm(true, false, g.k, cols, g.og, 1.0f,
+                      (const float *)cb_tensor_data(w) + grp * g.og * g.k, g.k, dy_g, g.m, 0.0f,
+                      cb_tensor_data(col), cols);
+        col_job job = {&g, NULL, cb_tensor_data(grad_in[0]), grad_in[0]->stride,
+                       cb_tensor_data(col), grp * g.cg, n0, n1};
+        if (st == CB_OK) cb_parallel_for(g.cg, 1, col2im_channels, &job);
+      }
     }
   }
 done:

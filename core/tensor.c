@@ -1,6 +1,8 @@
 #include "tensor.h"
 
+#include <malloc.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +67,17 @@ void cb_store(void *p, cb_dtype dtype, double v) {
 
 /* ---- storage ---- */
 
+/* glibc serves large blocks with fresh mmap()s, so every training step would
+ * page-fault its activations in again (zeroed pages, a few ms per step). Keep
+ * blocks up to 32 MiB (glibc's ceiling) in the heap, and freed memory there. */
+static void tune_malloc(void) {
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
+}
+
 static cb_status storage_new(cb_storage **out, int64_t nbytes) {
+  static pthread_once_t malloc_once = PTHREAD_ONCE_INIT;
+  pthread_once(&malloc_once, tune_malloc);
   cb_storage *s = malloc(sizeof *s);
   /* 64-byte alignment for AVX-512 loads; aligned_alloc wants a multiple. */
   int64_t padded = (nbytes + 63) / 64 * 64;

@@ -60,6 +60,28 @@ describe("conv2d", function()
     end, {x, w, w2}))
   end)
 
+  it("gives the same results when the batch is split into chunks internally", function()
+    -- 16 x 3 x 3 = 144 rows of 32 x 32 columns per image: the kernel works in
+    -- chunks of 7 images, so 9 images take two chunks
+    local x, w, b = randn(9, 16, 32, 32), randn(4, 16, 3, 3), randn(4)
+    x.requires_grad, w.requires_grad = true, true
+    local y = F.conv2d(x, w, b, {padding = 1})
+    local gy = randn(9, 4, 32, 32)
+    ;(y * gy):sum():backward()
+    local dw_chunked, dx_chunked = w.grad, x.grad
+    w.grad = nil
+    local parts, dx_parts = {}, {}
+    for i = 1, 9 do
+      local xi = x:detach():narrow(1, i, 1):clone():requires_grad_()
+      local yi = F.conv2d(xi, w, b, {padding = 1})
+      ;(yi * gy:narrow(1, i, 1)):sum():backward()
+      parts[i], dx_parts[i] = yi:detach(), xi.grad
+    end
+    assert.near(0, (cbnet.cat(parts) - y):abs():max():item(), 1e-4)
+    assert.near(0, (cbnet.cat(dx_parts) - dx_chunked):abs():max():item(), 1e-4)
+    assert.near(0, ((w.grad - dw_chunked):abs():max() / dw_chunked:abs():max()):item(), 1e-5)
+  end)
+
   it("names both shapes when they do not fit", function()
     assert.error_matches(function() F.conv2d(randn(1, 3, 4, 4), randn(2, 2, 3, 3)) end,
       "conv2d: input {1, 3, 4, 4} and weight {2, 2, 3, 3} do not fit")
