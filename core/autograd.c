@@ -198,11 +198,12 @@ static void add_row(void *ctx, int64_t n, char **p, const int64_t *s) {
     *(float *)(p[0] + i * s[0]) += *(const float *)(p[1] + i * s[1]);
 }
 
-/* *acc += g, taking g over when *acc is empty and g is not shared. */
+/* *acc += g, taking g over when *acc is empty and g is a dense tensor no one
+ * else holds (gradients keep the memory order the kernels gave them). */
 static cb_status accumulate(cb_tensor **acc, cb_tensor *g) {
   if (!*acc) {
     if (atomic_load(&g->refcount) == 1 && atomic_load(&g->storage->refcount) == 1 &&
-        cb_tensor_is_contiguous(g)) {
+        cb_tensor_is_dense(g)) {
       *acc = cb_tensor_retain(g);
       return CB_OK;
     }

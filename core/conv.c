@@ -12,6 +12,7 @@
 #include "autograd.h"
 #include "blas.h"
 #include "nn.h"
+#include "reduce.h"
 #include "threadpool.h"
 
 typedef struct {
@@ -209,11 +210,7 @@ typedef struct {
 static void bias_grad_rows(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   const bias_grad_job *j = arg;
-  for (int64_t o = begin; o < end; o++) {
-    double s = 0;
-    for (int64_t i = 0; i < j->m; i++) s += j->dy[o * j->m + i];
-    j->db[o] = (float)s;
-  }
+  for (int64_t o = begin; o < end; o++) j->db[o] = (float)cb_sum_floats(j->dy + o * j->m, j->m);
 }
 
 static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {

@@ -12,7 +12,9 @@
 
 #include "autograd.h"
 #include "nn.h"
+#include "reduce.h"
 #include "threadpool.h"
+#include "vectorize.h"
 
 /* x viewed as N x C x S, each (n, c) plane of S elements contiguous. */
 typedef struct {
@@ -51,7 +53,7 @@ typedef struct {
   bn_layout gl, dl; /* layouts of g and dx */
 } bn_job;
 
-static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
+CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
@@ -60,15 +62,10 @@ static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end
     double mean, invstd;
     if (j->training) {
       double sum = 0, sq = 0;
-      for (int64_t n = 0; n < l->n; n++) {
-        const float *p = j->x + n * l->sn + c * l->sc;
-        for (int64_t i = 0; i < l->s; i++) sum += p[i];
-      }
+      for (int64_t n = 0; n < l->n; n++) sum += cb_sum_floats(j->x + n * l->sn + c * l->sc, l->s);
       mean = sum / (double)count;
-      for (int64_t n = 0; n < l->n; n++) {
-        const float *p = j->x + n * l->sn + c * l->sc;
-        for (int64_t i = 0; i < l->s; i++) sq += (p[i] - mean) * (p[i] - mean);
-      }
+      for (int64_t n = 0; n < l->n; n++)
+        sq += cb_sum_squared_deviations(j->x + n * l->sn + c * l->sc, l->s, mean);
       double var = sq / (double)count;
       invstd = 1.0 / sqrt(var + j->eps);
       j->mean[c] = (float)mean;
@@ -92,7 +89,7 @@ static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end
   }
 }
 
-static void bn_backward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
+CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
@@ -102,10 +99,8 @@ static void bn_backward_channels(void *arg, int chunk, int64_t begin, int64_t en
     for (int64_t n = 0; n < l->n; n++) {
       const float *x = j->x + n * l->sn + c * l->sc;
       const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
-      for (int64_t i = 0; i < l->s; i++) {
-        sum_g += g[i];
-        sum_gx += g[i] * (x[i] - mean);
-      }
+      sum_g += cb_sum_floats(g, l->s);
+      sum_gx += cb_dot_deviations(g, x, l->s, mean);
     }
     double dgamma = sum_gx * invstd;
     if (j->dgamma) j->dgamma[c] = (float)dgamma;

@@ -6,6 +6,7 @@
 #include "autograd.h"
 #include "iter.h"
 #include "reduce.h"
+#include "vectorize.h"
 
 static const char *const unop_names[CB_NUM_UNARY] = {
     "neg", "abs", "sign", "floor", "ceil", "round", "relu", "exp", "log",
@@ -304,9 +305,20 @@ static inline float unary_grad(cb_unop op, float g, float x, float y) {
   }
 }
 
+/* Branch-free, so it vectorises (signs are random: branches mispredict). */
+CB_VECTOR_CLONES static void relu_grad_contiguous(int64_t n, float *restrict gin,
+                                                  const float *restrict g,
+                                                  const float *restrict x) {
+  for (int64_t i = 0; i < n; i++) gin[i] = x[i] > 0.0f ? g[i] : 0.0f;
+}
+
 /* operands: grad_in, g, x, y */
 static void unary_grad_row(void *ctx, int64_t n, char **p, const int64_t *s) {
   cb_unop op = *(const cb_unop *)ctx;
+  if (op == CB_RELU && s[0] == 4 && s[1] == 4 && s[2] == 4) { /* the hot one in CNNs */
+    relu_grad_contiguous(n, (float *)p[0], (const float *)p[1], (const float *)p[2]);
+    return;
+  }
   for (int64_t i = 0; i < n; i++)
     *(float *)(p[0] + i * s[0]) =
         unary_grad(op, *(const float *)(p[1] + i * s[1]), *(const float *)(p[2] + i * s[2]),
@@ -324,7 +336,7 @@ static cb_status unary_backward(cb_node *node, const cb_tensor *g, cb_tensor **g
   cb_status st;
   if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &y)) != CB_OK)
     return st;
-  if ((st = cb_tensor_empty_like(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
+  if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
   const cb_tensor *ops[4] = {grad_in[0], g, x, y};
   cb_iter it;
   cb_iter_init(&it, 4, ops, x->ndim, x->shape);
@@ -344,7 +356,7 @@ static cb_status release_on_error(cb_status st, cb_tensor **out) {
 
 cb_status cb_unary(cb_tensor **out, cb_unop op, const cb_tensor *a) {
   if ((unsigned)op >= CB_NUM_UNARY) return cb_fail(CB_EINVAL, "unary: invalid op %d", (int)op);
-  cb_status st = cb_tensor_empty_like(out, a, cb_unary_result_dtype(op, a->dtype));
+  cb_status st = cb_tensor_empty_same_layout(out, a, cb_unary_result_dtype(op, a->dtype));
   if (st != CB_OK) return st;
   if ((st = cb_unary_into(*out, op, a)) != CB_OK) return release_on_error(st, out);
   if ((*out)->dtype != CB_FLOAT32) return CB_OK;
@@ -432,7 +444,7 @@ static cb_status binary_backward(cb_node *node, const cb_tensor *g, cb_tensor **
   for (int which = 0; which < 2 && st == CB_OK; which++) {
     if (!cb_node_needs_grad(node, which)) continue;
     cb_tensor *full;
-    if ((st = cb_tensor_empty(&full, g->ndim, g->shape, CB_FLOAT32)) != CB_OK) break;
+    if ((st = cb_tensor_empty_same_layout(&full, g, CB_FLOAT32)) != CB_OK) break;
     const cb_tensor *ops[4] = {full, g, a, b};
     cb_iter it;
     cb_iter_init(&it, 4, ops, g->ndim, g->shape);
@@ -445,6 +457,22 @@ static cb_status binary_backward(cb_node *node, const cb_tensor *g, cb_tensor **
   return st;
 }
 
+/* The result of a binary op: in the memory order of an operand that already
+ * has the result's shape (as PyTorch does), so channel-major activations
+ * stay channel-major; else contiguous. */
+static cb_status result_like_inputs(cb_tensor **out, const cb_tensor *a, const cb_tensor *b,
+                                    int ndim, const int64_t *shape, cb_dtype dtype) {
+  const cb_tensor *like = NULL;
+  for (int i = 0; i < 2 && !like; i++) {
+    const cb_tensor *t = i == 0 ? a : b;
+    bool same = t->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
+    if (same) like = t;
+  }
+  if (like) return cb_tensor_empty_same_layout(out, like, dtype);
+  return cb_tensor_empty(out, ndim, shape, dtype);
+}
+
 cb_status cb_binary(cb_tensor **out, cb_binop op, const cb_tensor *a, const cb_tensor *b) {
   if ((unsigned)op >= CB_NUM_BINARY) return cb_fail(CB_EINVAL, "binary: invalid op %d", (int)op);
   const cb_tensor *inputs[2] = {a, b};
@@ -452,7 +480,7 @@ cb_status cb_binary(cb_tensor **out, cb_binop op, const cb_tensor *a, const cb_t
   int64_t shape[CB_MAX_DIMS];
   cb_status st = cb_broadcast_shapes(cb_binop_name(op), 2, inputs, &ndim, shape);
   if (st != CB_OK) return st;
-  st = cb_tensor_empty(out, ndim, shape, cb_binary_result_dtype(op, a->dtype, b->dtype));
+  st = result_like_inputs(out, a, b, ndim, shape, cb_binary_result_dtype(op, a->dtype, b->dtype));
   if (st != CB_OK) return st;
   if ((st = cb_binary_into(*out, op, a, b)) != CB_OK) return release_on_error(st, out);
   if ((*out)->dtype != CB_FLOAT32 || !cb_needs_record(2, inputs)) return CB_OK;
@@ -536,7 +564,7 @@ static void clamp_grad_row(void *ctx, int64_t n, char **p, const int64_t *s) {
 static cb_status clamp_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
   const cb_tensor *x;
   cb_status st = cb_node_saved(node, 0, &x);
-  if (st != CB_OK || (st = cb_tensor_empty_like(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
+  if (st != CB_OK || (st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
   const cb_tensor *ops[3] = {grad_in[0], g, x};
   cb_iter it;
   cb_iter_init(&it, 3, ops, x->ndim, x->shape);
@@ -546,7 +574,7 @@ static cb_status clamp_backward(cb_node *node, const cb_tensor *g, cb_tensor **g
 }
 
 cb_status cb_clamp(cb_tensor **out, const cb_tensor *a, double low, double high) {
-  cb_status st = cb_tensor_empty_like(out, a, a->dtype == CB_FLOAT32 ? CB_FLOAT32 : CB_INT64);
+  cb_status st = cb_tensor_empty_same_layout(out, a, a->dtype == CB_FLOAT32 ? CB_FLOAT32 : CB_INT64);
   if (st != CB_OK) return st;
   if ((st = cb_clamp_into(*out, a, low, high)) != CB_OK) return release_on_error(st, out);
   cb_node *node;

@@ -9,6 +9,7 @@
 #include "autograd.h"
 #include "nn.h"
 #include "threadpool.h"
+#include "vectorize.h"
 
 typedef enum { POOL_MAX, POOL_AVG, POOL_ADAPTIVE } pool_kind;
 
@@ -55,10 +56,61 @@ typedef struct {
   const int64_t *gxs;
 } pool_job;
 
+/* The common case: max over 2x2 windows with stride 2, no padding, rows
+ * contiguous. Each window is read directly, with no bounds to check. */
+static bool is_max_2x2(const pool_geometry *g, const int64_t *xs) {
+  return g->kind == POOL_MAX && g->p.kernel[0] == 2 && g->p.kernel[1] == 2 &&
+         g->p.stride[0] == 2 && g->p.stride[1] == 2 && g->p.padding[0] == 0 &&
+         g->p.padding[1] == 0 && xs[3] == 1;
+}
+
+/* One output row of 2x2 maxima from input rows r0 and r1, branch-free
+ * (selects vectorise; data-dependent branches mispredict half the time).
+ * A NaN wins its window, as in PyTorch. */
+CB_VECTOR_CLONES static void max_2x2_row(int64_t ow, const float *restrict r0,
+                                         const float *restrict r1, float *restrict y,
+                                         int64_t *restrict at, int64_t top, int64_t width) {
+  for (int64_t k = 0; k < ow; k++) {
+    float a = r0[2 * k], b = r0[2 * k + 1], c = r1[2 * k], d = r1[2 * k + 1];
+    bool pick_b = b > a || (b != b && a == a), pick_d = d > c || (d != d && c == c);
+    float top_max = pick_b ? b : a, bottom_max = pick_d ? d : c;
+    bool pick_bottom = bottom_max > top_max || (bottom_max != bottom_max && top_max == top_max);
+    y[k] = pick_bottom ? bottom_max : top_max;
+    int64_t col = 2 * k + (pick_bottom ? pick_d : pick_b);
+    at[k] = (top + pick_bottom) * width + col;
+  }
+}
+
+static void max_2x2_plane(const pool_job *j, const float *x, int64_t yoff) {
+  const pool_geometry *g = j->g;
+  for (int64_t i = 0; i < g->oh; i++) {
+    const float *r0 = x + 2 * i * j->xs[2];
+    float *y = j->y + yoff + i * j->ys[2];
+    int64_t *at = j->argmax + yoff + i * j->ys[2];
+    if (j->ys[3] == 1) {
+      max_2x2_row(g->ow, r0, r0 + j->xs[2], y, at, 2 * i, g->w);
+      continue;
+    }
+    for (int64_t k = 0; k < g->ow; k++) { /* strided output: one at a time */
+      float v;
+      int64_t where;
+      max_2x2_row(1, r0 + 2 * k, r0 + 2 * k + j->xs[2], &v, &where, 2 * i, g->w);
+      y[k * j->ys[3]] = v;
+      at[k * j->ys[3]] = where + 2 * k;
+    }
+  }
+}
+
 static void pool_forward_planes(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   const pool_job *j = arg;
   const pool_geometry *g = j->g;
+  if (is_max_2x2(g, j->xs)) {
+    for (int64_t plane = begin; plane < end; plane++)
+      max_2x2_plane(j, j->x + (plane / g->c) * j->xs[0] + (plane % g->c) * j->xs[1],
+                    (plane / g->c) * j->ys[0] + (plane % g->c) * j->ys[1]);
+    return;
+  }
   for (int64_t plane = begin; plane < end; plane++) {
     int64_t n = plane / g->c, c = plane % g->c;
     const float *x = j->x + n * j->xs[0] + c * j->xs[1];
@@ -93,10 +145,32 @@ static void pool_forward_planes(void *arg, int chunk, int64_t begin, int64_t end
   }
 }
 
+/* 2x2, stride 2: the windows do not overlap, so each output's gradient is
+ * stored (not added) at its maximum, after zeroing the plane while it is in
+ * cache; the tensor needs no separate zero fill. */
+static void max_2x2_backward_plane(const pool_job *j, int64_t n, int64_t c) {
+  const pool_geometry *g = j->g;
+  float *gx = j->gx + n * j->gxs[0] + c * j->gxs[1];
+  for (int64_t i = 0; i < g->h; i++)
+    for (int64_t k = 0; k < g->w; k++) gx[i * j->gxs[2] + k * j->gxs[3]] = 0;
+  for (int64_t i = 0; i < g->oh; i++)
+    for (int64_t k = 0; k < g->ow; k++) {
+      int64_t off = i * j->gs[2] + k * j->gs[3], aoff = i * j->ys[2] + k * j->ys[3];
+      int64_t where = j->argmax[n * j->ys[0] + c * j->ys[1] + aoff];
+      gx[(where / g->w) * j->gxs[2] + (where % g->w) * j->gxs[3]] =
+          j->gy[n * j->gs[0] + c * j->gs[1] + off];
+    }
+}
+
 static void pool_backward_planes(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   const pool_job *j = arg;
   const pool_geometry *g = j->g;
+  if (is_max_2x2(g, j->gxs)) {
+    for (int64_t plane = begin; plane < end; plane++)
+      max_2x2_backward_plane(j, plane / g->c, plane % g->c);
+    return;
+  }
   for (int64_t plane = begin; plane < end; plane++) {
     int64_t n = plane / g->c, c = plane % g->c;
     float *gx = j->gx + n * j->gxs[0] + c * j->gxs[1];
@@ -139,7 +213,8 @@ static cb_status pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   if (g.kind == POOL_MAX && (st = cb_node_saved(node, 0, &argmax)) != CB_OK) return st;
   if ((st = cb_node_saved(node, g.kind == POOL_MAX ? 1 : 0, &x)) != CB_OK) return st;
   if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
-  if ((st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) return st;
+  if (!is_max_2x2(&g, grad_in[0]->stride) && (st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK)
+    return st;
   pool_job j = {.g = &g, .argmax = argmax ? cb_tensor_data(argmax) : NULL,
                 .ys = argmax ? argmax->stride : NULL, .gy = cb_tensor_data(grad),
                 .gs = grad->stride, .gx = cb_tensor_data(grad_in[0]), .gxs = grad_in[0]->stride};

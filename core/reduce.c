@@ -7,6 +7,7 @@
 #include "index.h"
 #include "pointwise.h"
 #include "threadpool.h"
+#include "vectorize.h"
 
 #define PARALLEL_GRAIN 32768
 
@@ -15,6 +16,36 @@ static const char *const reduce_names[CB_NUM_REDUCE] = {
 
 const char *cb_reduceop_name(cb_reduceop op) {
   return (unsigned)op < CB_NUM_REDUCE ? reduce_names[op] : "?";
+}
+
+CB_VECTOR_CLONES double cb_sum_floats(const float *p, int64_t n) {
+  double lanes[8] = {0}, s = 0;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) lanes[j] += p[i + j];
+  for (; i < n; i++) s += p[i];
+  for (int j = 0; j < 8; j++) s += lanes[j];
+  return s;
+}
+
+CB_VECTOR_CLONES double cb_sum_squared_deviations(const float *p, int64_t n, double shift) {
+  double lanes[8] = {0}, s = 0;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) lanes[j] += (p[i + j] - shift) * (p[i + j] - shift);
+  for (; i < n; i++) s += (p[i] - shift) * (p[i] - shift);
+  for (int j = 0; j < 8; j++) s += lanes[j];
+  return s;
+}
+
+CB_VECTOR_CLONES double cb_dot_deviations(const float *a, const float *b, int64_t n, double shift) {
+  double lanes[8] = {0}, s = 0;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) lanes[j] += a[i + j] * (b[i + j] - shift);
+  for (; i < n; i++) s += a[i] * (b[i] - shift);
+  for (int j = 0; j < 8; j++) s += lanes[j];
+  return s;
 }
 
 /* The reduced dims of one output element: coalesced shape and byte strides. */
@@ -58,15 +89,7 @@ static void accumulate_run(accum *acc, cb_reduceop op, cb_dtype dtype, const cha
   if (dtype == CB_FLOAT32 && (op == CB_SUM || op == CB_MEAN)) {
     double s = 0;
     if (stride == 4) {
-      /* eight independent partial sums: a dependency chain of one would
-       * stall on the add latency and could not use vector lanes */
-      const float *f = (const float *)p;
-      double lanes[8] = {0};
-      int64_t i = 0;
-      for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) lanes[j] += f[i + j];
-      for (; i < n; i++) s += f[i];
-      for (int j = 0; j < 8; j++) s += lanes[j];
+      s = cb_sum_floats((const float *)p, n);
     } else {
       for (int64_t i = 0; i < n; i++) s += *(const float *)(p + i * stride);
     }

@@ -206,27 +206,36 @@ cb_status cb_tensor_empty_like(cb_tensor **out, const cb_tensor *like,
   return cb_tensor_empty(out, like->ndim, like->shape, dtype);
 }
 
-cb_status cb_tensor_empty_same_layout(cb_tensor **out, const cb_tensor *like, cb_dtype dtype) {
-  /* dims from the largest stride to the smallest (stable: ties keep order) */
-  int order[CB_MAX_DIMS];
-  for (int d = 0; d < like->ndim; d++) order[d] = d;
-  for (int i = 1; i < like->ndim; i++)
-    for (int j = i; j > 0 && like->stride[order[j]] > like->stride[order[j - 1]]; j--) {
+/* Dims from the largest stride to the smallest (stable: ties keep order). */
+static void dims_by_stride(const cb_tensor *t, int *order) {
+  for (int d = 0; d < t->ndim; d++) order[d] = d;
+  for (int i = 1; i < t->ndim; i++)
+    for (int j = i; j > 0 && t->stride[order[j]] > t->stride[order[j - 1]]; j--) {
       int tmp = order[j];
       order[j] = order[j - 1];
       order[j - 1] = tmp;
     }
+}
+
+bool cb_tensor_is_dense(const cb_tensor *t) {
+  int order[CB_MAX_DIMS];
+  dims_by_stride(t, order);
   /* dense iff the strides are those of a contiguous tensor in that order */
-  bool dense = true;
   int64_t expected = 1;
-  for (int i = like->ndim - 1; i >= 0 && dense; i--) {
+  for (int i = t->ndim - 1; i >= 0; i--) {
     int d = order[i];
-    if (like->shape[d] != 1 && like->stride[d] != expected) dense = false;
-    expected *= like->shape[d];
+    if (t->shape[d] != 1 && t->stride[d] != expected) return false;
+    expected *= t->shape[d];
   }
+  return true;
+}
+
+cb_status cb_tensor_empty_same_layout(cb_tensor **out, const cb_tensor *like, cb_dtype dtype) {
+  int order[CB_MAX_DIMS];
+  dims_by_stride(like, order);
   cb_status st = cb_tensor_empty(out, like->ndim, like->shape, dtype);
-  if (st != CB_OK || !dense) return st;
-  expected = 1;
+  if (st != CB_OK || !cb_tensor_is_dense(like)) return st;
+  int64_t expected = 1;
   for (int i = like->ndim - 1; i >= 0; i--) {
     (*out)->stride[order[i]] = expected;
     expected *= like->shape[order[i]];

@@ -90,6 +90,9 @@ void cb_tensor_release(cb_tensor *t);
 /* ---- queries ---- */
 int64_t cb_tensor_numel(const cb_tensor *t);
 bool cb_tensor_is_contiguous(const cb_tensor *t);
+/* Its elements fill a block of memory without gaps or overlaps, in some
+ * order of dims (a contiguous tensor, or a permutation of one). */
+bool cb_tensor_is_dense(const cb_tensor *t);
 /* Pointer to element 0 (storage data + offset). */
 void *cb_tensor_data(const cb_tensor *t);
 /* Reads / writes one element at a full index, converting through double. */
