@@ -94,13 +94,15 @@ check: deps
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/san/tests/ctest
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  busted --lua=$(LUA) --cpath="build/san/lib/?.so" tests/spec/tensor_spec.lua tests/spec/autograd_spec.lua
+	  busted --lua=$(LUA) --cpath="build/san/lib/?.so" tests/spec/tensor_spec.lua \
+	    tests/spec/autograd_spec.lua tests/spec/nn_kernels_spec.lua tests/spec/nn_spec.lua
 
 install: all
-	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/cbnet $(PREFIX)/share/lua/5.4/cbnet
+	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/cbnet $(PREFIX)/share/lua/5.4/cbnet/nn
 	install -m 755 $(CMD) $(PREFIX)/bin/cbnet
 	install -m 755 $(MODULE) $(PREFIX)/lib/lua/5.4/cbnet/core.so
 	install -m 644 lua/cbnet/*.lua $(PREFIX)/share/lua/5.4/cbnet/
+	install -m 644 lua/cbnet/nn/*.lua $(PREFIX)/share/lua/5.4/cbnet/nn/
 
 clean:
 	rm -rf build

@@ -119,5 +119,11 @@ describe("cbnet command", function()
     -- with no OPENBLAS_CORETYPE, OpenBLAS runs the kernel cbnet chose
     if wanted ~= "(OpenBLAS's own choice)" then assert.equal(wanted:lower(), kernel:lower()) end
   end)
-end)
 
+  it("runs the custom-loss example, whose Lua-defined loss trains", function()
+    local code, out = run("run experiments/custom_loss.lua 1 200")
+    assert.equal(0, code, out)
+    local accuracy = tonumber(out:match("training accuracy ([%d.]+)"))
+    assert.is_true(accuracy and accuracy >= 0.9, out)
+  end)
+end)
