@@ -83,32 +83,28 @@ local function walk(self, kind, prefix, visit)
   for _, name in ipairs(self._modules) do walk(self[name], kind, prefix .. name .. ".", visit) end
 end
 
---- for name, p in model:named_parameters() do ... end
-function Module:named_parameters()
+-- An iterator over (name, tensor) for one kind of entry.
+local function named(self, kind)
   local list = {}
-  walk(self, "_parameters", "", function(name, p) list[#list + 1] = {name, p} end)
+  walk(self, kind, "", function(name, t) list[#list + 1] = {name, t} end)
   local i = 0
   return function()
     i = i + 1
     if list[i] then return list[i][1], list[i][2] end
   end
 end
+
+--- for name, p in model:named_parameters() do ... end
+function Module:named_parameters() return named(self, "_parameters") end
+
+--- for name, b in model:named_buffers() do ... end
+function Module:named_buffers() return named(self, "_buffers") end
 
 --- A list of every parameter, in a fixed order (what optimizers take).
 function Module:parameters()
   local list = {}
   walk(self, "_parameters", "", function(_, p) list[#list + 1] = p end)
   return list
-end
-
-function Module:named_buffers()
-  local list = {}
-  walk(self, "_buffers", "", function(name, b) list[#list + 1] = {name, b} end)
-  local i = 0
-  return function()
-    i = i + 1
-    if list[i] then return list[i][1], list[i][2] end
-  end
 end
 
 --- The direct children, in order: for name, child in model:named_children().
