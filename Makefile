@@ -16,7 +16,7 @@ BLAS_INC ?= /usr/include/x86_64-linux-gnu
 OPT     ?= -O3 -march=x86-64-v2 -mtune=native -fno-math-errno
 CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Wshadow -Wno-unused-parameter $(OPT) -g
 CPPFLAGS += -Icore -I$(BLAS_INC)
-LDLIBS  += -lm -lpthread -ldl
+LDLIBS  += -lz -lm -lpthread -ldl
 
 ifeq ($(SAN),1)
   BUILD   := build/san
@@ -28,7 +28,7 @@ endif
 
 CORE_SRC := $(wildcard core/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
-BIND_SRC := lua/binding.c lua/tensor_binding.c lua/nn_binding.c
+BIND_SRC := lua/binding.c lua/tensor_binding.c lua/nn_binding.c lua/data_binding.c
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/lua/main.o
 CTEST_SRC := $(wildcard tests/c/*.c)

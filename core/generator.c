@@ -1,6 +1,7 @@
 #include "generator.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "iter.h"
 
@@ -148,5 +149,79 @@ cb_status cb_randperm(cb_tensor **out, int64_t n, cb_generator *g) {
     p[i] = p[j];
     p[j] = tmp;
   }
+  return CB_OK;
+}
+
+typedef struct {
+  double key;
+  int64_t index;
+} keyed;
+
+static int by_key_descending(const void *a, const void *b) {
+  double x = ((const keyed *)a)->key, y = ((const keyed *)b)->key;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+cb_status cb_multinomial(cb_tensor **out, const cb_tensor *weights, int64_t n, bool replacement,
+                         cb_generator *g) {
+  *out = NULL;
+  if (weights->dtype != CB_FLOAT32 || weights->ndim != 1 || weights->shape[0] < 1)
+    return cb_fail(CB_ETYPE, "multinomial: weights must be a non-empty 1-d float32 tensor");
+  if (n < 0) return cb_fail(CB_EINVAL, "multinomial: negative count %lld", (long long)n);
+  int64_t k = weights->shape[0], positive = 0;
+  double *cdf = malloc(sizeof *cdf * (size_t)k);
+  if (!cdf) return cb_fail(CB_ENOMEM, "multinomial: out of memory");
+  double total = 0;
+  for (int64_t i = 0; i < k; i++) {
+    double w = cb_tensor_get(weights, &i);
+    if (!(w >= 0) || !isfinite(w)) {
+      free(cdf);
+      return cb_fail(CB_EINVAL, "multinomial: weight %lld is %g; weights must be finite and >= 0",
+                     (long long)i + 1, w);
+    }
+    positive += w > 0;
+    total += w;
+    cdf[i] = total;
+  }
+  cb_status st = CB_OK;
+  if (positive == 0) st = cb_fail(CB_EINVAL, "multinomial: every weight is zero");
+  else if (!replacement && n > positive)
+    st = cb_fail(CB_EINVAL, "multinomial: %lld draws without replacement from %lld non-zero "
+                 "weights", (long long)n, (long long)positive);
+  if (st == CB_OK) st = cb_tensor_empty(out, 1, &n, CB_INT64);
+  if (st != CB_OK) {
+    free(cdf);
+    return st;
+  }
+  int64_t *result = cb_tensor_data(*out);
+  if (replacement) {
+    for (int64_t s = 0; s < n; s++) {
+      double u = cb_random_double(g) * total;
+      int64_t lo = 0, hi = k - 1; /* first i with cdf[i] > u */
+      while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (cdf[mid] > u) hi = mid;
+        else lo = mid + 1;
+      }
+      result[s] = lo;
+    }
+  } else { /* keys log(u) / w: the n largest are a weighted sample */
+    keyed *keys = malloc(sizeof *keys * (size_t)k);
+    if (!keys) {
+      free(cdf);
+      cb_tensor_release(*out);
+      *out = NULL;
+      return cb_fail(CB_ENOMEM, "multinomial: out of memory");
+    }
+    for (int64_t i = 0; i < k; i++) {
+      double w = cdf[i] - (i ? cdf[i - 1] : 0);
+      double u = 1.0 - cb_random_double(g); /* in (0, 1] */
+      keys[i] = (keyed){w > 0 ? log(u) / w : -INFINITY, i};
+    }
+    qsort(keys, (size_t)k, sizeof *keys, by_key_descending);
+    for (int64_t s = 0; s < n; s++) result[s] = keys[s].index;
+    free(keys);
+  }
+  free(cdf);
   return CB_OK;
 }

@@ -33,6 +33,12 @@ double cb_random_normal(cb_generator *g);
 cb_status cb_uniform_(cb_tensor *t, double low, double high, cb_generator *g);
 cb_status cb_normal_(cb_tensor *t, double mean, double std, cb_generator *g);
 cb_status cb_randint_(cb_tensor *t, int64_t low, int64_t high, cb_generator *g);
+/* n draws of indices 0..K-1 with probability proportional to weights (a
+ * float32 K tensor, entries >= 0): with replacement by inverse CDF, without
+ * by Efraimidis-Spirakis keys (then n may not exceed the non-zero weights).
+ * int64 result. */
+cb_status cb_multinomial(cb_tensor **out, const cb_tensor *weights, int64_t n, bool replacement,
+                         cb_generator *g);
 /* A random permutation of 0..n-1 as an int64 tensor. */
 cb_status cb_randperm(cb_tensor **out, int64_t n, cb_generator *g);
 

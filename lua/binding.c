@@ -418,6 +418,7 @@ int luaopen_cbnet_core(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, core_functions);
   cbl_open_nn(L);
+  cbl_open_data(L);
   luaL_getmetatable(L, TENSOR_MT);
   lua_setfield(L, -2, "Tensor");
   return 1;

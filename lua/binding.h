@@ -39,5 +39,6 @@ cb_generator *cbl_opt_generator(lua_State *L, int arg);
 
 void cbl_open_tensor(lua_State *L);  /* registers the Tensor metatable */
 void cbl_open_nn(lua_State *L);      /* adds the nn kernels to the table on top */
+void cbl_open_data(lua_State *L);    /* adds the dataset readers and augmentation */
 
 #endif

@@ -1,0 +1,133 @@
+/* Dataset readers, batch augmentation and weighted sampling for Lua. */
+#include <string.h>
+
+#include "augment.h"
+#include "binding.h"
+#include "data.h"
+
+/* Pushes images, labels and the class-name list; frees ds. */
+static int push_dataset(lua_State *L, cb_dataset *ds) {
+  cbl_push_tensor(L, ds->images);
+  cbl_push_tensor(L, ds->labels);
+  ds->images = ds->labels = NULL;
+  lua_createtable(L, ds->num_classes, 0);
+  for (int i = 0; i < ds->num_classes; i++) {
+    lua_pushstring(L, ds->class_names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  cb_dataset_free(ds);
+  return 3;
+}
+
+/* read_cifar10(dir, train) -> images, labels, class_names */
+static int l_read_cifar10(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  cb_dataset ds;
+  cbl_check(L, cb_read_cifar10(&ds, dir, lua_toboolean(L, 2)));
+  return push_dataset(L, &ds);
+}
+
+/* read_image_folder(root[, cache_path]) -> images, labels, class_names */
+static int l_read_image_folder(lua_State *L) {
+  const char *root = luaL_checkstring(L, 1), *cache = luaL_optstring(L, 2, NULL);
+  cb_dataset ds;
+  cbl_check(L, cb_read_image_folder(&ds, root, cache));
+  return push_dataset(L, &ds);
+}
+
+static int l_read_idx(lua_State *L) {
+  cb_tensor *t;
+  cbl_check(L, cb_read_idx(&t, luaL_checkstring(L, 1)));
+  cbl_push_tensor(L, t);
+  return 1;
+}
+
+/* parse_idx(bytes[, name]), parse_cifar_records(bytes[, name]),
+ * decode_image(bytes[, name]): the parsers on a Lua string */
+static int l_parse_idx(lua_State *L) {
+  size_t size;
+  const char *bytes = luaL_checklstring(L, 1, &size);
+  cb_tensor *t;
+  cbl_check(L, cb_parse_idx(&t, (const uint8_t *)bytes, size, luaL_optstring(L, 2, "(bytes)")));
+  cbl_push_tensor(L, t);
+  return 1;
+}
+
+static int l_decode_image(lua_State *L) {
+  size_t size;
+  const char *bytes = luaL_checklstring(L, 1, &size);
+  cb_tensor *t;
+  cbl_check(L, cb_decode_image(&t, (const uint8_t *)bytes, size, luaL_optstring(L, 2, "(bytes)")));
+  cbl_push_tensor(L, t);
+  return 1;
+}
+
+static int l_write_image(lua_State *L) {
+  cbl_check(L, cb_write_image(cbl_check_tensor(L, 1), luaL_checkstring(L, 2)));
+  return 0;
+}
+
+static double opt_number_field(lua_State *L, int table, const char *key, double def) {
+  lua_getfield(L, table, key);
+  double v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Reads a list of per-channel numbers from options[key] into values. */
+static void channel_list(lua_State *L, int table, const char *key, double *values, double def) {
+  for (int i = 0; i < CB_AUGMENT_MAX_CHANNELS; i++) values[i] = def;
+  lua_getfield(L, table, key);
+  if (lua_istable(L, -1)) {
+    int n = (int)luaL_len(L, -1);
+    for (int i = 0; i < n && i < CB_AUGMENT_MAX_CHANNELS; i++) {
+      lua_geti(L, -1, i + 1);
+      values[i] = luaL_checknumber(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* augment_batch(images, indices, {crop_padding, flip, cutout, scale, mean,
+ * std}[, generator]) -> float32 batch */
+static int l_augment_batch(lua_State *L) {
+  cb_tensor *images = cbl_check_tensor(L, 1), *indices = cbl_check_tensor(L, 2), *out;
+  cb_augment_options o = {0};
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    o.crop_padding = (int64_t)opt_number_field(L, 3, "crop_padding", 0);
+    o.cutout = (int64_t)opt_number_field(L, 3, "cutout", 0);
+    o.scale = opt_number_field(L, 3, "scale", 1.0 / 255);
+    lua_getfield(L, 3, "flip");
+    o.flip = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "mean");
+    o.normalize = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    channel_list(L, 3, "mean", o.mean, 0);
+    channel_list(L, 3, "std", o.std, 1);
+  } else {
+    o.scale = 1.0 / 255;
+  }
+  cbl_check(L, cb_augment_batch(&out, images, indices, &o, cbl_opt_generator(L, 4)));
+  cbl_push_tensor(L, out);
+  return 1;
+}
+
+/* multinomial(weights, n, replacement[, generator]) -> int64 indices (0-based) */
+static int l_multinomial(lua_State *L) {
+  cb_tensor *w = cbl_check_tensor(L, 1), *out;
+  cbl_check(L, cb_multinomial(&out, w, luaL_checkinteger(L, 2), lua_toboolean(L, 3),
+                              cbl_opt_generator(L, 4)));
+  cbl_push_tensor(L, out);
+  return 1;
+}
+
+static const luaL_Reg data_functions[] = {
+    {"read_cifar10", l_read_cifar10}, {"read_image_folder", l_read_image_folder},
+    {"read_idx", l_read_idx}, {"parse_idx", l_parse_idx}, {"decode_image", l_decode_image},
+    {"write_image", l_write_image}, {"augment_batch", l_augment_batch},
+    {"multinomial", l_multinomial}, {NULL, NULL}};
+
+void cbl_open_data(lua_State *L) { luaL_setfuncs(L, data_functions, 0); }
