@@ -92,7 +92,7 @@ cb_status cb_augment_batch(cb_tensor **out, const cb_tensor *images, const cb_te
     draw *d = &draws[i];
     d->dy = o->crop_padding ? (int64_t)cb_random_below(g, (uint64_t)(2 * o->crop_padding + 1)) : o->crop_padding;
     d->dx = o->crop_padding ? (int64_t)cb_random_below(g, (uint64_t)(2 * o->crop_padding + 1)) : o->crop_padding;
-    d->flip = o->flip && (cb_random_u64(g) >> 63);
+    d->flip = o->flip && cb_random_below(g, 2) == 1;
     if (o->cutout) {
       d->cy = (int64_t)cb_random_below(g, (uint64_t)h);
       d->cx = (int64_t)cb_random_below(g, (uint64_t)w);

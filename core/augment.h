@@ -4,8 +4,10 @@
  * normalisation, optional cutout; float32 N x C x H x W out.
  *
  * The random numbers of a batch are drawn first, image by image in a fixed
- * order (crop offset y, x; flip; cutout centre y, x), from the generator; the
- * pixels are then written in parallel. A seed thus gives the same batches at
+ * order, each uniform below a bound (cb_random_below): crop offsets y and x
+ * in 0..2*padding (when cropping), flip in 0..1 (when flipping), cutout
+ * centre y and x (when cutting out); the pixels are then written in
+ * parallel. A seed thus gives the same batches at
  * any thread count. */
 #ifndef CB_AUGMENT_H
 #define CB_AUGMENT_H

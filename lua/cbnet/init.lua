@@ -40,7 +40,7 @@ cbnet.enable_grad = grad_mode(true)
 
 --- Layers and models, losses, optimizers: loaded on first use, so that
 -- `require "cbnet"` stays cheap and the modules can require cbnet themselves.
-local lazy = {nn = "cbnet.nn", loss = "cbnet.loss", optim = "cbnet.optim"}
+local lazy = {nn = "cbnet.nn", loss = "cbnet.loss", optim = "cbnet.optim", data = "cbnet.data"}
 setmetatable(cbnet, {__index = function(t, key)
   local name = lazy[key]
   if not name then return nil end
