@@ -12,7 +12,7 @@ static const char *const unop_names[CB_NUM_UNARY] = {
     "neg", "abs", "sign", "floor", "ceil", "round", "relu", "exp", "log",
     "sqrt", "rsqrt", "sigmoid", "tanh", "sin", "cos", "reciprocal", "logical_not"};
 static const char *const binop_names[CB_NUM_BINARY] = {
-    "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne",
+    "add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "eq", "ne",
     "lt", "le", "gt", "ge", "logical_and", "logical_or"};
 
 const char *cb_unop_name(cb_unop op) {
@@ -88,6 +88,10 @@ static inline float f32_binary(cb_binop op, float a, float b) {
   /* NaN propagates, as in PyTorch's maximum/minimum. */
   case CB_MAXIMUM: return (a > b || isnan(a)) ? a : b;
   case CB_MINIMUM: return (a < b || isnan(a)) ? a : b;
+  case CB_REMAINDER: {
+    float r = fmodf(a, b);
+    return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
+  }
   case CB_EQ: return a == b;
   case CB_NE: return a != b;
   case CB_LT: return a < b;
@@ -120,6 +124,11 @@ static inline int64_t i64_binary(cb_binop op, int64_t a, int64_t b) {
   case CB_POW: return i64_pow(a, b);
   case CB_MAXIMUM: return a > b ? a : b;
   case CB_MINIMUM: return a < b ? a : b;
+  case CB_REMAINDER: {
+    if (b == 0) return 0; /* no trap: integer remainder by zero is 0 here */
+    int64_t r = a % b;
+    return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
+  }
   case CB_EQ: return a == b;
   case CB_NE: return a != b;
   case CB_LT: return a < b;
@@ -414,6 +423,8 @@ static inline float binary_grad(cb_binop op, int which, float g, float a, float 
     return (which == 0 ? a > b : b > a) ? g : a == b ? 0.5f * g : 0.0f;
   case CB_MINIMUM:
     return (which == 0 ? a < b : b < a) ? g : a == b ? 0.5f * g : 0.0f;
+  case CB_REMAINDER: /* d/da = 1, d/db = -floor(a / b) */
+    return which == 0 ? g : -g * floorf(a / b);
   default: return 0.0f;
   }
 }
@@ -434,7 +445,7 @@ static void binary_grad_row(void *ctx, int64_t n, char **p, const int64_t *s) {
 
 static const char *const binary_backward_names[] = {
     "AddBackward", "SubBackward", "MulBackward", "DivBackward", "PowBackward",
-    "MaximumBackward", "MinimumBackward"};
+    "MaximumBackward", "MinimumBackward", "RemainderBackward"};
 
 static cb_status binary_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
   const cb_tensor *a, *b;

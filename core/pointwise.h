@@ -25,6 +25,7 @@ typedef enum {
 
 typedef enum {
   CB_ADD, CB_SUB, CB_MUL, CB_DIV, CB_POW, CB_MAXIMUM, CB_MINIMUM,
+  CB_REMAINDER, /* a - floor(a / b) * b: the sign of b, as Lua's % and PyTorch's */
   CB_EQ, CB_NE, CB_LT, CB_LE, CB_GT, CB_GE, CB_LOGICAL_AND, CB_LOGICAL_OR,
   CB_NUM_BINARY
 } cb_binop;

@@ -719,6 +719,7 @@ static int t_div(lua_State *L) { return binary(L, CB_DIV); }
 static int t_pow(lua_State *L) { return binary(L, CB_POW); }
 static int t_maximum(lua_State *L) { return binary(L, CB_MAXIMUM); }
 static int t_minimum(lua_State *L) { return binary(L, CB_MINIMUM); }
+static int t_remainder(lua_State *L) { return binary(L, CB_REMAINDER); }
 static int t_eq(lua_State *L) { return binary(L, CB_EQ); }
 static int t_ne(lua_State *L) { return binary(L, CB_NE); }
 static int t_lt(lua_State *L) { return binary(L, CB_LT); }
@@ -921,7 +922,7 @@ static const luaL_Reg tensor_methods[] = {
     {"neg_", t_neg_}, {"abs_", t_abs_}, {"relu_", t_relu_}, {"exp_", t_exp_},
     {"log_", t_log_}, {"sqrt_", t_sqrt_},
     {"add", t_add}, {"sub", t_sub}, {"mul", t_mul}, {"div", t_div}, {"pow", t_pow},
-    {"maximum", t_maximum}, {"minimum", t_minimum}, {"eq", t_eq}, {"ne", t_ne},
+    {"maximum", t_maximum}, {"minimum", t_minimum}, {"remainder", t_remainder}, {"eq", t_eq}, {"ne", t_ne},
     {"lt", t_lt}, {"le", t_le}, {"gt", t_gt}, {"ge", t_ge}, {"logical_and", t_logical_and},
     {"logical_or", t_logical_or}, {"add_", t_add_}, {"sub_", t_sub_}, {"mul_", t_mul_},
     {"div_", t_div_}, {"pow_", t_pow_}, {"clamp", t_clamp}, {"clamp_", t_clamp_},
@@ -936,7 +937,7 @@ static const luaL_Reg tensor_methods[] = {
 static const luaL_Reg tensor_metamethods[] = {
     {"__gc", t_gc}, {"__close", t_gc}, {"__tostring", t_tostring}, {"__len", t_len},
     {"__newindex", t_newindex}, {"__add", t_add}, {"__sub", t_sub}, {"__mul", t_mul},
-    {"__div", t_div}, {"__pow", t_pow}, {"__unm", t_unm}, {"__index", NULL},
+    {"__div", t_div}, {"__pow", t_pow}, {"__mod", t_remainder}, {"__unm", t_unm}, {"__index", NULL},
     {NULL, NULL}};
 
 void cbl_open_tensor(lua_State *L) {

@@ -79,6 +79,7 @@ static void test_ops_against_reference(void) {
         case CB_POW: want = powf((float)a, (float)b); break;
         case CB_MAXIMUM: want = a > b ? a : b; break;
         case CB_MINIMUM: want = a < b ? a : b; break;
+        case CB_REMAINDER: want = a - floor(a / b) * b; break;
         case CB_EQ: want = a == b; break;
         case CB_NE: want = a != b; break;
         case CB_LT: want = a < b; break;

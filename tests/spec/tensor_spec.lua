@@ -104,6 +104,9 @@ describe("element-wise operations", function()
     assert.same({0.5, 1, 1.5, 2, 2.5, 3}, values(a / 2))
     assert.same({1, 4, 9, 16, 25, 36}, values(a ^ 2))
     assert.same({-1, -2, -3, -4, -5, -6}, values(-a))
+    assert.same({1, 2, 0, 1, 2, 0}, values(a % 3))
+    assert.same({2, 1, 0, 2, 1, 0}, values(-a % 3)) -- the sign of the divisor, as Lua's %
+    assert.same({-0.5, -0.5}, values(cbnet.tensor{1.5, -1.5} % -1))
     assert.equal("float32", (a * 0.5):dtype())
     assert.equal("int64", (a * 2):dtype())
     assert.has_error(function() return a + cbnet.ones(3, 2) end,
