@@ -40,9 +40,9 @@ CMD     := $(BUILD)/bin/cbnet
 CTESTS  := $(BUILD)/tests/ctest
 
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
-                   lua-busted dataset-fashion-mnist gcc make
+                   lua-busted dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
 
-.PHONY: all deps run test ctest spec check install clean
+.PHONY: all deps run test ctest spec check fuzz fuzz-smoke install clean
 all: $(CMD) $(MODULE)
 
 $(BUILD)/%.o: %.c $(wildcard core/*.h lua/*.h)
@@ -85,7 +85,7 @@ spec: $(MODULE) $(CMD)
 	busted --lua=$(LUA) tests/spec
 
 test: deps
-	@$(MAKE) --no-print-directory all $(CTESTS)
+	@$(MAKE) --no-print-directory all $(CTESTS) fuzz
 	@sh tests/run.sh $(CTESTS)
 
 # The C tests, then the tensor specs through the binding, under ASan + UBSan.
@@ -96,6 +96,31 @@ check: deps
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  busted --lua=$(LUA) --cpath="build/san/lib/?.so" tests/spec/tensor_spec.lua \
 	    tests/spec/autograd_spec.lua tests/spec/nn_kernels_spec.lua tests/spec/nn_spec.lua
+
+# Fuzz targets for the file parsers (libFuzzer, with ASan and UBSan); the
+# core is compiled once for all of them.
+FUZZ_TARGETS := idx cifar image
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -Icore -I$(BLAS_INC)
+FUZZ_OBJ := $(CORE_SRC:core/%.c=build/fuzz/obj/%.o)
+fuzz: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+build/fuzz/obj/%.o: core/%.c $(wildcard core/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -lz -lm -lpthread -ldl
+
+# A short run of each target from generated seeds (make test runs it); for a
+# long one: build/fuzz/fuzz_image -max_total_time=3600 build/fuzz/corpus/image
+fuzz-smoke: fuzz $(CMD)
+	@$(CMD) run tests/fuzz/make_seeds.lua build/fuzz/corpus
+	@for t in $(FUZZ_TARGETS); do \
+	  build/fuzz/fuzz_$$t -runs=20000 -max_total_time=8 -max_len=8192 -timeout=10 \
+	    build/fuzz/corpus/$$t > build/fuzz/$$t.log 2>&1 \
+	    || { tail -40 build/fuzz/$$t.log; echo "fuzz_$$t: FAILED"; exit 1; }; \
+	  echo "fuzz_$$t: $$(grep -o 'Done [0-9]* runs' build/fuzz/$$t.log || echo 'ran'), no crash"; \
+	done
 
 install: all
 	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/cbnet $(PREFIX)/share/lua/5.4/cbnet/nn

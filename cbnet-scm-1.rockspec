@@ -17,12 +17,15 @@ dependencies = {
 }
 external_dependencies = {
   OPENBLAS = { header = "x86_64-linux-gnu/cblas.h" },
+  STB = { header = "stb/stb_image.h" },
+  ZLIB = { header = "zlib.h" },
 }
 build = {
   type = "builtin",
   modules = {
     ["cbnet"] = "lua/cbnet/init.lua",
     ["cbnet.functional"] = "lua/cbnet/functional.lua",
+    ["cbnet.data"] = "lua/cbnet/data.lua",
     ["cbnet.loss"] = "lua/cbnet/loss.lua",
     ["cbnet.optim"] = "lua/cbnet/optim.lua",
     ["cbnet.nn"] = "lua/cbnet/nn/init.lua",
@@ -38,16 +41,17 @@ build = {
     ["cbnet.nn.basic_block"] = "lua/cbnet/nn/basic_block.lua",
     ["cbnet.core"] = {
       sources = {
-        "core/activation.c", "core/autograd.c", "core/blas.c", "core/conv.c",
-        "core/error.c", "core/generator.c", "core/index.c", "core/iter.c",
-        "core/linear.c", "core/matmul.c", "core/norm.c", "core/optim.c", "core/pointwise.c",
-        "core/pool.c", "core/reduce.c", "core/softmax.c", "core/tensor.c",
-        "core/threadpool.c", "core/views.c",
-        "lua/binding.c", "lua/nn_binding.c", "lua/tensor_binding.c",
+        "core/activation.c", "core/augment.c", "core/autograd.c", "core/blas.c",
+        "core/cifar.c", "core/conv.c", "core/dataset.c", "core/error.c",
+        "core/generator.c", "core/idx.c", "core/image_folder.c", "core/index.c",
+        "core/iter.c", "core/linear.c", "core/matmul.c", "core/norm.c", "core/optim.c",
+        "core/pointwise.c", "core/pool.c", "core/reduce.c", "core/softmax.c",
+        "core/stb_impl.c", "core/tensor.c", "core/threadpool.c", "core/views.c",
+        "lua/binding.c", "lua/data_binding.c", "lua/nn_binding.c", "lua/tensor_binding.c",
       },
       incdirs = { "core", "$(OPENBLAS_INCDIR)/x86_64-linux-gnu" },
       defines = { "_GNU_SOURCE" },
-      libraries = { "m", "pthread", "dl" },
+      libraries = { "z", "m", "pthread", "dl" },
     },
   },
 }

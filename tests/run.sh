@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs the C unit tests and the busted specs; prints one closing line
+# Runs the C unit tests, the busted specs and a short run of each fuzz
+# target; prints one closing line
 # "tests: N passed, N failed" and exits non-zero if anything failed.
 # Usage: tests/run.sh PATH/TO/ctest
 ctest=${1:-build/tests/ctest}
@@ -23,8 +24,16 @@ l_passed=$(echo "$summary" | sed -n 's/^\([0-9]*\) success.*/\1/p')
 l_failed=$(echo "$summary" | sed -n 's/^[0-9]* success[es]* \/ \([0-9]*\) failure[s]* \/ \([0-9]*\) error.*/\1 \2/p' | awk '{print $1 + $2}')
 [ -n "$l_passed" ] || { l_passed=0; l_failed=1; }
 
-passed=$((c_passed + l_passed))
-failed=$((c_failed + l_failed))
+echo "== fuzz targets, a short run each"
+make --no-print-directory fuzz-smoke > "$log" 2>&1
+fuzz_status=$?
+cat "$log"
+f_passed=$(grep -c ', no crash$' "$log")
+f_failed=$(grep -c ': FAILED$' "$log")
+[ "$fuzz_status" -eq 0 ] || [ "$f_failed" -gt 0 ] || f_failed=1
+
+passed=$((c_passed + l_passed + f_passed))
+failed=$((c_failed + l_failed + f_failed))
 if [ "$c_status" -ne 0 ] || [ "$lua_status" -ne 0 ]; then
   [ "$failed" -gt 0 ] || failed=1
 fi
