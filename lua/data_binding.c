@@ -1,9 +1,12 @@
 /* Dataset readers, batch augmentation and weighted sampling for Lua. */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "augment.h"
 #include "binding.h"
 #include "data.h"
+#include "safetensors.h"
 
 /* Pushes images, labels and the class-name list; frees ds. */
 static int push_dataset(lua_State *L, cb_dataset *ds) {
@@ -124,7 +127,90 @@ static int l_multinomial(lua_State *L) {
   return 1;
 }
 
+/* Sorted string keys of the table at idx, as a malloc'd array of borrowed
+ * strings (kept alive by the table). */
+static int sort_strings(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static const char **table_keys(lua_State *L, int idx, int *count) {
+  *count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "safetensors: names must be strings");
+    (*count)++;
+    lua_pop(L, 1);
+  }
+  const char **keys = lua_newuserdatauv(L, sizeof *keys * (size_t)(*count ? *count : 1), 0);
+  int i = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    keys[i++] = lua_tostring(L, -2);
+    lua_pop(L, 1);
+  }
+  qsort(keys, (size_t)*count, sizeof *keys, sort_strings);
+  return keys;
+}
+
+/* save_safetensors(path, {name = tensor}, {key = "value"}) */
+static int l_save_safetensors(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (lua_isnoneornil(L, 3)) lua_newtable(L);
+  else luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  cb_safetensors st = {0};
+  const char **names = table_keys(L, 2, &st.count);   /* at 4 */
+  const char **keys = table_keys(L, 3, &st.meta_count); /* at 5 */
+  st.names = (char **)names;
+  st.meta_keys = (char **)keys;
+  st.tensors = lua_newuserdatauv(L, sizeof(cb_tensor *) * (size_t)(st.count ? st.count : 1), 0);
+  st.meta_values = lua_newuserdatauv(L, sizeof(char *) * (size_t)(st.meta_count ? st.meta_count : 1), 0);
+  for (int i = 0; i < st.count; i++) {
+    lua_getfield(L, 2, names[i]);
+    cb_tensor *t = cbl_test_tensor(L, -1);
+    if (!t) return luaL_error(L, "save_safetensors: '%s' is not a tensor", names[i]);
+    st.tensors[i] = t;
+    lua_pop(L, 1);
+  }
+  for (int i = 0; i < st.meta_count; i++) {
+    lua_getfield(L, 3, keys[i]);
+    if (lua_type(L, -1) != LUA_TSTRING)
+      return luaL_error(L, "save_safetensors: metadata '%s' must be a string", keys[i]);
+    st.meta_values[i] = (char *)lua_tostring(L, -1);
+    lua_pop(L, 1); /* the string stays alive in the table */
+  }
+  cbl_check(L, cb_save_safetensors(&st, path));
+  return 0;
+}
+
+/* load_safetensors(path) -> {name = tensor}, {key = "value"} */
+static int l_load_safetensors(lua_State *L) {
+  cb_safetensors st;
+  cbl_check(L, cb_load_safetensors(&st, luaL_checkstring(L, 1)));
+  lua_createtable(L, 0, st.count);
+  for (int i = 0; i < st.count; i++) {
+    cbl_push_tensor(L, st.tensors[i]);
+    st.tensors[i] = NULL;
+    lua_setfield(L, -2, st.names[i]);
+  }
+  lua_createtable(L, 0, st.meta_count);
+  for (int i = 0; i < st.meta_count; i++) {
+    lua_pushstring(L, st.meta_values[i]);
+    lua_setfield(L, -2, st.meta_keys[i]);
+  }
+  cb_safetensors_free(&st);
+  return 2;
+}
+
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 static const luaL_Reg data_functions[] = {
+    {"save_safetensors", l_save_safetensors}, {"load_safetensors", l_load_safetensors},
+    {"isatty", l_isatty},
     {"read_cifar10", l_read_cifar10}, {"read_image_folder", l_read_image_folder},
     {"read_idx", l_read_idx}, {"parse_idx", l_parse_idx}, {"decode_image", l_decode_image},
     {"write_image", l_write_image}, {"augment_batch", l_augment_batch},

@@ -1,0 +1,154 @@
+--- cbnet.report: result files of an experiment run. Everything a run writes
+-- goes through write_atomic (a temporary file, then rename), so an
+-- interrupted run never leaves half a file behind.
+local json = require "cbnet.json"
+
+local report = {}
+
+--- Writes text to path atomically.
+function report.write_atomic(path, text)
+  local tmp = ("%s.tmp.%d"):format(path, math.random(1, 1 << 30))
+  local f, err = io.open(tmp, "wb")
+  if not f then error(("cannot write %s: %s"):format(path, err), 2) end
+  local ok, werr = f:write(text)
+  f:flush()
+  f:close()
+  if not ok then
+    os.remove(tmp)
+    error(("cannot write %s: %s"):format(path, werr), 2)
+  end
+  local renamed, rerr = os.rename(tmp, path)
+  if not renamed then
+    os.remove(tmp)
+    error(("cannot write %s: %s"):format(path, rerr), 2)
+  end
+end
+
+function report.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+--- Creates a folder (and its parents).
+function report.mkdir(path)
+  local ok = os.execute(("mkdir -p '%s'"):format(path:gsub("'", "'\\''")))
+  if not ok then error("cannot create folder " .. path, 2) end
+  return path
+end
+
+function report.write_json(path, value) report.write_atomic(path, json.encode(value, 2) .. "\n") end
+function report.read_json(path)
+  local text = report.read_file(path)
+  return text and json.decode(text)
+end
+
+--- A markdown table: header (list of strings), rows (lists of values);
+-- numbers are printed with `decimals` places (4 by default).
+function report.markdown_table(header, rows, decimals)
+  local fmt = "%." .. (decimals or 4) .. "f"
+  local function cell(v)
+    if math.type(v) == "float" then return fmt:format(v) end
+    return tostring(v)
+  end
+  local cells = {header}
+  for _, row in ipairs(rows) do
+    local r = {}
+    for i, v in ipairs(row) do r[i] = cell(v) end
+    cells[#cells + 1] = r
+  end
+  local widths = {}
+  for _, r in ipairs(cells) do
+    for i, v in ipairs(r) do widths[i] = math.max(widths[i] or 3, #tostring(v)) end
+  end
+  local lines = {}
+  for n, r in ipairs(cells) do
+    local parts = {}
+    for i = 1, #widths do
+      local v = tostring(r[i] or "")
+      parts[i] = (i == 1) and (v .. (" "):rep(widths[i] - #v)) or ((" "):rep(widths[i] - #v) .. v)
+    end
+    lines[#lines + 1] = "| " .. table.concat(parts, " | ") .. " |"
+    if n == 1 then
+      local rule = {}
+      for i = 1, #widths do rule[i] = i == 1 and (":" .. ("-"):rep(widths[i] - 1)) or (("-"):rep(widths[i] - 1) .. ":") end
+      lines[#lines + 1] = "| " .. table.concat(rule, " | ") .. " |"
+    end
+  end
+  return table.concat(lines, "\n")
+end
+
+--- A metrics log: one JSON object per line in OUT/metrics.jsonl, flushed at
+-- once, so a crashed or interrupted run keeps every finished epoch.
+local Metrics = {}
+Metrics.__index = Metrics
+
+function report.metrics(path, append)
+  local f, err = io.open(path, append and "ab" or "wb")
+  if not f then error(("cannot write %s: %s"):format(path, err), 2) end
+  return setmetatable({file = f, path = path}, Metrics)
+end
+
+function Metrics:log(record)
+  self.file:write(json.encode(record), "\n")
+  self.file:flush()
+end
+
+function Metrics:close() self.file:close() end
+
+--- The records of a metrics file (skipping a torn last line).
+function report.read_metrics(path)
+  local records = {}
+  local f = io.open(path, "rb")
+  if not f then return records end
+  for line in f:lines() do
+    local ok, record = pcall(json.decode, line)
+    if ok then records[#records + 1] = record end
+  end
+  f:close()
+  return records
+end
+
+--- Progress of an epoch on stderr: a line rewritten in place on a terminal
+-- (images/s, loss, ETA); nothing until the epoch's summary line otherwise.
+local Progress = {}
+Progress.__index = Progress
+
+local function now()
+  local f = io.open("/proc/uptime")
+  if not f then return os.time() end
+  local t = f:read("n")
+  f:close()
+  return t
+end
+report.now = now
+
+function report.progress(label, total)
+  local core = require "cbnet.core"
+  return setmetatable({label = label, total = total, done = 0, images = 0, start = now(),
+                       last = 0, tty = core.isatty(2)}, Progress)
+end
+
+function Progress:update(batch_images, loss)
+  self.done = self.done + 1
+  self.images = self.images + batch_images
+  if not self.tty then return end
+  local t = now()
+  if t - self.last < 0.2 and self.done < self.total then return end
+  self.last = t
+  local elapsed = math.max(t - self.start, 1e-6)
+  local eta = (self.total - self.done) * elapsed / self.done
+  io.stderr:write(("\r%s %d/%d  %.0f img/s  loss %.4f  ETA %ds   "):format(self.label, self.done,
+    self.total, self.images / elapsed, loss, math.floor(eta + 0.5)))
+  io.stderr:flush()
+end
+
+--- Clears the progress line; returns images/s over the epoch.
+function Progress:finish()
+  if self.tty then io.stderr:write("\r" .. (" "):rep(78) .. "\r") end
+  return self.images / math.max(now() - self.start, 1e-6)
+end
+
+return report
