@@ -33,6 +33,8 @@ local function encode(value, indent, depth, out)
   elseif kind == "number" then
     if value ~= value or value == math.huge or value == -math.huge then out[#out + 1] = "null"
     elseif math.type(value) == "integer" then out[#out + 1] = tostring(value)
+    elseif value == math.floor(value) and math.abs(value) < 1e15 then
+      out[#out + 1] = ("%.1f"):format(value) -- stays a float when read back
     else out[#out + 1] = ("%.10g"):format(value) end
   elseif kind == "string" then out[#out + 1] = encode_string(value)
   elseif kind == "table" then
@@ -142,7 +144,9 @@ function decode_value(text, pos)
   else
     local num = text:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
     if not num or num == "" or num == "-" then decode_error(text, pos, "unexpected character") end
-    return math.tointeger(tonumber(num)) or tonumber(num), pos + #num
+    local value = tonumber(num)
+    if not num:find("[.eE]") then value = math.tointeger(value) or value end
+    return value, pos + #num
   end
 end
 

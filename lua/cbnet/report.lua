@@ -50,13 +50,14 @@ end
 function report.markdown_table(header, rows, decimals)
   local fmt = "%." .. (decimals or 4) .. "f"
   local function cell(v)
+    if v == nil or v ~= v then return "n/a" end -- missing, or NaN (e.g. a class with no samples)
     if math.type(v) == "float" then return fmt:format(v) end
     return tostring(v)
   end
   local cells = {header}
   for _, row in ipairs(rows) do
     local r = {}
-    for i, v in ipairs(row) do r[i] = cell(v) end
+    for i = 1, #header do r[i] = cell(row[i]) end
     cells[#cells + 1] = r
   end
   local widths = {}

@@ -1,0 +1,79 @@
+--- cbnet.checkpoint: training state in safetensors files.
+--
+-- save(path, {model = m, optimizer = opt, epoch = e, extra = {...}}) writes
+-- the model's state dict as "model.<name>", the optimizer's tensors as
+-- "optimizer.<param index>.<key>", and everything else (epoch, optimizer
+-- options and step counts, extra) as JSON in the "cbnet" metadata entry.
+-- save_weights(path, model) writes the bare state dict (names as in the
+-- model), which other tools read as an ordinary safetensors state dict.
+-- Files are written atomically.
+local cbnet = require "cbnet"
+local core = require "cbnet.core"
+local json = require "cbnet.json"
+
+local checkpoint = {}
+
+local FORMAT = "cbnet.checkpoint.v1"
+
+function checkpoint.save_weights(path, model)
+  core.save_safetensors(path, model:state_dict(), {format = "cbnet.weights.v1"})
+end
+
+function checkpoint.load_weights(path, model)
+  local tensors = core.load_safetensors(path)
+  model:load_state_dict(tensors)
+  return model
+end
+
+function checkpoint.save(path, parts)
+  local tensors, meta = {}, {epoch = parts.epoch, extra = parts.extra}
+  if parts.model then
+    for name, t in pairs(parts.model:state_dict()) do tensors["model." .. name] = t end
+  end
+  if parts.optimizer then
+    local state = parts.optimizer:state_dict()
+    local scalars = {}
+    for index, s in pairs(state.state) do
+      for key, v in pairs(s) do
+        if cbnet.is_tensor(v) then tensors[("optimizer.%d.%s"):format(index, key)] = v
+        else scalars[tostring(index)] = scalars[tostring(index)] or {}; scalars[tostring(index)][key] = v end
+      end
+    end
+    meta.optimizer = {param_groups = state.param_groups, scalars = scalars}
+  end
+  core.save_safetensors(path, tensors, {format = FORMAT, cbnet = json.encode(meta)})
+end
+
+--- Reads a checkpoint and restores it into parts.model / parts.optimizer
+-- (when given); returns the metadata (epoch, extra).
+function checkpoint.load(path, parts)
+  local tensors, raw = core.load_safetensors(path)
+  if raw.format ~= FORMAT then
+    error(("%s is not a cbnet checkpoint (format %s)"):format(path, tostring(raw.format)), 2)
+  end
+  local meta = json.decode(raw.cbnet)
+  if parts.model then
+    local state = {}
+    for name, t in pairs(tensors) do
+      local key = name:match("^model%.(.+)$")
+      if key then state[key] = t end
+    end
+    parts.model:load_state_dict(state)
+  end
+  if parts.optimizer and meta.optimizer then
+    local state = {}
+    for index, s in pairs(meta.optimizer.scalars or {}) do state[tonumber(index)] = s end
+    for name, t in pairs(tensors) do
+      local index, key = name:match("^optimizer%.(%d+)%.(.+)$")
+      if index then
+        index = tonumber(index)
+        state[index] = state[index] or {}
+        state[index][key] = t
+      end
+    end
+    parts.optimizer:load_state_dict({state = state, param_groups = meta.optimizer.param_groups})
+  end
+  return meta
+end
+
+return checkpoint

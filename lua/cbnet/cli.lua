@@ -1,0 +1,141 @@
+--- cbnet.cli: command-line options for experiment scripts.
+--
+--   local opts = cli.parse(arg, {
+--     name = "convnet", summary = "Part 1 of the seed study",
+--     options = {
+--       {"epochs", 10, "training epochs"},                -- type from the default
+--       {"data", cli.NONE, "dataset path", type = "string"},
+--       {"betas", {0.9999, 0.9}, "comma-separated list"}, -- a list of numbers
+--       {"quick", false, "a smoke run"},                   -- a flag: --quick
+--     }})
+--
+-- --name VALUE and --name=VALUE both work; dashes in names become
+-- underscores in opts (--batch-size -> opts.batch_size). --help prints every
+-- option with its default and exits; an unknown option, a missing value or
+-- a malformed number is an error (exit 2), never ignored.
+local cli = {}
+
+--- Default for an option that has no value unless given.
+cli.NONE = setmetatable({}, {__tostring = function() return "none" end})
+
+local function kind_of(option)
+  if option.type then return option.type end
+  local d = option[2]
+  if type(d) == "boolean" then return "flag" end
+  if type(d) == "number" then return math.type(d) == "integer" and "integer" or "number" end
+  if type(d) == "table" and d ~= cli.NONE then return "list" end
+  return "string"
+end
+
+local function show_default(option)
+  local d = option[2]
+  if d == cli.NONE then return "none" end
+  if type(d) == "table" then
+    local parts = {}
+    for i, v in ipairs(d) do parts[i] = tostring(v) end
+    return table.concat(parts, ",")
+  end
+  return tostring(d)
+end
+
+--- The --help text.
+function cli.usage(spec)
+  local lines = {("usage: cbnet run %s [options]"):format(spec.script or (spec.name .. ".lua"))}
+  if spec.summary then lines[#lines + 1] = spec.summary end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "options (default in brackets):"
+  for _, o in ipairs(spec.options) do
+    local kind = kind_of(o)
+    local left = "--" .. o[1] .. (kind == "flag" and "" or (" " .. (kind == "list" and "A,B,..." or kind:upper())))
+    lines[#lines + 1] = ("  %-28s %s [%s]"):format(left, o[3] or "", show_default(o))
+  end
+  lines[#lines + 1] = ("  %-28s %s"):format("--help", "this text")
+  return table.concat(lines, "\n")
+end
+
+local function usage_error(spec, message)
+  io.stderr:write(("%s: %s\n%s\n"):format(spec.name, message, cli.usage(spec)))
+  os.exit(2)
+end
+
+local function convert(spec, option, text)
+  local kind = kind_of(option)
+  if kind == "integer" then
+    local v = math.tointeger(tonumber(text))
+    if not v then usage_error(spec, ("--%s expects an integer, got '%s'"):format(option[1], text)) end
+    return v
+  elseif kind == "number" then
+    local v = tonumber(text)
+    if not v then usage_error(spec, ("--%s expects a number, got '%s'"):format(option[1], text)) end
+    return v
+  elseif kind == "list" then
+    local list = {}
+    for item in (text .. ","):gmatch("([^,]*),") do
+      local v = tonumber(item)
+      if not v then usage_error(spec, ("--%s expects comma-separated numbers, got '%s'"):format(option[1], text)) end
+      list[#list + 1] = v
+    end
+    return list
+  end
+  return text
+end
+
+--- Parses args (the script's `arg` table) against spec; returns the options
+-- (defaults filled in) and, as opts._given, the set of names given.
+function cli.parse(args, spec)
+  local by_name, opts, given = {}, {}, {}
+  for _, o in ipairs(spec.options) do
+    by_name[o[1]] = o
+    local key = o[1]:gsub("-", "_")
+    if o[2] ~= cli.NONE then
+      if type(o[2]) == "table" then
+        local copy = {}
+        for i, v in ipairs(o[2]) do copy[i] = v end
+        opts[key] = copy
+      else
+        opts[key] = o[2]
+      end
+    end
+  end
+  local i = 1
+  while args[i] do
+    local a = args[i]
+    if a == "--help" or a == "-h" then
+      print(cli.usage(spec))
+      os.exit(0)
+    end
+    local name, value = a:match("^%-%-([%w%-]+)=(.*)$")
+    name = name or a:match("^%-%-([%w%-]+)$")
+    if not name then usage_error(spec, ("unexpected argument '%s'"):format(a)) end
+    local option = by_name[name]
+    if not option then usage_error(spec, ("unknown option --%s"):format(name)) end
+    local key = name:gsub("-", "_")
+    if kind_of(option) == "flag" then
+      if value then usage_error(spec, ("--%s takes no value"):format(name)) end
+      opts[key] = true
+    else
+      if not value then
+        i = i + 1
+        value = args[i]
+        if not value then usage_error(spec, ("--%s needs a value"):format(name)) end
+      end
+      opts[key] = convert(spec, option, value)
+    end
+    given[key] = true
+    i = i + 1
+  end
+  opts._given = given
+  return opts
+end
+
+--- The command that runs the current script again (for sub-processes):
+-- the interpreter words before the script, then the script.
+function cli.self_command(args)
+  local low = 0
+  while args[low - 1] do low = low - 1 end
+  local words = {}
+  for k = low, 0 do words[#words + 1] = "'" .. tostring(args[k]):gsub("'", "'\\''") .. "'" end
+  return table.concat(words, " ")
+end
+
+return cli

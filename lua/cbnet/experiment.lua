@@ -1,0 +1,270 @@
+--- cbnet.experiment: what the seed study's scripts share: standard options,
+-- output folders, the default dataset, the reference CNN, a training run with
+-- per-epoch metrics, checkpoints and resume, evaluation per class, and sweeps
+-- of independent runs (in this process or in --jobs parallel processes).
+local cbnet = require "cbnet"
+local cli = require "cbnet.cli"
+local checkpoint = require "cbnet.checkpoint"
+local data = require "cbnet.data"
+local json = require "cbnet.json"
+local report = require "cbnet.report"
+
+local experiment = {}
+
+--- The options every experiment takes (recipe defaults given by the script).
+function experiment.standard_options(defaults)
+  return {
+    {"data", cli.NONE, "dataset folder (else --data, CBNET_DATA, the search list; Fashion-MNIST if none)", type = "string"},
+    {"out", cli.NONE, "output folder [runs/<experiment>-<time>]", type = "string"},
+    {"epochs", defaults.epochs, "training epochs"},
+    {"batch-size", defaults.batch_size, "batch size"},
+    {"lr", defaults.lr, "learning rate"},
+    {"momentum", defaults.momentum or 0.9, "SGD momentum"},
+    {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)"},
+    {"seed", defaults.seed or 0, "random seed (model, data order, augmentation)"},
+    {"threads", cbnet.get_num_threads(), "threads"},
+    {"augment", true, "CIFAR augmentation: pad-4 crop, flip (normalisation always)", type = "flag"},
+    {"no-augment", false, "train without crop and flip"},
+    {"quick", false, "smoke run: 2 epochs of 4 batches on a subset, seconds long"},
+    {"jobs", 1, "runs of a sweep at once, in separate processes (threads divided)"},
+    {"resume", cli.NONE, "continue the interrupted run (or sweep) in this output folder", type = "string"},
+    {"run", cli.NONE, "internal: run only this run of a sweep", type = "string"},
+  }
+end
+
+-- ---- set-up ----
+
+local MEANS = {
+  ["CIFAR-10"] = {mean = {0.4914, 0.4822, 0.4465}, std = {0.2470, 0.2435, 0.2616}},
+  ["Fashion-MNIST"] = {mean = {0.2860}, std = {0.3530}},
+}
+
+--- Loads the default dataset: CIFAR-10 from --data or the search list, else
+-- Fashion-MNIST from Debian's package (saying so). Returns train, test, and
+-- the dataset's name and normalisation. With --quick the test set is a
+-- random 512 of its images.
+function experiment.load_data(opts)
+  local train, test, name, normalization = experiment.find_data(opts)
+  if opts.quick then -- a random 512 of the test set keeps evaluation short
+    local g = cbnet.Generator(opts.seed + 1)
+    test = test:subset(cbnet.randperm(test:size(), g):narrow(1, 1, math.min(512, test:size())))
+  end
+  return train, test, name, normalization
+end
+
+function experiment.find_data(opts)
+  local ok, train = pcall(data.cifar10, opts.data, "train")
+  if ok then
+    return train, data.cifar10(opts.data, "test"), "CIFAR-10", MEANS["CIFAR-10"]
+  end
+  if opts.data then error(train, 0) end -- a path was given: its error stands
+  local fm_ok, fm = pcall(data.fashion_mnist, "train")
+  if not fm_ok then
+    error("no dataset found.\n" .. tostring(train) .. "\n\nFashion-MNIST (the fallback) is missing too: "
+      .. tostring(fm), 0)
+  end
+  print("CIFAR-10 was not found; running the same study on Fashion-MNIST (28x28x1) from "
+    .. "Debian's dataset-fashion-mnist instead. (Use --data or CBNET_DATA for CIFAR-10.)")
+  return fm, data.fashion_mnist("test"), "Fashion-MNIST", MEANS["Fashion-MNIST"]
+end
+
+--- Prepares the output folder and writes config.json; on --resume, reads
+-- the options of the run being resumed instead (the folder's config.json).
+function experiment.setup(name, opts)
+  if opts.resume then
+    local saved = report.read_json(opts.resume .. "/config.json")
+    if not saved then error(("--resume: %s/config.json not found"):format(opts.resume), 0) end
+    for k, v in pairs(saved) do
+      if k ~= "resume" and k ~= "jobs" and k ~= "threads" then opts[k] = v end
+    end
+    opts.out = opts.resume
+  end
+  if not opts.out then
+    opts.out = ("runs/%s-%s"):format(name, os.date("%Y%m%d-%H%M%S"))
+  end
+  report.mkdir(opts.out)
+  cbnet.set_num_threads(opts.threads)
+  if opts.no_augment then opts.augment = false end
+  if opts.quick and not opts._given.epochs then opts.epochs = 2 end
+  if not opts.run then
+    local config = {}
+    for k, v in pairs(opts) do if k:sub(1, 1) ~= "_" then config[k] = v end end
+    config.experiment = name
+    report.write_json(opts.out .. "/config.json", config)
+  end
+  return opts
+end
+
+--- The reference CNN of the seed study, sized for the data: conv3x3 + BN +
+-- ReLU + maxpool2, twice, then a linear classifier.
+function experiment.convnet(in_channels, image_size, classes, widths)
+  local nn = cbnet.nn
+  local w1, w2 = widths[1], widths[2]
+  local side = image_size // 4
+  return nn.Sequential(
+    nn.Conv2d(in_channels, w1, 3, {padding = 1}), nn.BatchNorm2d(w1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(w1, w2, 3, {padding = 1}), nn.BatchNorm2d(w2), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(w2 * side * side, classes))
+end
+
+-- ---- evaluation ----
+
+--- Accuracy overall and per class (a Lua list, class c at c + 1) on ds.
+function experiment.evaluate(model, ds, normalization, batch_size, max_batches)
+  model:eval()
+  local classes = ds:num_classes()
+  local correct, total = cbnet.zeros(classes), cbnet.zeros(classes)
+  local loader = data.Loader(ds, {batch_size = batch_size or 256, transform = normalization})
+  local n = 0
+  cbnet.no_grad(function()
+    for images, labels in loader:batches(0) do
+      local hit = model(images):argmax(2):eq(labels):float()
+      correct:scatter_add_(1, labels, hit)
+      total:scatter_add_(1, labels, cbnet.ones(labels:size(1)))
+      n = n + 1
+      if max_batches and n >= max_batches then break end
+    end
+  end)
+  model:train()
+  local per_class = {}
+  for c = 1, classes do
+    local t = total[c]
+    per_class[c] = t > 0 and correct[c] / t or 0 / 0
+  end
+  return correct:sum():item() / math.max(total:sum():item(), 1), per_class
+end
+
+-- ---- one training run ----
+
+--- Trains one run; spec: name, model (a function returning a fresh model),
+-- loss (function(logits, labels)), train, test (datasets), normalization,
+-- opts (the parsed options), out (this run's folder), param_groups (optional
+-- function(model) -> groups), hparams (recorded with the result).
+-- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,
+-- out/best.safetensors (weights of the best test accuracy) and
+-- out/result.json at the end; resumes from out/checkpoint.safetensors.
+function experiment.train(spec)
+  local opts, out = spec.opts, spec.out
+  report.mkdir(out)
+  cbnet.manual_seed(opts.seed)
+  local model = spec.model()
+  local groups = spec.param_groups and spec.param_groups(model) or cbnet.optim.split_decay(model, opts.wd)
+  local opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum})
+  local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
+  if opts.augment then transform.crop_padding, transform.flip = (spec.crop_padding or 4), true end
+  local loader = data.Loader(spec.train, {batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
+    transform = transform})
+  local max_batches = opts.quick and 4 or nil
+  local history, start_epoch, best = {}, 1, {accuracy = -1}
+  local ckpt_path = out .. "/checkpoint.safetensors"
+  if opts.resume and report.read_file(ckpt_path) then
+    local meta = checkpoint.load(ckpt_path, {model = model, optimizer = opt})
+    start_epoch = meta.epoch + 1
+    history, best = meta.extra.history, meta.extra.best
+    print(("%s: resuming after epoch %d"):format(spec.name, meta.epoch))
+  end
+  local metrics = report.metrics(out .. "/metrics.jsonl", start_epoch > 1)
+  for epoch = start_epoch, opts.epochs do
+    local progress = report.progress(("%s epoch %d/%d"):format(spec.name, epoch, opts.epochs),
+      max_batches or #loader)
+    local loss_sum, hits, seen, t0 = 0, 0, 0, report.now()
+    for images, labels in loader:batches(epoch) do
+      local logits = model(images)
+      local loss = spec.loss(logits, labels)
+      opt:zero_grad()
+      loss:backward()
+      opt:step()
+      local value = loss:item()
+      if value ~= value then error(("%s: the loss became NaN in epoch %d"):format(spec.name, epoch), 0) end
+      loss_sum = loss_sum + value * labels:size(1)
+      hits = hits + logits:argmax(2):eq(labels):float():sum():item()
+      seen = seen + labels:size(1)
+      progress:update(labels:size(1), value)
+      if max_batches and progress.done >= max_batches then break end
+    end
+    local speed = progress:finish()
+    local test_acc, per_class = experiment.evaluate(model, spec.test,
+      {mean = transform.mean, std = transform.std}, 256)
+    local record = {epoch = epoch, train_loss = loss_sum / seen, train_accuracy = hits / seen,
+                    test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
+                    seconds = report.now() - t0, lr = opt.param_groups[1].lr}
+    history[#history + 1] = record
+    metrics:log(record)
+    print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  test acc %.4f  (%.0f img/s, %.1f s)"):format(
+      spec.name, epoch, opts.epochs, record.train_loss, record.train_accuracy, test_acc, speed, record.seconds))
+    if test_acc > best.accuracy then
+      best = {accuracy = test_acc, epoch = epoch, per_class = per_class}
+      checkpoint.save_weights(out .. "/best.safetensors", model)
+    end
+    checkpoint.save(ckpt_path, {model = model, optimizer = opt, epoch = epoch,
+                                extra = {history = history, best = best}})
+  end
+  metrics:close()
+  local last = history[#history]
+  local result = {name = spec.name, hparams = spec.hparams or {}, history = history, best = best,
+                  final = {accuracy = last.test_accuracy, per_class = last.per_class}}
+  report.write_json(out .. "/result.json", result)
+  return result, model
+end
+
+-- ---- sweeps ----
+
+--- Runs every run of a sweep (a list of {id, ...}; run(r, opts, out) trains
+-- it and returns its result). With opts.jobs > 1 the runs go to separate
+-- processes, opts.jobs at a time, each with an equal share of the threads.
+-- A failed run is reported and the others complete. Returns results by id
+-- (missing for failed runs) and the list of failures.
+function experiment.sweep(runs, opts, run, args)
+  if opts.run then -- a child process of a parallel sweep: just that run
+    for _, r in ipairs(runs) do
+      if r.id == opts.run then
+        run(r, opts, ("%s/runs/%s"):format(opts.out, r.id))
+        os.exit(0)
+      end
+    end
+    error("--run: no run named " .. opts.run, 0)
+  end
+  local results, failures = {}, {}
+  local function folder(r) return ("%s/runs/%s"):format(opts.out, r.id) end
+  local function collect(r, ok, err)
+    local result = report.read_json(folder(r) .. "/result.json")
+    if ok and result then results[r.id] = result
+    else failures[#failures + 1] = {id = r.id, error = tostring(err or "no result.json")} end
+  end
+  local pending = {}
+  for _, r in ipairs(runs) do
+    -- finished runs of a resumed sweep are not trained again
+    if opts.resume and report.read_file(folder(r) .. "/result.json") then collect(r, true)
+    else pending[#pending + 1] = r end
+  end
+  if opts.jobs <= 1 then
+    for _, r in ipairs(pending) do
+      local ok, err = pcall(run, r, opts, folder(r))
+      if not ok then io.stderr:write(("run %s failed: %s\n"):format(r.id, tostring(err))) end
+      collect(r, ok, err)
+    end
+    return results, failures
+  end
+  local threads = math.max(1, opts.threads // opts.jobs)
+  local base = cli.self_command(args)
+  local running = {}
+  local function wait_oldest()
+    local job = table.remove(running, 1)
+    local output = job.pipe:read("a")
+    local ok, _, code = job.pipe:close()
+    io.write(output)
+    if not ok then io.stderr:write(("run %s failed (exit %s)\n"):format(job.run.id, tostring(code))) end
+    collect(job.run, ok, ok and nil or ("exit " .. tostring(code) .. ": " .. output:sub(-400)))
+  end
+  for _, r in ipairs(pending) do
+    if #running >= opts.jobs then wait_oldest() end
+    -- the child reads every option from the sweep's config.json
+    local cmd = ("%s --resume '%s' --run '%s' --threads %d 2>&1"):format(base,
+      opts.out:gsub("'", "'\\''"), r.id, threads)
+    running[#running + 1] = {run = r, pipe = io.popen(cmd)}
+  end
+  while #running > 0 do wait_oldest() end
+  return results, failures
+end
+
+return experiment
