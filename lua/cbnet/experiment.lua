@@ -146,6 +146,8 @@ end
 function experiment.train(spec)
   local opts, out = spec.opts, spec.out
   report.mkdir(out)
+  -- fault injection for the tests of sweeps: this run fails on purpose
+  if os.getenv("CBNET_TEST_FAIL_RUN") == spec.name then error("injected failure (CBNET_TEST_FAIL_RUN)", 0) end
   cbnet.manual_seed(opts.seed)
   local model = spec.model()
   local groups = spec.param_groups and spec.param_groups(model) or cbnet.optim.split_decay(model, opts.wd)

@@ -1,0 +1,219 @@
+-- The seed study's scripts, run as a user runs them, on data made here.
+local cbnet = require "cbnet"
+local core = require "cbnet.core"
+local json = require "cbnet.json"
+local report = require "cbnet.report"
+
+local ROOT = io.popen("pwd"):read("l")
+local CBNET = ROOT .. "/build/bin/cbnet"
+local tmp = os.tmpname()
+os.remove(tmp)
+assert(os.execute("mkdir -p " .. tmp))
+
+local function sh(cmd)
+  local f = io.popen(cmd .. " 2>&1")
+  local out = f:read("a")
+  local _, _, code = f:close()
+  return code, out
+end
+
+local function run(script, args, env)
+  return sh(("cd %s && %s %s run %s/experiments/%s %s"):format(ROOT, env or "", CBNET, ROOT, script, args))
+end
+
+-- A small CIFAR-10 in the binary layout: 10 classes, each a colour and a
+-- stripe pattern, so a CNN can tell them apart quickly.
+local function make_cifar(dir, per_class_train, per_class_test)
+  assert(os.execute("mkdir -p " .. dir))
+  local g = cbnet.Generator(7)
+  local function batch(count)
+    local records = {}
+    for c = 0, 9 do
+      for _ = 1, count do
+        local noise = (cbnet.rand({3, 32, 32}, g) * 60):long()
+        local base = cbnet.zeros({3, 32, 32}, "int64")
+        base[c % 3 + 1] = 120
+        base[(c // 3) % 3 + 1]:narrow(1, 1 + 3 * c, 3):fill_(250)
+        local img = (base + noise):clamp(0, 255):byte():view(-1):totable()
+        local bytes = {string.char(c)}
+        for i = 1, #img do bytes[#bytes + 1] = string.char(img[i]) end
+        records[#records + 1] = table.concat(bytes)
+      end
+    end
+    return table.concat(records)
+  end
+  for b = 1, 5 do
+    local f = assert(io.open(("%s/data_batch_%d.bin"):format(dir, b), "wb"))
+    f:write(batch(per_class_train // 5))
+    f:close()
+  end
+  local f = assert(io.open(dir .. "/test_batch.bin", "wb"))
+  f:write(batch(per_class_test))
+  f:close()
+end
+
+local DATA = tmp .. "/cifar"
+make_cifar(DATA, 50, 10)
+
+local function is_svg(path)
+  local text = report.read_file(path)
+  return text and text:match("^<svg ") and text:match("</svg>\n$") and select(2, text:gsub("<text", "")) > 5
+end
+
+describe("experiments/convnet.lua", function()
+  it("runs --quick on the given data and writes results, curves and checkpoints", function()
+    local out = tmp .. "/convnet"
+    local code, output = run("convnet.lua", ("--quick --data %s --out %s --widths 8,16"):format(DATA, out))
+    assert.equal(0, code, output)
+    assert.matches("convnet epoch  2/2", output, 1, true)
+    assert.matches("final test accuracy", output, 1, true)
+    local result = report.read_json(out .. "/result.json")
+    assert.equal(2, #result.history)
+    assert.is_true(result.best.accuracy >= 0 and result.best.accuracy <= 1)
+    assert.equal(10, #result.final.per_class)
+    assert.equal(2, #report.read_metrics(out .. "/metrics.jsonl"))
+    assert.truthy(is_svg(out .. "/learning_curve.svg"))
+    local weights = core.load_safetensors(out .. "/best.safetensors")
+    assert.same({8, 3, 3, 3}, weights["1.weight"]:size())
+  end)
+
+  it("rejects unknown options and lists every option with --help", function()
+    local code, output = run("convnet.lua", "--epohcs 3")
+    assert.equal(2, code)
+    assert.matches("unknown option --epohcs", output, 1, true)
+    code, output = run("convnet.lua", "--help")
+    assert.equal(0, code)
+    for _, name in ipairs{"--data", "--out", "--epochs", "--batch-size", "--lr", "--wd", "--seed",
+                          "--threads", "--quick", "--jobs", "--resume"} do
+      assert.matches(name, output, 1, true)
+    end
+    assert.matches("--batch-size INTEGER", output, 1, true)
+    assert.matches("[64]", output, 1, true)
+    code, output = run("convnet.lua", "--lr fast")
+    assert.equal(2, code)
+    assert.matches("--lr expects a number, got 'fast'", output, 1, true)
+  end)
+
+  it("resumes an interrupted run to the same final weights", function()
+    local full, part = tmp .. "/full", tmp .. "/part"
+    local common = ("--quick --data %s --widths 8,16 --seed 3"):format(DATA)
+    assert.equal(0, (run("convnet.lua", ("%s --epochs 2 --out %s"):format(common, full))))
+    -- a run of 2 epochs stopped after the first: its checkpoint and metrics
+    assert.equal(0, (run("convnet.lua", ("%s --epochs 1 --out %s"):format(common, part))))
+    local config = report.read_json(part .. "/config.json")
+    config.epochs = 2
+    report.write_json(part .. "/config.json", config)
+    local code, output = run("convnet.lua", "--resume " .. part)
+    assert.equal(0, code, output)
+    assert.matches("resuming after epoch 1", output, 1, true)
+    local a, b = core.load_safetensors(full .. "/checkpoint.safetensors"), core.load_safetensors(part .. "/checkpoint.safetensors")
+    for name, t in pairs(a) do
+      assert.equal(0, (t:float() - b[name]:float()):abs():max():item(), name)
+    end
+    assert.equal(2, #report.read_metrics(part .. "/metrics.jsonl"))
+  end)
+end)
+
+describe("experiments/imbalance.lua", function()
+  it("runs the sweep --quick and writes the report's tables, JSON and charts", function()
+    local out = tmp .. "/imbalance"
+    local code, output = run("imbalance.lua",
+      ("--quick --data %s --out %s --imbalance 10 --widths 8,16 --betas 0.9999,0.9"):format(DATA, out))
+    assert.equal(0, code, output)
+    assert.matches("| training images |", output, 1, true)
+    assert.matches("| beta=0.9999 ", output, 1, true)
+    assert.matches("CE: Best Accuracy: %d%.%d%d%d%d %(with epochs: %d, learning_rate: 0%.001, reg: 0%.0005%)", output)
+    assert.matches("CB focal beta=0.9999: Best Accuracy: %d%.%d%d%d%d %(with epochs: %d, learning_rate: 0%.001, reg: 0%.0005, beta=0%.9999%)", output)
+    assert.matches("## CE against the best class-balanced run", output, 1, true)
+    local md = report.read_file(out .. "/results.md")
+    assert.matches("| CE ", md, 1, true)
+    local results = json.decode(report.read_file(out .. "/results.json"))
+    assert.same({50, 38, 29, 23, 17, 13, 10, 8, 6, 5}, results.train_counts) -- floor(50 * 0.1^(i/9))
+    assert.equal(10, #results.cb_weights["0.9999"])
+    assert.truthy(results.runs.ce and results.runs["cb-focal-beta-0.9999"] and results.runs["cb-focal-beta-0.9"])
+    assert.equal(10, #results.runs.ce.best.per_class)
+    assert.truthy(is_svg(out .. "/learning_curves.svg"))
+    assert.truthy(is_svg(out .. "/per_class.svg"))
+  end)
+
+  it("runs a sweep in parallel processes, reports a failed run and completes the others", function()
+    local out = tmp .. "/parallel"
+    local code, output = run("imbalance.lua",
+      ("--quick --data %s --out %s --imbalance 10 --widths 8,16 --betas 0.9999,0.9 --jobs 2"):format(DATA, out),
+      "CBNET_TEST_FAIL_RUN=cb-focal-beta-0.9")
+    assert.equal(1, code, output)
+    assert.matches("run cb-focal-beta-0.9 FAILED", output, 1, true)
+    local results = json.decode(report.read_file(out .. "/results.json"))
+    assert.truthy(results.runs.ce and results.runs["cb-focal-beta-0.9999"])
+    assert.is_nil(results.runs["cb-focal-beta-0.9"])
+    -- resuming the sweep trains only the failed run
+    code, output = run("imbalance.lua", "--resume " .. out)
+    assert.equal(0, code, output)
+    assert.is_nil(output:find("ce epoch", 1, true))
+    results = json.decode(report.read_file(out .. "/results.json"))
+    assert.truthy(results.runs["cb-focal-beta-0.9"])
+  end)
+
+  it("falls back to Fashion-MNIST, saying so first, when CIFAR-10 is nowhere", function()
+    local f = io.open("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", "rb")
+    if not f then return pending("dataset-fashion-mnist is not installed") end
+    f:close()
+    local out = tmp .. "/fashion"
+    local code, output = sh(("cd %s && env CBNET_DATA=%s/none HOME=%s %s run %s/experiments/imbalance.lua --quick --out %s --widths 8,16 --betas 0.9999"):format(
+      tmp, tmp, tmp, CBNET, ROOT, out))
+    assert.equal(0, code, output)
+    assert.matches("^CIFAR%-10 was not found; running the same study on Fashion%-MNIST", output)
+    local results = json.decode(report.read_file(out .. "/results.json"))
+    assert.equal("Fashion-MNIST", results.dataset)
+    assert.equal(6000, results.train_counts[1])
+  end)
+end)
+
+describe("safetensors", function()
+  it("round-trips tensors of every dtype and string metadata", function()
+    local path = tmp .. "/t.safetensors"
+    local tensors = {w = cbnet.randn(2, 3):t(), i = cbnet.tensor{-1, 2, 3}, u = cbnet.zeros({2}, "uint8"),
+                     b = cbnet.tensor{true, false}, s = cbnet.tensor(1.5), e = cbnet.zeros(0, 4)}
+    core.save_safetensors(path, tensors, {note = 'quote " and \\ and \n'})
+    local back, meta = core.load_safetensors(path)
+    for name, t in pairs(tensors) do
+      assert.same(t:size(), back[name]:size(), name)
+      assert.equal(t:dtype(), back[name]:dtype(), name)
+      assert.same(t:contiguous():totable(), back[name]:totable(), name)
+    end
+    assert.equal('quote " and \\ and \n', meta.note)
+  end)
+
+  it("reads a file written by hand to the specification", function()
+    -- header: 8-byte little-endian length, then JSON; data little-endian
+    local header = '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+      .. '"b":{"dtype":"I64","shape":[1,1],"data_offsets":[8,16]},"__metadata__":{"k":"v"}}'
+    local bytes = string.pack("<I8", #header) .. header .. string.pack("<ff", 1.5, -2) .. string.pack("<i8", -7)
+    local f = io.open(tmp .. "/hand.safetensors", "wb")
+    f:write(bytes)
+    f:close()
+    local t, meta = core.load_safetensors(tmp .. "/hand.safetensors")
+    assert.same({1.5, -2}, t.a:totable())
+    assert.same({{-7}}, t.b:totable())
+    assert.equal("v", meta.k)
+  end)
+
+  it("rejects corrupt files, naming them", function()
+    local function write(name, bytes)
+      local f = io.open(tmp .. "/" .. name, "wb")
+      f:write(bytes)
+      f:close()
+      return tmp .. "/" .. name
+    end
+    local h = '{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+    assert.error_matches(function() core.load_safetensors(write("short.st", string.pack("<I8", #h) .. h .. "1234")) end,
+      "short.st: tensor 'a': offsets %[0, 16%) do not hold its shape in 4 data bytes")
+    assert.error_matches(function() core.load_safetensors(write("len.st", string.pack("<I8", 1000) .. h)) end,
+      "len.st: header length 1000 does not fit")
+    assert.error_matches(function() core.load_safetensors(write("json.st", string.pack("<I8", 5) .. "{\"a\":")) end,
+      "json.st: bad safetensors header")
+    local bad_dtype = '{"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}'
+    assert.error_matches(function() core.load_safetensors(write("f16.st", string.pack("<I8", #bad_dtype) .. bad_dtype .. "xx")) end,
+      "unsupported dtype")
+  end)
+end)
