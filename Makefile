@@ -75,8 +75,10 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The main job: the seed study's imbalance sweep on CIFAR-10 (or Fashion-MNIST
+# when no CIFAR-10 is found); RUN_ARGS passes options, e.g. RUN_ARGS=--quick.
 run: deps all
-	$(CMD) run experiments/demo.lua
+	$(CMD) run experiments/imbalance.lua $(RUN_ARGS)
 
 ctest: $(CTESTS)
 	$(CTESTS)
