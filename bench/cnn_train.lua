@@ -13,12 +13,7 @@ local repeats = tonumber(arg[2]) or 5
 local batch_sizes = {}
 for b in (arg[3] or "64,128"):gmatch("%d+") do batch_sizes[#batch_sizes + 1] = tonumber(b) end
 
-local function wall()
-  local f = io.open("/proc/uptime")
-  local t = f:read("n")
-  f:close()
-  return t
-end
+local wall = require("cbnet.report").now -- wall-clock seconds
 
 local function peak_rss_mib()
   for line in io.lines("/proc/self/status") do

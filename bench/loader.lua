@@ -8,12 +8,7 @@ local data = cbnet.data
 local epochs = tonumber(arg[1]) or 3
 local batch = tonumber(arg[2]) or 128
 
-local function wall()
-  local f = io.open("/proc/uptime")
-  local t = f:read("n")
-  f:close()
-  return t
-end
+local wall = require("cbnet.report").now -- wall-clock seconds
 
 local ok, ds = pcall(data.cifar10, nil, "train")
 if not ok then

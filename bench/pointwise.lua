@@ -3,12 +3,7 @@
 local cbnet = require "cbnet"
 
 local n = math.floor((tonumber(arg[1]) or 16) * 1e6)
-local function wall()
-  local f = io.popen("date +%s.%N")
-  local t = tonumber(f:read("l"))
-  f:close()
-  return t
-end
+local wall = require("cbnet.report").now -- wall-clock seconds (os.clock is CPU time)
 
 local function median_time(fn, reps)
   fn()

@@ -7,12 +7,7 @@ local cbnet = require "cbnet"
 local size = tonumber(arg[1]) or 2048
 local reps = tonumber(arg[2]) or 5
 
-local function wall() -- os.clock() is CPU time, which threads inflate
-  local f = io.popen("date +%s.%N")
-  local t = tonumber(f:read("l"))
-  f:close()
-  return t
-end
+local wall = require("cbnet.report").now -- wall-clock seconds (os.clock is CPU time)
 
 local function measure()
   local g = cbnet.Generator(0)

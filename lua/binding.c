@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "binding.h"
 
@@ -344,6 +345,15 @@ static int l_get_num_threads(lua_State *L) {
   return 1;
 }
 
+/* Seconds on a monotonic clock (for timing; os.clock() is CPU time, which
+ * threads inflate). */
+static int l_clock(lua_State *L) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  lua_pushnumber(L, (double)t.tv_sec + (double)t.tv_nsec * 1e-9);
+  return 1;
+}
+
 static int l_memory(lua_State *L) {
   lua_pushinteger(L, cb_storage_live_bytes());
   return 1;
@@ -398,7 +408,8 @@ static const luaL_Reg core_functions[] = {
     {"Generator", l_generator}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"is_tensor", l_is_tensor}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"info", l_info},
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"clock", l_clock},
+    {"info", l_info},
     {NULL, NULL}};
 
 static const luaL_Reg generator_methods[] = {

@@ -45,25 +45,21 @@ static int l_read_idx(lua_State *L) {
   return 1;
 }
 
-/* parse_idx(bytes[, name]), parse_cifar_records(bytes[, name]),
- * decode_image(bytes[, name]): the parsers on a Lua string */
-static int l_parse_idx(lua_State *L) {
+/* parse_idx(bytes[, name]) and decode_image(bytes[, name]): the parsers on a
+ * Lua string (name is for messages) */
+typedef cb_status (*bytes_parser)(cb_tensor **, const uint8_t *, size_t, const char *);
+
+static int parse_string_with(lua_State *L, bytes_parser parse) {
   size_t size;
   const char *bytes = luaL_checklstring(L, 1, &size);
   cb_tensor *t;
-  cbl_check(L, cb_parse_idx(&t, (const uint8_t *)bytes, size, luaL_optstring(L, 2, "(bytes)")));
+  cbl_check(L, parse(&t, (const uint8_t *)bytes, size, luaL_optstring(L, 2, "(bytes)")));
   cbl_push_tensor(L, t);
   return 1;
 }
 
-static int l_decode_image(lua_State *L) {
-  size_t size;
-  const char *bytes = luaL_checklstring(L, 1, &size);
-  cb_tensor *t;
-  cbl_check(L, cb_decode_image(&t, (const uint8_t *)bytes, size, luaL_optstring(L, 2, "(bytes)")));
-  cbl_push_tensor(L, t);
-  return 1;
-}
+static int l_parse_idx(lua_State *L) { return parse_string_with(L, cb_parse_idx); }
+static int l_decode_image(lua_State *L) { return parse_string_with(L, cb_decode_image); }
 
 static int l_write_image(lua_State *L) {
   cbl_check(L, cb_write_image(cbl_check_tensor(L, 1), luaL_checkstring(L, 2)));

@@ -117,13 +117,8 @@ end
 local Progress = {}
 Progress.__index = Progress
 
-local function now()
-  local f = io.open("/proc/uptime")
-  if not f then return os.time() end
-  local t = f:read("n")
-  f:close()
-  return t
-end
+--- Seconds on a monotonic clock.
+local now = require("cbnet.core").clock
 report.now = now
 
 function report.progress(label, total)
