@@ -17,6 +17,7 @@ local plot = require "cbnet.plot"
 
 local options = experiment.standard_options{epochs = 10, batch_size = 64, lr = 1e-3, wd = 0}
 options[#options + 1] = {"widths", {32, 64}, "channels of the two convolutions"}
+options[#options + 1] = {"pools", 2, "max-pools: 2 (after each convolution) or 1 (after the first only)"}
 local opts = experiment.setup("convnet", cli.parse(arg, {name = "convnet",
   script = "experiments/convnet.lua", summary = "Part 1 of the seed study: a small CNN on CIFAR-10.",
   options = options}))
@@ -33,7 +34,9 @@ print(("%s: %d training and %d test images of %dx%dx%d; output in %s"):format(da
 local result = experiment.train{
   name = "convnet", opts = opts, out = opts.out, train = train, test = test,
   normalization = normalization,
-  model = function() return experiment.convnet(channels, side, train:num_classes(), opts.widths) end,
+  model = function()
+    return experiment.convnet(channels, side, train:num_classes(), opts.widths, opts.pools ~= 1)
+  end,
   loss = function(logits, labels) return cbnet.F.cross_entropy(logits, labels) end,
   hparams = {epochs = opts.epochs, batch_size = opts.batch_size, learning_rate = opts.lr,
              momentum = opts.momentum, reg = opts.wd, widths = opts.widths, dataset = dataset},

@@ -19,6 +19,7 @@ function experiment.standard_options(defaults)
     {"epochs", defaults.epochs, "training epochs"},
     {"batch-size", defaults.batch_size, "batch size"},
     {"lr", defaults.lr, "learning rate"},
+    {"optimizer", defaults.optimizer or "sgd", "sgd (with momentum) or adam"},
     {"momentum", defaults.momentum or 0.9, "SGD momentum"},
     {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)"},
     {"seed", defaults.seed or 0, "random seed (model, data order, augmentation)"},
@@ -96,15 +97,22 @@ function experiment.setup(name, opts)
 end
 
 --- The reference CNN of the seed study, sized for the data: conv3x3 + BN +
--- ReLU + maxpool2, twice, then a linear classifier.
-function experiment.convnet(in_channels, image_size, classes, widths)
+-- ReLU + maxpool2, a second conv3x3 + BN + ReLU (+ maxpool2 unless
+-- second_pool is false), then a linear classifier.
+function experiment.convnet(in_channels, image_size, classes, widths, second_pool)
   local nn = cbnet.nn
   local w1, w2 = widths[1], widths[2]
-  local side = image_size // 4
-  return nn.Sequential(
+  local model = nn.Sequential(
     nn.Conv2d(in_channels, w1, 3, {padding = 1}), nn.BatchNorm2d(w1), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Conv2d(w1, w2, 3, {padding = 1}), nn.BatchNorm2d(w2), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Flatten(), nn.Linear(w2 * side * side, classes))
+    nn.Conv2d(w1, w2, 3, {padding = 1}), nn.BatchNorm2d(w2), nn.ReLU())
+  local side = image_size // 2
+  if second_pool ~= false then
+    model:append(nn.MaxPool2d(2))
+    side = side // 2
+  end
+  model:append(nn.Flatten())
+  model:append(nn.Linear(w2 * side * side, classes))
+  return model
 end
 
 -- ---- evaluation ----
@@ -151,7 +159,10 @@ function experiment.train(spec)
   cbnet.manual_seed(opts.seed)
   local model = spec.model()
   local groups = spec.param_groups and spec.param_groups(model) or cbnet.optim.split_decay(model, opts.wd)
-  local opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum})
+  local opt
+  if opts.optimizer == "adam" then opt = cbnet.optim.Adam(groups, {lr = opts.lr})
+  elseif opts.optimizer == "sgd" then opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum})
+  else error("--optimizer must be sgd or adam, got " .. tostring(opts.optimizer), 0) end
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then transform.crop_padding, transform.flip = (spec.crop_padding or 4), true end
   local loader = data.Loader(spec.train, {batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
