@@ -2,21 +2,29 @@
 --
 -- The model (the course report's): conv3x3 + batch-norm + ReLU + max-pool 2,
 -- a second conv3x3 + batch-norm + ReLU + max-pool 2, a linear classifier.
--- Channel widths: 32 and 64 by default (--widths). The recipe's defaults are
--- the report's choice: batch 64, learning rate 1e-3, 10 epochs, SGD (with
--- momentum 0.9), plus the standard CIFAR augmentation (pad-4 random crop,
--- horizontal flip) and per-channel normalisation.
+-- Channel widths: 64 and 128 by default (--widths).
+--
+-- The recipe keeps the report's batch 64, learning rate 1e-3 and 10 epochs,
+-- adds the standard CIFAR augmentation (pad-4 random crop, horizontal flip)
+-- and per-channel normalisation, and trains with Adam and a cosine decay of
+-- the learning rate. Why not the report's SGD: with augmentation, SGD at
+-- lr 1e-3 (momentum 0.9) ends 10 epochs at 0.68-0.69 test accuracy, in cbnet
+-- and in PyTorch alike (bench/convnet_torch.py), short of the report's 0.722;
+-- Adam + cosine reaches 0.72 with widths 32/64 and more with 64/128.
+-- `--optimizer sgd --schedule none --widths 32,64` is the report's recipe.
 --
 -- Run: cbnet run experiments/convnet.lua [--help for every option]
 -- Writes OUT/metrics.jsonl, OUT/result.json, OUT/best.safetensors,
--- OUT/checkpoint.safetensors (for --resume OUT) and OUT/learning_curve.svg.
+-- OUT/checkpoint.safetensors (for --resume OUT), OUT/learning_curve.svg and
+-- OUT/loss.svg.
 local cbnet = require "cbnet"
 local cli = require "cbnet.cli"
 local experiment = require "cbnet.experiment"
 local plot = require "cbnet.plot"
 
-local options = experiment.standard_options{epochs = 10, batch_size = 64, lr = 1e-3, wd = 0}
-options[#options + 1] = {"widths", {32, 64}, "channels of the two convolutions"}
+local options = experiment.standard_options{epochs = 10, batch_size = 64, lr = 1e-3, wd = 0,
+                                           optimizer = "adam", schedule = "cosine"}
+options[#options + 1] = {"widths", {64, 128}, "channels of the two convolutions"}
 options[#options + 1] = {"pools", 2, "max-pools: 2 (after each convolution) or 1 (after the first only)"}
 local opts = experiment.setup("convnet", cli.parse(arg, {name = "convnet",
   script = "experiments/convnet.lua", summary = "Part 1 of the seed study: a small CNN on CIFAR-10.",
@@ -39,7 +47,8 @@ local result = experiment.train{
   end,
   loss = function(logits, labels) return cbnet.F.cross_entropy(logits, labels) end,
   hparams = {epochs = opts.epochs, batch_size = opts.batch_size, learning_rate = opts.lr,
-             momentum = opts.momentum, reg = opts.wd, widths = opts.widths, dataset = dataset},
+             optimizer = opts.optimizer, schedule = opts.schedule, reg = opts.wd, widths = opts.widths,
+             dataset = dataset},
 }
 
 local epochs, train_acc, test_acc, loss = {}, {}, {}, {}
@@ -47,7 +56,8 @@ for i, h in ipairs(result.history) do
   epochs[i], train_acc[i], test_acc[i], loss[i] = h.epoch, h.train_accuracy, h.test_accuracy, h.train_loss
 end
 plot.save(opts.out .. "/learning_curve.svg", plot.line{
-  title = ("ConvNet on %s: batch %d, lr %g"):format(dataset, opts.batch_size, opts.lr),
+  title = ("ConvNet %s on %s: batch %d, %s lr %g"):format(table.concat(opts.widths, "/"), dataset,
+    opts.batch_size, opts.optimizer, opts.lr),
   xlabel = "epoch", ylabel = "accuracy", ymin = 0, ymax = 1,
   series = {{name = "train accuracy", x = epochs, y = train_acc}, {name = "test accuracy", x = epochs, y = test_acc}}})
 plot.save(opts.out .. "/loss.svg", plot.line{title = "Training loss", xlabel = "epoch", ylabel = "loss",

@@ -21,6 +21,7 @@ function experiment.standard_options(defaults)
     {"lr", defaults.lr, "learning rate"},
     {"optimizer", defaults.optimizer or "sgd", "sgd (with momentum) or adam"},
     {"momentum", defaults.momentum or 0.9, "SGD momentum"},
+    {"schedule", defaults.schedule or "none", "learning-rate schedule: none or cosine (to 0 over the epochs)"},
     {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)"},
     {"seed", defaults.seed or 0, "random seed (model, data order, augmentation)"},
     {"threads", cbnet.get_num_threads(), "threads"},
@@ -163,6 +164,9 @@ function experiment.train(spec)
   if opts.optimizer == "adam" then opt = cbnet.optim.Adam(groups, {lr = opts.lr})
   elseif opts.optimizer == "sgd" then opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum})
   else error("--optimizer must be sgd or adam, got " .. tostring(opts.optimizer), 0) end
+  local schedule
+  if opts.schedule == "cosine" then schedule = cbnet.optim.CosineLR(opt, {total = opts.epochs})
+  elseif opts.schedule ~= "none" then error("--schedule must be none or cosine, got " .. tostring(opts.schedule), 0) end
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then transform.crop_padding, transform.flip = (spec.crop_padding or 4), true end
   local loader = data.Loader(spec.train, {batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
@@ -178,6 +182,7 @@ function experiment.train(spec)
   end
   local metrics = report.metrics(out .. "/metrics.jsonl", start_epoch > 1)
   for epoch = start_epoch, opts.epochs do
+    if schedule then schedule:set_epoch(epoch - 1) end
     local progress = report.progress(("%s epoch %d/%d"):format(spec.name, epoch, opts.epochs),
       max_batches or #loader)
     local loss_sum, hits, seen, t0 = 0, 0, 0, report.now()
