@@ -42,10 +42,14 @@ end
 
 -- The frame shared by both charts: title, axes, y grid and ticks, labels.
 local function frame(o, ylow, yhigh)
-  local w, h = o.width or 720, o.height or 420
-  local left, right, top, bottom = 70, o.legend_width or 160, 40, 55
+  local longest = 0
+  for _, s in ipairs(o.series) do longest = math.max(longest, #tostring(s.name)) end
+  local right = 50 + 7 * longest -- the legend's width, from its longest name
+  local w, h = (o.width or 560) + right, o.height or 420
+  local left, top, bottom = 70, 40, 55
   local pw, ph = w - left - right, h - top - bottom
   local yticks, ystep = plot.ticks(ylow, yhigh, 6)
+  if yticks[#yticks] < yhigh - 1e-12 then yticks[#yticks + 1] = yticks[#yticks] + ystep end
   ylow, yhigh = math.min(ylow, yticks[1]), math.max(yhigh, yticks[#yticks])
   local function ymap(v) return top + ph - (v - ylow) / (yhigh - ylow) * ph end
   local svg = {
@@ -132,7 +136,7 @@ end
 function plot.bars(o)
   assert(o.series and #o.series > 0 and o.categories, "plot.bars: needs categories and series")
   local _, yhigh = range(o.series, "values")
-  o.width = o.width or math.max(720, 230 + 80 * #o.categories) -- room for the labels
+  o.width = o.width or math.max(560, 70 + 80 * #o.categories) -- room for the labels
   local svg, box = frame(o, o.ymin or 0, o.ymax or yhigh)
   local groups, per = #o.categories, #o.series
   local slot = box.pw / groups
