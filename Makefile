@@ -97,7 +97,7 @@ test: deps
 	@sh tests/run.sh $(CTESTS)
 
 # The C tests, then the tensor specs through the binding, under ASan + UBSan.
-check: deps
+check: deps all
 	@$(MAKE) --no-print-directory SAN=1 build/san/tests/ctest build/san/lib/cbnet/core.so
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/san/tests/ctest
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
