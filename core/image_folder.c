@@ -99,7 +99,14 @@ static cb_status sorted_names(const char *dir, bool (*keep)(const char *, const 
     else (*count)++;
   }
   closedir(d);
-  if (st == CB_OK && *count > 0) qsort(*names, (size_t)*count, sizeof **names, compare_names);
+  if (st != CB_OK) { /* no partial list escapes */
+    for (int64_t i = 0; i < *count; i++) free((*names)[i]);
+    free(*names);
+    *names = NULL;
+    *count = 0;
+  } else if (*count > 0) {
+    qsort(*names, (size_t)*count, sizeof **names, compare_names);
+  }
   return st;
 }
 

@@ -128,12 +128,32 @@ static int t_gc(lua_State *L) {
 
 /* ---- shape queries ---- */
 
+/* "{2, 3}": sizes and strides print readably (a plain Lua list otherwise). */
+static int size_tostring(lua_State *L) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addchar(&b, '{');
+  for (lua_Integer i = 1, n = luaL_len(L, 1); i <= n; i++) {
+    if (i > 1) luaL_addstring(&b, ", ");
+    lua_geti(L, 1, i);
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '}');
+  luaL_pushresult(&b);
+  return 1;
+}
+
 static void push_shape(lua_State *L, int ndim, const int64_t *values) {
   lua_createtable(L, ndim, 0);
   for (int d = 0; d < ndim; d++) {
     lua_pushinteger(L, values[d]);
     lua_rawseti(L, -2, d + 1);
   }
+  if (luaL_newmetatable(L, "cbnet.Size")) {
+    lua_pushcfunction(L, size_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_setmetatable(L, -2);
 }
 
 /* t:size() -> {sizes}; t:size(dim) -> size */
