@@ -108,10 +108,11 @@ check: deps all
 
 # Fuzz targets for the file parsers (libFuzzer, with ASan and UBSan); the
 # core is compiled once for all of them.
-FUZZ_TARGETS := idx cifar image
+FUZZ_TARGETS := idx cifar image safetensors
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -Icore -I$(BLAS_INC)
 FUZZ_OBJ := $(CORE_SRC:core/%.c=build/fuzz/obj/%.o)
 fuzz: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+.SECONDARY: $(FUZZ_OBJ)
 
 build/fuzz/obj/%.o: core/%.c $(wildcard core/*.h)
 	@mkdir -p $(dir $@)

@@ -4,7 +4,7 @@
 local cbnet = require "cbnet"
 local core = require "cbnet.core"
 local dir = assert(arg[1], "usage: make_seeds.lua DIR")
-for _, sub in ipairs{"idx", "cifar", "image"} do assert(os.execute("mkdir -p " .. dir .. "/" .. sub)) end
+for _, sub in ipairs{"idx", "cifar", "image", "safetensors"} do assert(os.execute("mkdir -p " .. dir .. "/" .. sub)) end
 
 local function write(name, bytes)
   local f = assert(io.open(dir .. "/" .. name, "wb"))
@@ -21,3 +21,6 @@ write("cifar/two", string.char(3) .. string.rep("\7", 3072) .. string.char(9) ..
 local img = (cbnet.arange(3 * 5 * 4) * 3):view(3, 5, 4):byte()
 for _, ext in ipairs{"png", "bmp", "jpg"} do core.write_image(img, dir .. "/image/seed." .. ext) end
 core.write_image(img:narrow(1, 1, 1):contiguous(), dir .. "/image/grey.png")
+core.save_safetensors(dir .. "/safetensors/seed.safetensors",
+  {w = cbnet.randn(2, 3), i = cbnet.tensor{1, 2}, m = cbnet.tensor{true}, b = cbnet.zeros({3}, "uint8")},
+  {format = "seed", note = "a \"quoted\" value"})
