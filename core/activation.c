@@ -94,11 +94,7 @@ cb_status cb_activation(cb_tensor **out, cb_actop op, const cb_tensor *x, double
     node->ints[0] = op;
     node->reals[0] = param;
   }
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
-  return st;
+  return cb_release_on_error(st, out);
 }
 
 /* ---- dropout: y = x * mask, mask 0 or 1/(1-p) ---- */
@@ -129,12 +125,8 @@ cb_status cb_dropout(cb_tensor **out, const cb_tensor *x, double p, bool trainin
   st = cb_binary(out, CB_MUL, x, mask);
   cb_set_grad_enabled(was);
   cb_node *node;
-  if (st == CB_OK &&
-      (st = cb_record(*out, "DropoutBackward", dropout_backward, 1, &x, 1,
-                      (const cb_tensor *const *)&mask, &node)) != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
+  if (st == CB_OK) st = cb_release_on_error(cb_record(*out, "DropoutBackward", dropout_backward, 1, &x, 1,
+                      (const cb_tensor *const *)&mask, &node), out);
   cb_tensor_release(mask);
   return st;
 }

@@ -187,10 +187,7 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
     st = cb_record(*out, "Conv2dBackward", conv_backward, 3, inputs, 2, save, &node);
     _Static_assert(sizeof(cb_conv_params) <= sizeof node->ints, "conv params fit a node");
     if (node) memcpy(node->ints, &g.p, sizeof g.p);
-    if (st != CB_OK) {
-      cb_tensor_release(*out);
-      *out = NULL;
-    }
+    cb_release_on_error(st, out);
   }
 done:
   cb_tensor_release(w);

@@ -74,11 +74,8 @@ cb_status cb_index_select(cb_tensor **out, const cb_tensor *a, int dim, const cb
   if (a->dtype == CB_FLOAT32) {
     cb_node *node;
     const cb_tensor *save = idx;
-    if ((st = cb_record(*out, "IndexSelectBackward", index_select_backward, 1, &a, 1, &save,
-                        &node)) != CB_OK) {
-      cb_tensor_release(*out);
-      *out = NULL;
-    }
+    st = cb_release_on_error(cb_record(*out, "IndexSelectBackward", index_select_backward, 1, &a, 1, &save,
+                        &node), out);
     if (node) node->ints[0] = dim;
   }
 done:
@@ -164,11 +161,7 @@ cb_status cb_gather(cb_tensor **out, const cb_tensor *a, int dim, const cb_tenso
   cb_iter_run(&it, gather_row, &ctx);
   if (a->dtype == CB_FLOAT32) {
     cb_node *node;
-    if ((st = cb_record(*out, "GatherBackward", gather_backward, 1, &a, 1, &index, &node)) !=
-        CB_OK) {
-      cb_tensor_release(*out);
-      *out = NULL;
-    }
+    st = cb_release_on_error(cb_record(*out, "GatherBackward", gather_backward, 1, &a, 1, &index, &node), out);
     if (node) node->ints[0] = dim;
   }
 done:
@@ -264,11 +257,7 @@ cb_status cb_masked_fill(cb_tensor **out, const cb_tensor *a, const cb_tensor *m
   cb_node *node;
   if (st == CB_OK) st = cb_record(*out, "MaskedFillBackward", masked_fill_backward, 1, &a, 1,
                                   &mask, &node);
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
-  return st;
+  return cb_release_on_error(st, out);
 }
 
 typedef struct {
@@ -334,11 +323,8 @@ cb_status cb_masked_select(cb_tensor **out, const cb_tensor *a, const cb_tensor 
   cb_iter_run_serial(&it, masked_select_row, &ctx); /* copy, in order */
   if (a->dtype != CB_FLOAT32) return CB_OK;
   cb_node *node;
-  if ((st = cb_record(*out, "MaskedSelectBackward", masked_select_backward, 1, &a, 1, &mask,
-                      &node)) != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
+  st = cb_release_on_error(cb_record(*out, "MaskedSelectBackward", masked_select_backward, 1, &a, 1, &mask,
+                      &node), out);
   if (node) {
     node->ints[0] = ndim;
     memcpy(&node->ints[1], shape, sizeof(int64_t) * (size_t)ndim);
@@ -396,11 +382,7 @@ cb_status cb_cat(cb_tensor **out, int n, const cb_tensor *const *ts, int dim) {
   if (st == CB_OK && dtype == CB_FLOAT32)
     st = cb_record(*out, "CatBackward", cat_backward, n, ts, 0, NULL, &node);
   if (node) node->ints[0] = dim;
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
-  return st;
+  return cb_release_on_error(st, out);
 }
 
 cb_status cb_stack(cb_tensor **out, int n, const cb_tensor *const *ts, int dim) {

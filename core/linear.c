@@ -71,10 +71,7 @@ cb_status cb_linear(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
     cb_node *node;
     st = cb_record(*out, "LinearBackward", linear_backward, 3, inputs, 2, save, &node);
   }
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
+  cb_release_on_error(st, out);
 done:
   cb_tensor_release(xc);
   cb_tensor_release(w);

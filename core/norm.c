@@ -230,10 +230,7 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
   cb_node *node;
   st = cb_record(*out, "BatchNormBackward", bn_backward, 3, inputs, gamma ? 4 : 3, save, &node);
   if (node) node->ints[0] = training;
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
+  cb_release_on_error(st, out);
 done:
   cb_tensor_release(xd);
   cb_tensor_release(gamma);

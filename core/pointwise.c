@@ -354,26 +354,17 @@ static cb_status unary_backward(cb_node *node, const cb_tensor *g, cb_tensor **g
   return CB_OK;
 }
 
-/* On failure releases *out (and clears it); returns st either way. */
-static cb_status release_on_error(cb_status st, cb_tensor **out) {
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
-  return st;
-}
-
 cb_status cb_unary(cb_tensor **out, cb_unop op, const cb_tensor *a) {
   if ((unsigned)op >= CB_NUM_UNARY) return cb_fail(CB_EINVAL, "unary: invalid op %d", (int)op);
   cb_status st = cb_tensor_empty_same_layout(out, a, cb_unary_result_dtype(op, a->dtype));
   if (st != CB_OK) return st;
-  if ((st = cb_unary_into(*out, op, a)) != CB_OK) return release_on_error(st, out);
+  if ((st = cb_unary_into(*out, op, a)) != CB_OK) return cb_release_on_error(st, out);
   if ((*out)->dtype != CB_FLOAT32) return CB_OK;
   const cb_tensor *save[2] = {a, *out};
   cb_node *node;
   st = cb_record(*out, unary_backward_names[op], unary_backward, 1, &a, 2, save, &node);
   if (node) node->ints[0] = op;
-  return release_on_error(st, out);
+  return cb_release_on_error(st, out);
 }
 
 cb_status cb_binary_into(cb_tensor *out, cb_binop op, const cb_tensor *a,
@@ -493,7 +484,7 @@ cb_status cb_binary(cb_tensor **out, cb_binop op, const cb_tensor *a, const cb_t
   if (st != CB_OK) return st;
   st = result_like_inputs(out, a, b, ndim, shape, cb_binary_result_dtype(op, a->dtype, b->dtype));
   if (st != CB_OK) return st;
-  if ((st = cb_binary_into(*out, op, a, b)) != CB_OK) return release_on_error(st, out);
+  if ((st = cb_binary_into(*out, op, a, b)) != CB_OK) return cb_release_on_error(st, out);
   if ((*out)->dtype != CB_FLOAT32 || !cb_needs_record(2, inputs)) return CB_OK;
   /* the backward reads both operands as float32 */
   cb_tensor *fa = NULL, *fb = NULL;
@@ -506,7 +497,7 @@ cb_status cb_binary(cb_tensor **out, cb_binop op, const cb_tensor *a, const cb_t
   }
   cb_tensor_release(fa);
   cb_tensor_release(fb);
-  return release_on_error(st, out);
+  return cb_release_on_error(st, out);
 }
 
 cb_status cb_binary_scalar(cb_tensor **out, cb_binop op, const cb_tensor *a,
@@ -587,14 +578,14 @@ static cb_status clamp_backward(cb_node *node, const cb_tensor *g, cb_tensor **g
 cb_status cb_clamp(cb_tensor **out, const cb_tensor *a, double low, double high) {
   cb_status st = cb_tensor_empty_same_layout(out, a, a->dtype == CB_FLOAT32 ? CB_FLOAT32 : CB_INT64);
   if (st != CB_OK) return st;
-  if ((st = cb_clamp_into(*out, a, low, high)) != CB_OK) return release_on_error(st, out);
+  if ((st = cb_clamp_into(*out, a, low, high)) != CB_OK) return cb_release_on_error(st, out);
   cb_node *node;
   st = cb_record(*out, "ClampBackward", clamp_backward, 1, &a, 1, &a, &node);
   if (node) {
     node->reals[0] = low;
     node->reals[1] = high;
   }
-  return release_on_error(st, out);
+  return cb_release_on_error(st, out);
 }
 
 /* ---- where ---- */
@@ -650,7 +641,7 @@ cb_status cb_where(cb_tensor **out, const cb_tensor *cond, const cb_tensor *a,
   if (dtype == CB_FLOAT32) {
     cb_node *node;
     st = cb_record(*out, "WhereBackward", where_backward, 2, &inputs[1], 1, &cond, &node);
-    release_on_error(st, out);
+    cb_release_on_error(st, out);
   }
 done:
   cb_tensor_release(ca);

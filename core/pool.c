@@ -256,11 +256,7 @@ static cb_status pool(cb_tensor **out, const cb_tensor *x, pool_kind kind,
   cb_tensor *argmax = NULL;
   cb_status st = empty_like_planes(out, x, g.oh, g.ow, CB_FLOAT32);
   if (st == CB_OK && kind == POOL_MAX) st = empty_like_planes(&argmax, x, g.oh, g.ow, CB_INT64);
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-    return st;
-  }
+  if (st != CB_OK) return cb_release_on_error(st, out);
   pool_job j = {.g = &g, .x = cb_tensor_data(x), .y = cb_tensor_data(*out),
                 .argmax = argmax ? cb_tensor_data(argmax) : NULL, .xs = x->stride,
                 .ys = (*out)->stride};
@@ -274,11 +270,7 @@ static cb_status pool(cb_tensor **out, const cb_tensor *x, pool_kind kind,
                  argmax ? save : save + 1, &node);
   if (node) memcpy(node->ints, &g, sizeof g);
   cb_tensor_release(argmax);
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
-  return st;
+  return cb_release_on_error(st, out);
 }
 
 cb_status cb_max_pool2d(cb_tensor **out, const cb_tensor *x, const cb_pool_params *params) {

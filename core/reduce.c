@@ -484,10 +484,7 @@ cb_status cb_reduce(cb_tensor **out, cb_reduceop op, const cb_tensor *a, int ndi
   if (op == CB_ARGMAX || op == CB_ARGMIN)
     return reduce_impl(name, op, a, reduce, keepdim, correction, NULL, out);
   cb_status st = reduce_impl(name, op, a, reduce, keepdim, correction, out, NULL);
-  if (st == CB_OK && (st = record_reduce(out, op, a, reduce, correction)) != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
+  if (st == CB_OK) st = cb_release_on_error(record_reduce(out, op, a, reduce, correction), out);
   return st;
 }
 

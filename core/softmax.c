@@ -98,10 +98,7 @@ cb_status cb_softmax(cb_tensor **out, const cb_tensor *x, int dim, bool log) {
       node->ints[0] = dim;
       node->ints[1] = log;
     }
-    if (st != CB_OK) {
-      cb_tensor_release(*out);
-      *out = NULL;
-    }
+    cb_release_on_error(st, out);
   }
   cb_tensor_release(xc);
   return st;
@@ -251,10 +248,7 @@ cb_status cb_cross_entropy(cb_tensor **out, const cb_tensor *logits, const cb_te
     node->reals[1] = weight_total;
     node->reals[2] = reduction == CB_REDUCE_MEAN ? 1.0 / denominator : 1.0;
   }
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
+  cb_release_on_error(st, out);
 done:
   cb_tensor_release(x);
   cb_tensor_release(y);

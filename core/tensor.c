@@ -256,6 +256,14 @@ void cb_tensor_release(cb_tensor *t) {
   }
 }
 
+cb_status cb_release_on_error(cb_status st, cb_tensor **out) {
+  if (st != CB_OK) {
+    cb_tensor_release(*out);
+    *out = NULL;
+  }
+  return st;
+}
+
 void cb_tensor_bump_version(cb_tensor *t) { atomic_fetch_add(&t->storage->version, 1); }
 
 /* ---- queries ---- */
@@ -712,10 +720,7 @@ cb_status cb_tensor_fill_(cb_tensor *dst, double value) {
 cb_status cb_tensor_clone(cb_tensor **out, const cb_tensor *t) {
   cb_status st = cb_tensor_empty(out, t->ndim, t->shape, t->dtype);
   if (st != CB_OK) return st;
-  if ((st = cb_tensor_copy_(*out, t)) != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
+  st = cb_release_on_error(cb_tensor_copy_(*out, t), out);
   return st;
 }
 
@@ -734,9 +739,6 @@ cb_status cb_tensor_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype
   }
   cb_status st = cb_tensor_empty(out, t->ndim, t->shape, dtype);
   if (st != CB_OK) return st;
-  if ((st = cb_tensor_copy_(*out, t)) != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
+  st = cb_release_on_error(cb_tensor_copy_(*out, t), out);
   return st;
 }

@@ -86,6 +86,9 @@ cb_status cb_tensor_empty_like(cb_tensor **out, const cb_tensor *like,
 cb_status cb_tensor_empty_same_layout(cb_tensor **out, const cb_tensor *like, cb_dtype dtype);
 cb_tensor *cb_tensor_retain(cb_tensor *t);
 void cb_tensor_release(cb_tensor *t);
+/* For functions that hand out *out: on failure releases it and clears the
+ * pointer; returns st either way. */
+cb_status cb_release_on_error(cb_status st, cb_tensor **out);
 
 /* ---- queries ---- */
 int64_t cb_tensor_numel(const cb_tensor *t);

@@ -14,11 +14,7 @@ static cb_status finish(cb_status st, cb_tensor **out, const cb_tensor *input,
   if (st != CB_OK) return st;
   st = cb_record(*out, name, backward, 1, &input, 0, NULL, &recorded);
   if (node) *node = recorded;
-  if (st != CB_OK) {
-    cb_tensor_release(*out);
-    *out = NULL;
-  }
-  return st;
+  return cb_release_on_error(st, out);
 }
 
 /* ---- shape changes: the gradient is reshaped back ---- */
