@@ -125,8 +125,10 @@ cb_status cb_dropout(cb_tensor **out, const cb_tensor *x, double p, bool trainin
   st = cb_binary(out, CB_MUL, x, mask);
   cb_set_grad_enabled(was);
   cb_node *node;
-  if (st == CB_OK) st = cb_release_on_error(cb_record(*out, "DropoutBackward", dropout_backward, 1, &x, 1,
-                      (const cb_tensor *const *)&mask, &node), out);
+  if (st == CB_OK)
+    st = cb_release_on_error(cb_record(*out, "DropoutBackward", dropout_backward, 1, &x, 1,
+                                       (const cb_tensor *const *)&mask, &node),
+                             out);
   cb_tensor_release(mask);
   return st;
 }

@@ -74,8 +74,8 @@ cb_status cb_index_select(cb_tensor **out, const cb_tensor *a, int dim, const cb
   if (a->dtype == CB_FLOAT32) {
     cb_node *node;
     const cb_tensor *save = idx;
-    st = cb_release_on_error(cb_record(*out, "IndexSelectBackward", index_select_backward, 1, &a, 1, &save,
-                        &node), out);
+    st = cb_release_on_error(
+        cb_record(*out, "IndexSelectBackward", index_select_backward, 1, &a, 1, &save, &node), out);
     if (node) node->ints[0] = dim;
   }
 done:
@@ -161,7 +161,8 @@ cb_status cb_gather(cb_tensor **out, const cb_tensor *a, int dim, const cb_tenso
   cb_iter_run(&it, gather_row, &ctx);
   if (a->dtype == CB_FLOAT32) {
     cb_node *node;
-    st = cb_release_on_error(cb_record(*out, "GatherBackward", gather_backward, 1, &a, 1, &index, &node), out);
+    st = cb_release_on_error(
+        cb_record(*out, "GatherBackward", gather_backward, 1, &a, 1, &index, &node), out);
     if (node) node->ints[0] = dim;
   }
 done:
@@ -323,8 +324,8 @@ cb_status cb_masked_select(cb_tensor **out, const cb_tensor *a, const cb_tensor 
   cb_iter_run_serial(&it, masked_select_row, &ctx); /* copy, in order */
   if (a->dtype != CB_FLOAT32) return CB_OK;
   cb_node *node;
-  st = cb_release_on_error(cb_record(*out, "MaskedSelectBackward", masked_select_backward, 1, &a, 1, &mask,
-                      &node), out);
+  st = cb_release_on_error(
+      cb_record(*out, "MaskedSelectBackward", masked_select_backward, 1, &a, 1, &mask, &node), out);
   if (node) {
     node->ints[0] = ndim;
     memcpy(&node->ints[1], shape, sizeof(int64_t) * (size_t)ndim);

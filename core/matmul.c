@@ -167,7 +167,8 @@ cb_status cb_matmul(cb_tensor **out, const cb_tensor *a, const cb_tensor *b) {
   if (st != CB_OK) return st;
   const cb_tensor *inputs[2] = {a, b};
   cb_node *node;
-  st = cb_release_on_error(cb_record(*out, "MatmulBackward", matmul_backward, 2, inputs, 2, inputs, &node), out);
+  st = cb_release_on_error(
+      cb_record(*out, "MatmulBackward", matmul_backward, 2, inputs, 2, inputs, &node), out);
   return st;
 }
 
