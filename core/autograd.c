@@ -97,6 +97,9 @@ cb_status cb_set_grad(cb_tensor *t, cb_tensor *grad) {
                    cb_dtype_name(grad->dtype), cb_shape_str(b, 128, t->ndim, t->shape),
                    cb_dtype_name(t->dtype));
   }
+  if (grad && cb_tensor_overlaps(grad))
+    return cb_fail(CB_EINVAL, "grad: an expanded view cannot hold a gradient (its elements "
+                   "overlap, and gradients accumulate into it); clone it first");
   if (!grad && !t->autograd) return CB_OK;
   struct cb_autograd_meta *meta = NULL;
   cb_status st = meta_of(t, &meta);

@@ -150,6 +150,11 @@ cb_status cb_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
     return cb_fail(CB_EINVAL, "matmul: sizes (%lld x %lld x %lld) exceed what BLAS takes",
                    (long long)m, (long long)k, (long long)n);
   if (m == 0 || n == 0) return CB_OK;
+  if (k == 0) { /* C = beta C; BLAS would also refuse the zero leading dims */
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0.0f : beta * c[i * ldc + j];
+    return CB_OK;
+  }
   blas.sgemm(ROW_MAJOR, trans_a ? TRANS : NO_TRANS, trans_b ? TRANS : NO_TRANS,
              (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c,
              (int)ldc);

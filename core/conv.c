@@ -33,9 +33,6 @@ static cb_status conv_geometry_of(conv_geometry *cg, const cb_tensor *x, const c
   if (x->ndim != 4 || w->ndim != 4)
     return cb_fail(CB_ESHAPE, "conv2d: expected a 4-d input (N x C x H x W) and weight "
                    "(O x C/groups x kh x kw), got %s and %s", xs, ws);
-  for (int i = 0; i < 2; i++)
-    if (p->stride[i] < 1 || p->dilation[i] < 1 || p->padding[i] < 0)
-      return cb_fail(CB_EINVAL, "conv2d: stride and dilation must be >= 1 and padding >= 0");
   if (p->groups < 1 || x->shape[1] % p->groups || w->shape[0] % p->groups ||
       w->shape[1] * p->groups != x->shape[1])
     return cb_fail(CB_ESHAPE, "conv2d: input %s and weight %s do not fit with groups=%lld "
@@ -46,13 +43,22 @@ static cb_status conv_geometry_of(conv_geometry *cg, const cb_tensor *x, const c
   *cg = (conv_geometry){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
                         .o = w->shape[0], .kh = w->shape[2], .kw = w->shape[3],
                         .groups = p->groups, .p = *p};
-  cg->oh = (cg->h + 2 * p->padding[0] - p->dilation[0] * (cg->kh - 1) - 1) / p->stride[0] + 1;
-  cg->ow = (cg->w + 2 * p->padding[1] - p->dilation[1] * (cg->kw - 1) - 1) / p->stride[1] + 1;
+  cb_status st;
+  if ((st = cb_window_count("conv2d", cg->h, cg->kh, p->stride[0], p->padding[0],
+                            p->dilation[0], &cg->oh)) != CB_OK ||
+      (st = cb_window_count("conv2d", cg->w, cg->kw, p->stride[1], p->padding[1],
+                            p->dilation[1], &cg->ow)) != CB_OK)
+    return st;
   if (cg->oh < 1 || cg->ow < 1)
     return cb_fail(CB_ESHAPE, "conv2d: input %s is smaller than the (dilated) kernel %s", xs, ws);
   cg->cg = cg->c / cg->groups;
   cg->og = cg->o / cg->groups;
   cg->k = cg->cg * cg->kh * cg->kw;
+  /* the output and one image's column matrix must be representable */
+  int64_t numel;
+  if ((st = cb_check_shape("conv2d", 4, (int64_t[]){cg->n, cg->o, cg->oh, cg->ow}, &numel)) ||
+      (st = cb_check_shape("conv2d", 3, (int64_t[]){cg->k, cg->oh, cg->ow}, &numel)))
+    return st;
   cg->m = cg->n * cg->oh * cg->ow;
   return CB_OK;
 }

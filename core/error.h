@@ -25,6 +25,4 @@ cb_status cb_fail(cb_status code, const char *fmt, ...)
 /* The message of the last failure on this thread ("" if none). */
 const char *cb_last_error(void);
 
-const char *cb_status_name(cb_status code);
-
 #endif

@@ -77,9 +77,8 @@ typedef double (*draw_fn)(cb_generator *g, const double *params);
 
 static cb_status fill_random(const char *op, cb_tensor *t, draw_fn draw,
                              const double *params, cb_generator *g) {
-  for (int d = 0; d < t->ndim; d++)
-    if (t->stride[d] == 0 && t->shape[d] > 1)
-      return cb_fail(CB_EINVAL, "%s: tensor is an expanded view; clone it first", op);
+  if (cb_tensor_overlaps(t))
+    return cb_fail(CB_EINVAL, "%s: tensor is an expanded view; clone it first", op);
   cb_tensor_bump_version(t);
   int64_t n = cb_tensor_numel(t), index[CB_MAX_DIMS] = {0};
   int64_t esize = cb_dtype_size(t->dtype);

@@ -19,12 +19,19 @@ static cb_status check_linear(const cb_tensor *x, const cb_tensor *w, const cb_t
   return CB_OK;
 }
 
+/* x's leading dims flattened: the rows of the matrix product. */
+static int64_t rows_of(const cb_tensor *x) {
+  int64_t rows = 1;
+  for (int d = 0; d < x->ndim - 1; d++) rows *= x->shape[d];
+  return rows;
+}
+
 static cb_status linear_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
   const cb_tensor *x, *w;
   cb_status st;
   if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &w)) != CB_OK)
     return st;
-  int64_t in = w->shape[1], out = w->shape[0], rows = cb_tensor_numel(x) / (in ? in : 1);
+  int64_t in = w->shape[1], out = w->shape[0], rows = rows_of(x);
   cb_tensor *dy = NULL;
   if ((st = cb_tensor_contiguous(&dy, grad)) != CB_OK) return st;
   const float *dyp = cb_tensor_data(dy);
@@ -53,13 +60,13 @@ cb_status cb_linear(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
   cb_tensor *xc = NULL, *w = NULL;
   if ((st = cb_tensor_contiguous(&xc, x)) != CB_OK) return st;
   if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK) goto done;
-  int64_t in = w->shape[1], nout = w->shape[0], rows = cb_tensor_numel(x) / (in ? in : 1);
+  int64_t in = w->shape[1], nout = w->shape[0], rows = rows_of(x);
   int64_t shape[CB_MAX_DIMS];
   memcpy(shape, x->shape, sizeof shape);
   shape[x->ndim - 1] = nout;
   if ((st = cb_tensor_empty(out, x->ndim, shape, CB_FLOAT32)) != CB_OK) goto done;
   float *y = cb_tensor_data(*out);
-  if (bias) {
+  if (bias && rows > 0) {
     float *b = cb_tensor_data(*out); /* row 0 from the bias, copied to the rest */
     for (int64_t o = 0; o < nout; o++) b[o] = (float)cb_tensor_get(bias, &o);
     for (int64_t r = 1; r < rows; r++) memcpy(y + r * nout, b, sizeof(float) * (size_t)nout);

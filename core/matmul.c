@@ -58,30 +58,6 @@ static cb_status gemm(int64_t n, int64_t k, int64_t m, const float *a, int64_t a
                   accumulate ? 1.0f : 0.0f, c, ldc > 1 ? ldc : 1);
 }
 
-cb_status cb_mm_into(cb_tensor *out, const cb_tensor *a, const cb_tensor *b, bool accumulate) {
-  cb_status st = check_float("mm", a, b);
-  if (st != CB_OK) return st;
-  if (a->ndim != 2 || b->ndim != 2 || a->shape[1] != b->shape[0]) return shape_error("mm", a, b);
-  if (out->ndim != 2 || out->shape[0] != a->shape[0] || out->shape[1] != b->shape[1] ||
-      out->dtype != CB_FLOAT32 || !cb_tensor_is_contiguous(out))
-    return cb_fail(CB_ESHAPE, "mm: output must be a contiguous float32 {%lld, %lld} tensor",
-                   (long long)a->shape[0], (long long)b->shape[1]);
-  cb_tensor *ca = NULL, *cbt = NULL;
-  int64_t n = a->shape[0], k = a->shape[1], m = b->shape[1];
-  if (layout_of(n, k, a->stride[0], a->stride[1]).ok) ca = cb_tensor_retain((cb_tensor *)a);
-  else if ((st = cb_tensor_clone(&ca, a)) != CB_OK) return st;
-  if (layout_of(k, m, b->stride[0], b->stride[1]).ok) cbt = cb_tensor_retain((cb_tensor *)b);
-  else if ((st = cb_tensor_clone(&cbt, b)) != CB_OK) {
-    cb_tensor_release(ca);
-    return st;
-  }
-  st = gemm(n, k, m, cb_tensor_data(ca), ca->stride[0], ca->stride[1], cb_tensor_data(cbt),
-            cbt->stride[0], cbt->stride[1], cb_tensor_data(out), m, accumulate);
-  cb_tensor_release(ca);
-  cb_tensor_release(cbt);
-  return st;
-}
-
 /* A batched operand: matrices of rows x cols at element strides (rs, cs),
  * batch dims (broadcast to the output's batch shape) with element strides. */
 typedef struct {

@@ -9,10 +9,4 @@
 
 cb_status cb_matmul(cb_tensor **out, const cb_tensor *a, const cb_tensor *b);
 
-/* out = a @ b for 2-D a (n x k), b (k x m) into a preallocated contiguous
- * out (n x m); with accumulate, out += a @ b. Operands may be transposed
- * views. */
-cb_status cb_mm_into(cb_tensor *out, const cb_tensor *a, const cb_tensor *b,
-                     bool accumulate);
-
 #endif

@@ -67,10 +67,16 @@ static inline float f32_unary(cb_unop op, float x) {
   return 0;
 }
 
+/* int64 arithmetic wraps around, as Lua's integers do (signed overflow is
+ * undefined in C, so it goes through uint64_t). */
+static inline int64_t wrap_add(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+static inline int64_t wrap_sub(int64_t a, int64_t b) { return (int64_t)((uint64_t)a - (uint64_t)b); }
+static inline int64_t wrap_mul(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
+
 static inline int64_t i64_unary(cb_unop op, int64_t x) {
   switch (op) {
-  case CB_NEG: return -x;
-  case CB_ABS: return x < 0 ? -x : x;
+  case CB_NEG: return wrap_sub(0, x);
+  case CB_ABS: return x < 0 ? wrap_sub(0, x) : x;
   case CB_SIGN: return (x > 0) - (x < 0);
   case CB_RELU: return x > 0 ? x : 0;
   case CB_LOGICAL_NOT: return x == 0;
@@ -109,8 +115,8 @@ static inline int64_t i64_pow(int64_t base, int64_t exp) {
   if (exp < 0) return base == 1 ? 1 : base == -1 ? (exp % 2 ? -1 : 1) : 0;
   int64_t result = 1;
   while (exp) {
-    if (exp & 1) result *= base;
-    base *= base;
+    if (exp & 1) result = wrap_mul(result, base);
+    base = wrap_mul(base, base);
     exp >>= 1;
   }
   return result;
@@ -118,14 +124,15 @@ static inline int64_t i64_pow(int64_t base, int64_t exp) {
 
 static inline int64_t i64_binary(cb_binop op, int64_t a, int64_t b) {
   switch (op) {
-  case CB_ADD: return a + b;
-  case CB_SUB: return a - b;
-  case CB_MUL: return a * b;
+  case CB_ADD: return wrap_add(a, b);
+  case CB_SUB: return wrap_sub(a, b);
+  case CB_MUL: return wrap_mul(a, b);
   case CB_POW: return i64_pow(a, b);
   case CB_MAXIMUM: return a > b ? a : b;
   case CB_MINIMUM: return a < b ? a : b;
   case CB_REMAINDER: {
-    if (b == 0) return 0; /* no trap: integer remainder by zero is 0 here */
+    /* b == 0 is refused before the loop; INT64_MIN % -1 traps in hardware */
+    if (b == 0 || b == -1) return 0;
     int64_t r = a % b;
     return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
   }
@@ -266,9 +273,8 @@ static cb_status check_out(const char *op, const cb_tensor *out, int ndim,
   if (out->dtype != dtype)
     return cb_fail(CB_ETYPE, "%s: output is %s, the result is %s", op,
                    cb_dtype_name(out->dtype), cb_dtype_name(dtype));
-  for (int d = 0; d < ndim; d++)
-    if (out->stride[d] == 0 && out->shape[d] > 1)
-      return cb_fail(CB_EINVAL, "%s: output is an expanded view whose elements overlap", op);
+  if (cb_tensor_overlaps(out))
+    return cb_fail(CB_EINVAL, "%s: output is an expanded view whose elements overlap", op);
   return CB_OK;
 }
 
@@ -367,6 +373,19 @@ cb_status cb_unary(cb_tensor **out, cb_unop op, const cb_tensor *a) {
   return cb_release_on_error(st, out);
 }
 
+static void find_zero_row(void *ctx, int64_t n, char **p, const int64_t *s) {
+  bool *found = ctx;
+  for (int64_t i = 0; i < n; i++) *found |= *(const int64_t *)(p[0] + i * s[0]) == 0;
+}
+
+static bool has_zero_int64(const cb_tensor *t) {
+  bool found = false;
+  cb_iter it;
+  cb_iter_init(&it, 1, &t, t->ndim, t->shape);
+  cb_iter_run_serial(&it, find_zero_row, &found);
+  return found;
+}
+
 cb_status cb_binary_into(cb_tensor *out, cb_binop op, const cb_tensor *a,
                          const cb_tensor *b) {
   if ((unsigned)op >= CB_NUM_BINARY) return cb_fail(CB_EINVAL, "binary: invalid op %d", (int)op);
@@ -384,6 +403,11 @@ cb_status cb_binary_into(cb_tensor *out, cb_binop op, const cb_tensor *a,
   if ((st = cb_tensor_to_dtype(&cbt, b, compute)) != CB_OK) {
     cb_tensor_release(ca);
     return st;
+  }
+  if (op == CB_REMAINDER && compute == CB_INT64 && has_zero_int64(cbt)) {
+    cb_tensor_release(ca);
+    cb_tensor_release(cbt);
+    return cb_fail(CB_EINVAL, "remainder: integer remainder by zero");
   }
   cb_tensor_bump_version(out);
   const cb_tensor *ops[3] = {out, ca, cbt};

@@ -234,6 +234,7 @@ static cb_status pool(cb_tensor **out, const cb_tensor *x, pool_kind kind,
                    cb_shape_str(xs, 128, x->ndim, x->shape));
   pool_geometry g = {.kind = kind, .n = x->shape[0], .c = x->shape[1], .h = x->shape[2],
                      .w = x->shape[3]};
+  cb_status st;
   if (kind == POOL_ADAPTIVE) {
     if (out_h < 1 || out_w < 1)
       return cb_fail(CB_EINVAL, "%s: output size must be positive", name);
@@ -242,19 +243,23 @@ static cb_status pool(cb_tensor **out, const cb_tensor *x, pool_kind kind,
   } else {
     g.p = *params;
     for (int i = 0; i < 2; i++)
-      if (g.p.kernel[i] < 1 || g.p.stride[i] < 1 || g.p.padding[i] < 0 ||
-          2 * g.p.padding[i] > g.p.kernel[i])
-        return cb_fail(CB_EINVAL, "%s: need kernel >= 1, stride >= 1 and 0 <= padding <= "
-                       "kernel/2", name);
-    g.oh = (g.h + 2 * g.p.padding[0] - g.p.kernel[0]) / g.p.stride[0] + 1;
-    g.ow = (g.w + 2 * g.p.padding[1] - g.p.kernel[1]) / g.p.stride[1] + 1;
+      if (g.p.padding[i] < 0 || g.p.padding[i] > g.p.kernel[i] / 2)
+        return cb_fail(CB_EINVAL, "%s: need 0 <= padding <= kernel/2", name);
+    if ((st = cb_window_count(name, g.h, g.p.kernel[0], g.p.stride[0], g.p.padding[0], 1,
+                              &g.oh)) != CB_OK ||
+        (st = cb_window_count(name, g.w, g.p.kernel[1], g.p.stride[1], g.p.padding[1], 1,
+                              &g.ow)) != CB_OK)
+      return st;
     if (g.oh < 1 || g.ow < 1)
       return cb_fail(CB_ESHAPE, "%s: input %s is smaller than the %lldx%lld window", name,
                      cb_shape_str(xs, 128, x->ndim, x->shape), (long long)g.p.kernel[0],
                      (long long)g.p.kernel[1]);
   }
+  int64_t numel;
+  if ((st = cb_check_shape(name, 4, (int64_t[]){g.n, g.c, g.oh, g.ow}, &numel)) != CB_OK)
+    return st;
   cb_tensor *argmax = NULL;
-  cb_status st = empty_like_planes(out, x, g.oh, g.ow, CB_FLOAT32);
+  st = empty_like_planes(out, x, g.oh, g.ow, CB_FLOAT32);
   if (st == CB_OK && kind == POOL_MAX) st = empty_like_planes(&argmax, x, g.oh, g.ow, CB_INT64);
   if (st != CB_OK) return cb_release_on_error(st, out);
   pool_job j = {.g = &g, .x = cb_tensor_data(x), .y = cb_tensor_data(*out),

@@ -44,8 +44,6 @@ cb_status cb_dtype_parse(const char *name, cb_dtype *dtype) {
                  "unknown dtype '%s' (expected float32, int64, uint8 or bool)", name);
 }
 
-bool cb_dtype_is_float(cb_dtype dtype) { return dtype == CB_FLOAT32; }
-
 double cb_load(const void *p, cb_dtype dtype) {
   switch (dtype) {
   case CB_FLOAT32: return *(const float *)p;
@@ -56,13 +54,27 @@ double cb_load(const void *p, cb_dtype dtype) {
   return 0;
 }
 
+/* double -> int64 truncating toward zero, saturating at the int64 range
+ * (a plain cast of an out-of-range double is undefined); NaN gives 0. */
+static int64_t double_to_int64(double v) {
+  if (v != v) return 0;
+  if (v >= 9223372036854775808.0) return INT64_MAX;
+  if (v <= -9223372036854775808.0) return INT64_MIN;
+  return (int64_t)v;
+}
+
 void cb_store(void *p, cb_dtype dtype, double v) {
   switch (dtype) {
   case CB_FLOAT32: *(float *)p = (float)v; break;
-  case CB_INT64: *(int64_t *)p = isfinite(v) ? (int64_t)v : 0; break;
-  case CB_UINT8: *(uint8_t *)p = (uint8_t)(int64_t)v; break;
+  case CB_INT64: *(int64_t *)p = double_to_int64(v); break;
+  case CB_UINT8: *(uint8_t *)p = (uint8_t)double_to_int64(v); break;
   case CB_BOOL: *(uint8_t *)p = v != 0; break;
   }
+}
+
+void cb_store_int64(void *p, cb_dtype dtype, int64_t v) {
+  if (dtype == CB_INT64) *(int64_t *)p = v;
+  else cb_store(p, dtype, (double)v);
 }
 
 /* ---- storage ---- */
@@ -76,6 +88,7 @@ static void tune_malloc(void) {
 }
 
 static cb_status storage_new(cb_storage **out, int64_t nbytes) {
+  *out = NULL;
   static pthread_once_t malloc_once = PTHREAD_ONCE_INIT;
   pthread_once(&malloc_once, tune_malloc);
   cb_storage *s = malloc(sizeof *s);
@@ -115,6 +128,7 @@ static void set_contiguous_strides(cb_tensor *t) {
 }
 
 cb_status cb_tensor_alias(cb_tensor **out, const cb_tensor *src) {
+  *out = NULL;
   cb_tensor *t = malloc(sizeof *t);
   if (!t) return cb_fail(CB_ENOMEM, "out of memory allocating a tensor view");
   memcpy(t, src, sizeof *t);
@@ -126,28 +140,54 @@ cb_status cb_tensor_alias(cb_tensor **out, const cb_tensor *src) {
   return CB_OK;
 }
 
-static cb_status check_shape(const char *op, int ndim, const int64_t *shape,
-                             int64_t *numel) {
+/* ---- checked size arithmetic ---- */
+
+static cb_status too_many_elements(const char *op, int ndim, const int64_t *shape) {
+  char buf[160];
+  return cb_fail(CB_EINVAL, "%s: shape %s has too many elements (at most 2^48)", op,
+                 cb_shape_str(buf, sizeof buf, ndim, shape));
+}
+
+cb_status cb_check_shape(const char *op, int ndim, const int64_t *shape, int64_t *numel) {
   if (ndim < 0 || ndim > CB_MAX_DIMS)
     return cb_fail(CB_EINVAL, "%s: %d dims requested, at most %d are supported",
                    op, ndim, CB_MAX_DIMS);
-  int64_t n = 1;
+  bool has_zero = false;
   for (int d = 0; d < ndim; d++) {
     if (shape[d] < 0)
       return cb_fail(CB_EINVAL, "%s: negative size %lld in dim %d", op,
                      (long long)shape[d], d + 1);
-    if (shape[d] > 0 && n > INT64_MAX / 16 / shape[d])
-      return cb_fail(CB_EINVAL, "%s: shape too large", op);
-    n *= shape[d];
+    has_zero |= shape[d] == 0;
   }
-  *numel = n;
+  int64_t n = 1;
+  for (int d = 0; d < ndim && !has_zero; d++)
+    if (cb_mul_overflows(n, shape[d], &n) || n > CB_MAX_NUMEL)
+      return too_many_elements(op, ndim, shape);
+  *numel = has_zero ? 0 : n;
+  return CB_OK;
+}
+
+cb_status cb_window_count(const char *op, int64_t in, int64_t kernel, int64_t stride,
+                          int64_t padding, int64_t dilation, int64_t *out) {
+  if (kernel < 1 || stride < 1 || dilation < 1 || padding < 0)
+    return cb_fail(CB_EINVAL, "%s: need kernel, stride and dilation >= 1 and padding >= 0 "
+                   "(got %lld, %lld, %lld and %lld)", op, (long long)kernel,
+                   (long long)stride, (long long)dilation, (long long)padding);
+  int64_t padded, span;
+  if (cb_mul_overflows(2, padding, &padded) || cb_add_overflows(in, padded, &padded) ||
+      cb_mul_overflows(dilation, kernel - 1, &span) || cb_add_overflows(span, 1, &span))
+    return cb_fail(CB_EINVAL, "%s: kernel %lld, padding %lld and dilation %lld overflow "
+                   "the size arithmetic", op, (long long)kernel, (long long)padding,
+                   (long long)dilation);
+  *out = padded < span ? 0 : (padded - span) / stride + 1;
   return CB_OK;
 }
 
 cb_status cb_tensor_empty(cb_tensor **out, int ndim, const int64_t *shape,
                           cb_dtype dtype) {
+  *out = NULL;
   int64_t numel = 0;
-  cb_status st = check_shape("tensor", ndim, shape, &numel);
+  cb_status st = cb_check_shape("tensor", ndim, shape, &numel);
   if (st != CB_OK) return st;
   if ((unsigned)dtype >= CB_NUM_DTYPES)
     return cb_fail(CB_ETYPE, "empty: invalid dtype %d", (int)dtype);
@@ -199,11 +239,6 @@ cb_status cb_tensor_arange(cb_tensor **out, double start, double end,
   int64_t esize = cb_dtype_size(dtype);
   for (int64_t i = 0; i < n; i++) cb_store(p + i * esize, dtype, start + (double)i * step);
   return CB_OK;
-}
-
-cb_status cb_tensor_empty_like(cb_tensor **out, const cb_tensor *like,
-                               cb_dtype dtype) {
-  return cb_tensor_empty(out, like->ndim, like->shape, dtype);
 }
 
 /* Dims from the largest stride to the smallest (stable: ties keep order). */
@@ -294,6 +329,11 @@ static int64_t element_offset(const cb_tensor *t, const int64_t *index) {
   return off;
 }
 
+int64_t cb_tensor_get_int64(const cb_tensor *t, const int64_t *index) {
+  const char *p = (const char *)cb_tensor_data(t) + element_offset(t, index) * cb_dtype_size(t->dtype);
+  return t->dtype == CB_INT64 ? *(const int64_t *)p : double_to_int64(cb_load(p, t->dtype));
+}
+
 double cb_tensor_get(const cb_tensor *t, const int64_t *index) {
   char *p = cb_tensor_data(t);
   return cb_load(p + element_offset(t, index) * cb_dtype_size(t->dtype), t->dtype);
@@ -347,8 +387,8 @@ static cb_status infer_shape(const char *op, int ndim, const int64_t *shape,
     } else if (shape[d] < 0) {
       return cb_fail(CB_EINVAL, "%s: negative size %lld in dim %d", op,
                      (long long)shape[d], d + 1);
-    } else {
-      known *= shape[d];
+    } else if (cb_mul_overflows(known, shape[d], &known) || known > CB_MAX_NUMEL) {
+      return too_many_elements(op, ndim, shape);
     }
   }
   if (infer >= 0) {
@@ -478,7 +518,7 @@ cb_status cb_tensor_narrow(cb_tensor **out, const cb_tensor *t, int dim,
   if (t->ndim == 0) return cb_fail(CB_EINVAL, "narrow: cannot narrow a 0-d tensor");
   cb_status st = cb_wrap_dim("narrow", &dim, t->ndim);
   if (st != CB_OK) return st;
-  if (start < 0 || length < 0 || start + length > t->shape[dim])
+  if (start < 0 || length < 0 || start > t->shape[dim] - length)
     return cb_fail(CB_ERANGE, "narrow: elements %lld..%lld out of range for dim %d "
                    "of size %lld", (long long)start + 1, (long long)(start + length),
                    dim + 1, (long long)t->shape[dim]);
@@ -515,12 +555,16 @@ cb_status cb_tensor_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t 
                                 (long long)step);
   int64_t size = t->shape[dim];
   if (start < 0) start = 0;
+  if (start > size) start = size;
   if (end > size) end = size;
   if (end < start) end = start;
+  int64_t count = end > start ? (end - start - 1) / step + 1 : 0, stride;
+  /* one element needs no stride; saturate so a huge step cannot overflow it */
+  if (count <= 1 || cb_mul_overflows(t->stride[dim], step, &stride)) stride = t->stride[dim];
   if ((st = cb_tensor_alias(out, t)) != CB_OK) return st;
   (*out)->offset += start * t->stride[dim];
-  (*out)->shape[dim] = (end - start + step - 1) / step;
-  (*out)->stride[dim] = t->stride[dim] * step;
+  (*out)->shape[dim] = count;
+  (*out)->stride[dim] = stride;
   return CB_OK;
 }
 
@@ -553,8 +597,10 @@ cb_status cb_tensor_expand(cb_tensor **out, const cb_tensor *t, int ndim,
                      td + 1, (long long)t->shape[td]);
     }
   }
-  cb_status st = cb_tensor_alias(out, t);
+  int64_t numel;
+  cb_status st = cb_check_shape("expand", ndim, new_shape, &numel);
   if (st != CB_OK) return st;
+  if ((st = cb_tensor_alias(out, t)) != CB_OK) return st;
   (*out)->ndim = ndim;
   memcpy((*out)->shape, new_shape, sizeof(int64_t) * (size_t)ndim);
   memcpy((*out)->stride, new_stride, sizeof(int64_t) * (size_t)ndim);
@@ -634,7 +680,8 @@ cb_status cb_tensor_flatten(cb_tensor **out, const cb_tensor *t, int start_dim, 
 
 /* ---- copies ---- */
 
-static bool has_overlap(const cb_tensor *t) {
+bool cb_tensor_overlaps(const cb_tensor *t) {
+  if (cb_tensor_numel(t) == 0) return false;
   for (int d = 0; d < t->ndim; d++)
     if (t->stride[d] == 0 && t->shape[d] > 1) return true;
   return false;
@@ -678,7 +725,7 @@ cb_status cb_tensor_copy_(cb_tensor *dst, const cb_tensor *src) {
                    cb_shape_str(a, 128, src->ndim, src->shape),
                    cb_shape_str(b, 128, dst->ndim, dst->shape));
   }
-  if (has_overlap(dst))
+  if (cb_tensor_overlaps(dst))
     return cb_fail(CB_EINVAL, "copy: destination is an expanded view whose elements "
                    "overlap; clone it first");
   cb_tensor_bump_version(dst);
@@ -689,32 +736,45 @@ cb_status cb_tensor_copy_(cb_tensor *dst, const cb_tensor *src) {
   return CB_OK;
 }
 
+/* One element's bytes, repeated by fill_row. */
 typedef struct {
-  double value;
-  cb_dtype dtype;
+  char bytes[8];
+  int64_t size;
 } fill_ctx;
 
 static void fill_row(void *ctx, int64_t n, char **p, const int64_t *s) {
   const fill_ctx *fill = ctx;
-  if (fill->dtype == CB_FLOAT32) {
-    float v = (float)fill->value;
+  if (fill->size == 4) {
+    float v;
+    memcpy(&v, fill->bytes, 4);
     for (int64_t i = 0; i < n; i++) *(float *)(p[0] + i * s[0]) = v;
     return;
   }
-  for (int64_t i = 0; i < n; i++) cb_store(p[0] + i * s[0], fill->dtype, fill->value);
+  for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], fill->bytes, (size_t)fill->size);
 }
 
-cb_status cb_tensor_fill_(cb_tensor *dst, double value) {
-  if (has_overlap(dst))
+static cb_status fill_bytes(cb_tensor *dst, const fill_ctx *ctx) {
+  if (cb_tensor_overlaps(dst))
     return cb_fail(CB_EINVAL, "fill: destination is an expanded view whose elements "
                    "overlap; clone it first");
   cb_tensor_bump_version(dst);
-  fill_ctx ctx = {value, dst->dtype};
   const cb_tensor *ops[1] = {dst};
   cb_iter it;
   cb_iter_init(&it, 1, ops, dst->ndim, dst->shape);
-  cb_iter_run(&it, fill_row, &ctx);
+  cb_iter_run(&it, fill_row, (void *)ctx);
   return CB_OK;
+}
+
+cb_status cb_tensor_fill_(cb_tensor *dst, double value) {
+  fill_ctx ctx = {.size = cb_dtype_size(dst->dtype)};
+  cb_store(ctx.bytes, dst->dtype, value);
+  return fill_bytes(dst, &ctx);
+}
+
+cb_status cb_tensor_fill_int64_(cb_tensor *dst, int64_t value) {
+  fill_ctx ctx = {.size = cb_dtype_size(dst->dtype)};
+  cb_store_int64(ctx.bytes, dst->dtype, value);
+  return fill_bytes(dst, &ctx);
 }
 
 cb_status cb_tensor_clone(cb_tensor **out, const cb_tensor *t) {

@@ -6,7 +6,9 @@
  * the Lua binding converts from Lua's 1-based indices.
  *
  * Ownership: every function that hands out a cb_tensor* gives the caller one
- * reference; release it with cb_tensor_release(). */
+ * reference; release it with cb_tensor_release(). On failure such a function
+ * leaves *out NULL (the allocators clear it first, and cb_release_on_error
+ * clears it after), so a caller may always release *out. */
 #ifndef CB_TENSOR_H
 #define CB_TENSOR_H
 
@@ -26,11 +28,33 @@ typedef enum {
 } cb_dtype;
 #define CB_NUM_DTYPES 4
 
+/* ---- checked size arithmetic ----
+ * Sizes, strides and offsets come from users (Lua integers, file headers),
+ * so every constructor, view and kernel-parameter path computes them through
+ * these helpers: a product or sum that overflows, or an element count above
+ * CB_MAX_NUMEL, is an error naming op, never a wrapped value. */
+#define CB_MAX_NUMEL ((int64_t)1 << 48)
+
+static inline bool cb_mul_overflows(int64_t a, int64_t b, int64_t *r) {
+  return __builtin_mul_overflow(a, b, r);
+}
+static inline bool cb_add_overflows(int64_t a, int64_t b, int64_t *r) {
+  return __builtin_add_overflow(a, b, r);
+}
+/* Checks ndim and every size (>= 0) and that the element count is at most
+ * CB_MAX_NUMEL; stores it in *numel. */
+cb_status cb_check_shape(const char *op, int ndim, const int64_t *shape, int64_t *numel);
+/* Output length of a sliding window (convolution, pooling) over `in`
+ * elements: (in + 2 padding - dilation (kernel - 1) - 1) / stride + 1, with
+ * kernel, stride, dilation >= 1 and padding >= 0 checked and every step
+ * checked for overflow. A window larger than the padded input gives 0. */
+cb_status cb_window_count(const char *op, int64_t in, int64_t kernel, int64_t stride,
+                          int64_t padding, int64_t dilation, int64_t *out);
+
 int64_t cb_dtype_size(cb_dtype dtype);
 const char *cb_dtype_name(cb_dtype dtype);
 /* Parses "float32"/"float", "int64"/"long", "uint8"/"byte", "bool". */
 cb_status cb_dtype_parse(const char *name, cb_dtype *dtype);
-bool cb_dtype_is_float(cb_dtype dtype);
 
 typedef struct cb_storage {
   void *data;
@@ -77,9 +101,6 @@ cb_status cb_tensor_scalar(cb_tensor **out, double value, cb_dtype dtype);
 /* start, start+step, ... while < end (or > end for negative step). */
 cb_status cb_tensor_arange(cb_tensor **out, double start, double end,
                            double step, cb_dtype dtype);
-/* An empty tensor with the shape of like (and dtype, unless overridden). */
-cb_status cb_tensor_empty_like(cb_tensor **out, const cb_tensor *like,
-                               cb_dtype dtype);
 /* An empty tensor shaped like `like` with the same memory order of dims
  * (when like is dense, e.g. a permuted contiguous tensor), else contiguous.
  * Kernels use it so that outputs and gradients keep their inputs' layout. */
@@ -93,6 +114,9 @@ cb_status cb_release_on_error(cb_status st, cb_tensor **out);
 /* ---- queries ---- */
 int64_t cb_tensor_numel(const cb_tensor *t);
 bool cb_tensor_is_contiguous(const cb_tensor *t);
+/* Some element is reachable at two indices (an expanded dim): such a
+ * tensor cannot be written to. An empty tensor has nothing to overlap. */
+bool cb_tensor_overlaps(const cb_tensor *t);
 /* Its elements fill a block of memory without gaps or overlaps, in some
  * order of dims (a contiguous tensor, or a permutation of one). */
 bool cb_tensor_is_dense(const cb_tensor *t);
@@ -101,6 +125,10 @@ void *cb_tensor_data(const cb_tensor *t);
 /* Reads / writes one element at a full index, converting through double. */
 double cb_tensor_get(const cb_tensor *t, const int64_t *index);
 void cb_tensor_set(cb_tensor *t, const int64_t *index, double value);
+/* The same for int64 values, exact over the whole int64 range (a double
+ * holds integers exactly only up to 2^53). Other dtypes convert. */
+int64_t cb_tensor_get_int64(const cb_tensor *t, const int64_t *index);
+void cb_store_int64(void *p, cb_dtype dtype, int64_t value);
 /* Formats a shape as "{2, 3}" into buf. */
 const char *cb_shape_str(char *buf, int64_t size, int ndim,
                          const int64_t *shape);
@@ -151,6 +179,8 @@ cb_status cb_tensor_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype
 /* dst[...] = src, src broadcast to dst's shape, converting dtype. */
 cb_status cb_tensor_copy_(cb_tensor *dst, const cb_tensor *src);
 cb_status cb_tensor_fill_(cb_tensor *dst, double value);
+/* fill_ with an exact int64 value (int64 tensors keep every bit). */
+cb_status cb_tensor_fill_int64_(cb_tensor *dst, int64_t value);
 
 /* Normalises a possibly negative dim for an ndim-dimensional tensor;
  * op names the operation in the error message. */

@@ -1,12 +1,159 @@
 /* luaopen_cbnet_core: the module table of the C binding (creation,
  * generators, threads, machine info). lua/cbnet/init.lua builds the `cbnet`
  * module on top of it. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "binding.h"
+
+/* ---- helpers shared by the binding files (declared in binding.h) ---- */
+
+void cbl_check(lua_State *L, cb_status st) {
+  if (st != CB_OK) luaL_error(L, "%s", cb_last_error());
+}
+
+/* Bytes allocated since the last collector step, not yet reported. */
+static _Thread_local int64_t unreported_bytes;
+
+void cbl_push_tensor(lua_State *L, cb_tensor *t) {
+  tensor_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->t = t;
+  luaL_setmetatable(L, TENSOR_MT);
+  /* Lua does not see the storage's memory; without this a loop making big
+   * tensors would let garbage pile up between cycles. Freshly allocated
+   * storage (one owner) counts as allocation debt for the collector. */
+  if (atomic_load(&t->storage->refcount) == 1) {
+    unreported_bytes += t->storage->nbytes;
+    if (unreported_bytes >= 64 * 1024) {
+      lua_gc(L, LUA_GCSTEP, (int)(unreported_bytes / 1024));
+      unreported_bytes = 0;
+    }
+  }
+}
+
+cb_tensor *cbl_test_tensor(lua_State *L, int arg) {
+  tensor_box *box = luaL_testudata(L, arg, TENSOR_MT);
+  if (!box) return NULL;
+  if (!box->t) luaL_argerror(L, arg, "tensor was closed");
+  return box->t;
+}
+
+cb_tensor *cbl_check_tensor(lua_State *L, int arg) {
+  cb_tensor *t = cbl_test_tensor(L, arg);
+  if (!t) luaL_typeerror(L, arg, "tensor");
+  return t;
+}
+
+cb_tensor *cbl_check_operand(lua_State *L, int arg, const cb_tensor *like) {
+  cb_tensor *t = cbl_test_tensor(L, arg);
+  if (t) return t;
+  if (lua_type(L, arg) == LUA_TBOOLEAN) {
+    cbl_check(L, cb_tensor_scalar(&t, lua_toboolean(L, arg), CB_BOOL));
+  } else if (lua_type(L, arg) == LUA_TNUMBER) {
+    bool integer = lua_isinteger(L, arg);
+    cb_dtype dtype = (integer && like && like->dtype != CB_FLOAT32) ? CB_INT64 : CB_FLOAT32;
+    cbl_check(L, cb_tensor_empty(&t, 0, NULL, dtype));
+    cb_status st = cbl_fill_value(L, t, arg);
+    if (st != CB_OK) cb_tensor_release(t);
+    cbl_check(L, st);
+  } else {
+    luaL_typeerror(L, arg, "tensor or number");
+  }
+  cbl_push_tensor(L, t);
+  lua_replace(L, arg); /* keep it alive (and collectable) in its own slot */
+  return t;
+}
+
+int cbl_dim_from_lua(lua_State *L, int arg, lua_Integer d) {
+  if (d == 0) luaL_argerror(L, arg, "dims are 1-based (or negative, counting from the end)");
+  if (d > CB_MAX_DIMS || d < -CB_MAX_DIMS)
+    luaL_argerror(L, arg, lua_pushfstring(L, "dim %I out of range (a tensor has at most %d)",
+                                          d, CB_MAX_DIMS));
+  return d > 0 ? (int)d - 1 : (int)d;
+}
+
+int cbl_check_dim(lua_State *L, int arg) {
+  return cbl_dim_from_lua(L, arg, luaL_checkinteger(L, arg));
+}
+
+int cbl_opt_dim(lua_State *L, int arg, int def) {
+  return lua_isnoneornil(L, arg) ? def : cbl_check_dim(L, arg);
+}
+
+/* An integer, or a float with an integral value (as luaL_checkinteger). */
+static int64_t check_size(lua_State *L, int arg) {
+  int is_integer;
+  lua_Integer v = lua_tointegerx(L, arg, &is_integer);
+  if (!is_integer) {
+    if (lua_type(L, arg) == LUA_TNUMBER) luaL_argerror(L, arg, "size must be an integer");
+    luaL_typeerror(L, arg, "integer size");
+  }
+  return v;
+}
+
+int cbl_read_shape(lua_State *L, int first, int *ndim, int64_t *shape) {
+  *ndim = 0;
+  if (lua_type(L, first) == LUA_TTABLE) {
+    lua_Integer n = cbl_list_len(L, first);
+    if (n > CB_MAX_DIMS)
+      luaL_argerror(L, first, lua_pushfstring(L, "%d dims given, at most %d are supported",
+                                              (int)n, CB_MAX_DIMS));
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_geti(L, first, i);
+      int is_integer;
+      shape[(*ndim)++] = lua_tointegerx(L, -1, &is_integer);
+      if (!is_integer)
+        luaL_argerror(L, first, lua_pushfstring(L, "size %d is not an integer", (int)i));
+      lua_pop(L, 1);
+    }
+    return first + 1;
+  }
+  int arg = first;
+  while (lua_type(L, arg) == LUA_TNUMBER) {
+    if (*ndim >= CB_MAX_DIMS)
+      luaL_argerror(L, arg, lua_pushfstring(L, "at most %d dims are supported", CB_MAX_DIMS));
+    shape[(*ndim)++] = check_size(L, arg);
+    arg++;
+  }
+  return arg;
+}
+
+cb_dtype cbl_opt_dtype(lua_State *L, int arg, cb_dtype def) {
+  if (lua_isnoneornil(L, arg)) return def;
+  cb_dtype dtype;
+  if (cb_dtype_parse(luaL_checkstring(L, arg), &dtype) != CB_OK)
+    luaL_argerror(L, arg, cb_last_error());
+  return dtype;
+}
+
+const char *cbl_check_cstring(lua_State *L, int arg) {
+  size_t len;
+  const char *s = luaL_checklstring(L, arg, &len);
+  if (strlen(s) != len) luaL_argerror(L, arg, "string contains a NUL byte");
+  return s;
+}
+
+const char *cbl_opt_cstring(lua_State *L, int arg, const char *def) {
+  return lua_isnoneornil(L, arg) ? def : cbl_check_cstring(L, arg);
+}
+
+lua_Integer cbl_list_len(lua_State *L, int idx) {
+  return (lua_Integer)lua_rawlen(L, idx);
+}
+
+cb_status cbl_fill_value(lua_State *L, cb_tensor *t, int idx) {
+  if (lua_isinteger(L, idx)) return cb_tensor_fill_int64_(t, lua_tointeger(L, idx));
+  if (lua_isboolean(L, idx)) return cb_tensor_fill_(t, lua_toboolean(L, idx));
+  return cb_tensor_fill_(t, lua_tonumber(L, idx));
+}
+
+cb_generator *cbl_opt_generator(lua_State *L, int arg) {
+  if (lua_isnoneornil(L, arg)) return cb_default_generator();
+  return luaL_checkudata(L, arg, GENERATOR_MT);
+}
 
 /* ---- cbnet.tensor(nested table[, dtype]) ---- */
 
@@ -22,7 +169,7 @@ static void scan_shape(lua_State *L, int idx, table_info *info) {
   while (lua_type(L, -1) == LUA_TTABLE) {
     if (info->ndim >= CB_MAX_DIMS)
       luaL_error(L, "tensor: table nested deeper than %d levels", CB_MAX_DIMS);
-    lua_Integer n = luaL_len(L, -1);
+    lua_Integer n = cbl_list_len(L, -1);
     info->shape[info->ndim++] = n;
     if (n == 0) break;
     lua_geti(L, -1, 1);
@@ -37,20 +184,20 @@ static void fill_from_table(lua_State *L, int dim, table_info *info, cb_tensor *
   int top = lua_gettop(L);
   if (dim == info->ndim) {
     int type = lua_type(L, top);
-    double v = 0;
-    if (type == LUA_TNUMBER) v = lua_tonumber(L, top);
-    else if (type == LUA_TBOOLEAN) v = lua_toboolean(L, top);
-    else luaL_error(L, "tensor: element %d is a %s, expected a number or boolean",
-                    (int)*offset + 1, luaL_typename(L, top));
-    cb_store((char *)t->storage->data + *offset * cb_dtype_size(t->dtype), t->dtype, v);
+    char *p = (char *)t->storage->data + *offset * cb_dtype_size(t->dtype);
+    if (lua_isinteger(L, top)) cb_store_int64(p, t->dtype, lua_tointeger(L, top));
+    else if (type == LUA_TNUMBER) cb_store(p, t->dtype, lua_tonumber(L, top));
+    else if (type == LUA_TBOOLEAN) cb_store(p, t->dtype, lua_toboolean(L, top));
+    else luaL_error(L, "tensor: element %I is a %s, expected a number or boolean",
+                    (lua_Integer)*offset + 1, luaL_typename(L, top));
     (*offset)++;
     return;
   }
-  if (lua_type(L, top) != LUA_TTABLE || luaL_len(L, top) != info->shape[dim])
+  if (lua_type(L, top) != LUA_TTABLE || cbl_list_len(L, top) != info->shape[dim])
     luaL_error(L, "tensor: ragged nested table: expected %d elements at depth %d, got %s",
                (int)info->shape[dim], dim + 1,
                lua_type(L, top) == LUA_TTABLE
-                   ? lua_pushfstring(L, "%d", (int)luaL_len(L, top))
+                   ? lua_pushfstring(L, "%I", cbl_list_len(L, top))
                    : luaL_typename(L, top));
   for (int64_t i = 1; i <= info->shape[dim]; i++) {
     lua_geti(L, top, i);
@@ -68,7 +215,7 @@ static void scan_types(lua_State *L, int idx, int depth, int ndim, table_info *i
     return;
   }
   if (lua_type(L, idx) != LUA_TTABLE) return; /* reported by fill_from_table */
-  lua_Integer n = luaL_len(L, idx);
+  lua_Integer n = cbl_list_len(L, idx);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_geti(L, idx, i);
     scan_types(L, lua_gettop(L), depth + 1, ndim, info);
@@ -80,18 +227,18 @@ static int l_tensor(lua_State *L) {
   cb_tensor *t;
   if (lua_type(L, 1) == LUA_TNUMBER || lua_type(L, 1) == LUA_TBOOLEAN) {
     cb_dtype def = lua_isinteger(L, 1) ? CB_INT64 : lua_isboolean(L, 1) ? CB_BOOL : CB_FLOAT32;
-    double v = lua_isboolean(L, 1) ? lua_toboolean(L, 1) : lua_tonumber(L, 1);
-    cbl_check(L, cb_tensor_scalar(&t, v, cbl_opt_dtype(L, 2, def)));
+    cbl_check(L, cb_tensor_empty(&t, 0, NULL, cbl_opt_dtype(L, 2, def)));
     cbl_push_tensor(L, t);
+    cbl_check(L, cbl_fill_value(L, t, 1));
     return 1;
   }
   luaL_checktype(L, 1, LUA_TTABLE);
   table_info info = {0, {0}, true, true};
   scan_shape(L, 1, &info);
   scan_types(L, 1, 0, info.ndim, &info);
-  int64_t numel = 1;
-  for (int d = 0; d < info.ndim; d++) numel *= info.shape[d];
-  cb_dtype def = numel == 0          ? CB_FLOAT32
+  bool empty = false;
+  for (int d = 0; d < info.ndim; d++) empty |= info.shape[d] == 0;
+  cb_dtype def = empty               ? CB_FLOAT32
                  : info.all_booleans ? CB_BOOL
                  : info.all_integers ? CB_INT64
                                      : CB_FLOAT32;
@@ -138,10 +285,11 @@ static int l_full(lua_State *L) {
   int64_t shape[CB_MAX_DIMS];
   cbl_read_shape(L, 1, &ndim, shape);
   cb_dtype def = lua_isinteger(L, 2) ? CB_INT64 : lua_isboolean(L, 2) ? CB_BOOL : CB_FLOAT32;
-  double v = lua_isboolean(L, 2) ? lua_toboolean(L, 2) : luaL_checknumber(L, 2);
+  if (!lua_isboolean(L, 2)) luaL_checknumber(L, 2);
   cb_tensor *t;
-  cbl_check(L, cb_tensor_full(&t, ndim, shape, cbl_opt_dtype(L, 3, def), v));
+  cbl_check(L, cb_tensor_empty(&t, ndim, shape, cbl_opt_dtype(L, 3, def)));
   cbl_push_tensor(L, t);
+  cbl_check(L, cbl_fill_value(L, t, 2));
   return 1;
 }
 
@@ -279,8 +427,10 @@ static int g_tostring(lua_State *L) {
  * userdata so an error cannot leak it). */
 static const cb_tensor **check_tensor_list(lua_State *L, int arg, int *n) {
   luaL_checktype(L, arg, LUA_TTABLE);
-  *n = (int)luaL_len(L, arg);
-  if (*n < 1) luaL_argerror(L, arg, "expected a non-empty list of tensors");
+  lua_Integer len = cbl_list_len(L, arg);
+  if (len < 1) luaL_argerror(L, arg, "expected a non-empty list of tensors");
+  if (len > INT_MAX) luaL_argerror(L, arg, "too many tensors");
+  *n = (int)len;
   const cb_tensor **ts = lua_newuserdatauv(L, sizeof *ts * (size_t)*n, 0);
   for (int i = 0; i < *n; i++) {
     lua_geti(L, arg, i + 1);

@@ -30,12 +30,24 @@ cb_tensor *cbl_check_operand(lua_State *L, int arg, const cb_tensor *like);
 /* A 1-based (or negative) dim argument, converted to the core's 0-based
  * (or still negative) form. */
 int cbl_check_dim(lua_State *L, int arg);
+/* The same for a dim value d read from argument arg (or from a list in it). */
+int cbl_dim_from_lua(lua_State *L, int arg, lua_Integer d);
 int cbl_opt_dim(lua_State *L, int arg, int def);
 /* Reads sizes from arguments first.. (numbers, or one table of numbers);
  * returns the index of the first argument after them. */
 int cbl_read_shape(lua_State *L, int first, int *ndim, int64_t *shape);
 cb_dtype cbl_opt_dtype(lua_State *L, int arg, cb_dtype def);
 cb_generator *cbl_opt_generator(lua_State *L, int arg);
+/* A string argument handed to C as a C string (a path, a name): one with a
+ * NUL byte inside would be cut short there, so it is an error. */
+const char *cbl_check_cstring(lua_State *L, int arg);
+const char *cbl_opt_cstring(lua_State *L, int arg, const char *def);
+/* The length of a Lua list of data (sizes, values, tensors): its raw
+ * length, so a __len metamethod cannot make the binding loop or overrun. */
+lua_Integer cbl_list_len(lua_State *L, int idx);
+/* Fills t with the number or boolean at idx; an integer stays exact in an
+ * int64 tensor (a double holds only 53 bits). */
+cb_status cbl_fill_value(lua_State *L, cb_tensor *t, int idx);
 
 void cbl_open_tensor(lua_State *L);  /* registers the Tensor metatable */
 void cbl_open_nn(lua_State *L);      /* adds the nn kernels to the table on top */

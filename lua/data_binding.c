@@ -24,7 +24,7 @@ static int push_dataset(lua_State *L, cb_dataset *ds) {
 
 /* read_cifar10(dir, train) -> images, labels, class_names */
 static int l_read_cifar10(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = cbl_check_cstring(L, 1);
   cb_dataset ds;
   cbl_check(L, cb_read_cifar10(&ds, dir, lua_toboolean(L, 2)));
   return push_dataset(L, &ds);
@@ -32,7 +32,7 @@ static int l_read_cifar10(lua_State *L) {
 
 /* read_image_folder(root[, cache_path]) -> images, labels, class_names */
 static int l_read_image_folder(lua_State *L) {
-  const char *root = luaL_checkstring(L, 1), *cache = luaL_optstring(L, 2, NULL);
+  const char *root = cbl_check_cstring(L, 1), *cache = cbl_opt_cstring(L, 2, NULL);
   cb_dataset ds;
   cbl_check(L, cb_read_image_folder(&ds, root, cache));
   return push_dataset(L, &ds);
@@ -40,7 +40,7 @@ static int l_read_image_folder(lua_State *L) {
 
 static int l_read_idx(lua_State *L) {
   cb_tensor *t;
-  cbl_check(L, cb_read_idx(&t, luaL_checkstring(L, 1)));
+  cbl_check(L, cb_read_idx(&t, cbl_check_cstring(L, 1)));
   cbl_push_tensor(L, t);
   return 1;
 }
@@ -53,7 +53,7 @@ static int parse_string_with(lua_State *L, bytes_parser parse) {
   size_t size;
   const char *bytes = luaL_checklstring(L, 1, &size);
   cb_tensor *t;
-  cbl_check(L, parse(&t, (const uint8_t *)bytes, size, luaL_optstring(L, 2, "(bytes)")));
+  cbl_check(L, parse(&t, (const uint8_t *)bytes, size, cbl_opt_cstring(L, 2, "(bytes)")));
   cbl_push_tensor(L, t);
   return 1;
 }
@@ -62,7 +62,7 @@ static int l_parse_idx(lua_State *L) { return parse_string_with(L, cb_parse_idx)
 static int l_decode_image(lua_State *L) { return parse_string_with(L, cb_decode_image); }
 
 static int l_write_image(lua_State *L) {
-  cbl_check(L, cb_write_image(cbl_check_tensor(L, 1), luaL_checkstring(L, 2)));
+  cbl_check(L, cb_write_image(cbl_check_tensor(L, 1), cbl_check_cstring(L, 2)));
   return 0;
 }
 
@@ -78,7 +78,7 @@ static void channel_list(lua_State *L, int table, const char *key, double *value
   for (int i = 0; i < CB_AUGMENT_MAX_CHANNELS; i++) values[i] = def;
   lua_getfield(L, table, key);
   if (lua_istable(L, -1)) {
-    int n = (int)luaL_len(L, -1);
+    lua_Integer n = cbl_list_len(L, -1);
     for (int i = 0; i < n && i < CB_AUGMENT_MAX_CHANNELS; i++) {
       lua_geti(L, -1, i + 1);
       values[i] = luaL_checknumber(L, -1);
@@ -133,7 +133,11 @@ static const char **table_keys(lua_State *L, int idx, int *count) {
   *count = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
+    size_t len;
     if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "safetensors: names must be strings");
+    const char *name = lua_tolstring(L, -2, &len);
+    if (strlen(name) != len)
+      luaL_error(L, "save_safetensors: name '%s...' contains a NUL byte", name);
     (*count)++;
     lua_pop(L, 1);
   }
@@ -150,7 +154,7 @@ static const char **table_keys(lua_State *L, int idx, int *count) {
 
 /* save_safetensors(path, {name = tensor}, {key = "value"}) */
 static int l_save_safetensors(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = cbl_check_cstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   if (lua_isnoneornil(L, 3)) lua_newtable(L);
   else luaL_checktype(L, 3, LUA_TTABLE);
@@ -173,6 +177,8 @@ static int l_save_safetensors(lua_State *L) {
     lua_getfield(L, 3, keys[i]);
     if (lua_type(L, -1) != LUA_TSTRING)
       return luaL_error(L, "save_safetensors: metadata '%s' must be a string", keys[i]);
+    if (strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+      return luaL_error(L, "save_safetensors: metadata '%s' contains a NUL byte", keys[i]);
     st.meta_values[i] = (char *)lua_tostring(L, -1);
     lua_pop(L, 1); /* the string stays alive in the table */
   }
@@ -183,7 +189,7 @@ static int l_save_safetensors(lua_State *L) {
 /* load_safetensors(path) -> {name = tensor}, {key = "value"} */
 static int l_load_safetensors(lua_State *L) {
   cb_safetensors st;
-  cbl_check(L, cb_load_safetensors(&st, luaL_checkstring(L, 1)));
+  cbl_check(L, cb_load_safetensors(&st, cbl_check_cstring(L, 1)));
   lua_createtable(L, 0, st.count);
   for (int i = 0; i < st.count; i++) {
     cbl_push_tensor(L, st.tensors[i]);

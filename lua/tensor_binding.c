@@ -4,119 +4,6 @@
 
 #include "binding.h"
 
-/* ---- helpers shared with binding.c ---- */
-
-void cbl_check(lua_State *L, cb_status st) {
-  if (st != CB_OK) luaL_error(L, "%s", cb_last_error());
-}
-
-/* Bytes allocated since the last collector step, not yet reported. */
-static _Thread_local int64_t unreported_bytes;
-
-void cbl_push_tensor(lua_State *L, cb_tensor *t) {
-  tensor_box *box = lua_newuserdatauv(L, sizeof *box, 0);
-  box->t = t;
-  luaL_setmetatable(L, TENSOR_MT);
-  /* Lua does not see the storage's memory; without this a loop making big
-   * tensors would let garbage pile up between cycles. Freshly allocated
-   * storage (one owner) counts as allocation debt for the collector. */
-  if (atomic_load(&t->storage->refcount) == 1) {
-    unreported_bytes += t->storage->nbytes;
-    if (unreported_bytes >= 64 * 1024) {
-      lua_gc(L, LUA_GCSTEP, (int)(unreported_bytes / 1024));
-      unreported_bytes = 0;
-    }
-  }
-}
-
-cb_tensor *cbl_test_tensor(lua_State *L, int arg) {
-  tensor_box *box = luaL_testudata(L, arg, TENSOR_MT);
-  if (!box) return NULL;
-  if (!box->t) luaL_argerror(L, arg, "tensor was closed");
-  return box->t;
-}
-
-cb_tensor *cbl_check_tensor(lua_State *L, int arg) {
-  cb_tensor *t = cbl_test_tensor(L, arg);
-  if (!t) luaL_typeerror(L, arg, "tensor");
-  return t;
-}
-
-cb_tensor *cbl_check_operand(lua_State *L, int arg, const cb_tensor *like) {
-  cb_tensor *t = cbl_test_tensor(L, arg);
-  if (t) return t;
-  if (lua_type(L, arg) == LUA_TBOOLEAN) {
-    cbl_check(L, cb_tensor_scalar(&t, lua_toboolean(L, arg), CB_BOOL));
-  } else if (lua_type(L, arg) == LUA_TNUMBER) {
-    bool integer = lua_isinteger(L, arg);
-    cb_dtype dtype = (integer && like && like->dtype != CB_FLOAT32) ? CB_INT64 : CB_FLOAT32;
-    cbl_check(L, cb_tensor_scalar(&t, lua_tonumber(L, arg), dtype));
-  } else {
-    luaL_typeerror(L, arg, "tensor or number");
-  }
-  cbl_push_tensor(L, t);
-  lua_replace(L, arg); /* keep it alive (and collectable) in its own slot */
-  return t;
-}
-
-int cbl_check_dim(lua_State *L, int arg) {
-  lua_Integer d = luaL_checkinteger(L, arg);
-  if (d == 0) luaL_argerror(L, arg, "dims are 1-based (or negative, counting from the end)");
-  if (d > CB_MAX_DIMS || d < -CB_MAX_DIMS) luaL_argerror(L, arg, "dim out of range");
-  return d > 0 ? (int)d - 1 : (int)d;
-}
-
-int cbl_opt_dim(lua_State *L, int arg, int def) {
-  return lua_isnoneornil(L, arg) ? def : cbl_check_dim(L, arg);
-}
-
-static int64_t check_size(lua_State *L, int arg) {
-  if (!lua_isinteger(L, arg)) {
-    if (lua_type(L, arg) == LUA_TNUMBER) luaL_argerror(L, arg, "size must be an integer");
-    luaL_typeerror(L, arg, "integer size");
-  }
-  return lua_tointeger(L, arg);
-}
-
-int cbl_read_shape(lua_State *L, int first, int *ndim, int64_t *shape) {
-  *ndim = 0;
-  if (lua_type(L, first) == LUA_TTABLE) {
-    lua_Integer n = luaL_len(L, first);
-    if (n > CB_MAX_DIMS)
-      luaL_argerror(L, first, lua_pushfstring(L, "%d dims given, at most %d are supported",
-                                              (int)n, CB_MAX_DIMS));
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_geti(L, first, i);
-      if (!lua_isinteger(L, -1))
-        luaL_argerror(L, first, lua_pushfstring(L, "size %d is not an integer", (int)i));
-      shape[(*ndim)++] = lua_tointeger(L, -1);
-      lua_pop(L, 1);
-    }
-    return first + 1;
-  }
-  int arg = first;
-  while (lua_type(L, arg) == LUA_TNUMBER) {
-    if (*ndim >= CB_MAX_DIMS)
-      luaL_argerror(L, arg, lua_pushfstring(L, "at most %d dims are supported", CB_MAX_DIMS));
-    shape[(*ndim)++] = check_size(L, arg);
-    arg++;
-  }
-  return arg;
-}
-
-cb_dtype cbl_opt_dtype(lua_State *L, int arg, cb_dtype def) {
-  if (lua_isnoneornil(L, arg)) return def;
-  cb_dtype dtype;
-  if (cb_dtype_parse(luaL_checkstring(L, arg), &dtype) != CB_OK)
-    luaL_argerror(L, arg, cb_last_error());
-  return dtype;
-}
-
-cb_generator *cbl_opt_generator(lua_State *L, int arg) {
-  if (lua_isnoneornil(L, arg)) return cb_default_generator();
-  return luaL_checkudata(L, arg, GENERATOR_MT);
-}
-
 /* ---- life cycle ---- */
 
 static int t_gc(lua_State *L) {
@@ -133,7 +20,7 @@ static int size_tostring(lua_State *L) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addchar(&b, '{');
-  for (lua_Integer i = 1, n = luaL_len(L, 1); i <= n; i++) {
+  for (lua_Integer i = 1, n = cbl_list_len(L, 1); i <= n; i++) {
     if (i > 1) luaL_addstring(&b, ", ");
     lua_geti(L, 1, i);
     luaL_addvalue(&b);
@@ -211,19 +98,18 @@ static int t_len(lua_State *L) {
 /* ---- element access ---- */
 
 static void push_element(lua_State *L, const cb_tensor *t, const int64_t *index) {
-  double v = cb_tensor_get(t, index);
   switch (t->dtype) {
-  case CB_FLOAT32: lua_pushnumber(L, v); break;
-  case CB_BOOL: lua_pushboolean(L, v != 0); break;
-  default: lua_pushinteger(L, (lua_Integer)v);
+  case CB_FLOAT32: lua_pushnumber(L, cb_tensor_get(t, index)); break;
+  case CB_BOOL: lua_pushboolean(L, cb_tensor_get(t, index) != 0); break;
+  default: lua_pushinteger(L, cb_tensor_get_int64(t, index)); /* exact */
   }
 }
 
 static int t_item(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
   if (cb_tensor_numel(t) != 1)
-    return luaL_error(L, "item: tensor has %d elements, expected exactly 1",
-                      (int)cb_tensor_numel(t));
+    return luaL_error(L, "item: tensor has %I elements, expected exactly 1",
+                      (lua_Integer)cb_tensor_numel(t));
   int64_t index[CB_MAX_DIMS] = {0};
   push_element(L, t, index);
   return 1;
@@ -234,8 +120,8 @@ static int64_t check_position(lua_State *L, int arg, int64_t n, int dim) {
   lua_Integer i = luaL_checkinteger(L, arg);
   int64_t pos = i > 0 ? i - 1 : n + i;
   if (i == 0 || pos < 0 || pos >= n)
-    luaL_error(L, "index %d out of range for dim %d of size %d (indices are 1-based; "
-               "negative ones count from the end)", (int)i, dim + 1, (int)n);
+    luaL_error(L, "index %I out of range for dim %d of size %I (indices are 1-based; "
+               "negative ones count from the end)", i, dim + 1, (lua_Integer)n);
   return pos;
 }
 
@@ -308,8 +194,7 @@ static int t_newindex(lua_State *L) {
   cb_status st;
   cb_tensor *src = cbl_test_tensor(L, 3);
   if (src) st = cb_tensor_copy_(v, src);
-  else if (lua_isboolean(L, 3)) st = cb_tensor_fill_(v, lua_toboolean(L, 3));
-  else if (lua_type(L, 3) == LUA_TNUMBER) st = cb_tensor_fill_(v, lua_tonumber(L, 3));
+  else if (lua_isboolean(L, 3) || lua_type(L, 3) == LUA_TNUMBER) st = cbl_fill_value(L, v, 3);
   else {
     cb_tensor_release(v);
     return luaL_typeerror(L, 3, "number or tensor");
@@ -507,10 +392,7 @@ static int t_permute(lua_State *L) {
   cbl_read_shape(L, 2, &ndim, dims64);
   if (ndim != t->ndim)
     return luaL_error(L, "permute: %d dims given for a %d-d tensor", ndim, t->ndim);
-  for (int d = 0; d < ndim; d++) {
-    if (dims64[d] == 0) return luaL_error(L, "permute: dims are 1-based");
-    dims[d] = dims64[d] > 0 ? (int)dims64[d] - 1 : (int)dims64[d];
-  }
+  for (int d = 0; d < ndim; d++) dims[d] = cbl_dim_from_lua(L, 2 + d, dims64[d]);
   cbl_check(L, cb_permute(&v, t, dims));
   cbl_push_tensor(L, v);
   return 1;
@@ -782,8 +664,9 @@ static int t_clamp_(lua_State *L) {
 static int read_dims(lua_State *L, int arg, int *dims) {
   if (lua_isnoneornil(L, arg)) return 0;
   if (lua_type(L, arg) == LUA_TTABLE) {
-    int n = (int)luaL_len(L, arg);
-    if (n > CB_MAX_DIMS) luaL_argerror(L, arg, "too many dims");
+    lua_Integer len = cbl_list_len(L, arg);
+    if (len > CB_MAX_DIMS) luaL_argerror(L, arg, "too many dims");
+    int n = (int)len;
     for (int i = 0; i < n; i++) {
       lua_geti(L, arg, i + 1);
       dims[i] = cbl_check_dim(L, lua_gettop(L));

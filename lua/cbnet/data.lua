@@ -225,9 +225,21 @@ end
 -- "exp": n_i = floor(n_max * (1/imbalance)^(i/(C-1))); "step": n_max for the
 -- first half of the classes, floor(n_max/imbalance) for the rest. reverse puts
 -- the tail first. As Cao et al. (LDAM-DRW) and Cui et al. build them.
+local MAX_CLASSES = 1000000
+
 function data.longtail_counts(n_max, classes, opts)
+  opts = opts or {}
+  if math.type(n_max) ~= "integer" or n_max < 0 then
+    error("longtail_counts: n_max must be a non-negative integer, got " .. tostring(n_max), 2)
+  end
+  if math.type(classes) ~= "integer" or classes < 1 or classes > MAX_CLASSES then
+    error(("longtail_counts: classes must be an integer in 1..%d, got %s"):format(
+      MAX_CLASSES, tostring(classes)), 2)
+  end
   local profile, imbalance = opts.profile or "exp", opts.imbalance or 100
-  assert(imbalance >= 1, "longtail: imbalance must be >= 1")
+  if type(imbalance) ~= "number" or not (imbalance >= 1 and imbalance < math.huge) then
+    error("longtail_counts: imbalance must be a finite number >= 1, got " .. tostring(imbalance), 2)
+  end
   local counts = {}
   for i = 0, classes - 1 do
     local n

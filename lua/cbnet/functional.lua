@@ -4,9 +4,18 @@ local core = require "cbnet.core"
 
 local F = {}
 
+-- The options table of an F function (nil means none).
+local function options(opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error("expected an options table as the last argument, got a " .. type(opts), 3)
+  end
+  return opts
+end
+
 --- conv2d(x, weight[, bias[, opts]]); opts: stride, padding, dilation, groups.
 function F.conv2d(x, weight, bias, opts)
-  opts = opts or {}
+  opts = options(opts)
   return core.conv2d(x, weight, bias, opts.stride, opts.padding, opts.dilation, opts.groups)
 end
 
@@ -16,7 +25,7 @@ F.linear = core.linear
 --- batch_norm(x, running_mean, running_var[, opts]); opts: weight, bias,
 -- training (default false), momentum (0.1), eps (1e-5).
 function F.batch_norm(x, running_mean, running_var, opts)
-  opts = opts or {}
+  opts = options(opts)
   return core.batch_norm(x, opts.weight, opts.bias, running_mean, running_var,
     opts.training or false, opts.momentum, opts.eps)
 end
@@ -47,7 +56,7 @@ F.log_softmax = core.log_softmax
 -- label_smoothing (0), reduction ("mean" | "sum" | "none"). As PyTorch's:
 -- "mean" with weights divides by the sum of the targets' weights.
 function F.cross_entropy(logits, target, opts)
-  opts = opts or {}
+  opts = options(opts)
   return core.cross_entropy(logits, target, opts.weight, opts.label_smoothing, opts.reduction)
 end
 

@@ -1,0 +1,128 @@
+-- Hostile inputs from the outside review (issue 9): each must give a clear
+-- Lua error naming what was wrong, or, where the input is legal, the right
+-- result -- never a crash, a hang or garbage.
+local cbnet = require "cbnet"
+local F = cbnet.F
+
+local function values(t) return t:contiguous():view(-1):totable() end
+
+describe("hostile tensor calls", function()
+  it("pooling a huge expanded view fails to allocate cleanly (row 1)", function()
+    local x = cbnet.zeros(1, 1, 1, 1):expand(1, 1, 1 << 40, 1)
+    assert.error_matches(function() F.max_pool2d(x, 1) end, "out of memory")
+    assert.error_matches(function() F.adaptive_avg_pool2d(cbnet.zeros(1, 1, 2, 2), 2 ^ 31) end,
+      "adaptive_avg_pool2d")
+  end)
+
+  it("masked_fill on a huge expanded view errors without a crash (row 2)", function()
+    local e = cbnet.zeros(1):expand(1 << 40)
+    assert.has_error(function() e:masked_fill(cbnet.tensor(true), 1) end)
+    assert.has_error(function() e:index_select(1, cbnet.tensor{0}) :sum() end)
+  end)
+
+  it("refuses shapes whose element count overflows (rows 3, 8, 19)", function()
+    assert.error_matches(function() cbnet.zeros(1024):view(3689348814741910528, 5) end,
+      "view: .*too many elements")
+    assert.error_matches(function() cbnet.zeros(1):expand(math.maxinteger) end,
+      "expand: .*too many elements")
+    assert.error_matches(function() cbnet.zeros(1, 1):expand(1 << 32, 1 << 32) end,
+      "expand: .*too many elements")
+    assert.error_matches(function() cbnet.zeros(3, 3):permute(2 ^ 32 + 2, 2 ^ 32 + 1) end,
+      "dim 4294967298 out of range")
+    local x = cbnet.zeros(1, 1, 4, 4)
+    assert.error_matches(function() F.max_pool2d(x, math.maxinteger, 1, 1 << 62) end,
+      "max_pool2d")
+    assert.error_matches(function()
+      F.conv2d(x, cbnet.zeros(1, 1, 3, 3), nil, {dilation = math.maxinteger})
+    end, "conv2d: .*overflow")
+    assert.error_matches(function()
+      cbnet.nn.Conv2d(1, 1, 3, {dilation = math.maxinteger})(x)
+    end, "conv2d: .*overflow")
+    assert.error_matches(function() F.conv2d(x, cbnet.zeros(1, 1, 3, 3), nil, 1) end,
+      "options table")
+  end)
+
+  it("narrow and slice with extreme bounds (rows 4, 6)", function()
+    assert.error_matches(function()
+      cbnet.zeros(3):narrow(1, math.maxinteger, math.maxinteger):sum()
+    end, "narrow: .*out of range")
+    local s = cbnet.arange(3):float():slice(1, 1, -1, math.maxinteger)
+    assert.same({1}, s:size())
+    assert.same({0}, values(s))
+    local e = cbnet.arange(3):float():slice(1, 3, 1)
+    assert.same({0}, e:size())
+    assert.is_true(e:mean():item() ~= e:mean():item()) -- mean of nothing is NaN
+  end)
+
+  it("integer division and remainder by -1 and 0 (row 5)", function()
+    assert.same({0}, values(cbnet.tensor{math.mininteger} % -1))
+    assert.same({0, 2}, values(cbnet.tensor{6, -1} % cbnet.tensor{-1, 3}))
+    assert.error_matches(function() return cbnet.tensor{3} % 0 end, "by zero")
+    assert.error_matches(function() return cbnet.tensor{3, 4} % cbnet.tensor{1, 0} end, "by zero")
+    -- int64 arithmetic wraps like Lua's integers
+    assert.same({math.mininteger}, values(cbnet.tensor{math.maxinteger} + 1))
+    assert.same({math.mininteger}, values(-cbnet.tensor{math.mininteger}))
+  end)
+
+  it("linear on an empty batch gives an empty result (row 7)", function()
+    local y = F.linear(cbnet.empty(0, 4), cbnet.randn(100, 4), cbnet.randn(100))
+    assert.same({0, 100}, y:size())
+    collectgarbage() -- heap corruption showed up later, at a free
+  end)
+
+  it("empty tensors are not overlapping views (row 9)", function()
+    local z = cbnet.zeros(2, 0)
+    assert.same({2, 0}, z:clone():size())
+    assert.equal("int64", z:long():dtype())
+    assert.same({2, 0}, (z + 1):size())
+    assert.same({4, 0}, cbnet.cat({z, z}, 1):size())
+    assert.same({2, 0}, cbnet.randn(2, 0):size())
+    assert.same({0, 3}, cbnet.zeros(0, 3):clone():size())
+  end)
+
+  it("int64 values round-trip exactly (row 10)", function()
+    assert.equal(math.maxinteger, cbnet.tensor{math.maxinteger}:item())
+    assert.equal(math.mininteger, cbnet.tensor{math.mininteger}:item())
+    assert.equal((1 << 53) + 1, cbnet.tensor{(1 << 53) + 1}:item())
+    assert.same({(1 << 53) + 1, -7}, cbnet.tensor{(1 << 53) + 1, -7}:totable())
+    assert.equal((1 << 53) + 1, cbnet.full({1}, (1 << 53) + 1, "int64"):item())
+    local t = cbnet.zeros(2, "int64")
+    t[1] = (1 << 60) + 3
+    assert.equal((1 << 60) + 3, t[1])
+  end)
+
+  it("assigning an expanded view as a gradient is refused (row 12)", function()
+    local x = cbnet.zeros(3)
+    x.requires_grad = true
+    assert.error_matches(function() x.grad = cbnet.zeros(1):expand(3) end,
+      "grad: .*expanded view")
+    x.grad = cbnet.ones(3)
+    x:sum():backward()
+    assert.same({2, 2, 2}, values(x.grad))
+  end)
+
+  it("tables with a lying __len and huge counts fail fast (row 19)", function()
+    local liar = setmetatable({}, {__len = function() return 1 << 40 end})
+    assert.same({0}, cbnet.tensor(liar):size()) -- data tables are read raw
+    assert.same({1, 2}, values(cbnet.tensor(setmetatable({1, 2}, getmetatable(liar)))))
+    assert.error_matches(function() cbnet.data.longtail_counts(1, 1 << 32, {}) end,
+      "longtail_counts")
+  end)
+end)
+
+describe("hostile files", function()
+  local dir
+  before_each(function() dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir) end)
+  after_each(function() os.execute("rm -rf " .. dir) end)
+
+  it("safetensors names with NUL bytes or duplicates are refused (row 11)", function()
+    local p = dir .. "/t.safetensors"
+    assert.error_matches(function()
+      cbnet.save_safetensors(p, {a = cbnet.zeros(1), ["a\0b"] = cbnet.ones(1)})
+    end, "NUL")
+    assert.error_matches(function()
+      cbnet.save_safetensors(p, {a = cbnet.zeros(1)}, {["k\0"] = "v"})
+    end, "NUL")
+    assert.is_nil(io.open(p))
+  end)
+end)
