@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data.h"
 
@@ -46,21 +47,26 @@ static cb_status read_names(cb_dataset *ds, const char *dir) {
   ds->class_names = calloc(CLASSES, sizeof *ds->class_names);
   if (!ds->class_names) return cb_fail(CB_ENOMEM, "out of memory");
   ds->num_classes = CLASSES;
-  FILE *f = fopen(path, "r");
-  char line[256];
+  uint8_t *text = NULL;
+  size_t size = 0;
+  if (access(path, F_OK) == 0) { /* optional; when present it must be a small regular file */
+    cb_status st = cb_read_file(path, 1 << 16, &text, &size);
+    if (st != CB_OK) return st;
+  }
+  size_t pos = 0;
   for (int c = 0; c < CLASSES; c++) {
-    const char *name = standard_names[c];
-    if (f && fgets(line, sizeof line, f)) {
-      line[strcspn(line, "\r\n")] = 0;
-      if (line[0]) name = line;
-    }
-    ds->class_names[c] = strdup(name);
+    const char *line = (const char *)text + pos;
+    size_t len = 0;
+    while (pos + len < size && line[len] != '\n') len++;
+    pos += len < size - pos ? len + 1 : len;
+    if (len > 0 && line[len - 1] == '\r') len--;
+    ds->class_names[c] = len > 0 ? strndup(line, len) : strdup(standard_names[c]);
     if (!ds->class_names[c]) {
-      if (f) fclose(f);
+      free(text);
       return cb_fail(CB_ENOMEM, "out of memory");
     }
   }
-  if (f) fclose(f);
+  free(text);
   return CB_OK;
 }
 
@@ -76,7 +82,7 @@ cb_status cb_read_cifar10(cb_dataset *ds, const char *dir, bool train) {
     else snprintf(path, sizeof path, "%s/test_batch.bin", dir);
     uint8_t *bytes;
     size_t size;
-    if ((st = cb_read_file(path, &bytes, &size)) != CB_OK) break;
+    if ((st = cb_read_file(path, CB_CIFAR_MAX_FILE_BYTES, &bytes, &size)) != CB_OK) break;
     cb_dataset one;
     if ((st = cb_parse_cifar_records(&one, bytes, size, path)) == CB_OK) { /* validates */
       cb_dataset_free(&one);

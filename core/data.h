@@ -51,7 +51,15 @@ cb_status cb_read_image_folder(cb_dataset *ds, const char *root, const char *cac
 /* Writes a uint8 C x H x W tensor as PNG (or BMP/JPEG by the extension). */
 cb_status cb_write_image(const cb_tensor *image, const char *path);
 
-/* Reads a whole file (gzip-compressed or not) into a malloc'd buffer. */
-cb_status cb_read_file(const char *path, uint8_t **bytes, size_t *size);
+/* Reads a whole regular file (gzip-compressed or not) into a malloc'd
+ * buffer, refusing before it allocates: anything but a regular file (FIFOs,
+ * devices), a file or decompressed stream above max_bytes, and gzip data
+ * expanding more than 250 times its size. */
+cb_status cb_read_file(const char *path, int64_t max_bytes, uint8_t **bytes, size_t *size);
+
+/* The caps the readers pass: well above any real file of the format. */
+#define CB_IDX_MAX_BYTES ((int64_t)1 << 33)        /* 8 GiB decompressed */
+#define CB_CIFAR_MAX_FILE_BYTES ((int64_t)1 << 28) /* a batch is 30.7 MB */
+#define CB_IMAGE_FOLDER_MAX_BYTES ((int64_t)1 << 34) /* decoded pixels */
 
 #endif

@@ -84,7 +84,7 @@ cb_status cb_parse_idx(cb_tensor **out, const uint8_t *bytes, size_t size, const
 cb_status cb_read_idx(cb_tensor **out, const char *path) {
   uint8_t *bytes;
   size_t size;
-  cb_status st = cb_read_file(path, &bytes, &size);
+  cb_status st = cb_read_file(path, CB_IDX_MAX_BYTES, &bytes, &size);
   if (st != CB_OK) return st;
   st = cb_parse_idx(out, bytes, size, path);
   free(bytes);

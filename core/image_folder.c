@@ -244,20 +244,43 @@ static void decode_range(void *arg, int chunk, int64_t begin, int64_t end) {
 /* ---- cache ---- */
 
 #define CACHE_MAGIC "CBNETIMG"
-#define CACHE_VERSION 1
+#define CACHE_VERSION 2
 
+/* The file: this header, the class names (each NUL-terminated), the labels
+ * (int64), the pixels (uint8 N x C x H x W). The checksum covers all three,
+ * so a flipped byte anywhere makes the cache rebuilt rather than trusted. */
 typedef struct {
   char magic[8];
   uint32_t version, num_classes;
   int64_t n, c, h, w;
   uint64_t fingerprint;
   int64_t names_bytes;
+  uint64_t checksum;
 } cache_header;
 
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
   const uint8_t *p = data;
   for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
   return h;
+}
+
+/* A 64-bit checksum, eight bytes a step (the cache holds ~150 MB). */
+static uint64_t checksum_of(uint64_t h, const void *data, size_t n) {
+  const uint8_t *p = data;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word;
+    memcpy(&word, p + i, 8);
+    h = (h ^ word) * 0x9e3779b97f4a7c15ULL;
+    h ^= h >> 29;
+  }
+  return fnv1a(h, p + i, n - i);
+}
+
+static uint64_t cache_checksum(const char *names, int64_t names_bytes, const cb_dataset *ds) {
+  uint64_t h = checksum_of(0xcbf29ce484222325ULL, names, (size_t)names_bytes);
+  h = checksum_of(h, cb_tensor_data(ds->labels), (size_t)cb_tensor_numel(ds->labels) * 8);
+  return checksum_of(h, cb_tensor_data(ds->images), (size_t)cb_tensor_numel(ds->images));
 }
 
 /* Changes when any file is added, removed, renamed, resized or touched. */
@@ -281,32 +304,57 @@ static cb_status names_copy(cb_dataset *ds, char **names, int n) {
   return CB_OK;
 }
 
-/* Loads the cache if it matches the listing; false otherwise (no error). */
+/* The names block of the listing's classes, as the cache stores it. */
+static char *names_block(const listing *l, int64_t *bytes) {
+  *bytes = 0;
+  for (int i = 0; i < l->nclasses; i++) *bytes += (int64_t)strlen(l->classes[i]) + 1;
+  char *block = malloc((size_t)*bytes), *p = block;
+  for (int i = 0; block && i < l->nclasses; i++) p = stpcpy(p, l->classes[i]) + 1;
+  return block;
+}
+
+/* The header fits the listing and the file's real size, before anything is
+ * allocated from it. */
+static bool header_fits(const cache_header *hd, const listing *l, uint64_t fp,
+                        int64_t names_bytes, int64_t file_bytes) {
+  if (memcmp(hd->magic, CACHE_MAGIC, 8) != 0 || hd->version != CACHE_VERSION ||
+      hd->fingerprint != fp || hd->n != l->count || (int)hd->num_classes != l->nclasses ||
+      hd->names_bytes != names_bytes || hd->c < 1 || hd->c > 3 || hd->h < 1 || hd->w < 1)
+    return false;
+  int64_t pixels, total;
+  return !cb_mul_overflows(hd->n, hd->c, &pixels) && !cb_mul_overflows(pixels, hd->h, &pixels) &&
+         !cb_mul_overflows(pixels, hd->w, &pixels) && pixels <= CB_MAX_NUMEL &&
+         !cb_add_overflows((int64_t)sizeof *hd + names_bytes + 8 * hd->n, pixels, &total) &&
+         total == file_bytes;
+}
+
+/* Loads the cache if it is whole and matches the listing; false otherwise
+ * (no error: the caller decodes the folder and writes a fresh cache). */
 static bool load_cache(cb_dataset *ds, const char *path, const listing *l, uint64_t fp) {
   FILE *f = fopen(path, "rb");
   if (!f) return false;
+  struct stat s;
   cache_header hd;
-  bool ok = fread(&hd, sizeof hd, 1, f) == 1 && memcmp(hd.magic, CACHE_MAGIC, 8) == 0 &&
-            hd.version == CACHE_VERSION && hd.fingerprint == fp && hd.n == l->count &&
-            (int)hd.num_classes == l->nclasses && hd.c >= 1 && hd.c <= 3 && hd.h > 0 && hd.w > 0 &&
-            hd.names_bytes > 0 && hd.names_bytes < (1 << 20);
-  char *names = ok ? malloc((size_t)hd.names_bytes) : NULL;
-  ok = ok && names && fread(names, 1, (size_t)hd.names_bytes, f) == (size_t)hd.names_bytes;
+  int64_t names_bytes;
+  char *expected_names = names_block(l, &names_bytes);
+  char *names = expected_names ? malloc((size_t)names_bytes) : NULL;
+  bool ok = names && fstat(fileno(f), &s) == 0 && S_ISREG(s.st_mode) &&
+            fread(&hd, sizeof hd, 1, f) == 1 && header_fits(&hd, l, fp, names_bytes, s.st_size) &&
+            fread(names, 1, (size_t)names_bytes, f) == (size_t)names_bytes &&
+            memcmp(names, expected_names, (size_t)names_bytes) == 0;
   int64_t shape[4] = {hd.n, hd.c, hd.h, hd.w};
   ok = ok && cb_tensor_empty(&ds->labels, 1, &hd.n, CB_INT64) == CB_OK &&
        cb_tensor_empty(&ds->images, 4, shape, CB_UINT8) == CB_OK;
   ok = ok && fread(cb_tensor_data(ds->labels), 8, (size_t)hd.n, f) == (size_t)hd.n;
-  ok = ok && fread(cb_tensor_data(ds->images), 1, (size_t)(hd.n * hd.c * hd.h * hd.w), f) ==
-                 (size_t)(hd.n * hd.c * hd.h * hd.w);
+  size_t pixels = ok ? (size_t)cb_tensor_numel(ds->images) : 0;
+  ok = ok && fread(cb_tensor_data(ds->images), 1, pixels, f) == pixels;
   fclose(f);
-  if (ok) { /* the names must be the listing's */
-    char *p = names;
-    for (int i = 0; i < l->nclasses && ok; i++) {
-      ok = p < names + hd.names_bytes && strcmp(p, l->classes[i]) == 0;
-      p += strlen(l->classes[i]) + 1;
-    }
-  }
+  ok = ok && cache_checksum(names, names_bytes, ds) == hd.checksum;
+  /* labels follow from the listing: a cache that disagrees is not used */
+  const int64_t *labels = ok ? cb_tensor_data(ds->labels) : NULL;
+  for (int64_t i = 0; ok && i < l->count; i++) ok = labels[i] == l->items[i].label;
   free(names);
+  free(expected_names);
   if (ok) ok = names_copy(ds, l->classes, l->nclasses) == CB_OK;
   if (!ok) cb_dataset_free(ds);
   return ok;
@@ -335,10 +383,16 @@ static void save_cache(const cb_dataset *ds, const char *path, const listing *l,
                      .n = ds->images->shape[0], .c = ds->images->shape[1],
                      .h = ds->images->shape[2], .w = ds->images->shape[3], .fingerprint = fp};
   memcpy(hd.magic, CACHE_MAGIC, 8);
-  for (int i = 0; i < l->nclasses; i++) hd.names_bytes += (int64_t)strlen(l->classes[i]) + 1;
-  bool ok = fwrite(&hd, sizeof hd, 1, f) == 1;
-  for (int i = 0; i < l->nclasses && ok; i++)
-    ok = fwrite(l->classes[i], 1, strlen(l->classes[i]) + 1, f) == strlen(l->classes[i]) + 1;
+  char *names = names_block(l, &hd.names_bytes);
+  if (!names) {
+    fclose(f);
+    unlink(tmp);
+    return;
+  }
+  hd.checksum = cache_checksum(names, hd.names_bytes, ds);
+  bool ok = fwrite(&hd, sizeof hd, 1, f) == 1 &&
+            fwrite(names, 1, (size_t)hd.names_bytes, f) == (size_t)hd.names_bytes;
+  free(names);
   ok = ok && fwrite(cb_tensor_data(ds->labels), 8, (size_t)hd.n, f) == (size_t)hd.n;
   size_t bytes = (size_t)(hd.n * hd.c * hd.h * hd.w);
   ok = ok && fwrite(cb_tensor_data(ds->images), 1, bytes, f) == bytes;
@@ -371,6 +425,14 @@ cb_status cb_read_image_folder(cb_dataset *ds, const char *root, const char *cac
   if (st == CB_OK && !(job = calloc(1, sizeof *job))) st = cb_fail(CB_ENOMEM, "out of memory");
   if (st == CB_OK) {
     *job = (decode_job){.l = &l, .c = first->shape[0], .h = first->shape[1], .w = first->shape[2]};
+    int64_t plane = job->c * job->h * job->w, total;
+    if (cb_mul_overflows(plane, l.count, &total) || total > CB_IMAGE_FOLDER_MAX_BYTES)
+      st = cb_fail(CB_EINVAL, "%s: %lld images of %lld x %lld x %lld would decode to more than "
+                   "the %lld GiB cbnet holds in memory", root, (long long)l.count,
+                   (long long)job->c, (long long)job->h, (long long)job->w,
+                   (long long)(CB_IMAGE_FOLDER_MAX_BYTES >> 30));
+  }
+  if (st == CB_OK) {
     for (int i = 0; i < 64; i++) job->failed_at[i] = -1;
     int64_t shape[4] = {l.count, job->c, job->h, job->w};
     if ((st = cb_tensor_empty(&ds->images, 4, shape, CB_UINT8)) == CB_OK &&

@@ -332,7 +332,7 @@ cb_status cb_parse_safetensors(cb_safetensors *out, const uint8_t *bytes, size_t
 cb_status cb_load_safetensors(cb_safetensors *out, const char *path) {
   uint8_t *bytes;
   size_t size;
-  cb_status st = cb_read_file(path, &bytes, &size);
+  cb_status st = cb_read_file(path, CB_SAFETENSORS_MAX_BYTES, &bytes, &size);
   if (st != CB_OK) return st;
   st = cb_parse_safetensors(out, bytes, size, path);
   free(bytes);

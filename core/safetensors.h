@@ -29,4 +29,8 @@ cb_status cb_load_safetensors(cb_safetensors *out, const char *path);
 /* Writes st (names, tensors of dtype float32/int64/uint8/bool, metadata). */
 cb_status cb_save_safetensors(const cb_safetensors *st, const char *path);
 
+/* The largest file cb_load_safetensors reads (the file's real size is
+ * what it allocates). */
+#define CB_SAFETENSORS_MAX_BYTES ((int64_t)1 << 36)
+
 #endif

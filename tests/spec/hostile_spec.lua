@@ -125,4 +125,67 @@ describe("hostile files", function()
     end, "NUL")
     assert.is_nil(io.open(p))
   end)
+
+  local function write(p, bytes)
+    local f = assert(io.open(p, "wb")); f:write(bytes); f:close()
+  end
+  local function read(p)
+    local f = assert(io.open(p, "rb")); local s = f:read("a"); f:close(); return s
+  end
+
+  it("a corrupt decoded-image cache is rebuilt, never trusted (row 13)", function()
+    local core = require "cbnet.core"
+    for _, c in ipairs{"a", "b"} do os.execute("mkdir -p " .. dir .. "/f/" .. c) end
+    local img = (cbnet.arange(3 * 4 * 5) * 3):view(3, 4, 5):byte()
+    core.write_image(img, dir .. "/f/a/1.png")
+    core.write_image(img, dir .. "/f/b/2.png")
+    local cache = dir .. "/cache.bin"
+    local want_images, want_labels, want_names = core.read_image_folder(dir .. "/f", cache)
+    local good = read(cache)
+    local header = 8 + 4 + 4 + 4 * 8 + 8 + 8 + 8 -- magic, version, classes, n c h w, fp, names, sum
+    local function corrupt(at, byte) -- 1-based position in the file
+      return good:sub(1, at - 1) .. byte .. good:sub(at + 1)
+    end
+    local cases = {
+      names_without_nul = corrupt(header + 2, "x"),   -- "a\0b\0" -> "axb\0"
+      label_99 = corrupt(header + 4 + 1, "\99"),       -- first label's low byte
+      label_negative = good:sub(1, header + 4) .. string.rep("\255", 8) .. good:sub(header + 13),
+      flipped_pixel = corrupt(#good - 7, string.char((good:byte(#good - 7) + 1) % 256)),
+      truncated = good:sub(1, #good - 100),
+      huge_sizes = corrupt(8 + 4 + 4 + 8 + 1, "\255"),
+    }
+    for name, bytes in pairs(cases) do
+      write(cache, bytes)
+      local images, labels, names = core.read_image_folder(dir .. "/f", cache)
+      assert.same(want_labels:totable(), labels:totable(), name)
+      assert.equal(0, (images:float() - want_images:float()):abs():max():item(), name)
+      assert.same(want_names, names, name)
+      assert.equal(good, read(cache), name .. ": the cache is rewritten whole")
+    end
+  end)
+
+  it("readers refuse FIFOs, devices and compression bombs before allocating (row 18)", function()
+    local data = cbnet.data
+    assert(os.execute("mkfifo " .. dir .. "/fifo"))
+    assert.error_matches(function() cbnet.read_idx(dir .. "/fifo") end, "not a regular file")
+    assert.error_matches(function() cbnet.read_idx("/dev/zero") end, "not a regular file")
+    os.execute("mkdir -p " .. dir .. "/cifar")
+    os.execute("ln -s /dev/zero " .. dir .. "/cifar/test_batch.bin")
+    assert.error_matches(function() require("cbnet.core").read_cifar10(dir .. "/cifar", false) end,
+      "not a regular file")
+    -- 8 MB of zeros in an IDX header compresses about 1000x
+    local header = "\0\0\8\1" .. string.char(0, 0x80, 0, 0)
+    local raw = dir .. "/bomb-idx1-ubyte"
+    local f = assert(io.open(raw, "wb"))
+    f:write(header)
+    for _ = 1, 8 do f:write(string.rep("\0", 1 << 20)) end
+    f:close()
+    assert(os.execute("gzip -9 " .. raw))
+    assert.error_matches(function() cbnet.read_idx(raw .. ".gz") end, "compression bomb")
+    local safet = dir .. "/x.safetensors"
+    os.execute("mkfifo " .. safet)
+    assert.error_matches(function() cbnet.load_safetensors(safet) end, "not a regular file")
+    assert.is_not_nil(data) -- the module loads alongside
+  end)
 end)
+
