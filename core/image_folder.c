@@ -13,6 +13,7 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include "atomic_file.h"
 #include "data.h"
 #include "threadpool.h"
 
@@ -372,33 +373,25 @@ static void make_parent_dirs(const char *path) {
 }
 
 /* Best effort: a cache that cannot be written is simply not there. Written
- * to a temporary name and renamed, so readers never see half a file. */
+ * atomically, so readers never see half a file. */
 static void save_cache(const cb_dataset *ds, const char *path, const listing *l, uint64_t fp) {
   make_parent_dirs(path);
-  char tmp[PATH_MAX];
-  snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-  FILE *f = fopen(tmp, "wb");
-  if (!f) return;
   cache_header hd = {.version = CACHE_VERSION, .num_classes = (uint32_t)l->nclasses,
                      .n = ds->images->shape[0], .c = ds->images->shape[1],
                      .h = ds->images->shape[2], .w = ds->images->shape[3], .fingerprint = fp};
   memcpy(hd.magic, CACHE_MAGIC, 8);
   char *names = names_block(l, &hd.names_bytes);
-  if (!names) {
-    fclose(f);
-    unlink(tmp);
-    return;
-  }
+  if (!names) return;
   hd.checksum = cache_checksum(names, hd.names_bytes, ds);
-  bool ok = fwrite(&hd, sizeof hd, 1, f) == 1 &&
-            fwrite(names, 1, (size_t)hd.names_bytes, f) == (size_t)hd.names_bytes;
+  cb_atomic_file f;
+  cb_status st = cb_atomic_open(&f, path);
+  if (st == CB_OK) st = cb_atomic_write(&f, &hd, sizeof hd);
+  if (st == CB_OK) st = cb_atomic_write(&f, names, (size_t)hd.names_bytes);
+  if (st == CB_OK) st = cb_atomic_write(&f, cb_tensor_data(ds->labels), (size_t)hd.n * 8);
+  if (st == CB_OK)
+    st = cb_atomic_write(&f, cb_tensor_data(ds->images), (size_t)cb_tensor_numel(ds->images));
+  if (st == CB_OK) cb_atomic_commit(&f);
   free(names);
-  ok = ok && fwrite(cb_tensor_data(ds->labels), 8, (size_t)hd.n, f) == (size_t)hd.n;
-  size_t bytes = (size_t)(hd.n * hd.c * hd.h * hd.w);
-  ok = ok && fwrite(cb_tensor_data(ds->images), 1, bytes, f) == bytes;
-  ok = (fflush(f) == 0) && ok && fsync(fileno(f)) == 0;
-  ok = (fclose(f) == 0) && ok;
-  if (!ok || rename(tmp, path) != 0) unlink(tmp);
 }
 
 /* ---- the reader ---- */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "data.h"
 
 #define MAX_HEADER (100 << 20) /* the format's own limit */
@@ -409,6 +410,10 @@ cb_status cb_save_safetensors(const cb_safetensors *st, const char *path) {
     }
     append_str(&h, "}");
   }
+  for (int i = 0; i < st->count && status == CB_OK; i++)
+    for (int j = 0; j < i && status == CB_OK; j++)
+      if (strcmp(st->names[i], st->names[j]) == 0)
+        status = cb_fail(CB_EINVAL, "%s: the name '%s' appears twice", path, st->names[i]);
   for (int i = 0; i < st->count && status == CB_OK; i++) {
     const cb_tensor *t = st->tensors[i];
     if (!dtype_tag(t->dtype)) {
@@ -434,26 +439,18 @@ cb_status cb_save_safetensors(const cb_safetensors *st, const char *path) {
   append_str(&h, "}");
   while (h.len % 8) append_str(&h, " "); /* the data starts 8-byte aligned */
   if (h.oom && status == CB_OK) status = cb_fail(CB_ENOMEM, "%s: out of memory", path);
-  char tmp[4096];
-  FILE *f = NULL;
-  if (status == CB_OK) {
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    if (!(f = fopen(tmp, "wb"))) status = cb_fail(CB_EIO, "%s: cannot write (%s)", tmp, strerror(errno));
-  }
+  cb_atomic_file f;
+  if (status == CB_OK) status = cb_atomic_open(&f, path);
   if (status == CB_OK) {
     uint8_t len[8];
     for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
-    bool ok = fwrite(len, 1, 8, f) == 8 && fwrite(h.s, 1, h.len, f) == h.len;
-    for (int i = 0; ok && i < st->count; i++) {
+    status = cb_atomic_write(&f, len, 8);
+    if (status == CB_OK) status = cb_atomic_write(&f, h.s, h.len);
+    for (int i = 0; status == CB_OK && i < st->count; i++) {
       size_t bytes = (size_t)(cb_tensor_numel(contiguous[i]) * cb_dtype_size(contiguous[i]->dtype));
-      ok = fwrite(cb_tensor_data(contiguous[i]), 1, bytes, f) == bytes;
+      status = cb_atomic_write(&f, cb_tensor_data(contiguous[i]), bytes);
     }
-    ok = fflush(f) == 0 && ok && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-      status = cb_fail(CB_EIO, "%s: write failed (%s)", path, strerror(errno));
-      unlink(tmp);
-    }
+    if (status == CB_OK) status = cb_atomic_commit(&f);
   }
   for (int i = 0; i < st->count; i++) cb_tensor_release(contiguous[i]);
   free(contiguous);

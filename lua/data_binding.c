@@ -3,6 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "augment.h"
 #include "binding.h"
 #include "data.h"
@@ -186,6 +187,14 @@ static int l_save_safetensors(lua_State *L) {
   return 0;
 }
 
+/* write_file_atomic(path, bytes): the file is the old one or all of bytes */
+static int l_write_file_atomic(lua_State *L) {
+  size_t size;
+  const char *path = cbl_check_cstring(L, 1), *bytes = luaL_checklstring(L, 2, &size);
+  cbl_check(L, cb_write_file_atomic(path, bytes, size));
+  return 0;
+}
+
 /* load_safetensors(path) -> {name = tensor}, {key = "value"} */
 static int l_load_safetensors(lua_State *L) {
   cb_safetensors st;
@@ -211,6 +220,7 @@ static int l_isatty(lua_State *L) {
 }
 
 static const luaL_Reg data_functions[] = {
+    {"write_file_atomic", l_write_file_atomic},
     {"save_safetensors", l_save_safetensors}, {"load_safetensors", l_load_safetensors},
     {"isatty", l_isatty},
     {"read_cifar10", l_read_cifar10}, {"read_image_folder", l_read_image_folder},

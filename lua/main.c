@@ -37,6 +37,9 @@ static volatile sig_atomic_t interrupted;
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
+  /* lets Lua code that catches errors tell this one from a failure */
+  lua_pushboolean(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "cbnet.interrupted");
   luaL_error(L, "interrupted");
 }
 

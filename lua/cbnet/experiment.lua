@@ -143,23 +143,14 @@ function experiment.evaluate(model, ds, normalization, batch_size, max_batches)
   return correct:sum():item() / math.max(total:sum():item(), 1), per_class
 end
 
--- ---- one training run ----
+-- ---- one training run, in its steps ----
 
---- Trains one run; spec: name, model (a function returning a fresh model),
--- loss (function(logits, labels)), train, test (datasets), normalization,
--- opts (the parsed options), out (this run's folder), param_groups (optional
--- function(model) -> groups), hparams (recorded with the result).
--- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,
--- out/best.safetensors (weights of the best test accuracy) and
--- out/result.json at the end; resumes from out/checkpoint.safetensors.
-function experiment.train(spec)
-  local opts, out = spec.opts, spec.out
-  report.mkdir(out)
-  -- fault injection for the tests of sweeps: this run fails on purpose
-  if os.getenv("CBNET_TEST_FAIL_RUN") == spec.name then error("injected failure (CBNET_TEST_FAIL_RUN)", 0) end
-  cbnet.manual_seed(opts.seed)
-  local model = spec.model()
-  local groups = spec.param_groups and spec.param_groups(model) or cbnet.optim.split_decay(model, opts.wd)
+--- The optimizer and (optional) learning-rate schedule that opts ask for
+-- (--optimizer sgd|adam, --lr, --momentum, --schedule none|cosine), over
+-- the parameter groups given (weight decay split from biases and norms by
+-- default).
+function experiment.optimizer(model, opts, groups)
+  groups = groups or cbnet.optim.split_decay(model, opts.wd)
   local opt
   if opts.optimizer == "adam" then opt = cbnet.optim.Adam(groups, {lr = opts.lr})
   elseif opts.optimizer == "sgd" then opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum})
@@ -167,49 +158,87 @@ function experiment.train(spec)
   local schedule
   if opts.schedule == "cosine" then schedule = cbnet.optim.CosineLR(opt, {total = opts.epochs})
   elseif opts.schedule ~= "none" then error("--schedule must be none or cosine, got " .. tostring(opts.schedule), 0) end
+  return opt, schedule
+end
+
+--- One epoch of training: every batch of loader (at most max_batches),
+-- loss_fn(logits, labels) minimised by opt. Returns the mean loss, the
+-- training accuracy and images/s. label names the run in the progress line.
+function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches)
+  local progress = report.progress(label, max_batches or #loader)
+  local loss_sum, hits, seen = 0, 0, 0
+  for images, labels in loader:batches(epoch) do
+    local logits = model(images)
+    local loss = loss_fn(logits, labels)
+    opt:zero_grad()
+    loss:backward()
+    opt:step()
+    local value = loss:item()
+    if value ~= value then error(("%s: the loss became NaN"):format(label), 0) end
+    loss_sum = loss_sum + value * labels:size(1)
+    hits = hits + logits:argmax(2):eq(labels):float():sum():item()
+    seen = seen + labels:size(1)
+    progress:update(labels:size(1), value)
+    if max_batches and progress.done >= max_batches then break end
+  end
+  local speed = progress:finish()
+  return loss_sum / math.max(seen, 1), hits / math.max(seen, 1), speed
+end
+
+-- The state a run resumes from: the epoch to start at, the history and the
+-- best epoch so far (fresh when there is no checkpoint). metrics.jsonl is cut
+-- back to the checkpoint's epochs, since a run killed between writing an
+-- epoch's metrics and its checkpoint trains that epoch again.
+local function resume_state(spec, ckpt_path, metrics_path, model, opt)
+  if not (spec.opts.resume and report.read_file(ckpt_path)) then
+    return 1, {}, {accuracy = -1}
+  end
+  local meta = checkpoint.load(ckpt_path, {model = model, optimizer = opt})
+  local kept = {}
+  for _, record in ipairs(report.read_metrics(metrics_path)) do
+    if record.epoch <= meta.epoch then kept[#kept + 1] = json.encode(record) .. "\n" end
+  end
+  report.write_atomic(metrics_path, table.concat(kept))
+  print(("%s: resuming after epoch %d"):format(spec.name, meta.epoch))
+  return meta.epoch + 1, meta.extra.history, meta.extra.best
+end
+
+--- Trains one run; spec: name, model (a function returning a fresh model),
+-- loss (function(logits, labels)), train, test (datasets), normalization,
+-- opts (the parsed options), out (this run's folder), param_groups (optional
+-- function(model) -> groups), hparams (recorded with the result).
+-- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,
+-- out/best.safetensors (weights of the best epoch's test accuracy) and
+-- out/result.json at the end; resumes from out/checkpoint.safetensors.
+function experiment.train(spec)
+  local opts, out = spec.opts, spec.out
+  report.mkdir(out)
+  cbnet.manual_seed(opts.seed)
+  local model = spec.model()
+  local opt, schedule = experiment.optimizer(model, opts, spec.param_groups and spec.param_groups(model))
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then transform.crop_padding, transform.flip = (spec.crop_padding or 4), true end
   local loader = data.Loader(spec.train, {batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
     transform = transform})
   local max_batches = opts.quick and 4 or nil
-  local history, start_epoch, best = {}, 1, {accuracy = -1}
-  local ckpt_path = out .. "/checkpoint.safetensors"
-  if opts.resume and report.read_file(ckpt_path) then
-    local meta = checkpoint.load(ckpt_path, {model = model, optimizer = opt})
-    start_epoch = meta.epoch + 1
-    history, best = meta.extra.history, meta.extra.best
-    print(("%s: resuming after epoch %d"):format(spec.name, meta.epoch))
-  end
-  local metrics = report.metrics(out .. "/metrics.jsonl", start_epoch > 1)
+  local ckpt_path, metrics_path = out .. "/checkpoint.safetensors", out .. "/metrics.jsonl"
+  local start_epoch, history, best = resume_state(spec, ckpt_path, metrics_path, model, opt)
+  local metrics = report.metrics(metrics_path, start_epoch > 1)
   for epoch = start_epoch, opts.epochs do
     if schedule then schedule:set_epoch(epoch - 1) end
-    local progress = report.progress(("%s epoch %d/%d"):format(spec.name, epoch, opts.epochs),
-      max_batches or #loader)
-    local loss_sum, hits, seen, t0 = 0, 0, 0, report.now()
-    for images, labels in loader:batches(epoch) do
-      local logits = model(images)
-      local loss = spec.loss(logits, labels)
-      opt:zero_grad()
-      loss:backward()
-      opt:step()
-      local value = loss:item()
-      if value ~= value then error(("%s: the loss became NaN in epoch %d"):format(spec.name, epoch), 0) end
-      loss_sum = loss_sum + value * labels:size(1)
-      hits = hits + logits:argmax(2):eq(labels):float():sum():item()
-      seen = seen + labels:size(1)
-      progress:update(labels:size(1), value)
-      if max_batches and progress.done >= max_batches then break end
-    end
-    local speed = progress:finish()
+    local t0 = report.now()
+    local label = ("%s epoch %d/%d"):format(spec.name, epoch, opts.epochs)
+    local loss, train_acc, speed = experiment.train_epoch(model, loader, spec.loss, opt, epoch,
+      label, max_batches)
     local test_acc, per_class = experiment.evaluate(model, spec.test,
       {mean = transform.mean, std = transform.std}, 256)
-    local record = {epoch = epoch, train_loss = loss_sum / seen, train_accuracy = hits / seen,
+    local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
                     test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
                     seconds = report.now() - t0, lr = opt.param_groups[1].lr}
     history[#history + 1] = record
     metrics:log(record)
     print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  test acc %.4f  (%.0f img/s, %.1f s)"):format(
-      spec.name, epoch, opts.epochs, record.train_loss, record.train_accuracy, test_acc, speed, record.seconds))
+      spec.name, epoch, opts.epochs, loss, train_acc, test_acc, speed, record.seconds))
     if test_acc > best.accuracy then
       best = {accuracy = test_acc, epoch = epoch, per_class = per_class}
       checkpoint.save_weights(out .. "/best.safetensors", model)
@@ -226,6 +255,12 @@ function experiment.train(spec)
 end
 
 -- ---- sweeps ----
+
+--- Whether the cbnet command saw Ctrl-C (its handler marks the registry, so
+-- code that catches errors can tell an interrupt from a failure).
+function experiment.interrupted()
+  return debug.getregistry()["cbnet.interrupted"] == true
+end
 
 --- Runs every run of a sweep (a list of {id, ...}; run(r, opts, out) trains
 -- it and returns its result). With opts.jobs > 1 the runs go to separate
@@ -258,6 +293,8 @@ function experiment.sweep(runs, opts, run, args)
   if opts.jobs <= 1 then
     for _, r in ipairs(pending) do
       local ok, err = pcall(run, r, opts, folder(r))
+      -- Ctrl-C stops the sweep, not just this run
+      if not ok and experiment.interrupted() then error(err, 0) end
       if not ok then io.stderr:write(("run %s failed: %s\n"):format(r.id, tostring(err))) end
       collect(r, ok, err)
     end
@@ -269,8 +306,11 @@ function experiment.sweep(runs, opts, run, args)
   local function wait_oldest()
     local job = table.remove(running, 1)
     local output = job.pipe:read("a")
-    local ok, _, code = job.pipe:close()
+    local ok, how, code = job.pipe:close()
     io.write(output)
+    if (how == "exit" and code == 130) or (how == "signal" and code == 2) or experiment.interrupted() then
+      error("interrupted", 0)
+    end
     if not ok then io.stderr:write(("run %s failed (exit %s)\n"):format(job.run.id, tostring(code))) end
     collect(job.run, ok, ok and nil or ("exit " .. tostring(code) .. ": " .. output:sub(-400)))
   end

@@ -1,27 +1,16 @@
 --- cbnet.report: result files of an experiment run. Everything a run writes
--- goes through write_atomic (a temporary file, then rename), so an
--- interrupted run never leaves half a file behind.
+-- goes through write_atomic (a temporary file, every step checked, then a
+-- rename), so an interrupted run or a full disk never leaves half a file.
 local json = require "cbnet.json"
+local core = require "cbnet.core"
 
 local report = {}
 
---- Writes text to path atomically.
+--- Writes text to path atomically: afterwards path holds the old content or
+-- all of text; a failed write, fsync, close or rename is an error.
 function report.write_atomic(path, text)
-  local tmp = ("%s.tmp.%d"):format(path, math.random(1, 1 << 30))
-  local f, err = io.open(tmp, "wb")
-  if not f then error(("cannot write %s: %s"):format(path, err), 2) end
-  local ok, werr = f:write(text)
-  f:flush()
-  f:close()
-  if not ok then
-    os.remove(tmp)
-    error(("cannot write %s: %s"):format(path, werr), 2)
-  end
-  local renamed, rerr = os.rename(tmp, path)
-  if not renamed then
-    os.remove(tmp)
-    error(("cannot write %s: %s"):format(path, rerr), 2)
-  end
+  local ok, err = pcall(core.write_file_atomic, path, text)
+  if not ok then error(err, 2) end
 end
 
 function report.read_file(path)
@@ -93,8 +82,9 @@ function report.metrics(path, append)
 end
 
 function Metrics:log(record)
-  self.file:write(json.encode(record), "\n")
-  self.file:flush()
+  local ok, err = self.file:write(json.encode(record), "\n")
+  if ok then ok, err = self.file:flush() end
+  if not ok then error(("cannot write %s: %s"):format(self.path, err), 2) end
 end
 
 function Metrics:close() self.file:close() end

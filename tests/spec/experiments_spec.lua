@@ -138,9 +138,9 @@ describe("experiments/imbalance.lua", function()
 
   it("runs a sweep in parallel processes, reports a failed run and completes the others", function()
     local out = tmp .. "/parallel"
-    local code, output = run("imbalance.lua",
-      ("--quick --data %s --out %s --imbalance 10 --widths 8,16 --betas 0.9999,0.9 --jobs 2"):format(DATA, out),
-      "CBNET_TEST_FAIL_RUN=cb-focal-beta-0.9")
+    local code, output = sh(("cd %s && FAIL_RUN=cb-focal-beta-0.9 %s run %s/tests/spec/fixtures/failing_run.lua %s"):format(
+      ROOT, CBNET, ROOT,
+      ("--quick --data %s --out %s --imbalance 10 --widths 8,16 --betas 0.9999,0.9 --jobs 2"):format(DATA, out)))
     assert.equal(1, code, output)
     assert.matches("run cb-focal-beta-0.9 FAILED", output, 1, true)
     local results = json.decode(report.read_file(out .. "/results.json"))
@@ -215,5 +215,77 @@ describe("safetensors", function()
     local bad_dtype = '{"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}'
     assert.error_matches(function() core.load_safetensors(write("f16.st", string.pack("<I8", #bad_dtype) .. bad_dtype .. "xx")) end,
       "unsupported dtype")
+  end)
+end)
+
+describe("durability of what a run writes (issue 9)", function()
+  it("a full disk leaves the old file and raises an error (row 14)", function()
+    local mnt = tmp .. "/full"
+    assert(os.execute("mkdir -p " .. mnt))
+    if not os.execute("mount -t tmpfs -o size=64k tmpfs " .. mnt .. " 2>/dev/null") then
+      return pending("mounting a small tmpfs needs root")
+    end
+    local ok, err = pcall(function()
+      report.write_json(mnt .. "/config.json", {epochs = 4})
+      local big = string.rep("x", 200 * 1024)
+      local wrote, werr = pcall(report.write_atomic, mnt .. "/config.json", big)
+      assert.is_false(wrote)
+      assert.matches("config.json: write failed .*No space left", werr)
+      assert.same({epochs = 4}, report.read_json(mnt .. "/config.json"))
+      local files = io.popen("ls -a " .. mnt):read("a")
+      assert.is_nil(files:find(".tmp.", 1, true), files)
+      -- the C writers take the same path
+      local saved = pcall(cbnet.save_safetensors, mnt .. "/config.json", {w = cbnet.zeros(100000)})
+      assert.is_false(saved)
+      assert.same({epochs = 4}, report.read_json(mnt .. "/config.json"))
+    end)
+    os.execute("umount " .. mnt)
+    assert(ok, err)
+  end)
+
+  it("removes temporaries of killed writers at the next write, not of live ones (row 16)", function()
+    local dir = tmp .. "/stale"
+    assert(os.execute("mkdir -p " .. dir))
+    local pid_max = tonumber(io.open("/proc/sys/kernel/pid_max"):read("l"))
+    local dead = dir .. "/result.json.tmp." .. (pid_max + 1) -- no process can have it
+    local alive = dir .. "/result.json.tmp.1"
+    local other = dir .. "/other.json.tmp." .. (pid_max + 1)
+    for _, p in ipairs{dead, alive, other} do io.open(p, "w"):close() end
+    report.write_json(dir .. "/result.json", {ok = true})
+    assert.is_nil(io.open(dead))
+    assert.truthy(io.open(alive))
+    assert.truthy(io.open(other))
+    assert.same({ok = true}, report.read_json(dir .. "/result.json"))
+  end)
+
+  it("--resume drops metrics lines after the checkpoint's epoch (row 15)", function()
+    local out = tmp .. "/killed"
+    local common = ("--quick --data %s --widths 8,16"):format(DATA)
+    assert.equal(0, (run("convnet.lua", ("%s --epochs 1 --out %s"):format(common, out))))
+    -- killed after logging epoch 2's metrics, before its checkpoint
+    local f = assert(io.open(out .. "/metrics.jsonl", "ab"))
+    f:write(json.encode({epoch = 2, test_accuracy = 0.5}), "\n")
+    f:close()
+    local config = report.read_json(out .. "/config.json")
+    config.epochs = 2
+    report.write_json(out .. "/config.json", config)
+    local code, output = run("convnet.lua", "--resume " .. out)
+    assert.equal(0, code, output)
+    local epochs = {}
+    for _, r in ipairs(report.read_metrics(out .. "/metrics.jsonl")) do epochs[#epochs + 1] = r.epoch end
+    assert.same({1, 2}, epochs)
+  end)
+
+  it("Ctrl-C stops a --jobs 1 sweep with exit 130, not just its current run (row 17)", function()
+    local out, log = tmp .. "/sigint", tmp .. "/sigint.log"
+    local cmd = ("cd %s && { %s run experiments/imbalance.lua --data %s --out %s --imbalance 10 " ..
+      "--widths 8,16 --betas 0.9999,0.9 --epochs 50 > %s 2>&1 & pid=$!; " ..
+      "for i in $(seq 300); do grep -q 'epoch  1/50' %s && break; sleep 0.1; done; " ..
+      "kill -INT $pid; wait $pid; echo \"exit=$?\"; }"):format(ROOT, CBNET, DATA, out, log, log)
+    local _, output = sh(cmd)
+    local text = report.read_file(log)
+    assert.matches("exit=130", output, 1, true)
+    assert.is_nil(text:find("cb-focal-beta-0.9999 epoch", 1, true), text) -- no next run
+    assert.is_nil(text:find("failed", 1, true), text)
   end)
 end)
