@@ -159,9 +159,11 @@ cb_status cb_check_shape(const char *op, int ndim, const int64_t *shape, int64_t
                      (long long)shape[d], d + 1);
     has_zero |= shape[d] == 0;
   }
+  /* zero sizes count as one, so that strides (products of the sizes after a
+   * dim) stay representable in an empty tensor too */
   int64_t n = 1;
-  for (int d = 0; d < ndim && !has_zero; d++)
-    if (cb_mul_overflows(n, shape[d], &n) || n > CB_MAX_NUMEL)
+  for (int d = 0; d < ndim; d++)
+    if (cb_mul_overflows(n, shape[d] > 0 ? shape[d] : 1, &n) || n > CB_MAX_NUMEL)
       return too_many_elements(op, ndim, shape);
   *numel = has_zero ? 0 : n;
   return CB_OK;
@@ -305,7 +307,10 @@ void cb_tensor_bump_version(cb_tensor *t) { atomic_fetch_add(&t->storage->versio
 
 int64_t cb_tensor_numel(const cb_tensor *t) {
   int64_t n = 1;
-  for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+  for (int d = 0; d < t->ndim; d++) {
+    if (t->shape[d] == 0) return 0;
+    n *= t->shape[d]; /* bounded by CB_MAX_NUMEL: every shape was checked */
+  }
   return n;
 }
 
@@ -390,6 +395,11 @@ static cb_status infer_shape(const char *op, int ndim, const int64_t *shape,
     } else if (cb_mul_overflows(known, shape[d], &known) || known > CB_MAX_NUMEL) {
       return too_many_elements(op, ndim, shape);
     }
+  }
+  if (infer < 0) {
+    int64_t total;
+    cb_status st = cb_check_shape(op, ndim, out, &total);
+    if (st != CB_OK) return st;
   }
   if (infer >= 0) {
     if (known == 0 || numel % known != 0)

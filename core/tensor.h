@@ -42,7 +42,8 @@ static inline bool cb_add_overflows(int64_t a, int64_t b, int64_t *r) {
   return __builtin_add_overflow(a, b, r);
 }
 /* Checks ndim and every size (>= 0) and that the element count is at most
- * CB_MAX_NUMEL; stores it in *numel. */
+ * CB_MAX_NUMEL, counting a size of 0 as 1 (so an empty tensor's strides are
+ * representable too); stores the element count in *numel. */
 cb_status cb_check_shape(const char *op, int ndim, const int64_t *shape, int64_t *numel);
 /* Output length of a sliding window (convolution, pooling) over `in`
  * elements: (in + 2 padding - dilation (kernel - 1) - 1) / stride + 1, with

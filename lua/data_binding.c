@@ -157,9 +157,13 @@ static const char **table_keys(lua_State *L, int idx, int *count) {
 static int l_save_safetensors(lua_State *L) {
   const char *path = cbl_check_cstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  if (lua_isnoneornil(L, 3)) lua_newtable(L);
-  else luaL_checktype(L, 3, LUA_TTABLE);
-  lua_settop(L, 3);
+  lua_settop(L, 3); /* extra arguments would shift the slots used below */
+  if (lua_isnil(L, 3)) {
+    lua_newtable(L);
+    lua_replace(L, 3);
+  } else {
+    luaL_checktype(L, 3, LUA_TTABLE);
+  }
   cb_safetensors st = {0};
   const char **names = table_keys(L, 2, &st.count);   /* at 4 */
   const char **keys = table_keys(L, 3, &st.meta_count); /* at 5 */

@@ -218,10 +218,25 @@ static void push_table(lua_State *L, const cb_tensor *t, int dim, int64_t *index
   }
 }
 
+/* The most Lua values (numbers and tables) totable makes: past this the
+ * Lua heap, not the tensor, is what runs out. */
+#define TOTABLE_MAX_VALUES ((int64_t)1 << 27)
+
 static int t_totable(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1);
   int64_t index[CB_MAX_DIMS] = {0};
   if (t->ndim == 0) return t_item(L);
+  int64_t values = 1, level = 1; /* tables at each depth, then the elements */
+  for (int d = 0; d < t->ndim; d++) {
+    level *= t->shape[d]; /* <= 2^48: the shape was checked */
+    values += level;
+    if (values > TOTABLE_MAX_VALUES || level == 0) break;
+  }
+  if (values > TOTABLE_MAX_VALUES) {
+    char buf[160];
+    return luaL_error(L, "totable: a tensor of shape %s makes too many Lua values (at most "
+                      "2^27); take a smaller view first", cb_shape_str(buf, sizeof buf, t->ndim, t->shape));
+  }
   push_table(L, t, 0, index);
   return 1;
 }
