@@ -207,7 +207,7 @@ static void reduce_outputs(void *arg, int chunk, int64_t begin, int64_t end) {
     accum acc;
     accum_init(&acc);
     double mean = 0;
-    if (job->op == CB_VAR || job->op == CB_STD) {
+    if ((job->op == CB_VAR || job->op == CB_STD) && job->sp->count > 0) {
       accum first;
       accum_init(&first);
       accumulate_span(&first, CB_SUM, job->a->dtype, p, job->sp, 0, job->sp->count, 0);
@@ -468,6 +468,9 @@ cb_status cb_reduce(cb_tensor **out, cb_reduceop op, const cb_tensor *a, int ndi
                     const int *dims, bool keepdim, int64_t correction) {
   if ((unsigned)op >= CB_NUM_REDUCE) return cb_fail(CB_EINVAL, "reduce: invalid op %d", (int)op);
   const char *name = cb_reduceop_name(op);
+  if (correction < 0 || correction > CB_MAX_NUMEL)
+    return cb_fail(CB_EINVAL, "%s: correction must be in 0..2^48, got %lld", name,
+                   (long long)correction);
   bool reduce[CB_MAX_DIMS] = {false};
   if (ndims == 0) {
     for (int d = 0; d < a->ndim; d++) reduce[d] = true;

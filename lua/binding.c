@@ -1,6 +1,7 @@
 /* luaopen_cbnet_core: the module table of the C binding (creation,
  * generators, threads, machine info). lua/cbnet/init.lua builds the `cbnet`
  * module on top of it. */
+#include <dlfcn.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -565,7 +566,18 @@ static const luaL_Reg core_functions[] = {
 static const luaL_Reg generator_methods[] = {
     {"seed", g_seed}, {"initial_seed", g_initial_seed}, {"random", g_random}, {NULL, NULL}};
 
+/* lua_close() unloads C modules, but the thread pool's workers live in this
+ * library's code until the process ends: unloading it under them makes a
+ * worker that wakes up jump into unmapped memory. Loaded as a module (not
+ * linked into the cbnet command), the library pins itself. */
+static void pin_this_library(void) {
+  Dl_info self;
+  if (dladdr((void *)pin_this_library, &self) && self.dli_fname)
+    dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 int luaopen_cbnet_core(lua_State *L) {
+  pin_this_library();
   /* Load OpenBLAS now, before anything else in the process can, so that
    * the kernel choice applies (see core/blas.h). */
   cb_status st = cb_blas_init();

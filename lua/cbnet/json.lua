@@ -26,8 +26,11 @@ end
 json.array_mt = {}
 function json.array(t) return setmetatable(t or {}, json.array_mt) end
 
-local function encode(value, indent, depth, out)
+local MAX_DEPTH, MAX_TENSOR = 200, 1 << 20
+
+local function encode(value, indent, depth, out, open)
   local kind = type(value)
+  if depth > MAX_DEPTH then error(("json: nested deeper than %d levels"):format(MAX_DEPTH), 0) end
   if kind == "nil" then out[#out + 1] = "null"
   elseif kind == "boolean" then out[#out + 1] = tostring(value)
   elseif kind == "number" then
@@ -38,6 +41,8 @@ local function encode(value, indent, depth, out)
     else out[#out + 1] = ("%.10g"):format(value) end
   elseif kind == "string" then out[#out + 1] = encode_string(value)
   elseif kind == "table" then
+    if open[value] then error("json: cannot encode a table that contains itself", 0) end
+    open[value] = true
     local pad = indent and ("\n" .. (" "):rep(indent * (depth + 1))) or ""
     local close = indent and ("\n" .. (" "):rep(indent * depth)) or ""
     local sep = indent and ": " or ":"
@@ -45,7 +50,7 @@ local function encode(value, indent, depth, out)
       out[#out + 1] = "["
       for i, v in ipairs(value) do
         out[#out + 1] = (i > 1 and "," or "") .. pad
-        encode(v, indent, depth + 1, out)
+        encode(v, indent, depth + 1, out, open)
       end
       out[#out + 1] = (#value > 0 and close or "") .. "]"
     else
@@ -60,17 +65,26 @@ local function encode(value, indent, depth, out)
         local v = value[k]
         if v == nil then v = value[tonumber(k)] end
         out[#out + 1] = (i > 1 and "," or "") .. pad .. encode_string(k) .. sep
-        encode(v, indent, depth + 1, out)
+        encode(v, indent, depth + 1, out, open)
       end
       out[#out + 1] = (#keys > 0 and close or "") .. "}"
     end
-  elseif kind == "userdata" and value.totable then encode(value:totable(), indent, depth, out)
+    open[value] = nil
+  elseif kind == "userdata" and value.totable then
+    if value:numel() > MAX_TENSOR then
+      error(("json: a tensor of %d elements is too large for JSON (save it with save_safetensors)")
+        :format(value:numel()), 0)
+    end
+    encode(value:totable(), indent, depth, out, open)
   else error("json: cannot encode a " .. kind, 0) end
 end
 
 function json.encode(value, indent)
+  if indent ~= nil and (math.type(indent) ~= "integer" or indent < 0 or indent > 16) then
+    error("json.encode: indent must be an integer in 0..16, got " .. tostring(indent), 2)
+  end
   local out = {}
-  encode(value, indent, 0, out)
+  encode(value, indent, 0, out, {})
   return table.concat(out)
 end
 

@@ -44,7 +44,8 @@ local function hostile_table()
     function() return setmetatable({}, {__len = function() return 1 << 40 end}) end,
     function() return setmetatable({1, 2}, {__len = function() error("len raised") end}) end,
     function() return setmetatable({}, {__index = function() error("index raised") end}) end,
-    function() return setmetatable({}, {__index = function(_, k) return k end}) end,
+    -- (not a table whose __index answers every key: to ipairs that is an
+    -- endless list, and any Lua function walking it runs forever, by design)
     function() local t = {}; t[1] = t; return t end,
   }()
 end
@@ -184,7 +185,9 @@ local function one_call()
     local mt = getmetatable(object)
     local index = mt and rawget(mt, "__index")
     for _, source in ipairs{object, type(index) == "table" and index or {}} do
-      for k, v in pairs(source) do if type(v) == "function" then names[#names + 1] = k end end
+      for k, v in pairs(source) do
+        if type(k) == "string" and type(v) == "function" then names[#names + 1] = k end
+      end
     end
     table.sort(names)
     if #names == 0 or math.random(4) == 1 then

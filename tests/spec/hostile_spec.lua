@@ -212,3 +212,26 @@ describe("more hostile calls found by the API fuzzer", function()
     assert.same({{}, {}}, cbnet.empty(2, 0):totable())
   end)
 end)
+
+describe("hostile calls found by the API fuzzer (second round)", function()
+  it("std and var over an empty dim, and a bad correction", function()
+    local s = cbnet.zeros(2, 0):std(2)
+    assert.same({2}, s:size())
+    assert.is_true(s[1] ~= s[1]) -- NaN, as in PyTorch
+    assert.error_matches(function() cbnet.randn(3):var(1, false, math.mininteger) end, "correction")
+  end)
+
+  it("json refuses cycles, deep nesting, bad indents and huge tensors", function()
+    local json = require "cbnet.json"
+    local t = {}
+    t.self = t
+    assert.error_matches(function() json.encode(t) end, "contains itself")
+    assert.error_matches(function() json.encode({}, 1 << 62) end, "indent")
+    local deep = {}
+    for _ = 1, 300 do deep = {deep} end
+    assert.error_matches(function() json.encode(deep) end, "nested deeper")
+    assert.error_matches(function() json.encode({x = cbnet.zeros(1 << 21)}) end, "too large for JSON")
+    local shared = {1}
+    assert.equal('{"a":[1],"b":[1]}', json.encode({a = shared, b = shared})) -- shared, not cyclic
+  end)
+end)
