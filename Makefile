@@ -42,7 +42,7 @@ CTESTS  := $(BUILD)/tests/ctest
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
                    lua-busted dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
 
-.PHONY: all deps run test ctest spec check fuzz fuzz-smoke install clean
+.PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind install clean
 all: $(CMD) $(MODULE)
 
 $(BUILD)/%.o: %.c $(wildcard core/*.h lua/*.h)
@@ -94,17 +94,38 @@ spec: $(MODULE) $(CMD)
 
 test: deps
 	@$(MAKE) --no-print-directory all $(CTESTS) fuzz
+	@$(MAKE) --no-print-directory SAN=1 build/san/lib/cbnet/core.so
 	@sh tests/run.sh $(CTESTS)
 
-# The C tests, then the tensor specs through the binding, under ASan + UBSan.
+# Every test of `make test` under ASan + UBSan: the C tests, then all the
+# Lua specs through the sanitizer build of the module and of the command.
+SAN_ENV := ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 check: deps all
-	@$(MAKE) --no-print-directory SAN=1 build/san/tests/ctest build/san/lib/cbnet/core.so
+	@$(MAKE) --no-print-directory SAN=1 build/san/tests/ctest build/san/lib/cbnet/core.so build/san/bin/cbnet
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/san/tests/ctest
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  busted --lua=$(LUA) --cpath="build/san/lib/?.so" tests/spec/tensor_spec.lua \
-	    tests/spec/autograd_spec.lua tests/spec/nn_kernels_spec.lua tests/spec/nn_spec.lua \
-	    tests/spec/loss_spec.lua tests/spec/optim_spec.lua tests/spec/data_spec.lua
+	  $(SAN_ENV) CBNET_BIN=$(CURDIR)/build/san/bin/cbnet \
+	  busted --lua=$(LUA) --cpath="build/san/lib/?.so"
+
+# The random-call API fuzzer under the sanitizers: `make test` runs it for
+# FUZZ_API_SECONDS (20); `make fuzz-api` for an hour, or as long as asked.
+FUZZ_API_SECONDS ?= 3600
+fuzz-api: deps all
+	@$(MAKE) --no-print-directory SAN=1 build/san/lib/cbnet/core.so
+	tests/fuzz/api_fuzz.sh $(FUZZ_API_SECONDS)
+
+# A quick experiment under valgrind's memcheck (on Fashion-MNIST, which
+# loads fast): no invalid access, no use of uninitialised memory, no leak
+# of cbnet's own. One thread each for cbnet and OpenBLAS (valgrind runs
+# threads one at a time anyway).
+valgrind: deps all
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+	@rm -rf build/valgrind && mkdir -p build/valgrind
+	cd build/valgrind && HOME=$(CURDIR)/build/valgrind CBNET_DATA=none OPENBLAS_NUM_THREADS=1 \
+	  CBNET_NUM_THREADS=1 valgrind --error-exitcode=99 --quiet \
+	  --suppressions=$(CURDIR)/tests/valgrind.supp $(CURDIR)/$(CMD) run \
+	  $(CURDIR)/experiments/convnet.lua --quick --widths 4,8 --out run
 
 # Fuzz targets for the file parsers (libFuzzer, with ASan and UBSan); the
 # core is compiled once for all of them.

@@ -66,7 +66,7 @@ static cb_status act_backward(cb_node *node, const cb_tensor *g, cb_tensor **gra
   cb_status st = cb_node_saved(node, 0, &x);
   if (st != CB_OK || (st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK)
     return st;
-  act_ctx a = {(cb_actop)node->ints[0], (float)node->reals[0]};
+  act_ctx a = *CB_NODE_CTX(node, act_ctx);
   const cb_tensor *ops[3] = {grad_in[0], g, x};
   cb_iter it;
   cb_iter_init(&it, 3, ops, x->ndim, x->shape);
@@ -90,10 +90,7 @@ cb_status cb_activation(cb_tensor **out, cb_actop op, const cb_tensor *x, double
   cb_iter_run(&it, act_forward_row, &a);
   cb_node *node;
   st = cb_record(*out, act_backward_names[op], act_backward, 1, &x, 1, &x, &node);
-  if (node) {
-    node->ints[0] = op;
-    node->reals[0] = param;
-  }
+  if (node) *CB_NODE_CTX(node, act_ctx) = a;
   return cb_release_on_error(st, out);
 }
 

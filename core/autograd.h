@@ -28,6 +28,8 @@ typedef cb_status (*cb_backward_fn)(cb_node *node, const cb_tensor *grad_out,
                                     cb_tensor **grad_in);
 
 #define CB_NODE_MAX_SAVED 4
+/* Room for an op's own backward state (see CB_NODE_CTX). */
+#define CB_NODE_CTX_BYTES 192
 
 struct cb_node {
   atomic_int refcount;
@@ -37,9 +39,10 @@ struct cb_node {
   cb_tensor *saved[CB_NODE_MAX_SAVED];
   unsigned saved_version[CB_NODE_MAX_SAVED];
   int nsaved;
-  /* op parameters */
-  int64_t ints[2 * CB_MAX_DIMS + 4];
-  double reals[4];
+  /* The op's parameters for backward, as the op's own struct: each kernel
+   * declares one (e.g. `typedef struct { int dim; bool log; } softmax_ctx;`)
+   * and reaches it with CB_NODE_CTX(node, softmax_ctx). */
+  _Alignas(16) unsigned char ctx[CB_NODE_CTX_BYTES];
   void *extra; /* op-specific allocation, freed with free() */
   bool released;
   /* the output's shape, to check gradients handed to backward */
@@ -58,6 +61,16 @@ struct cb_node {
     int64_t shape[CB_MAX_DIMS];
   } inputs[];
 };
+
+/* The typed backward state of node: a `type *` into node->ctx. A type that
+ * does not fit is a compile error (a negative array size). */
+#define CB_NODE_CTX(node, type) \
+  ((type *)((node)->ctx + 0 * sizeof(char[sizeof(type) <= CB_NODE_CTX_BYTES ? 1 : -1])))
+
+/* The backward state of the many ops whose only parameter is a dim. */
+typedef struct {
+  int dim;
+} cb_dim_ctx;
 
 /* ---- grad mode (per thread) ---- */
 bool cb_grad_enabled(void);

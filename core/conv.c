@@ -191,8 +191,7 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
     const cb_tensor *save[2] = {x, w};
     cb_node *node;
     st = cb_record(*out, "Conv2dBackward", conv_backward, 3, inputs, 2, save, &node);
-    _Static_assert(sizeof(cb_conv_params) <= sizeof node->ints, "conv params fit a node");
-    if (node) memcpy(node->ints, &g.p, sizeof g.p);
+    if (node) *CB_NODE_CTX(node, cb_conv_params) = g.p;
     cb_release_on_error(st, out);
   }
 done:
@@ -222,7 +221,7 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &w)) != CB_OK)
     return st;
   cb_conv_params p;
-  memcpy(&p, node->ints, sizeof p);
+  p = *CB_NODE_CTX(node, cb_conv_params);
   conv_geometry g;
   if ((st = conv_geometry_of(&g, x, w, NULL, &p)) != CB_OK) return st;
   cb_tensor *gp = NULL, *dy = NULL, *col = NULL;

@@ -27,7 +27,7 @@ static cb_status index_select_backward(cb_node *node, const cb_tensor *g, cb_ten
   const cb_tensor *idx;
   cb_status st = cb_node_saved(node, 0, &idx);
   if (st != CB_OK) return st;
-  int dim = (int)node->ints[0];
+  int dim = CB_NODE_CTX(node, cb_dim_ctx)->dim;
   int64_t shape[CB_MAX_DIMS];
   for (int d = 0; d < g->ndim; d++) shape[d] = d == dim ? g->shape[d] : 1;
   cb_tensor *v = NULL, *e = NULL;
@@ -76,7 +76,7 @@ cb_status cb_index_select(cb_tensor **out, const cb_tensor *a, int dim, const cb
     const cb_tensor *save = idx;
     st = cb_release_on_error(
         cb_record(*out, "IndexSelectBackward", index_select_backward, 1, &a, 1, &save, &node), out);
-    if (node) node->ints[0] = dim;
+    if (node) CB_NODE_CTX(node, cb_dim_ctx)->dim = dim;
   }
 done:
   cb_tensor_release(src);
@@ -141,7 +141,7 @@ static cb_status gather_backward(cb_node *node, const cb_tensor *g, cb_tensor **
   cb_status st = cb_node_saved(node, 0, &idx);
   if (st == CB_OK)
     st = cb_tensor_zeros(&grad_in[0], node->inputs[0].ndim, node->inputs[0].shape, CB_FLOAT32);
-  if (st == CB_OK) st = cb_scatter_add_(grad_in[0], (int)node->ints[0], idx, g);
+  if (st == CB_OK) st = cb_scatter_add_(grad_in[0], CB_NODE_CTX(node, cb_dim_ctx)->dim, idx, g);
   return st;
 }
 
@@ -163,7 +163,7 @@ cb_status cb_gather(cb_tensor **out, const cb_tensor *a, int dim, const cb_tenso
     cb_node *node;
     st = cb_release_on_error(
         cb_record(*out, "GatherBackward", gather_backward, 1, &a, 1, &index, &node), out);
-    if (node) node->ints[0] = dim;
+    if (node) CB_NODE_CTX(node, cb_dim_ctx)->dim = dim;
   }
 done:
   cb_tensor_release(view);
@@ -276,13 +276,19 @@ static void masked_scatter_row(void *ctx, int64_t n, char **p, const int64_t *s)
       *(float *)(p[0] + i * s[0]) = ((const float *)c->out)[c->count++];
 }
 
-/* node->ints: the broadcast shape's ndim, then its sizes */
+/* The shape the input and the mask broadcast to. */
+typedef struct {
+  int ndim;
+  int64_t shape[CB_MAX_DIMS];
+} masked_select_ctx;
+
 static cb_status masked_select_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
   const cb_tensor *mask;
   cb_status st = cb_node_saved(node, 0, &mask);
   cb_tensor *full = NULL, *gc = NULL;
-  int ndim = (int)node->ints[0];
-  const int64_t *shape = &node->ints[1];
+  const masked_select_ctx *broadcast = CB_NODE_CTX(node, masked_select_ctx);
+  int ndim = broadcast->ndim;
+  const int64_t *shape = broadcast->shape;
   if (st == CB_OK) st = cb_tensor_zeros(&full, ndim, shape, CB_FLOAT32);
   if (st == CB_OK) st = cb_tensor_contiguous(&gc, g);
   if (st == CB_OK) {
@@ -327,15 +333,16 @@ cb_status cb_masked_select(cb_tensor **out, const cb_tensor *a, const cb_tensor 
   st = cb_release_on_error(
       cb_record(*out, "MaskedSelectBackward", masked_select_backward, 1, &a, 1, &mask, &node), out);
   if (node) {
-    node->ints[0] = ndim;
-    memcpy(&node->ints[1], shape, sizeof(int64_t) * (size_t)ndim);
+    masked_select_ctx *broadcast = CB_NODE_CTX(node, masked_select_ctx);
+    broadcast->ndim = ndim;
+    memcpy(broadcast->shape, shape, sizeof(int64_t) * (size_t)ndim);
   }
   return st;
 }
 
 /* Each input gets its own stretch of the gradient along dim. */
 static cb_status cat_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
-  int dim = (int)node->ints[0];
+  int dim = CB_NODE_CTX(node, cb_dim_ctx)->dim;
   int64_t start = 0;
   cb_status st = CB_OK;
   for (int i = 0; i < node->ninputs && st == CB_OK; i++) {
@@ -382,7 +389,7 @@ cb_status cb_cat(cb_tensor **out, int n, const cb_tensor *const *ts, int dim) {
   cb_node *node = NULL;
   if (st == CB_OK && dtype == CB_FLOAT32)
     st = cb_record(*out, "CatBackward", cat_backward, n, ts, 0, NULL, &node);
-  if (node) node->ints[0] = dim;
+  if (node) CB_NODE_CTX(node, cb_dim_ctx)->dim = dim;
   return cb_release_on_error(st, out);
 }
 

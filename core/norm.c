@@ -53,6 +53,11 @@ typedef struct {
   bn_layout gl, dl; /* layouts of g and dx */
 } bn_job;
 
+/* What backward needs besides the saved tensors. */
+typedef struct {
+  bool training;
+} batch_norm_ctx;
+
 CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
@@ -147,7 +152,7 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
     return st;
   if (node->nsaved > 3 && (st = cb_node_saved(node, 3, &gamma)) != CB_OK) return st;
   cb_tensor *g = NULL;
-  bn_job j = {.training = node->ints[0], .x = cb_tensor_data(x), .mean = cb_tensor_data(mean),
+  bn_job j = {.training = CB_NODE_CTX(node, batch_norm_ctx)->training, .x = cb_tensor_data(x), .mean = cb_tensor_data(mean),
               .invstd = cb_tensor_data(invstd), .gamma = gamma ? cb_tensor_data(gamma) : NULL};
   planes_of(x, &j.l); /* x was saved with dense planes */
   if (planes_of(grad, &j.gl)) g = cb_tensor_retain((cb_tensor *)grad);
@@ -229,7 +234,7 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
   const cb_tensor *inputs[3] = {x, weight, bias}, *save[4] = {xd, mean, invstd, gamma};
   cb_node *node;
   st = cb_record(*out, "BatchNormBackward", bn_backward, 3, inputs, gamma ? 4 : 3, save, &node);
-  if (node) node->ints[0] = training;
+  if (node) CB_NODE_CTX(node, batch_norm_ctx)->training = training;
   cb_release_on_error(st, out);
 done:
   cb_tensor_release(xd);

@@ -355,8 +355,7 @@ static cb_status unary_backward(cb_node *node, const cb_tensor *g, cb_tensor **g
   const cb_tensor *ops[4] = {grad_in[0], g, x, y};
   cb_iter it;
   cb_iter_init(&it, 4, ops, x->ndim, x->shape);
-  cb_unop op = (cb_unop)node->ints[0];
-  cb_iter_run(&it, unary_grad_row, &op);
+  cb_iter_run(&it, unary_grad_row, CB_NODE_CTX(node, cb_unop));
   return CB_OK;
 }
 
@@ -369,7 +368,7 @@ cb_status cb_unary(cb_tensor **out, cb_unop op, const cb_tensor *a) {
   const cb_tensor *save[2] = {a, *out};
   cb_node *node;
   st = cb_record(*out, unary_backward_names[op], unary_backward, 1, &a, 2, save, &node);
-  if (node) node->ints[0] = op;
+  if (node) *CB_NODE_CTX(node, cb_unop) = op;
   return cb_release_on_error(st, out);
 }
 
@@ -474,7 +473,7 @@ static cb_status binary_backward(cb_node *node, const cb_tensor *g, cb_tensor **
     const cb_tensor *ops[4] = {full, g, a, b};
     cb_iter it;
     cb_iter_init(&it, 4, ops, g->ndim, g->shape);
-    binary_grad_ctx ctx = {(cb_binop)node->ints[0], which};
+    binary_grad_ctx ctx = {*CB_NODE_CTX(node, cb_binop), which};
     cb_iter_run(&it, binary_grad_row, &ctx);
     st = cb_sum_to_shape(&grad_in[which], full, node->inputs[which].ndim,
                          node->inputs[which].shape);
@@ -517,7 +516,7 @@ cb_status cb_binary(cb_tensor **out, cb_binop op, const cb_tensor *a, const cb_t
       (st = cb_tensor_to_dtype(&fb, b, CB_FLOAT32)) == CB_OK) {
     const cb_tensor *save[2] = {fa, fb};
     st = cb_record(*out, binary_backward_names[op], binary_backward, 2, inputs, 2, save, &node);
-    if (node) node->ints[0] = op;
+    if (node) *CB_NODE_CTX(node, cb_binop) = op;
   }
   cb_tensor_release(fa);
   cb_tensor_release(fb);
@@ -594,8 +593,7 @@ static cb_status clamp_backward(cb_node *node, const cb_tensor *g, cb_tensor **g
   const cb_tensor *ops[3] = {grad_in[0], g, x};
   cb_iter it;
   cb_iter_init(&it, 3, ops, x->ndim, x->shape);
-  clamp_ctx ctx = {node->reals[0], node->reals[1]};
-  cb_iter_run(&it, clamp_grad_row, &ctx);
+  cb_iter_run(&it, clamp_grad_row, CB_NODE_CTX(node, clamp_ctx));
   return CB_OK;
 }
 
@@ -605,10 +603,7 @@ cb_status cb_clamp(cb_tensor **out, const cb_tensor *a, double low, double high)
   if ((st = cb_clamp_into(*out, a, low, high)) != CB_OK) return cb_release_on_error(st, out);
   cb_node *node;
   st = cb_record(*out, "ClampBackward", clamp_backward, 1, &a, 1, &a, &node);
-  if (node) {
-    node->reals[0] = low;
-    node->reals[1] = high;
-  }
+  if (node) *CB_NODE_CTX(node, clamp_ctx) = (clamp_ctx){low, high};
   return cb_release_on_error(st, out);
 }
 

@@ -207,7 +207,7 @@ static cb_status empty_like_planes(cb_tensor **out, const cb_tensor *x, int64_t 
 
 static cb_status pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
   pool_geometry g;
-  memcpy(&g, node->ints, sizeof g);
+  g = *CB_NODE_CTX(node, pool_geometry);
   const cb_tensor *argmax = NULL, *x = NULL;
   cb_status st = CB_OK;
   if (g.kind == POOL_MAX && (st = cb_node_saved(node, 0, &argmax)) != CB_OK) return st;
@@ -270,10 +270,9 @@ static cb_status pool(cb_tensor **out, const cb_tensor *x, pool_kind kind,
   cb_node *node;
   static const char *const backward_names[] = {"MaxPool2dBackward", "AvgPool2dBackward",
                                                "AdaptiveAvgPool2dBackward"};
-  _Static_assert(sizeof(pool_geometry) <= sizeof(((cb_node *)0)->ints), "geometry fits a node");
   st = cb_record(*out, backward_names[kind], pool_backward, 1, &x, argmax ? 2 : 1,
                  argmax ? save : save + 1, &node);
-  if (node) memcpy(node->ints, &g, sizeof g);
+  if (node) *CB_NODE_CTX(node, pool_geometry) = g;
   cb_tensor_release(argmax);
   return cb_release_on_error(st, out);
 }

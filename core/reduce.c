@@ -333,15 +333,21 @@ static cb_status reduce_impl(const char *name, cb_reduceop op, const cb_tensor *
   return CB_OK;
 }
 
-/* ---- gradients ----
- * node->ints[d] is 1 for each reduced dim d of the input; ints[CB_MAX_DIMS]
- * the number of elements reduced into each output. */
+/* ---- gradients ---- */
+
+typedef struct {
+  bool reduced[CB_MAX_DIMS]; /* the input's dims that were reduced */
+  int64_t count;             /* elements reduced into each output */
+  cb_reduceop op;
+  int64_t correction;        /* var and std */
+} reduce_ctx;
 
 /* g viewed with the reduced dims kept (size 1), expanded to the input. */
 static cb_status expand_grad(const cb_node *node, const cb_tensor *g, cb_tensor **out) {
   int ndim = node->inputs[0].ndim;
   int64_t kept[CB_MAX_DIMS];
-  for (int d = 0; d < ndim; d++) kept[d] = node->ints[d] ? 1 : node->inputs[0].shape[d];
+  const reduce_ctx *ctx = CB_NODE_CTX(node, reduce_ctx);
+  for (int d = 0; d < ndim; d++) kept[d] = ctx->reduced[d] ? 1 : node->inputs[0].shape[d];
   cb_tensor *v;
   cb_status st = cb_tensor_reshape(&v, g, ndim, kept);
   if (st != CB_OK) return st;
@@ -358,7 +364,7 @@ static cb_status mean_backward(cb_node *node, const cb_tensor *g, cb_tensor **gr
   cb_tensor *e;
   cb_status st = expand_grad(node, g, &e);
   if (st != CB_OK) return st;
-  int64_t count = node->ints[CB_MAX_DIMS];
+  int64_t count = CB_NODE_CTX(node, reduce_ctx)->count;
   st = cb_binary_scalar(&grad_in[0], CB_DIV, e, (double)(count > 0 ? count : 1), false);
   cb_tensor_release(e);
   return st;
@@ -366,8 +372,9 @@ static cb_status mean_backward(cb_node *node, const cb_tensor *g, cb_tensor **gr
 
 static int reduced_dims(const cb_node *node, int *dims) {
   int n = 0;
+  const reduce_ctx *ctx = CB_NODE_CTX(node, reduce_ctx);
   for (int d = 0; d < node->inputs[0].ndim; d++)
-    if (node->ints[d]) dims[n++] = d;
+    if (ctx->reduced[d]) dims[n++] = d;
   return n;
 }
 
@@ -377,8 +384,9 @@ static cb_status var_backward(cb_node *node, const cb_tensor *g, cb_tensor **gra
   cb_status st;
   if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &y)) != CB_OK)
     return st;
-  bool is_std = node->ints[CB_MAX_DIMS + 1] == CB_STD;
-  double dof = (double)(node->ints[CB_MAX_DIMS] - node->ints[CB_MAX_DIMS + 2]);
+  const reduce_ctx *ctx = CB_NODE_CTX(node, reduce_ctx);
+  bool is_std = ctx->op == CB_STD;
+  double dof = (double)(ctx->count - ctx->correction);
   int dims[CB_MAX_DIMS], ndims = reduced_dims(node, dims);
   cb_tensor *mean = NULL, *diff = NULL, *ge = NULL, *scaled = NULL, *ye = NULL, *t = NULL;
   if ((st = cb_reduce(&mean, CB_MEAN, x, ndims, dims, true, 0)) != CB_OK) goto done;
@@ -452,14 +460,12 @@ static cb_status record_reduce(cb_tensor **out, cb_reduceop op, const cb_tensor 
   cb_node *node;
   cb_status st = cb_record(*out, name, backward, 1, &a, nsave, save, &node);
   if (node) {
-    int64_t count = 1;
+    reduce_ctx *ctx = CB_NODE_CTX(node, reduce_ctx);
+    *ctx = (reduce_ctx){.count = 1, .op = op, .correction = correction};
     for (int d = 0; d < a->ndim; d++) {
-      node->ints[d] = reduce[d];
-      if (reduce[d]) count *= a->shape[d];
+      ctx->reduced[d] = reduce[d];
+      if (reduce[d]) ctx->count *= a->shape[d];
     }
-    node->ints[CB_MAX_DIMS] = count;
-    node->ints[CB_MAX_DIMS + 1] = op;
-    node->ints[CB_MAX_DIMS + 2] = correction;
   }
   return st;
 }
@@ -495,7 +501,7 @@ static cb_status max_dim_backward(cb_node *node, const cb_tensor *g, cb_tensor *
   const cb_tensor *idx;
   cb_status st = cb_node_saved(node, 0, &idx);
   if (st != CB_OK) return st;
-  int dim = (int)node->ints[0];
+  int dim = CB_NODE_CTX(node, cb_dim_ctx)->dim;
   cb_tensor *gk = NULL;
   if ((st = cb_tensor_reshape(&gk, g, idx->ndim, idx->shape)) != CB_OK) return st;
   st = cb_tensor_zeros(&grad_in[0], node->inputs[0].ndim, node->inputs[0].shape, CB_FLOAT32);
@@ -523,7 +529,7 @@ cb_status cb_max_dim(cb_tensor **values, cb_tensor **indices, const cb_tensor *a
   if (st == CB_OK)
     st = cb_record(*values, take_min ? "MinBackward" : "MaxBackward", max_dim_backward, 1, &a,
                    1, (const cb_tensor *const *)&kept_indices, &node);
-  if (node) node->ints[0] = dim;
+  if (node) CB_NODE_CTX(node, cb_dim_ctx)->dim = dim;
   cb_tensor_release(kept_indices);
   if (st != CB_OK) {
     cb_tensor_release(*values);

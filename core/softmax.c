@@ -65,15 +65,21 @@ static void split_dims(const cb_tensor *t, int dim, softmax_job *j) {
   j->size = t->ndim ? t->shape[dim] : 1;
 }
 
+typedef struct {
+  int dim;
+  bool log;
+} softmax_ctx;
+
 static cb_status softmax_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
   const cb_tensor *y;
   cb_status st = cb_node_saved(node, 0, &y);
   cb_tensor *g = NULL;
   if (st != CB_OK || (st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
   if ((st = cb_tensor_empty(&grad_in[0], y->ndim, y->shape, CB_FLOAT32)) == CB_OK) {
+    const softmax_ctx *ctx = CB_NODE_CTX(node, softmax_ctx);
     softmax_job j = {.x = cb_tensor_data(y), .g = cb_tensor_data(g),
-                     .dx = cb_tensor_data(grad_in[0]), .log = node->ints[1]};
-    split_dims(y, (int)node->ints[0], &j);
+                     .dx = cb_tensor_data(grad_in[0]), .log = ctx->log};
+    split_dims(y, ctx->dim, &j);
     cb_parallel_for(j.outer * j.inner, 256, softmax_backward_rows, &j);
   }
   cb_tensor_release(g);
@@ -94,10 +100,7 @@ cb_status cb_softmax(cb_tensor **out, const cb_tensor *x, int dim, bool log) {
     cb_node *node;
     st = cb_record(*out, log ? "LogSoftmaxBackward" : "SoftmaxBackward", softmax_backward, 1, &x,
                    1, (const cb_tensor *const *)out, &node);
-    if (node) {
-      node->ints[0] = dim;
-      node->ints[1] = log;
-    }
+    if (node) *CB_NODE_CTX(node, softmax_ctx) = (softmax_ctx){dim, log};
     cb_release_on_error(st, out);
   }
   cb_tensor_release(xc);
@@ -158,6 +161,12 @@ static void ce_backward_rows(void *arg, int chunk, int64_t begin, int64_t end) {
   }
 }
 
+typedef struct {
+  cb_reduction reduction;
+  double label_smoothing, weight_total;
+  double scale; /* of the incoming gradient: 1 / the mean's denominator, or 1 */
+} cross_entropy_ctx;
+
 static cb_status ce_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
   const cb_tensor *x, *y, *lse, *w = NULL;
   cb_status st;
@@ -168,11 +177,12 @@ static cb_status ce_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
   cb_tensor *g = NULL;
   if ((st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
   if ((st = cb_tensor_empty(&grad_in[0], 2, x->shape, CB_FLOAT32)) == CB_OK) {
+    const cross_entropy_ctx *ctx = CB_NODE_CTX(node, cross_entropy_ctx);
     ce_job j = {.n = x->shape[0], .c = x->shape[1], .x = cb_tensor_data(x),
                 .y = cb_tensor_data(y), .w = w ? cb_tensor_data(w) : NULL,
-                .smoothing = node->reals[0], .weight_total = node->reals[1],
+                .smoothing = ctx->label_smoothing, .weight_total = ctx->weight_total,
                 .lse = cb_tensor_data(lse), .g = cb_tensor_data(g),
-                .g_stride = node->ints[0] == CB_REDUCE_NONE ? 1 : 0, .scale = node->reals[2],
+                .g_stride = ctx->reduction == CB_REDUCE_NONE ? 1 : 0, .scale = ctx->scale,
                 .dx = cb_tensor_data(grad_in[0])};
     cb_parallel_for(j.n, 64, ce_backward_rows, &j);
   }
@@ -242,12 +252,10 @@ cb_status cb_cross_entropy(cb_tensor **out, const cb_tensor *logits, const cb_te
   const cb_tensor *inputs[1] = {logits}, *save[4] = {x, y, lse, w};
   cb_node *node;
   st = cb_record(*out, "CrossEntropyBackward", ce_backward, 1, inputs, w ? 4 : 3, save, &node);
-  if (node) {
-    node->ints[0] = reduction;
-    node->reals[0] = label_smoothing;
-    node->reals[1] = weight_total;
-    node->reals[2] = reduction == CB_REDUCE_MEAN ? 1.0 / denominator : 1.0;
-  }
+  if (node)
+    *CB_NODE_CTX(node, cross_entropy_ctx) = (cross_entropy_ctx){
+        reduction, label_smoothing, weight_total,
+        reduction == CB_REDUCE_MEAN ? 1.0 / denominator : 1.0};
   cb_release_on_error(st, out);
 done:
   cb_tensor_release(x);

@@ -529,9 +529,9 @@ cb_status cb_tensor_narrow(cb_tensor **out, const cb_tensor *t, int dim,
   cb_status st = cb_wrap_dim("narrow", &dim, t->ndim);
   if (st != CB_OK) return st;
   if (start < 0 || length < 0 || start > t->shape[dim] - length)
-    return cb_fail(CB_ERANGE, "narrow: elements %lld..%lld out of range for dim %d "
-                   "of size %lld", (long long)start + 1, (long long)(start + length),
-                   dim + 1, (long long)t->shape[dim]);
+    return cb_fail(CB_ERANGE, "narrow: %lld elements from position %lld out of range for "
+                   "dim %d of size %lld", (long long)length, (long long)start + 1, dim + 1,
+                   (long long)t->shape[dim]);
   if ((st = cb_tensor_alias(out, t)) != CB_OK) return st;
   (*out)->offset += start * t->stride[dim];
   (*out)->shape[dim] = length;

@@ -54,24 +54,31 @@ cb_status cb_unsqueeze(cb_tensor **out, const cb_tensor *t, int dim) {
 
 /* ---- dim reorderings: the inverse reordering ---- */
 
+typedef struct {
+  int dim0, dim1;
+} transpose_ctx;
+
 static cb_status transpose_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
-  return cb_tensor_transpose(&grad_in[0], g, (int)node->ints[0], (int)node->ints[1]);
+  const transpose_ctx *ctx = CB_NODE_CTX(node, transpose_ctx);
+  return cb_tensor_transpose(&grad_in[0], g, ctx->dim0, ctx->dim1);
 }
 
 cb_status cb_transpose(cb_tensor **out, const cb_tensor *t, int dim0, int dim1) {
   cb_node *node;
   cb_status st = finish(cb_tensor_transpose(out, t, dim0, dim1), out, t, "TransposeBackward",
                         transpose_backward, &node);
-  if (node) {
-    node->ints[0] = dim0;
-    node->ints[1] = dim1;
-  }
+  if (node) *CB_NODE_CTX(node, transpose_ctx) = (transpose_ctx){dim0, dim1};
   return st;
 }
 
+typedef struct {
+  int dims[CB_MAX_DIMS]; /* non-negative */
+} permute_ctx;
+
 static cb_status permute_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
   int inverse[CB_MAX_DIMS];
-  for (int d = 0; d < g->ndim; d++) inverse[node->ints[d]] = d;
+  const permute_ctx *ctx = CB_NODE_CTX(node, permute_ctx);
+  for (int d = 0; d < g->ndim; d++) inverse[ctx->dims[d]] = d;
   return cb_tensor_permute(&grad_in[0], g, inverse);
 }
 
@@ -79,13 +86,14 @@ cb_status cb_permute(cb_tensor **out, const cb_tensor *t, const int *dims) {
   cb_node *node;
   cb_status st = finish(cb_tensor_permute(out, t, dims), out, t, "PermuteBackward",
                         permute_backward, &node);
-  for (int d = 0; node && d < t->ndim; d++) node->ints[d] = dims[d] < 0 ? dims[d] + t->ndim : dims[d];
+  for (int d = 0; node && d < t->ndim; d++)
+    CB_NODE_CTX(node, permute_ctx)->dims[d] = dims[d] < 0 ? dims[d] + t->ndim : dims[d];
   return st;
 }
 
 /* ---- sub-regions: the gradient lands in a zero tensor's region ---- */
 
-typedef cb_status (*region_fn)(cb_tensor **out, const cb_tensor *t, const cb_node *node);
+typedef cb_status (*region_fn)(cb_tensor **out, const cb_tensor *t, cb_node *node);
 
 static cb_status region_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in,
                                  region_fn region) {
@@ -101,8 +109,14 @@ static cb_status region_backward(cb_node *node, const cb_tensor *g, cb_tensor **
   return st;
 }
 
-static cb_status narrow_region(cb_tensor **out, const cb_tensor *t, const cb_node *n) {
-  return cb_tensor_narrow(out, t, (int)n->ints[0], n->ints[1], n->ints[2]);
+typedef struct {
+  int dim;
+  int64_t start, length;
+} narrow_ctx;
+
+static cb_status narrow_region(cb_tensor **out, const cb_tensor *t, cb_node *node) {
+  const narrow_ctx *ctx = CB_NODE_CTX(node, narrow_ctx);
+  return cb_tensor_narrow(out, t, ctx->dim, ctx->start, ctx->length);
 }
 static cb_status narrow_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
   return region_backward(node, g, grad_in, narrow_region);
@@ -112,16 +126,18 @@ cb_status cb_narrow(cb_tensor **out, const cb_tensor *t, int dim, int64_t start,
   cb_node *node;
   cb_status st = finish(cb_tensor_narrow(out, t, dim, start, length), out, t, "NarrowBackward",
                         narrow_backward, &node);
-  if (node) {
-    node->ints[0] = dim;
-    node->ints[1] = start;
-    node->ints[2] = length;
-  }
+  if (node) *CB_NODE_CTX(node, narrow_ctx) = (narrow_ctx){dim, start, length};
   return st;
 }
 
-static cb_status select_region(cb_tensor **out, const cb_tensor *t, const cb_node *n) {
-  return cb_tensor_select(out, t, (int)n->ints[0], n->ints[1]);
+typedef struct {
+  int dim;
+  int64_t index;
+} select_ctx;
+
+static cb_status select_region(cb_tensor **out, const cb_tensor *t, cb_node *node) {
+  const select_ctx *ctx = CB_NODE_CTX(node, select_ctx);
+  return cb_tensor_select(out, t, ctx->dim, ctx->index);
 }
 static cb_status select_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
   return region_backward(node, g, grad_in, select_region);
@@ -131,15 +147,18 @@ cb_status cb_select(cb_tensor **out, const cb_tensor *t, int dim, int64_t index)
   cb_node *node;
   cb_status st = finish(cb_tensor_select(out, t, dim, index), out, t, "SelectBackward",
                         select_backward, &node);
-  if (node) {
-    node->ints[0] = dim;
-    node->ints[1] = index;
-  }
+  if (node) *CB_NODE_CTX(node, select_ctx) = (select_ctx){dim, index};
   return st;
 }
 
-static cb_status slice_region(cb_tensor **out, const cb_tensor *t, const cb_node *n) {
-  return cb_tensor_slice(out, t, (int)n->ints[0], n->ints[1], n->ints[2], n->ints[3]);
+typedef struct {
+  int dim;
+  int64_t start, end, step;
+} slice_ctx;
+
+static cb_status slice_region(cb_tensor **out, const cb_tensor *t, cb_node *node) {
+  const slice_ctx *ctx = CB_NODE_CTX(node, slice_ctx);
+  return cb_tensor_slice(out, t, ctx->dim, ctx->start, ctx->end, ctx->step);
 }
 static cb_status slice_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in) {
   return region_backward(node, g, grad_in, slice_region);
@@ -150,12 +169,7 @@ cb_status cb_slice(cb_tensor **out, const cb_tensor *t, int dim, int64_t start, 
   cb_node *node;
   cb_status st = finish(cb_tensor_slice(out, t, dim, start, end, step), out, t, "SliceBackward",
                         slice_backward, &node);
-  if (node) {
-    node->ints[0] = dim;
-    node->ints[1] = start;
-    node->ints[2] = end;
-    node->ints[3] = step;
-  }
+  if (node) *CB_NODE_CTX(node, slice_ctx) = (slice_ctx){dim, start, end, step};
   return st;
 }
 

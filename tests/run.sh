@@ -1,6 +1,6 @@
 #!/bin/sh
-# Runs the C unit tests, the busted specs and a short run of each fuzz
-# target; prints one closing line
+# Runs the C unit tests, the busted specs, a short run of each fuzz target
+# and of the API fuzzer; prints one closing line
 # "tests: N passed, N failed" and exits non-zero if anything failed.
 # Usage: tests/run.sh PATH/TO/ctest
 ctest=${1:-build/tests/ctest}
@@ -32,8 +32,14 @@ f_passed=$(grep -c ', no crash$' "$log")
 f_failed=$(grep -c ': FAILED$' "$log")
 [ "$fuzz_status" -eq 0 ] || [ "$f_failed" -gt 0 ] || f_failed=1
 
-passed=$((c_passed + l_passed + f_passed))
-failed=$((c_failed + l_failed + f_failed))
+echo "== the API fuzzer under ASan + UBSan, ${FUZZ_API_SECONDS:-20} s"
+tests/fuzz/api_fuzz.sh "${FUZZ_API_SECONDS:-20}" > "$log" 2>&1
+api_status=$?
+cat "$log"
+if [ "$api_status" -eq 0 ]; then a_passed=1 a_failed=0; else a_passed=0 a_failed=1; fi
+
+passed=$((c_passed + l_passed + f_passed + a_passed))
+failed=$((c_failed + l_failed + f_failed + a_failed))
 if [ "$c_status" -ne 0 ] || [ "$lua_status" -ne 0 ]; then
   [ "$failed" -gt 0 ] || failed=1
 fi

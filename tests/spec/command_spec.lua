@@ -1,5 +1,5 @@
 -- The cbnet command, run as a user would run it.
-local CBNET = io.popen("pwd"):read("l") .. "/build/bin/cbnet"
+local CBNET = os.getenv("CBNET_BIN") or (io.popen("pwd"):read("l") .. "/build/bin/cbnet")
 
 local function run(args, env)
   local out_file = os.tmpname()

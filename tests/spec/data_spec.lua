@@ -151,7 +151,7 @@ describe("finding datasets", function()
     assert.matches("no%-such%-dir does not exist", err)
     -- from a folder with no data nearby, through the command
     local script = write("find.lua", 'local ok, err = pcall(require("cbnet").data.cifar10) print(err)')
-    local cbnet_cmd = io.popen("pwd"):read("l") .. "/build/bin/cbnet"
+    local cbnet_cmd = os.getenv("CBNET_BIN") or (io.popen("pwd"):read("l") .. "/build/bin/cbnet")
     local f = io.popen(("cd %s && env CBNET_DATA=%s HOME=%s %s run %s"):format(tmp, path("empty"), tmp,
       cbnet_cmd, script))
     local out = f:read("a")

@@ -5,7 +5,8 @@ local json = require "cbnet.json"
 local report = require "cbnet.report"
 
 local ROOT = io.popen("pwd"):read("l")
-local CBNET = ROOT .. "/build/bin/cbnet"
+-- CBNET_BIN: the command to test (make check passes the sanitizer build)
+local CBNET = os.getenv("CBNET_BIN") or (ROOT .. "/build/bin/cbnet")
 local tmp = os.tmpname()
 os.remove(tmp)
 assert(os.execute("mkdir -p " .. tmp))

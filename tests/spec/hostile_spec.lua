@@ -46,6 +46,8 @@ describe("hostile tensor calls", function()
     assert.error_matches(function()
       cbnet.zeros(3):narrow(1, math.maxinteger, math.maxinteger):sum()
     end, "narrow: .*out of range")
+    assert.error_matches(function() cbnet.zeros(3):narrow(1, math.maxinteger - 1, 5) end,
+      "narrow: 5 elements from position 9223372036854775806 out of range")
     local s = cbnet.arange(3):float():slice(1, 1, -1, math.maxinteger)
     assert.same({1}, s:size())
     assert.same({0}, values(s))
