@@ -26,9 +26,10 @@ else
   BUILD   := build
 endif
 
-CORE_SRC := $(wildcard core/*.c)
+CORE_SRC := $(wildcard core/*/*.c)
+CORE_HDR := $(wildcard core/*.h core/*/*.h)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
-BIND_SRC := lua/binding.c lua/tensor_binding.c lua/nn_binding.c lua/data_binding.c
+BIND_SRC := lua/binding.c lua/tensor_binding.c lua/nn_binding.c lua/optim_binding.c lua/data_binding.c
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/lua/main.o
 CTEST_SRC := $(wildcard tests/c/*.c)
@@ -45,7 +46,7 @@ DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
 .PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind install clean
 all: $(CMD) $(MODULE)
 
-$(BUILD)/%.o: %.c $(wildcard core/*.h lua/*.h)
+$(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard lua/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
@@ -54,7 +55,7 @@ $(BUILD)/lua/%.o: CPPFLAGS += -I$(LUA_INC)
 # stb_image_write's JPEG encoder shifts signed ints left (upstream code): keep
 # UBSan's shift check for cbnet's own files only.
 ifeq ($(SAN),1)
-$(BUILD)/core/stb_impl.o: CFLAGS += -fno-sanitize=shift
+$(BUILD)/core/data/stb_impl.o: CFLAGS += -fno-sanitize=shift
 endif
 
 $(LIB): $(CORE_OBJ)
@@ -135,7 +136,7 @@ FUZZ_OBJ := $(CORE_SRC:core/%.c=build/fuzz/obj/%.o)
 fuzz: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 .SECONDARY: $(FUZZ_OBJ)
 
-build/fuzz/obj/%.o: core/%.c $(wildcard core/*.h)
+build/fuzz/obj/%.o: core/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 

@@ -151,6 +151,10 @@ cb_status cbl_fill_value(lua_State *L, cb_tensor *t, int idx) {
   return cb_tensor_fill_(t, lua_tonumber(L, idx));
 }
 
+cb_tensor *cbl_opt_tensor(lua_State *L, int arg) {
+  return lua_isnoneornil(L, arg) ? NULL : cbl_check_tensor(L, arg);
+}
+
 cb_generator *cbl_opt_generator(lua_State *L, int arg) {
   if (lua_isnoneornil(L, arg)) return cb_default_generator();
   return luaL_checkudata(L, arg, GENERATOR_MT);
@@ -591,6 +595,7 @@ int luaopen_cbnet_core(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlib(L, core_functions);
   cbl_open_nn(L);
+  cbl_open_optim(L);
   cbl_open_data(L);
   luaL_getmetatable(L, TENSOR_MT);
   lua_setfield(L, -2, "Tensor");

@@ -7,8 +7,8 @@
 #include <lua.h>
 
 #include "cbnet.h"
-#include "nn.h"
-#include "optim.h"
+#include "nn/nn.h"
+#include "nn/optim.h"
 
 #define TENSOR_MT "cbnet.Tensor"
 #define GENERATOR_MT "cbnet.Generator"
@@ -24,6 +24,8 @@ void cbl_check(lua_State *L, cb_status st);
 void cbl_push_tensor(lua_State *L, cb_tensor *t);
 cb_tensor *cbl_check_tensor(lua_State *L, int arg);
 cb_tensor *cbl_test_tensor(lua_State *L, int arg);
+/* A tensor argument, or NULL when it is nil or absent. */
+cb_tensor *cbl_opt_tensor(lua_State *L, int arg);
 /* A tensor argument, or a number turned into a 0-d tensor (pushed on the
  * stack so the collector owns it); like gives the dtype class. */
 cb_tensor *cbl_check_operand(lua_State *L, int arg, const cb_tensor *like);
@@ -51,6 +53,7 @@ cb_status cbl_fill_value(lua_State *L, cb_tensor *t, int idx);
 
 void cbl_open_tensor(lua_State *L);  /* registers the Tensor metatable */
 void cbl_open_nn(lua_State *L);      /* adds the nn kernels to the table on top */
+void cbl_open_optim(lua_State *L);   /* adds the optimizer updates */
 void cbl_open_data(lua_State *L);    /* adds the dataset readers and augmentation */
 
 #endif

@@ -3,11 +3,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
-#include "augment.h"
+#include "io/file.h"
+#include "data/augment.h"
 #include "binding.h"
-#include "data.h"
-#include "safetensors.h"
+#include "data/data.h"
+#include "io/safetensors.h"
 
 /* Pushes images, labels and the class-name list; frees ds. */
 static int push_dataset(lua_State *L, cb_dataset *ds) {

@@ -21,13 +21,9 @@ static void check_pair(lua_State *L, int arg, int64_t def, int64_t *pair) {
   }
 }
 
-static cb_tensor *opt_tensor(lua_State *L, int arg) {
-  return lua_isnoneornil(L, arg) ? NULL : cbl_check_tensor(L, arg);
-}
-
 /* conv2d(x, weight, bias, stride, padding, dilation, groups) */
 static int l_conv2d(lua_State *L) {
-  cb_tensor *x = cbl_check_tensor(L, 1), *w = cbl_check_tensor(L, 2), *b = opt_tensor(L, 3), *y;
+  cb_tensor *x = cbl_check_tensor(L, 1), *w = cbl_check_tensor(L, 2), *b = cbl_opt_tensor(L, 3), *y;
   cb_conv_params p;
   check_pair(L, 4, 1, p.stride);
   check_pair(L, 5, 0, p.padding);
@@ -39,7 +35,7 @@ static int l_conv2d(lua_State *L) {
 }
 
 static int l_linear(lua_State *L) {
-  cb_tensor *x = cbl_check_tensor(L, 1), *w = cbl_check_tensor(L, 2), *b = opt_tensor(L, 3), *y;
+  cb_tensor *x = cbl_check_tensor(L, 1), *w = cbl_check_tensor(L, 2), *b = cbl_opt_tensor(L, 3), *y;
   cbl_check(L, cb_linear(&y, x, w, b));
   cbl_push_tensor(L, y);
   return 1;
@@ -48,8 +44,8 @@ static int l_linear(lua_State *L) {
 /* batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps) */
 static int l_batch_norm(lua_State *L) {
   cb_tensor *x = cbl_check_tensor(L, 1), *y;
-  cb_tensor *w = opt_tensor(L, 2), *b = opt_tensor(L, 3);
-  cb_tensor *rm = opt_tensor(L, 4), *rv = opt_tensor(L, 5);
+  cb_tensor *w = cbl_opt_tensor(L, 2), *b = cbl_opt_tensor(L, 3);
+  cb_tensor *rm = cbl_opt_tensor(L, 4), *rv = cbl_opt_tensor(L, 5);
   bool training = lua_toboolean(L, 6);
   double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
   cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps));
@@ -113,7 +109,7 @@ static int l_log_softmax(lua_State *L) { return softmax(L, true); }
 
 /* cross_entropy(logits, target, weight, label_smoothing, reduction) */
 static int l_cross_entropy(lua_State *L) {
-  cb_tensor *x = cbl_check_tensor(L, 1), *t = cbl_check_tensor(L, 2), *w = opt_tensor(L, 3), *y;
+  cb_tensor *x = cbl_check_tensor(L, 1), *t = cbl_check_tensor(L, 2), *w = cbl_opt_tensor(L, 3), *y;
   double smoothing = luaL_optnumber(L, 4, 0);
   static const char *const reductions[] = {"mean", "sum", "none", NULL};
   cb_reduction reduction = (cb_reduction)luaL_checkoption(L, 5, "mean", reductions);
@@ -122,31 +118,7 @@ static int l_cross_entropy(lua_State *L) {
   return 1;
 }
 
-/* sgd_step(param, grad, momentum_buffer, first_step, lr, momentum, dampening,
- * weight_decay, nesterov) */
-static int l_sgd_step(lua_State *L) {
-  cb_tensor *p = cbl_check_tensor(L, 1), *g = cbl_check_tensor(L, 2), *buf = opt_tensor(L, 3);
-  cb_sgd_options o = {.lr = luaL_checknumber(L, 5), .momentum = luaL_optnumber(L, 6, 0),
-                      .dampening = luaL_optnumber(L, 7, 0), .weight_decay = luaL_optnumber(L, 8, 0),
-                      .nesterov = lua_toboolean(L, 9)};
-  cbl_check(L, cb_sgd_step(p, g, buf, lua_toboolean(L, 4), &o));
-  return 0;
-}
-
-/* adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
- * weight_decay, decoupled) */
-static int l_adam_step(lua_State *L) {
-  cb_tensor *p = cbl_check_tensor(L, 1), *g = cbl_check_tensor(L, 2);
-  cb_tensor *m = cbl_check_tensor(L, 3), *v = cbl_check_tensor(L, 4);
-  cb_adam_options o = {.lr = luaL_checknumber(L, 6), .beta1 = luaL_checknumber(L, 7),
-                       .beta2 = luaL_checknumber(L, 8), .eps = luaL_checknumber(L, 9),
-                       .weight_decay = luaL_optnumber(L, 10, 0), .decoupled = lua_toboolean(L, 11)};
-  cbl_check(L, cb_adam_step(p, g, m, v, luaL_checkinteger(L, 5), &o));
-  return 0;
-}
-
 static const luaL_Reg nn_functions[] = {
-    {"sgd_step", l_sgd_step}, {"adam_step", l_adam_step},
     {"conv2d", l_conv2d}, {"linear", l_linear}, {"batch_norm", l_batch_norm},
     {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"leaky_relu", l_leaky_relu},

@@ -1,5 +1,5 @@
 /* libFuzzer target: the CIFAR-10 record parser on arbitrary bytes. */
-#include "data.h"
+#include "data/data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
   cb_dataset ds;

@@ -1,5 +1,5 @@
 /* libFuzzer target: the IDX parser on arbitrary bytes. */
-#include "data.h"
+#include "data/data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
   cb_tensor *t = NULL;

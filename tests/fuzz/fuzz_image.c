@@ -1,5 +1,5 @@
 /* libFuzzer target: image decoding (PNG, JPEG, BMP through stb_image). */
-#include "data.h"
+#include "data/data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
   cb_tensor *t = NULL;

@@ -1,5 +1,5 @@
 /* libFuzzer target: the safetensors reader (header JSON, offsets, data). */
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
   cb_safetensors st;

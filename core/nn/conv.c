@@ -1,0 +1,274 @@
+/* 2-D convolution: im2col over a chunk of images, then one sgemm per group.
+ *
+ * Forward, for group g:  Y_g (O_g x N*OH*OW) = W_g (O_g x K) @ col_g (K x N*OH*OW),
+ * K = C_g*kh*kw, computed a chunk of images at a time (the chunk's columns of
+ * Y) so that col stays a few MiB, in cache and out of mmap's way. Y is allocated O x N x OH x OW and returned as an N x O x OH
+ * x OW view of it, so no transpose is ever copied; the following layers read
+ * that order directly, and the gradient arriving in backward usually has it.
+ * Backward: dW_g = dY_g @ col_g^T, dcol_g = W_g^T @ dY_g (then col2im into
+ * dx), db = row sums of dY. col is recomputed in backward rather than kept. */
+#include <string.h>
+
+#include "autograd/autograd.h"
+#include "tensor/blas.h"
+#include "nn/nn.h"
+#include "ops/reduce.h"
+#include "tensor/threadpool.h"
+
+typedef struct {
+  int64_t n, c, h, w;  /* input */
+  int64_t o, kh, kw;   /* weight */
+  int64_t oh, ow;      /* output */
+  int64_t groups, cg, og, k, m; /* per group: channels in/out, K = cg*kh*kw, M = n*oh*ow */
+  cb_conv_params p;
+} conv_geometry;
+
+static cb_status conv_geometry_of(conv_geometry *cg, const cb_tensor *x, const cb_tensor *w,
+                                  const cb_tensor *b, const cb_conv_params *p) {
+  char xs[128], ws[128];
+  cb_shape_str(xs, sizeof xs, x->ndim, x->shape);
+  cb_shape_str(ws, sizeof ws, w->ndim, w->shape);
+  if (x->dtype != CB_FLOAT32 || w->dtype != CB_FLOAT32 || (b && b->dtype != CB_FLOAT32))
+    return cb_fail(CB_ETYPE, "conv2d: expected float32 input, weight and bias");
+  if (x->ndim != 4 || w->ndim != 4)
+    return cb_fail(CB_ESHAPE, "conv2d: expected a 4-d input (N x C x H x W) and weight "
+                   "(O x C/groups x kh x kw), got %s and %s", xs, ws);
+  if (p->groups < 1 || x->shape[1] % p->groups || w->shape[0] % p->groups ||
+      w->shape[1] * p->groups != x->shape[1])
+    return cb_fail(CB_ESHAPE, "conv2d: input %s and weight %s do not fit with groups=%lld "
+                   "(weight dim 2 must be C/groups, and groups must divide C and O)",
+                   xs, ws, (long long)p->groups);
+  if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+    return cb_fail(CB_ESHAPE, "conv2d: bias must have shape {%lld}", (long long)w->shape[0]);
+  *cg = (conv_geometry){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
+                        .o = w->shape[0], .kh = w->shape[2], .kw = w->shape[3],
+                        .groups = p->groups, .p = *p};
+  cb_status st;
+  if ((st = cb_window_count("conv2d", cg->h, cg->kh, p->stride[0], p->padding[0],
+                            p->dilation[0], &cg->oh)) != CB_OK ||
+      (st = cb_window_count("conv2d", cg->w, cg->kw, p->stride[1], p->padding[1],
+                            p->dilation[1], &cg->ow)) != CB_OK)
+    return st;
+  if (cg->oh < 1 || cg->ow < 1)
+    return cb_fail(CB_ESHAPE, "conv2d: input %s is smaller than the (dilated) kernel %s", xs, ws);
+  cg->cg = cg->c / cg->groups;
+  cg->og = cg->o / cg->groups;
+  cg->k = cg->cg * cg->kh * cg->kw;
+  /* the output and one image's column matrix must be representable */
+  int64_t numel;
+  if ((st = cb_check_shape("conv2d", 4, (int64_t[]){cg->n, cg->o, cg->oh, cg->ow}, &numel)) ||
+      (st = cb_check_shape("conv2d", 3, (int64_t[]){cg->k, cg->oh, cg->ow}, &numel)))
+    return st;
+  cg->m = cg->n * cg->oh * cg->ow;
+  return CB_OK;
+}
+
+/* ---- im2col / col2im ---- */
+
+typedef struct {
+  const conv_geometry *g;
+  const float *x;     /* input (im2col) or NULL */
+  float *dx;          /* input gradient (col2im) or NULL */
+  const int64_t *xs;  /* strides of x / dx, in elements */
+  float *col;         /* K x (n1 - n0)*OH*OW */
+  int64_t channel0;   /* first input channel of the group */
+  int64_t n0, n1;     /* the chunk of images */
+} col_job;
+
+/* Images per chunk: col (K x images*OH*OW floats) within about 4 MiB. */
+static int64_t chunk_images(const conv_geometry *g) {
+  int64_t per_image = g->k * g->oh * g->ow, n = ((int64_t)1 << 20) / (per_image ? per_image : 1);
+  return n < 1 ? 1 : n > g->n ? g->n : n;
+}
+
+/* Rows [begin, end) of col: row r is (channel, ki, kj). */
+static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  const col_job *j = arg;
+  const conv_geometry *g = j->g;
+  const int64_t *xs = j->xs;
+  int64_t sh = g->p.stride[0], sw = g->p.stride[1], ph = g->p.padding[0], pw = g->p.padding[1];
+  for (int64_t r = begin; r < end; r++) {
+    int64_t c = j->channel0 + r / (g->kh * g->kw), ki = (r / g->kw) % g->kh, kj = r % g->kw;
+    int64_t di = ki * g->p.dilation[0] - ph, dj = kj * g->p.dilation[1] - pw;
+    float *dst = j->col + r * (j->n1 - j->n0) * g->oh * g->ow;
+    for (int64_t n = j->n0; n < j->n1; n++) {
+      const float *plane = j->x + n * xs[0] + c * xs[1];
+      for (int64_t oh = 0; oh < g->oh; oh++, dst += g->ow) {
+        int64_t ih = oh * sh + di;
+        if (ih < 0 || ih >= g->h) {
+          memset(dst, 0, sizeof(float) * (size_t)g->ow);
+          continue;
+        }
+        const float *row = plane + ih * xs[2];
+        if (sw == 1 && xs[3] == 1) { /* the common case: a shifted copy */
+          int64_t lo = -dj > 0 ? -dj : 0, hi = g->w - dj < g->ow ? g->w - dj : g->ow;
+          if (hi < lo) hi = lo;
+          for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
+          memcpy(dst + lo, row + lo + dj, sizeof(float) * (size_t)(hi - lo));
+          for (int64_t ow = hi; ow < g->ow; ow++) dst[ow] = 0;
+        } else {
+          for (int64_t ow = 0; ow < g->ow; ow++) {
+            int64_t iw = ow * sw + dj;
+            dst[ow] = (iw >= 0 && iw < g->w) ? row[iw * xs[3]] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* Input channels [begin, end) of the group: adds their col rows into dx
+ * (each channel's rows touch only that channel, so chunks never collide). */
+static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  const col_job *j = arg;
+  const conv_geometry *g = j->g;
+  const int64_t *xs = j->xs;
+  int64_t sh = g->p.stride[0], sw = g->p.stride[1], ph = g->p.padding[0], pw = g->p.padding[1];
+  for (int64_t cl = begin; cl < end; cl++) {
+    for (int64_t ki = 0; ki < g->kh; ki++)
+      for (int64_t kj = 0; kj < g->kw; kj++) {
+        int64_t r = (cl * g->kh + ki) * g->kw + kj;
+        int64_t di = ki * g->p.dilation[0] - ph, dj = kj * g->p.dilation[1] - pw;
+        const float *src = j->col + r * (j->n1 - j->n0) * g->oh * g->ow;
+        for (int64_t n = j->n0; n < j->n1; n++) {
+          float *plane = j->dx + n * xs[0] + (j->channel0 + cl) * xs[1];
+          for (int64_t oh = 0; oh < g->oh; oh++, src += g->ow) {
+            int64_t ih = oh * sh + di;
+            if (ih < 0 || ih >= g->h) continue;
+            float *row = plane + ih * xs[2];
+            for (int64_t ow = 0; ow < g->ow; ow++) {
+              int64_t iw = ow * sw + dj;
+              if (iw >= 0 && iw < g->w) row[iw * xs[3]] += src[ow];
+            }
+          }
+        }
+      }
+  }
+}
+
+static void im2col(const conv_geometry *g, const cb_tensor *x, int64_t group, int64_t n0,
+                   int64_t n1, float *col) {
+  col_job job = {g, cb_tensor_data(x), NULL, x->stride, col, group * g->cg, n0, n1};
+  cb_parallel_for(g->k, 1, im2col_rows, &job);
+}
+
+/* ---- forward ---- */
+
+static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in);
+
+cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                    const cb_tensor *bias, const cb_conv_params *params) {
+  conv_geometry g;
+  cb_status st = conv_geometry_of(&g, x, weight, bias, params);
+  if (st != CB_OK) return st;
+  cb_tensor *w = NULL, *col = NULL, *y = NULL;
+  if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK) return st;
+  int64_t chunk = chunk_images(&g), plane = g.oh * g.ow;
+  int64_t col_shape[2] = {g.k, chunk * plane}, y_shape[4] = {g.o, g.n, g.oh, g.ow};
+  if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
+  if ((st = cb_tensor_empty(&y, 4, y_shape, CB_FLOAT32)) != CB_OK) goto done;
+  float *yp = cb_tensor_data(y);
+  if (bias) { /* start from the bias; sgemm then adds W @ col */
+    for (int64_t o = 0; o < g.o; o++) {
+      float b = (float)cb_tensor_get(bias, &o);
+      for (int64_t i = 0; i < g.m; i++) yp[o * g.m + i] = b;
+    }
+  }
+  for (int64_t n0 = 0; n0 < g.n && st == CB_OK; n0 += chunk) {
+    int64_t n1 = n0 + chunk < g.n ? n0 + chunk : g.n, cols = (n1 - n0) * plane;
+    for (int64_t grp = 0; grp < g.groups && st == CB_OK; grp++) {
+      im2col(&g, x, grp, n0, n1, cb_tensor_data(col));
+      st = cb_sgemm(false, false, g.og, cols, g.k, 1.0f,
+                    (const float *)cb_tensor_data(w) + grp * g.og * g.k, g.k, cb_tensor_data(col),
+                    cols, bias ? 1.0f : 0.0f, yp + grp * g.og * g.m + n0 * plane, g.m);
+    }
+  }
+  if (st == CB_OK) st = cb_tensor_permute(out, y, (int[]){1, 0, 2, 3});
+  if (st == CB_OK) {
+    const cb_tensor *inputs[3] = {x, weight, bias};
+    const cb_tensor *save[2] = {x, w};
+    cb_node *node;
+    st = cb_record(*out, "Conv2dBackward", conv_backward, 3, inputs, 2, save, &node);
+    if (node) *CB_NODE_CTX(node, cb_conv_params) = g.p;
+    cb_release_on_error(st, out);
+  }
+done:
+  cb_tensor_release(w);
+  cb_tensor_release(col);
+  cb_tensor_release(y);
+  return st;
+}
+
+/* ---- backward ---- */
+
+typedef struct {
+  const float *dy; /* O x m */
+  float *db;
+  int64_t m;
+} bias_grad_job;
+
+static void bias_grad_rows(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  const bias_grad_job *j = arg;
+  for (int64_t o = begin; o < end; o++) j->db[o] = (float)cb_sum_floats(j->dy + o * j->m, j->m);
+}
+
+static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
+  const cb_tensor *x, *w;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &w)) != CB_OK)
+    return st;
+  cb_conv_params p;
+  p = *CB_NODE_CTX(node, cb_conv_params);
+  conv_geometry g;
+  if ((st = conv_geometry_of(&g, x, w, NULL, &p)) != CB_OK) return st;
+  cb_tensor *gp = NULL, *dy = NULL, *col = NULL;
+  /* dY as O x (N*OH*OW): free when grad has the order conv2d produced */
+  if ((st = cb_tensor_permute(&gp, grad, (int[]){1, 0, 2, 3})) != CB_OK) return st;
+  if ((st = cb_tensor_contiguous(&dy, gp)) != CB_OK) goto done;
+  const float *dyp = cb_tensor_data(dy);
+  if (cb_node_needs_grad(node, 2)) {
+    int64_t shape = g.o;
+    if ((st = cb_tensor_empty(&grad_in[2], 1, &shape, CB_FLOAT32)) != CB_OK) goto done;
+    bias_grad_job job = {dyp, cb_tensor_data(grad_in[2]), g.m};
+    cb_parallel_for(g.o, 1, bias_grad_rows, &job);
+  }
+  bool need_dx = cb_node_needs_grad(node, 0), need_dw = cb_node_needs_grad(node, 1);
+  int64_t chunk = chunk_images(&g), plane = g.oh * g.ow;
+  int64_t col_shape[2] = {g.k, chunk * plane};
+  if ((need_dx || need_dw) && (st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK)
+    goto done;
+  if (need_dw && (st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
+  if (need_dx) {
+    if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
+    if ((st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) goto done;
+  }
+  for (int64_t n0 = 0; n0 < g.n && st == CB_OK; n0 += chunk) {
+    int64_t n1 = n0 + chunk < g.n ? n0 + chunk : g.n, cols = (n1 - n0) * plane;
+    for (int64_t grp = 0; grp < g.groups && st == CB_OK; grp++) {
+      /* this chunk's columns of dY_g */
+      const float *dy_g = dyp + grp * g.og * g.m + n0 * plane;
+      if (need_dw) { /* dW_g += dY_g col^T, over the chunks */
+        im2col(&g, x, grp, n0, n1, cb_tensor_data(col));
+        st = cb_sgemm(false, true, g.og, g.k, cols, 1.0f, dy_g, g.m, cb_tensor_data(col), cols,
+                      n0 == 0 ? 0.0f : 1.0f,
+                      (float *)cb_tensor_data(grad_in[1]) + grp * g.og * g.k, g.k);
+      }
+      if (need_dx && st == CB_OK) {
+        st = cb_sgemm(true, false, g.k, cols, g.og, 1.0f,
+                      (const float *)cb_tensor_data(w) + grp * g.og * g.k, g.k, dy_g, g.m, 0.0f,
+                      cb_tensor_data(col), cols);
+        col_job job = {&g, NULL, cb_tensor_data(grad_in[0]), grad_in[0]->stride,
+                       cb_tensor_data(col), grp * g.cg, n0, n1};
+        if (st == CB_OK) cb_parallel_for(g.cg, 1, col2im_channels, &job);
+      }
+    }
+  }
+done:
+  cb_tensor_release(gp);
+  cb_tensor_release(dy);
+  cb_tensor_release(col);
+  return st;
+}

@@ -1,0 +1,78 @@
+/* Neural-network kernels: forward and backward of each in one file (conv.c,
+ * norm.c, pool.c, linear.c, activation.c, softmax.c), all differentiable
+ * through autograd. Images are N x C x H x W tensors with any strides; the
+ * kernels keep the memory order they are given (conv2d returns its output
+ * channel-major, C x N x H x W in memory, which the next layers read
+ * directly), so a network never pays for transposes between layers. */
+#ifndef CB_NN_H
+#define CB_NN_H
+
+#include "tensor/generator.h"
+#include "tensor/tensor.h"
+
+/* ---- conv.c ---- */
+typedef struct {
+  int64_t stride[2], padding[2], dilation[2], groups;
+} cb_conv_params;
+
+/* x: N x C x H x W; weight: O x C/groups x kh x kw; bias: O or NULL. */
+cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                    const cb_tensor *bias, const cb_conv_params *params);
+
+/* ---- linear.c ---- */
+/* y = x W^T + b for x: ... x in, W: out x in, b: out or NULL. */
+cb_status cb_linear(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                    const cb_tensor *bias);
+
+/* ---- norm.c ---- */
+/* Batch normalisation over every dim but dim 1 (N x C or N x C x H x W).
+ * Training: batch statistics, and running_mean/var (if given) move by
+ * momentum towards them (the variance unbiased, as PyTorch does).
+ * Evaluation: the running statistics. weight/bias may be NULL. */
+cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                        const cb_tensor *bias, cb_tensor *running_mean,
+                        cb_tensor *running_var, bool training, double momentum,
+                        double eps);
+
+/* ---- pool.c ---- */
+typedef struct {
+  int64_t kernel[2], stride[2], padding[2];
+  bool count_include_pad; /* avg_pool2d: padding zeros count (PyTorch's default) */
+} cb_pool_params;
+
+cb_status cb_max_pool2d(cb_tensor **out, const cb_tensor *x, const cb_pool_params *params);
+cb_status cb_avg_pool2d(cb_tensor **out, const cb_tensor *x, const cb_pool_params *params);
+/* Averages into an out_h x out_w grid of (overlapping) windows, as
+ * PyTorch's adaptive_avg_pool2d; 1 x 1 is global average pooling. */
+cb_status cb_adaptive_avg_pool2d(cb_tensor **out, const cb_tensor *x, int64_t out_h,
+                                 int64_t out_w);
+
+/* ---- activation.c ---- */
+typedef enum {
+  CB_ACT_LEAKY_RELU, /* param: negative slope */
+  CB_ACT_GELU,       /* exact (erf) form */
+  CB_ACT_SOFTPLUS,   /* param: beta; linear above threshold 20 / beta */
+  CB_NUM_ACT
+} cb_actop;
+
+cb_status cb_activation(cb_tensor **out, cb_actop op, const cb_tensor *x, double param);
+/* Zeroes each element with probability p and scales the rest by 1/(1-p) in
+ * training; the identity otherwise. */
+cb_status cb_dropout(cb_tensor **out, const cb_tensor *x, double p, bool training,
+                     cb_generator *g);
+
+/* ---- softmax.c ---- */
+cb_status cb_softmax(cb_tensor **out, const cb_tensor *x, int dim, bool log);
+
+typedef enum { CB_REDUCE_MEAN, CB_REDUCE_SUM, CB_REDUCE_NONE } cb_reduction;
+
+/* Cross-entropy of logits (N x C) against int64 class labels (N), as
+ * PyTorch's F.cross_entropy: with class weights w (C, or NULL) and label
+ * smoothing e, sample i costs
+ *   (1 - e) w[y_i] (-log p_i[y_i]) + e/C sum_c w[c] (-log p_i[c]);
+ * "mean" divides the sum by sum_i w[y_i] (N without weights). */
+cb_status cb_cross_entropy(cb_tensor **out, const cb_tensor *logits, const cb_tensor *target,
+                           const cb_tensor *weight, double label_smoothing,
+                           cb_reduction reduction);
+
+#endif

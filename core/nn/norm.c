@@ -1,0 +1,246 @@
+/* Batch normalisation, per channel (dim 1) over every other dim.
+ *
+ * Forward (training): mean and biased variance of the batch (two passes, in
+ * double), y = (x - mean) * invstd * gamma + beta, running statistics moved
+ * by momentum (with the unbiased variance, as PyTorch). Evaluation uses the
+ * running statistics. Backward (training), per channel over its M elements:
+ *   dbeta = sum g, dgamma = sum g xhat,
+ *   dx = gamma invstd (g - dbeta/M - xhat dgamma/M);
+ * in evaluation the statistics are constants: dx = gamma invstd g. */
+#include <math.h>
+#include <string.h>
+
+#include "autograd/autograd.h"
+#include "nn/nn.h"
+#include "ops/reduce.h"
+#include "tensor/threadpool.h"
+#include "tensor/vectorize.h"
+
+/* x viewed as N x C x S, each (n, c) plane of S elements contiguous. */
+typedef struct {
+  int64_t n, c, s;
+  int64_t sn, sc; /* strides of n and c, elements */
+} bn_layout;
+
+/* Whether the dims after 1 form contiguous planes; fills the layout. */
+static bool planes_of(const cb_tensor *x, bn_layout *l) {
+  l->n = x->shape[0];
+  l->c = x->shape[1];
+  l->s = 1;
+  int64_t expected = 1;
+  bool dense = true;
+  for (int d = x->ndim - 1; d >= 2; d--) {
+    if (x->shape[d] != 1 && x->stride[d] != expected) dense = false;
+    expected *= x->shape[d];
+    l->s *= x->shape[d];
+  }
+  l->sn = x->stride[0];
+  l->sc = x->stride[1];
+  return dense;
+}
+
+typedef struct {
+  bn_layout l;
+  const float *x, *gamma, *beta;
+  float *y;
+  float *mean, *invstd;       /* batch statistics out (training) or in (eval) */
+  float *running_mean, *running_var;
+  bool training;
+  double momentum, eps;
+  /* backward */
+  const float *g;
+  float *dx, *dgamma, *dbeta;
+  bn_layout gl, dl; /* layouts of g and dx */
+} bn_job;
+
+/* What backward needs besides the saved tensors. */
+typedef struct {
+  bool training;
+} batch_norm_ctx;
+
+CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  bn_job *j = arg;
+  const bn_layout *l = &j->l;
+  int64_t count = l->n * l->s;
+  for (int64_t c = begin; c < end; c++) {
+    double mean, invstd;
+    if (j->training) {
+      double sum = 0, sq = 0;
+      for (int64_t n = 0; n < l->n; n++) sum += cb_sum_floats(j->x + n * l->sn + c * l->sc, l->s);
+      mean = sum / (double)count;
+      for (int64_t n = 0; n < l->n; n++)
+        sq += cb_sum_squared_deviations(j->x + n * l->sn + c * l->sc, l->s, mean);
+      double var = sq / (double)count;
+      invstd = 1.0 / sqrt(var + j->eps);
+      j->mean[c] = (float)mean;
+      j->invstd[c] = (float)invstd;
+      if (j->running_mean) {
+        double unbiased = count > 1 ? sq / (double)(count - 1) : var;
+        j->running_mean[c] = (float)((1 - j->momentum) * j->running_mean[c] + j->momentum * mean);
+        j->running_var[c] = (float)((1 - j->momentum) * j->running_var[c] + j->momentum * unbiased);
+      }
+    } else {
+      mean = j->mean[c];
+      invstd = j->invstd[c];
+    }
+    float scale = (float)invstd * (j->gamma ? j->gamma[c] : 1.0f);
+    float shift = (j->beta ? j->beta[c] : 0.0f) - (float)mean * scale;
+    for (int64_t n = 0; n < l->n; n++) {
+      const float *p = j->x + n * l->sn + c * l->sc;
+      float *q = j->y + n * l->sn + c * l->sc;
+      for (int64_t i = 0; i < l->s; i++) q[i] = p[i] * scale + shift;
+    }
+  }
+}
+
+CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  bn_job *j = arg;
+  const bn_layout *l = &j->l;
+  double count = (double)(l->n * l->s);
+  for (int64_t c = begin; c < end; c++) {
+    double mean = j->mean[c], invstd = j->invstd[c], sum_g = 0, sum_gx = 0;
+    for (int64_t n = 0; n < l->n; n++) {
+      const float *x = j->x + n * l->sn + c * l->sc;
+      const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
+      sum_g += cb_sum_floats(g, l->s);
+      sum_gx += cb_dot_deviations(g, x, l->s, mean);
+    }
+    double dgamma = sum_gx * invstd;
+    if (j->dgamma) j->dgamma[c] = (float)dgamma;
+    if (j->dbeta) j->dbeta[c] = (float)sum_g;
+    if (!j->dx) continue;
+    double gamma = j->gamma ? j->gamma[c] : 1.0;
+    float k = (float)(gamma * invstd);
+    /* training: dx = k (g - sum_g/M - xhat dgamma/M), xhat = (x - mean) invstd */
+    float a = j->training ? (float)(sum_g / count) : 0.0f;
+    float b = j->training ? (float)(dgamma * invstd / count) : 0.0f;
+    float m = (float)mean;
+    for (int64_t n = 0; n < l->n; n++) {
+      const float *x = j->x + n * l->sn + c * l->sc;
+      const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
+      float *dx = j->dx + n * j->dl.sn + c * j->dl.sc;
+      for (int64_t i = 0; i < l->s; i++) dx[i] = k * (g[i] - a - (x[i] - m) * b);
+    }
+  }
+}
+
+/* A contiguous float32 copy of an optional per-channel tensor of size c. */
+static cb_status channel_vector(const char *what, const cb_tensor *t, int64_t c, cb_tensor **out) {
+  *out = NULL;
+  if (!t) return CB_OK;
+  if (t->dtype != CB_FLOAT32 || t->ndim != 1 || t->shape[0] != c)
+    return cb_fail(CB_ESHAPE, "batch_norm: %s must be a float32 tensor of shape {%lld}", what,
+                   (long long)c);
+  return cb_tensor_contiguous(out, t);
+}
+
+/* Running statistics are updated in place: contiguous float32 of size c. */
+static cb_status check_running(const char *what, const cb_tensor *t, int64_t c) {
+  if (t->dtype != CB_FLOAT32 || t->ndim != 1 || t->shape[0] != c || !cb_tensor_is_contiguous(t))
+    return cb_fail(CB_ESHAPE, "batch_norm: %s must be a contiguous float32 tensor of shape {%lld}",
+                   what, (long long)c);
+  return CB_OK;
+}
+
+static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
+  const cb_tensor *x, *mean, *invstd, *gamma = NULL;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &mean)) != CB_OK ||
+      (st = cb_node_saved(node, 2, &invstd)) != CB_OK)
+    return st;
+  if (node->nsaved > 3 && (st = cb_node_saved(node, 3, &gamma)) != CB_OK) return st;
+  cb_tensor *g = NULL;
+  bn_job j = {.training = CB_NODE_CTX(node, batch_norm_ctx)->training, .x = cb_tensor_data(x), .mean = cb_tensor_data(mean),
+              .invstd = cb_tensor_data(invstd), .gamma = gamma ? cb_tensor_data(gamma) : NULL};
+  planes_of(x, &j.l); /* x was saved with dense planes */
+  if (planes_of(grad, &j.gl)) g = cb_tensor_retain((cb_tensor *)grad);
+  else if ((st = cb_tensor_clone(&g, grad)) != CB_OK) return st;
+  planes_of(g, &j.gl);
+  j.g = cb_tensor_data(g);
+  int64_t c = j.l.c;
+  if (st == CB_OK && cb_node_needs_grad(node, 0) &&
+      (st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) == CB_OK) {
+    planes_of(grad_in[0], &j.dl);
+    j.dx = cb_tensor_data(grad_in[0]);
+  }
+  if (st == CB_OK && cb_node_needs_grad(node, 1) &&
+      (st = cb_tensor_empty(&grad_in[1], 1, &c, CB_FLOAT32)) == CB_OK)
+    j.dgamma = cb_tensor_data(grad_in[1]);
+  if (st == CB_OK && cb_node_needs_grad(node, 2) &&
+      (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
+    j.dbeta = cb_tensor_data(grad_in[2]);
+  if (st == CB_OK) cb_parallel_for(c, 1, bn_backward_channels, &j);
+  cb_tensor_release(g);
+  return st;
+}
+
+cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                        const cb_tensor *bias, cb_tensor *running_mean, cb_tensor *running_var,
+                        bool training, double momentum, double eps) {
+  if (x->dtype != CB_FLOAT32) return cb_fail(CB_ETYPE, "batch_norm: expected a float32 input");
+  if (x->ndim < 2) {
+    char xs[128];
+    return cb_fail(CB_ESHAPE, "batch_norm: expected N x C (x ...) input, got %s",
+                   cb_shape_str(xs, 128, x->ndim, x->shape));
+  }
+  if (!(eps > 0) || momentum < 0 || momentum > 1)
+    return cb_fail(CB_EINVAL, "batch_norm: needs eps > 0 and momentum in [0, 1]");
+  if (!training && (!running_mean || !running_var))
+    return cb_fail(CB_EINVAL, "batch_norm: evaluation mode needs running statistics");
+  if ((running_mean == NULL) != (running_var == NULL))
+    return cb_fail(CB_EINVAL, "batch_norm: give both running_mean and running_var, or neither");
+  int64_t c = x->shape[1];
+  if (training && cb_tensor_numel(x) / (c ? c : 1) < 2)
+    return cb_fail(CB_EINVAL, "batch_norm: training needs more than one value per channel");
+  cb_tensor *xd = NULL, *gamma = NULL, *beta = NULL, *mean = NULL, *invstd = NULL;
+  cb_status st;
+  bn_job j = {.training = training, .momentum = momentum, .eps = eps};
+  /* dense planes: the input's own layout when it has them, else a copy */
+  if (planes_of(x, &j.l)) xd = cb_tensor_retain((cb_tensor *)x);
+  else if ((st = cb_tensor_clone(&xd, x)) != CB_OK) return st;
+  planes_of(xd, &j.l);
+  if ((st = channel_vector("weight", weight, c, &gamma)) != CB_OK ||
+      (st = channel_vector("bias", bias, c, &beta)) != CB_OK)
+    goto done;
+  if (running_mean && ((st = check_running("running_mean", running_mean, c)) != CB_OK ||
+                       (st = check_running("running_var", running_var, c)) != CB_OK))
+    goto done;
+  if ((st = cb_tensor_empty(&mean, 1, &c, CB_FLOAT32)) != CB_OK ||
+      (st = cb_tensor_empty(&invstd, 1, &c, CB_FLOAT32)) != CB_OK)
+    goto done;
+  if (!training) { /* the statistics are the running ones */
+    float *m = cb_tensor_data(mean), *is = cb_tensor_data(invstd);
+    const float *rm = cb_tensor_data(running_mean), *rv = cb_tensor_data(running_var);
+    for (int64_t i = 0; i < c; i++) {
+      m[i] = rm[i];
+      is[i] = (float)(1.0 / sqrt((double)rv[i] + eps));
+    }
+  } else if (running_mean) {
+    j.running_mean = cb_tensor_data(running_mean);
+    j.running_var = cb_tensor_data(running_var);
+    cb_tensor_bump_version(running_mean);
+    cb_tensor_bump_version(running_var);
+  }
+  if ((st = cb_tensor_empty_same_layout(out, xd, CB_FLOAT32)) != CB_OK) goto done;
+  j.x = cb_tensor_data(xd);
+  j.y = cb_tensor_data(*out);
+  j.gamma = gamma ? cb_tensor_data(gamma) : NULL;
+  j.beta = beta ? cb_tensor_data(beta) : NULL;
+  j.mean = cb_tensor_data(mean);
+  j.invstd = cb_tensor_data(invstd);
+  cb_parallel_for(c, 1, bn_forward_channels, &j);
+  const cb_tensor *inputs[3] = {x, weight, bias}, *save[4] = {xd, mean, invstd, gamma};
+  cb_node *node;
+  st = cb_record(*out, "BatchNormBackward", bn_backward, 3, inputs, gamma ? 4 : 3, save, &node);
+  if (node) CB_NODE_CTX(node, batch_norm_ctx)->training = training;
+  cb_release_on_error(st, out);
+done:
+  cb_tensor_release(xd);
+  cb_tensor_release(gamma);
+  cb_tensor_release(beta);
+  cb_tensor_release(mean);
+  cb_tensor_release(invstd);
+  return st;
+}

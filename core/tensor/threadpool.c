@@ -1,0 +1,145 @@
+#include "tensor/threadpool.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "tensor/blas.h"
+
+#define MAX_THREADS 64
+
+/* One job at a time; the caller that holds busy_lock owns the pool. */
+typedef struct {
+  pthread_mutex_t busy_lock;
+  pthread_mutex_t lock;
+  pthread_cond_t work_ready;
+  pthread_cond_t work_done;
+  pthread_t workers[MAX_THREADS];
+  int nworkers;    /* started workers */
+  int nthreads;    /* chunks per job, including the caller */
+  uint64_t generation;
+  int pending;     /* chunks not yet finished */
+  /* the current job */
+  cb_range_fn fn;
+  void *ctx;
+  int64_t n;
+  int nchunks;
+  int next_chunk;
+} pool_t;
+
+static pool_t pool = {
+    .busy_lock = PTHREAD_MUTEX_INITIALIZER,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .work_ready = PTHREAD_COND_INITIALIZER,
+    .work_done = PTHREAD_COND_INITIALIZER,
+};
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static _Thread_local bool in_parallel_region;
+
+static void chunk_bounds(int64_t n, int nchunks, int chunk, int64_t *begin,
+                         int64_t *end) {
+  *begin = n * chunk / nchunks;
+  *end = n * (chunk + 1) / nchunks;
+}
+
+/* Takes chunks of the current job until none are left. Called with lock
+ * held; returns with it held. */
+static void run_chunks(void) {
+  while (pool.next_chunk < pool.nchunks) {
+    int chunk = pool.next_chunk++;
+    cb_range_fn fn = pool.fn;
+    void *ctx = pool.ctx;
+    int64_t begin, end;
+    chunk_bounds(pool.n, pool.nchunks, chunk, &begin, &end);
+    pthread_mutex_unlock(&pool.lock);
+    fn(ctx, chunk, begin, end);
+    pthread_mutex_lock(&pool.lock);
+    if (--pool.pending == 0) pthread_cond_broadcast(&pool.work_done);
+  }
+}
+
+static void *worker_main(void *arg) {
+  (void)arg;
+  in_parallel_region = true;
+  pthread_mutex_lock(&pool.lock);
+  uint64_t seen = pool.generation;
+  for (;;) {
+    while (pool.generation == seen) pthread_cond_wait(&pool.work_ready, &pool.lock);
+    seen = pool.generation;
+    run_chunks();
+  }
+  return NULL;
+}
+
+static int default_thread_count(void) {
+  const char *env = getenv("CBNET_NUM_THREADS");
+  int n = env ? atoi(env) : 0;
+  if (n <= 0) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (n <= 0) n = 1;
+  return n > MAX_THREADS ? MAX_THREADS : n;
+}
+
+static void pool_init(void) { pool.nthreads = default_thread_count(); }
+
+int cb_get_num_threads(void) {
+  pthread_once(&pool_once, pool_init);
+  return pool.nthreads;
+}
+
+cb_status cb_set_num_threads(int n) {
+  if (n < 1 || n > MAX_THREADS)
+    return cb_fail(CB_EINVAL, "set_num_threads: expected 1..%d threads, got %d",
+                   MAX_THREADS, n);
+  pthread_once(&pool_once, pool_init);
+  pthread_mutex_lock(&pool.busy_lock);
+  pool.nthreads = n;
+  pthread_mutex_unlock(&pool.busy_lock);
+  cb_blas_set_num_threads(n);
+  return CB_OK;
+}
+
+int cb_parallel_chunks(int64_t n, int64_t grain) {
+  int nthreads = cb_get_num_threads();
+  if (grain < 1) grain = 1;
+  int64_t chunks = n / grain;
+  if (chunks > nthreads) chunks = nthreads;
+  return chunks < 1 ? 1 : (int)chunks;
+}
+
+/* Starts workers up to nthreads - 1; called with busy_lock held. */
+static void ensure_workers(int want) {
+  while (pool.nworkers < want) {
+    if (pthread_create(&pool.workers[pool.nworkers], NULL, worker_main, NULL) != 0)
+      break; /* fewer workers: the caller runs the remaining chunks */
+    pthread_detach(pool.workers[pool.nworkers]);
+    pool.nworkers++;
+  }
+}
+
+int cb_parallel_for(int64_t n, int64_t grain, cb_range_fn fn, void *ctx) {
+  if (n <= 0) return 1;
+  int nchunks = cb_parallel_chunks(n, grain);
+  if (nchunks == 1 || in_parallel_region ||
+      pthread_mutex_trylock(&pool.busy_lock) != 0) {
+    fn(ctx, 0, 0, n);
+    return 1;
+  }
+  ensure_workers(nchunks - 1);
+  pthread_mutex_lock(&pool.lock);
+  pool.fn = fn;
+  pool.ctx = ctx;
+  pool.n = n;
+  pool.nchunks = nchunks;
+  pool.next_chunk = 0;
+  pool.pending = nchunks;
+  pool.generation++;
+  pthread_cond_broadcast(&pool.work_ready);
+  in_parallel_region = true;
+  run_chunks();
+  while (pool.pending > 0) pthread_cond_wait(&pool.work_done, &pool.lock);
+  in_parallel_region = false;
+  pthread_mutex_unlock(&pool.lock);
+  pthread_mutex_unlock(&pool.busy_lock);
+  return nchunks;
+}

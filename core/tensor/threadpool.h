@@ -1,0 +1,30 @@
+/* A small fixed pool of worker threads for memory-bound loops.
+ *
+ * cb_parallel_for splits [0, n) into at most cb_get_num_threads() contiguous
+ * chunks, runs them on the pool (the caller runs one chunk itself) and returns
+ * when all are done. Work smaller than grain, calls made from inside a
+ * parallel region, and calls made while another thread uses the pool run
+ * serially in the caller, so the pool never oversubscribes the cores. The pool
+ * never runs at the same time as an OpenBLAS call made by the same thread, so
+ * the two sets of threads take turns on the cores. */
+#ifndef CB_THREADPOOL_H
+#define CB_THREADPOOL_H
+
+#include <stdint.h>
+
+#include "tensor/error.h"
+
+/* fn(ctx, chunk, begin, end): chunk is 0..nchunks-1, in the order of [0, n). */
+typedef void (*cb_range_fn)(void *ctx, int chunk, int64_t begin, int64_t end);
+
+/* Returns the number of chunks used (1 when run serially). */
+int cb_parallel_for(int64_t n, int64_t grain, cb_range_fn fn, void *ctx);
+
+/* How many chunks cb_parallel_for(n, grain, ...) would use. */
+int cb_parallel_chunks(int64_t n, int64_t grain);
+
+int cb_get_num_threads(void);
+/* n >= 1; also sets OpenBLAS's thread count (see blas.h). */
+cb_status cb_set_num_threads(int n);
+
+#endif
