@@ -19,7 +19,6 @@ local cli = require "cbnet.cli"
 local data = require "cbnet.data"
 local experiment = require "cbnet.experiment"
 local loss = require "cbnet.loss"
-local plot = require "cbnet.plot"
 local report = require "cbnet.report"
 
 local options = experiment.standard_options{epochs = 10, batch_size = 64, lr = 1e-3, wd = 5e-4}
@@ -104,27 +103,13 @@ local results, failures = experiment.sweep(runs, opts, train_run, arg)
 
 -- ---- the tables ----
 
-local function per_class_row(label, values)
-  local row = {label}
-  for c = 1, #classes do row[c + 1] = values[c] end
-  return row
-end
-
-local header = {"run"}
-for c, name in ipairs(classes) do header[c + 1] = ("%d %s"):format(c - 1, name) end
-header[#header + 1] = "overall"
-local rows, best_cb = {}, nil
+local best_cb -- the class-balanced run with the best accuracy
 for _, r in ipairs(runs) do
   local res = results[r.id]
-  if res then
-    local row = per_class_row(r.label, res.best.per_class)
-    row[#row + 1] = res.best.accuracy
-    rows[#rows + 1] = row
-    if r.beta and (not best_cb or res.best.accuracy > results[best_cb.id].best.accuracy) then best_cb = r end
-  end
+  if r.beta and res and (not best_cb or res.best.accuracy > results[best_cb.id].best.accuracy) then best_cb = r end
 end
 say("\n## Per-class test accuracy of each run (at its best epoch)\n")
-say(report.markdown_table(header, rows) .. "\n")
+say(report.best_epoch_table(runs, results, classes) .. "\n")
 say("## Best accuracy of each run\n")
 for _, r in ipairs(runs) do
   local res = results[r.id]
@@ -135,17 +120,8 @@ for _, r in ipairs(runs) do
   end
 end
 if results.ce and best_cb then
-  local ce, cb = results.ce.best, results[best_cb.id].best
   say(("\n## CE against the best class-balanced run (%s)\n"):format(best_cb.label))
-  local diff = {"difference"}
-  for c = 1, #classes do
-    local a, b = cb.per_class[c], ce.per_class[c]
-    diff[c + 1] = (a and b) and a - b or nil
-  end
-  diff[#diff + 1] = cb.accuracy - ce.accuracy
-  local ce_row, cb_row = per_class_row("CE", ce.per_class), per_class_row(best_cb.label, cb.per_class)
-  ce_row[#ce_row + 1], cb_row[#cb_row + 1] = ce.accuracy, cb.accuracy
-  say(report.markdown_table(header, {ce_row, cb_row, diff}) .. "\n")
+  say(report.comparison_table("CE", results.ce, best_cb.label, results[best_cb.id], classes) .. "\n")
 end
 for _, f in ipairs(failures) do say(("- run %s FAILED: %s"):format(f.id, f.error)) end
 
@@ -154,31 +130,19 @@ for _, f in ipairs(failures) do say(("- run %s FAILED: %s"):format(f.id, f.error
 report.write_atomic(opts.out .. "/results.md", table.concat(lines, "\n") .. "\n")
 local weights = {}
 for _, r in ipairs(runs) do if r.beta then weights[tostring(r.beta)] = r.weights:totable() end end
+local options_used = {}
+for k, v in pairs(opts) do if k:sub(1, 1) ~= "_" then options_used[k] = v end end
 report.write_json(opts.out .. "/results.json", {dataset = dataset, classes = classes, train_counts = counts,
   test_size = test:size(), cb_weights = weights, runs = results, failures = failures,
-  best_cb = best_cb and best_cb.id, options = (function()
-    local o = {}
-    for k, v in pairs(opts) do if k:sub(1, 1) ~= "_" then o[k] = v end end
-    return o
-  end)()})
-local series = {}
-for _, r in ipairs(runs) do
-  local res = results[r.id]
-  if res then
-    local x, y = {}, {}
-    for i, h in ipairs(res.history) do x[i], y[i] = h.epoch, h.test_accuracy end
-    series[#series + 1] = {name = r.label, x = x, y = y}
-  end
-end
-if #series > 0 then
-  plot.save(opts.out .. "/learning_curves.svg", plot.line{title = ("Test accuracy on %s (long-tailed training)"):format(dataset),
-    xlabel = "epoch", ylabel = "test accuracy", ymin = 0, series = series})
-end
+  best_cb = best_cb and best_cb.id, options = options_used})
+report.learning_curves(opts.out .. "/learning_curves.svg",
+  ("Test accuracy on %s (long-tailed training)"):format(dataset), runs, results)
 if results.ce and best_cb then
-  plot.save(opts.out .. "/per_class.svg", plot.bars{title = "Per-class test accuracy: CE against the best class-balanced run",
-    xlabel = "class (training images: most to fewest)", ylabel = "accuracy", ymax = 1, categories = classes,
-    series = {{name = "CE", values = results.ce.best.per_class},
-              {name = best_cb.label, values = results[best_cb.id].best.per_class}}})
+  report.per_class_bars(opts.out .. "/per_class.svg",
+    "Per-class test accuracy: CE against the best class-balanced run", classes,
+    {{name = "CE", values = results.ce.best.per_class},
+     {name = best_cb.label, values = results[best_cb.id].best.per_class}},
+    "class (training images: most to fewest)")
 end
 print(("wrote %s/{results.md, results.json, learning_curves.svg, per_class.svg, runs/}"):format(opts.out))
 if #failures > 0 then os.exit(1) end

@@ -96,18 +96,35 @@ static int executable_dir(char *buf, size_t size) {
   return 1;
 }
 
-/* Lua modules come from the source tree (when run from build/bin) or from
- * the install prefix (PREFIX/bin -> PREFIX/share/lua/5.4); the C module is
- * linked in and preloaded. */
+/* The folder of cbnet's Lua modules: the source tree's lua/ when the
+ * command runs from a build folder inside it (build/bin, build/san/bin), or
+ * the install prefix's (PREFIX/bin -> PREFIX/share/lua/5.4); the first that
+ * holds cbnet/init.lua, as an absolute path. */
+static int find_modules(char *out, size_t size) {
+  static const char *const candidates[] = {"../../lua", "../../../lua", "../share/lua/5.4"};
+  char dir[PATH_MAX], path[PATH_MAX + 64];
+  if (!executable_dir(dir, sizeof dir)) return 0;
+  for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
+    snprintf(path, sizeof path, "%s/%s/cbnet/init.lua", dir, candidates[i]);
+    if (access(path, R_OK) != 0) continue;
+    snprintf(path, sizeof path, "%s/%s", dir, candidates[i]);
+    char resolved[PATH_MAX];
+    if (!realpath(path, resolved)) continue;
+    snprintf(out, size, "%s", resolved);
+    return 1;
+  }
+  return 0;
+}
+
+/* Lua modules from find_modules (then LUA_PATH's); the C module is linked
+ * in and preloaded. */
 static void set_paths(lua_State *L) {
   char dir[PATH_MAX];
   luaL_Buffer b;
   lua_getglobal(L, "package");
   luaL_buffinit(L, &b);
-  if (executable_dir(dir, sizeof dir)) {
-    lua_pushfstring(L, "%s/../../lua/?.lua;%s/../../lua/?/init.lua;"
-                       "%s/../share/lua/5.4/?.lua;%s/../share/lua/5.4/?/init.lua;",
-                    dir, dir, dir, dir);
+  if (find_modules(dir, sizeof dir)) {
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", dir, dir);
     luaL_addvalue(&b);
   }
   lua_getfield(L, -2, "path");
@@ -175,10 +192,14 @@ static const char *const info_script =
     "print(('kernel:  %s (%s)'):format(i.blas_kernel, i.blas_kernel_source))\n"
     "print(('threads: %d (OpenBLAS: %d)'):format(i.threads, i.blas_threads))\n"
     "print(('CPU:     %s'):format(#cpu > 0 and table.concat(cpu, ' ') or 'no AVX2'))\n"
-    "print('modules: ' .. package.searchpath('cbnet', package.path))\n"
-    "print('from a plain lua5.4 (without make install):')\n"
-    "print(('  export LUA_PATH=\"%s/../../lua/?.lua;%s/../../lua/?/init.lua;;\"'):format(dir, dir))\n"
-    "print(('  export LUA_CPATH=\"%s/../lib/?.so;;\"'):format(dir))\n";
+    "local init = package.searchpath('cbnet', package.path)\n"
+    "print('modules: ' .. tostring(init))\n"
+    "local modules = init and init:gsub('/cbnet/init%.lua$', '')\n"
+    "local so = dir .. '/../lib'\n"
+    "if not io.open(so .. '/cbnet/core.so') then so = dir .. '/../lib/lua/5.4' end\n"
+    "print('from a plain lua5.4:')\n"
+    "print(('  export LUA_PATH=\"%s/?.lua;%s/?/init.lua;;\"'):format(modules, modules))\n"
+    "print(('  export LUA_CPATH=\"%s/?.so;;\"'):format(so))\n";
 
 static int cmd_script(const char *code, const char *chunkname) {
   lua_State *L = new_state();

@@ -70,6 +70,75 @@ function report.markdown_table(header, rows, decimals)
   return table.concat(lines, "\n")
 end
 
+-- ---- tables and charts of a sweep ----
+-- runs: a list of {id = ..., label = ...}; results: result tables by run id
+-- (as experiment.train returns them; a missing one is a failed run).
+
+--- The header of a per-class table: first_column, "0 airplane", ..., and
+-- "overall" unless overall is false.
+function report.per_class_header(first_column, classes, overall)
+  local header = {first_column}
+  for c, name in ipairs(classes) do header[c + 1] = ("%d %s"):format(c - 1, name) end
+  if overall ~= false then header[#header + 1] = "overall" end
+  return header
+end
+
+--- One table row: label, the per-class values, then overall (if given).
+function report.per_class_row(label, per_class, classes, overall)
+  local row = {label}
+  for c = 1, #classes do row[c + 1] = per_class[c] end
+  if overall ~= nil then row[#row + 1] = overall end
+  return row
+end
+
+--- Markdown: the per-class test accuracy of each run at its best epoch.
+function report.best_epoch_table(runs, results, classes)
+  local rows = {}
+  for _, r in ipairs(runs) do
+    local res = results[r.id]
+    if res then rows[#rows + 1] = report.per_class_row(r.label, res.best.per_class, classes, res.best.accuracy) end
+  end
+  return report.markdown_table(report.per_class_header("run", classes), rows)
+end
+
+--- Markdown: runs a and b (results, at their best epochs) and b - a per class.
+function report.comparison_table(a_label, a, b_label, b, classes)
+  local diff = {"difference"}
+  for c = 1, #classes do
+    local x, y = b.best.per_class[c], a.best.per_class[c]
+    diff[c + 1] = (x and y) and x - y or nil
+  end
+  diff[#diff + 1] = b.best.accuracy - a.best.accuracy
+  return report.markdown_table(report.per_class_header("run", classes), {
+    report.per_class_row(a_label, a.best.per_class, classes, a.best.accuracy),
+    report.per_class_row(b_label, b.best.per_class, classes, b.best.accuracy), diff})
+end
+
+--- SVG: the test accuracy of every finished run, epoch by epoch.
+function report.learning_curves(path, title, runs, results)
+  local series = {}
+  for _, r in ipairs(runs) do
+    local res = results[r.id]
+    if res then
+      local x, y = {}, {}
+      for i, h in ipairs(res.history) do x[i], y[i] = h.epoch, h.test_accuracy end
+      series[#series + 1] = {name = r.label, x = x, y = y}
+    end
+  end
+  if #series == 0 then return false end
+  local plot = require "cbnet.plot" -- plot itself saves through report
+  plot.save(path, plot.line{title = title, xlabel = "epoch", ylabel = "test accuracy", ymin = 0,
+                            series = series})
+  return true
+end
+
+--- SVG: per-class accuracy bars of some runs (list of {name, values}).
+function report.per_class_bars(path, title, classes, series, xlabel)
+  local plot = require "cbnet.plot"
+  plot.save(path, plot.bars{title = title, xlabel = xlabel or "class", ylabel = "accuracy", ymax = 1,
+                            categories = classes, series = series})
+end
+
 --- A metrics log: one JSON object per line in OUT/metrics.jsonl, flushed at
 -- once, so a crashed or interrupted run keeps every finished epoch.
 local Metrics = {}
