@@ -203,6 +203,20 @@ local function resume_state(spec, ckpt_path, metrics_path, model, opt)
   return meta.epoch + 1, meta.extra.history, meta.extra.best
 end
 
+-- After each epoch: the metrics line first, then the best weights (when
+-- this epoch is the best so far), then the checkpoint a resume starts from.
+-- Returns the best epoch so far.
+local function save_epoch(out, metrics, record, model, opt, history, best)
+  metrics:log(record)
+  if record.test_accuracy > best.accuracy then
+    best = {accuracy = record.test_accuracy, epoch = record.epoch, per_class = record.per_class}
+    checkpoint.save_weights(out .. "/best.safetensors", model)
+  end
+  checkpoint.save(out .. "/checkpoint.safetensors", {model = model, optimizer = opt,
+    epoch = record.epoch, extra = {history = history, best = best}})
+  return best
+end
+
 --- Trains one run; spec: name, model (a function returning a fresh model),
 -- loss (function(logits, labels)), train, test (datasets), normalization,
 -- opts (the parsed options), out (this run's folder), param_groups (optional
@@ -236,15 +250,9 @@ function experiment.train(spec)
                     test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
                     seconds = report.now() - t0, lr = opt.param_groups[1].lr}
     history[#history + 1] = record
-    metrics:log(record)
     print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  test acc %.4f  (%.0f img/s, %.1f s)"):format(
       spec.name, epoch, opts.epochs, loss, train_acc, test_acc, speed, record.seconds))
-    if test_acc > best.accuracy then
-      best = {accuracy = test_acc, epoch = epoch, per_class = per_class}
-      checkpoint.save_weights(out .. "/best.safetensors", model)
-    end
-    checkpoint.save(ckpt_path, {model = model, optimizer = opt, epoch = epoch,
-                                extra = {history = history, best = best}})
+    best = save_epoch(out, metrics, record, model, opt, history, best)
   end
   metrics:close()
   local last = history[#history]
