@@ -31,7 +31,7 @@ CORE_HDR := $(wildcard core/*.h core/*/*.h)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_SRC := lua/binding.c lua/tensor_binding.c lua/nn_binding.c lua/optim_binding.c lua/data_binding.c
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
-MAIN_OBJ := $(BUILD)/lua/main.o
+MAIN_OBJ := $(BUILD)/lua/main.o $(BUILD)/lua/repl.o
 CTEST_SRC := $(wildcard tests/c/*.c)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(BUILD)/%.o)
 
@@ -41,7 +41,7 @@ CMD     := $(BUILD)/bin/cbnet
 CTESTS  := $(BUILD)/tests/ctest
 
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
-                   lua-busted dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
+                   lua-busted libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
 
 .PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind install clean
 all: $(CMD) $(MODULE)
@@ -68,7 +68,7 @@ $(MODULE): $(BIND_OBJ) $(LIB)
 
 $(CMD): $(MAIN_OBJ) $(BIND_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -rdynamic -o $@ $(MAIN_OBJ) $(BIND_OBJ) $(LIB) -llua5.4 $(LDLIBS)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $(MAIN_OBJ) $(BIND_OBJ) $(LIB) -llua5.4 -lreadline $(LDLIBS)
 
 $(CTESTS): $(CTEST_OBJ) $(LIB)
 	@mkdir -p $(dir $@)

@@ -12,8 +12,42 @@
 
 /* ---- helpers shared by the binding files (declared in binding.h) ---- */
 
+/* A chunk of cbnet's own Lua modules: a file in a folder named cbnet (or
+ * cbnet/nn). */
+static bool is_library_source(const char *source) {
+  if (source[0] != '@') return false;
+  const char *slash = strrchr(source, '/');
+  if (!slash) return false;
+  size_t dir_len = (size_t)(slash - source);
+  static const char *const dirs[] = {"/cbnet", "/cbnet/nn"};
+  for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+    size_t n = strlen(dirs[i]);
+    if (dir_len >= n && strncmp(slash - n, dirs[i], n) == 0) return true;
+  }
+  return false;
+}
+
+/* "file:line: " of the first caller outside cbnet's modules, so an error in
+ * a layer points at the user's line that called it (luaL_where(L, 1) when
+ * every caller is cbnet's). */
+static void push_user_where(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline > 0 && !is_library_source(ar.source)) {
+      lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+  luaL_where(L, 1);
+}
+
 void cbl_check(lua_State *L, cb_status st) {
-  if (st != CB_OK) luaL_error(L, "%s", cb_last_error());
+  if (st == CB_OK) return;
+  push_user_where(L);
+  lua_pushstring(L, cb_last_error());
+  lua_concat(L, 2);
+  lua_error(L);
 }
 
 /* Bytes allocated since the last collector step, not yet reported. */
@@ -139,6 +173,46 @@ const char *cbl_check_cstring(lua_State *L, int arg) {
 
 const char *cbl_opt_cstring(lua_State *L, int arg, const char *def) {
   return lua_isnoneornil(L, arg) ? def : cbl_check_cstring(L, arg);
+}
+
+/* Levenshtein distance of a and b (short names; longer ones count as far). */
+static int edit_distance(const char *a, const char *b) {
+  enum { MAX = 64 };
+  size_t n = strlen(a), m = strlen(b);
+  if (n >= MAX || m >= MAX) return MAX;
+  int row[MAX + 1];
+  for (size_t j = 0; j <= m; j++) row[j] = (int)j;
+  for (size_t i = 1; i <= n; i++) {
+    int diagonal = row[0];
+    row[0] = (int)i;
+    for (size_t j = 1; j <= m; j++) {
+      int above = row[j];
+      int best = diagonal + (a[i - 1] != b[j - 1]);
+      if (above + 1 < best) best = above + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diagonal = above;
+    }
+  }
+  return row[m];
+}
+
+const char *cbl_nearest_key(lua_State *L, int idx, const char *key, const char *const *extra) {
+  idx = lua_absindex(L, idx);
+  int limit = (int)strlen(key) / 3 + 1, best = limit + 1;
+  const char *nearest = NULL;
+  for (int i = 0; extra && extra[i]; i++) {
+    int d = edit_distance(key, extra[i]);
+    if (d < best) best = d, nearest = extra[i];
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) continue;
+    int d = edit_distance(key, lua_tostring(L, -1));
+    if (d < best) best = d, nearest = lua_tostring(L, -1); /* kept alive by the table */
+  }
+  return best <= limit ? nearest : NULL;
 }
 
 lua_Integer cbl_list_len(lua_State *L, int idx) {

@@ -17,7 +17,8 @@ typedef struct {
   cb_tensor *t; /* NULL once closed */
 } tensor_box;
 
-/* Raises a Lua error with the core's message when st is not CB_OK. */
+/* Raises a Lua error with the core's message when st is not CB_OK, placed
+ * at the first caller outside cbnet's own Lua modules (the user's line). */
 void cbl_check(lua_State *L, cb_status st);
 /* Pushes t as a Tensor userdata, taking over the caller's reference; new
  * storage is reported to the garbage collector. */
@@ -44,6 +45,9 @@ cb_generator *cbl_opt_generator(lua_State *L, int arg);
  * NUL byte inside would be cut short there, so it is an error. */
 const char *cbl_check_cstring(lua_State *L, int arg);
 const char *cbl_opt_cstring(lua_State *L, int arg, const char *def);
+/* The key of the table at idx (or of extra, a NULL-terminated list) nearest
+ * to key by edit distance, if near enough to be a likely typo; else NULL. */
+const char *cbl_nearest_key(lua_State *L, int idx, const char *key, const char *const *extra);
 /* The length of a Lua list of data (sizes, values, tensors): its raw
  * length, so a __len metamethod cannot make the binding loop or overrun. */
 lua_Integer cbl_list_len(lua_State *L, int idx);

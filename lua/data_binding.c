@@ -1,6 +1,9 @@
 /* Dataset readers, batch augmentation and weighted sampling for Lua. */
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/file.h"
@@ -191,6 +194,33 @@ static int l_save_safetensors(lua_State *L) {
   return 0;
 }
 
+/* file_info(path) -> {path = resolved absolute path, device, inode, size,
+ * mtime, kind = "file" | "directory" | "other"}, or nil and a message */
+static int l_file_info(lua_State *L) {
+  const char *path = cbl_check_cstring(L, 1);
+  char resolved[PATH_MAX];
+  struct stat s;
+  if (!realpath(path, resolved) || stat(resolved, &s) != 0) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, resolved);
+  lua_setfield(L, -2, "path");
+  lua_pushinteger(L, (lua_Integer)s.st_dev);
+  lua_setfield(L, -2, "device");
+  lua_pushinteger(L, (lua_Integer)s.st_ino);
+  lua_setfield(L, -2, "inode");
+  lua_pushinteger(L, (lua_Integer)s.st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, (lua_Integer)s.st_mtime);
+  lua_setfield(L, -2, "mtime");
+  lua_pushstring(L, S_ISREG(s.st_mode) ? "file" : S_ISDIR(s.st_mode) ? "directory" : "other");
+  lua_setfield(L, -2, "kind");
+  return 1;
+}
+
 /* write_file_atomic(path, bytes): the file is the old one or all of bytes */
 static int l_write_file_atomic(lua_State *L) {
   size_t size;
@@ -224,7 +254,7 @@ static int l_isatty(lua_State *L) {
 }
 
 static const luaL_Reg data_functions[] = {
-    {"write_file_atomic", l_write_file_atomic},
+    {"write_file_atomic", l_write_file_atomic}, {"file_info", l_file_info},
     {"save_safetensors", l_save_safetensors}, {"load_safetensors", l_load_safetensors},
     {"isatty", l_isatty},
     {"read_cifar10", l_read_cifar10}, {"read_image_folder", l_read_image_folder},

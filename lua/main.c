@@ -1,6 +1,7 @@
 /* The cbnet command: runs experiment scripts with the cbnet modules
  * preloaded, an interactive prompt, and machine info. Modelled on lua.c. */
 #include <limits.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <lualib.h>
 
 #include "cbnet.h"
+#include "command.h"
 
 int luaopen_cbnet_core(lua_State *L);
 
@@ -20,8 +22,14 @@ int luaopen_cbnet_core(lua_State *L);
 
 static const char *const usage_text =
     "usage: cbnet run SCRIPT.lua [ARGS...]   run a script (ARGS in `arg` and `...`)\n"
-    "       cbnet                            interactive prompt\n"
+    "       cbnet SCRIPT.lua [ARGS...]       the same\n"
+    "       cbnet [-e CODE]... [-i] [SCRIPT [ARGS...]]\n"
+    "                                        as lua5.4: run CODE, then SCRIPT, then (-i)\n"
+    "                                        the prompt; cbnet and F are loaded\n"
+    "       cbnet                            interactive prompt (line editing, history,\n"
+    "                                        Tab completion, =expr)\n"
     "       cbnet info                       version, BLAS kernel, threads, CPU, paths\n"
+    "       cbnet cache [list | clear]       the decoded-image cache: folders and sizes\n"
     "       cbnet version                    the version\n"
     "       cbnet --help                     this text\n"
     "Environment: CBNET_NUM_THREADS (threads, default: all cores), OPENBLAS_CORETYPE\n"
@@ -62,7 +70,9 @@ static int traceback_handler(lua_State *L) {
 
 /* Calls the function below narg arguments with a traceback handler and
  * Ctrl-C handling. */
-static int protected_call(lua_State *L, int narg, int nres) {
+int cbc_interrupted(void) { return interrupted; }
+
+int cbc_protected_call(lua_State *L, int narg, int nres) {
   int base = lua_gettop(L) - narg;
   lua_pushcfunction(L, traceback_handler);
   lua_insert(L, base);
@@ -75,7 +85,7 @@ static int protected_call(lua_State *L, int narg, int nres) {
   return status;
 }
 
-static void report(lua_State *L, int status) {
+void cbc_report(lua_State *L, int status) {
   if (status == LUA_OK) return;
   const char *msg = lua_tostring(L, -1);
   fprintf(stderr, "cbnet: %s\n", msg ? msg : "(error object is not a string)");
@@ -137,7 +147,7 @@ static void set_paths(lua_State *L) {
   lua_pop(L, 2);
 }
 
-static lua_State *new_state(void) {
+lua_State *cbc_new_state(void) {
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "cbnet: cannot create a Lua state (out of memory)\n");
@@ -161,7 +171,7 @@ static void set_arg_table(lua_State *L, char **argv, int script_index, int argc)
 }
 
 static int cmd_run(int argc, char **argv, int script_index) {
-  lua_State *L = new_state();
+  lua_State *L = cbc_new_state();
   set_arg_table(L, argv, script_index, argc);
   const char *script = argv[script_index];
   int status = luaL_loadfile(L, strcmp(script, "-") == 0 ? NULL : script);
@@ -169,10 +179,10 @@ static int cmd_run(int argc, char **argv, int script_index) {
     int nargs = argc - script_index - 1;
     luaL_checkstack(L, nargs, "too many arguments");
     for (int i = script_index + 1; i < argc; i++) lua_pushstring(L, argv[i]);
-    status = protected_call(L, nargs, 0);
+    status = cbc_protected_call(L, nargs, 0);
   }
   bool was_interrupted = interrupted;
-  report(L, status);
+  cbc_report(L, status);
   lua_close(L); /* runs finalizers and to-be-closed variables' __gc */
   if (status == LUA_OK) return EXIT_SUCCESS;
   return was_interrupted ? EXIT_INTERRUPTED : EXIT_FAILURE;
@@ -201,89 +211,108 @@ static const char *const info_script =
     "print(('  export LUA_PATH=\"%s/?.lua;%s/?/init.lua;;\"'):format(modules, modules))\n"
     "print(('  export LUA_CPATH=\"%s/?.so;;\"'):format(so))\n";
 
-static int cmd_script(const char *code, const char *chunkname) {
-  lua_State *L = new_state();
+static const char *const cache_script =
+    "local data = require 'cbnet.data'\n"
+    "local _, what = ...\n"
+    "if what == nil or what == 'list' then\n"
+    "  local total, list = 0, data.cache_list()\n"
+    "  print('decoded-image cache: ' .. tostring(data.cache_dir()))\n"
+    "  for _, e in ipairs(list) do\n"
+    "    print(('%9.1f MB  %s'):format(e.bytes / 1e6, e.source))\n"
+    "    total = total + e.bytes\n"
+    "  end\n"
+    "  print(('%d folder(s), %.1f MB'):format(#list, total / 1e6))\n"
+    "elseif what == 'clear' then\n"
+    "  local n, bytes = data.cache_clear()\n"
+    "  print(('removed %d file(s), %.1f MB'):format(n, bytes / 1e6))\n"
+    "else\n"
+    "  io.stderr:write('usage: cbnet cache [list | clear]\\n')\n"
+    "  os.exit(2)\n"
+    "end\n";
+
+/* Runs code with the executable's folder and arg (or nil) as arguments. */
+static int cmd_script(const char *code, const char *chunkname, const char *arg) {
+  lua_State *L = cbc_new_state();
   char dir[PATH_MAX] = ".";
   executable_dir(dir, sizeof dir);
   int status = luaL_loadbuffer(L, code, strlen(code), chunkname);
   if (status == LUA_OK) {
     lua_pushstring(L, dir);
-    status = protected_call(L, 1, 0);
+    lua_pushstring(L, arg);
+    status = cbc_protected_call(L, 2, 0);
   }
-  report(L, status);
+  cbc_report(L, status);
   lua_close(L);
   return status == LUA_OK ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-/* ---- interactive prompt ---- */
+/* ---- lua5.4's command line: [-e CODE]... [-i] [SCRIPT [ARGS...]] ---- */
 
-static int is_incomplete(lua_State *L, int status) {
-  if (status != LUA_ERRSYNTAX) return 0;
-  size_t len;
-  const char *msg = lua_tolstring(L, -1, &len);
-  const char *eof = "<eof>";
-  size_t elen = strlen(eof);
-  if (len >= elen && strcmp(msg + len - elen, eof) == 0) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  return 0;
+static int usage_error(const char *what, const char *arg) {
+  fprintf(stderr, "cbnet: %s '%s'\n%s", what, arg, usage_text);
+  return EXIT_USAGE;
 }
 
-/* Compiles `return LINE` (to print an expression's value) or else the
- * statement, reading more lines while it is incomplete. */
-static int read_chunk(lua_State *L, char *line, size_t size) {
-  lua_pushfstring(L, "return %s", line);
-  int status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin");
-  lua_remove(L, -2);
-  if (status == LUA_OK) return LUA_OK;
-  lua_pop(L, 1);
-  lua_pushstring(L, line);
-  for (;;) {
-    status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin");
-    if (!is_incomplete(L, status)) break;
-    fputs(">> ", stdout);
-    fflush(stdout);
-    if (!fgets(line, (int)size, stdin)) break;
-    lua_pushstring(L, line);
-    lua_concat(L, 2);
+/* Runs -e chunks, then the script (if any), then the prompt (with -i, or
+ * when there is nothing else), all in one state. */
+static int cmd_lua(int argc, char **argv, int first) {
+  bool interactive = false;
+  int script = 0, nexec = 0;
+  for (int i = first; i < argc && !script; i++) {
+    if (strcmp(argv[i], "-e") == 0) {
+      if (++i >= argc) return usage_error("-e needs code to run", "-e");
+      nexec++;
+    } else if (strcmp(argv[i], "-i") == 0) {
+      interactive = true;
+    } else if (strcmp(argv[i], "--") == 0) {
+      script = i + 1 < argc ? i + 1 : 0;
+      break;
+    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+      return usage_error("unknown option", argv[i]);
+    } else {
+      script = i;
+    }
   }
-  lua_remove(L, -2);
-  return status;
-}
-
-static void print_results(lua_State *L) {
-  int n = lua_gettop(L);
-  if (n == 0) return;
-  lua_getglobal(L, "print");
-  lua_insert(L, 1);
-  if (lua_pcall(L, n, 0, 0) != LUA_OK) report(L, LUA_ERRRUN);
-}
-
-static int cmd_repl(void) {
-  lua_State *L = new_state();
-  printf("cbnet %s (%s) -- cbnet is loaded; Ctrl-D exits\n", CBNET_VERSION, LUA_RELEASE);
-  int status = luaL_dostring(L, "cbnet = require 'cbnet'");
-  report(L, status);
-  char line[4096];
-  for (;;) {
-    fputs("> ", stdout);
-    fflush(stdout);
-    if (!fgets(line, sizeof line, stdin)) break;
-    lua_settop(L, 0);
-    status = read_chunk(L, line, sizeof line);
-    if (status == LUA_OK) status = protected_call(L, 0, LUA_MULTRET);
-    if (status == LUA_OK) print_results(L);
-    else report(L, status);
+  lua_State *L = cbc_new_state();
+  set_arg_table(L, argv, script ? script : argc - 1, argc);
+  int status = luaL_dostring(L, "cbnet = require 'cbnet'; F = cbnet.F");
+  for (int i = first; status == LUA_OK && i < (script ? script : argc); i++) {
+    if (strcmp(argv[i], "-e") != 0) continue;
+    status = luaL_loadbuffer(L, argv[i + 1], strlen(argv[i + 1]), "=(command line)");
+    if (status == LUA_OK) status = cbc_protected_call(L, 0, 0);
+    i++;
   }
-  putchar('\n');
+  if (status == LUA_OK && script) {
+    status = luaL_loadfile(L, strcmp(argv[script], "-") == 0 ? NULL : argv[script]);
+    if (status == LUA_OK) {
+      int nargs = argc - script - 1;
+      luaL_checkstack(L, nargs, "too many arguments");
+      for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+      status = cbc_protected_call(L, nargs, 0);
+    }
+  }
+  bool was_interrupted = cbc_interrupted();
+  cbc_report(L, status);
+  if (status == LUA_OK && (interactive || (!script && nexec == 0))) {
+    if (interactive || isatty(STDIN_FILENO))
+      printf("cbnet %s (%s) -- cbnet and F are loaded; Ctrl-D exits\n", CBNET_VERSION, LUA_RELEASE);
+    cbc_repl(L);
+  }
   lua_close(L);
-  return EXIT_SUCCESS;
+  if (status == LUA_OK) return EXIT_SUCCESS;
+  return was_interrupted ? EXIT_INTERRUPTED : EXIT_FAILURE;
+}
+
+/* A first argument that is a script rather than a command: an existing
+ * file, or a name ending in .lua. */
+static bool is_script(const char *arg) {
+  size_t n = strlen(arg);
+  return access(arg, F_OK) == 0 || (n > 4 && strcmp(arg + n - 4, ".lua") == 0);
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    if (isatty(STDIN_FILENO)) return cmd_repl();
+    if (isatty(STDIN_FILENO)) return cmd_lua(argc, argv, 1);
     char *stdin_script[] = {argv[0], "-", NULL}; /* `cbnet < script.lua` */
     return cmd_run(2, stdin_script, 1);
   }
@@ -295,15 +324,16 @@ int main(int argc, char **argv) {
     }
     return cmd_run(argc, argv, 2);
   }
-  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0) {
     printf("cbnet %s\n", CBNET_VERSION);
     return EXIT_SUCCESS;
   }
-  if (strcmp(cmd, "info") == 0) return cmd_script(info_script, "=info");
+  if (strcmp(cmd, "info") == 0) return cmd_script(info_script, "=info", NULL);
+  if (strcmp(cmd, "cache") == 0) return cmd_script(cache_script, "=cache", argc > 2 ? argv[2] : NULL);
   if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
     fputs(usage_text, stdout);
     return EXIT_SUCCESS;
   }
-  fprintf(stderr, "cbnet: unknown command '%s'\n%s", cmd, usage_text);
-  return EXIT_USAGE;
+  if (cmd[0] == '-' || is_script(cmd)) return cmd_lua(argc, argv, 1);
+  return usage_error("unknown command (and no such script)", cmd);
 }

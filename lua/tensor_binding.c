@@ -125,6 +125,9 @@ static int64_t check_position(lua_State *L, int arg, int64_t n, int dim) {
   return pos;
 }
 
+/* The fields read as t.name, besides the methods. */
+static const char *const tensor_properties[] = {"grad", "requires_grad", "is_leaf", "grad_fn", NULL};
+
 /* Fields read as t.name: false when the name is not a property. */
 static bool push_property(lua_State *L, cb_tensor *t, const char *key) {
   if (strcmp(key, "grad") == 0) {
@@ -178,6 +181,15 @@ static int t_index(lua_State *L) {
   /* methods live in the metatable's "methods" field (upvalue 1) */
   lua_pushvalue(L, 2);
   lua_gettable(L, lua_upvalueindex(1));
+  /* an unknown name is an error, as an unknown attribute is in PyTorch,
+   * with the nearest name offered */
+  if (lua_isnil(L, -1) && lua_type(L, 2) == LUA_TSTRING) {
+    const char *key = lua_tostring(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    const char *near = cbl_nearest_key(L, -1, key, tensor_properties);
+    if (near) return luaL_error(L, "a tensor has no method or field '%s' (did you mean '%s'?)", key, near);
+    return luaL_error(L, "a tensor has no method or field '%s'", key);
+  }
   return 1;
 }
 

@@ -11,8 +11,11 @@
 --
 -- --name VALUE and --name=VALUE both work; dashes in names become
 -- underscores in opts (--batch-size -> opts.batch_size). --help prints every
--- option with its default and exits; an unknown option, a missing value or
--- a malformed number is an error (exit 2), never ignored.
+-- option with its default and exits; an unknown option (with the nearest
+-- name suggested), a missing value or a malformed number is an error (exit
+-- 2), never ignored. An option's table may also hold type = "number" (a
+-- whole-number default that takes fractions too), shown = "text" (the
+-- default as --help shows it) and hidden = true (left out of --help).
 local cli = {}
 
 --- Default for an option that has no value unless given.
@@ -29,6 +32,7 @@ end
 
 local function show_default(option)
   local d = option[2]
+  if option.shown then return option.shown end
   if d == cli.NONE then return "none" end
   if type(d) == "table" then
     local parts = {}
@@ -45,12 +49,40 @@ function cli.usage(spec)
   lines[#lines + 1] = ""
   lines[#lines + 1] = "options (default in brackets):"
   for _, o in ipairs(spec.options) do
+    if o.hidden then goto continue end
     local kind = kind_of(o)
     local left = "--" .. o[1] .. (kind == "flag" and "" or (" " .. (kind == "list" and "A,B,..." or kind:upper())))
     lines[#lines + 1] = ("  %-28s %s [%s]"):format(left, o[3] or "", show_default(o))
+    ::continue::
   end
   lines[#lines + 1] = ("  %-28s %s"):format("--help", "this text")
   return table.concat(lines, "\n")
+end
+
+-- Levenshtein distance (option names are short).
+local function distance(a, b)
+  local row = {}
+  for j = 0, #b do row[j] = j end
+  for i = 1, #a do
+    local diagonal = row[0]
+    row[0] = i
+    for j = 1, #b do
+      local above = row[j]
+      row[j] = math.min(above + 1, row[j - 1] + 1, diagonal + (a:sub(i, i) == b:sub(j, j) and 0 or 1))
+      diagonal = above
+    end
+  end
+  return row[#b]
+end
+
+--- The name in names nearest to name, if close enough to be a typo.
+function cli.nearest(name, names)
+  local best, nearest = #name // 3 + 2, nil
+  for _, candidate in ipairs(names) do
+    local d = distance(name, candidate)
+    if d < best then best, nearest = d, candidate end
+  end
+  return nearest
 end
 
 local function usage_error(spec, message)
@@ -108,7 +140,12 @@ function cli.parse(args, spec)
     name = name or a:match("^%-%-([%w%-]+)$")
     if not name then usage_error(spec, ("unexpected argument '%s'"):format(a)) end
     local option = by_name[name]
-    if not option then usage_error(spec, ("unknown option --%s"):format(name)) end
+    if not option then
+      local names = {"help"}
+      for _, o in ipairs(spec.options) do if not o.hidden then names[#names + 1] = o[1] end end
+      local near = cli.nearest(name, names)
+      usage_error(spec, ("unknown option --%s%s"):format(name, near and (" (did you mean --%s?)"):format(near) or ""))
+    end
     local key = name:gsub("-", "_")
     if kind_of(option) == "flag" then
       if value then usage_error(spec, ("--%s takes no value"):format(name)) end

@@ -108,52 +108,110 @@ function data.search_path()
   return list
 end
 
--- The first existing candidate; an error listing every place tried otherwise.
-local function locate(what, given, candidates, how)
+-- The dataset's folder: given (a path from --data) or each folder of the
+-- search list, taken as the dataset's own folder when holds(folder) says so,
+-- else as a folder holding it under one of the candidate names. So --data
+-- and CBNET_DATA both take either. An error lists every place tried.
+local function locate(what, given, candidates, holds, how)
   local tried = {}
-  local function try(path)
-    tried[#tried + 1] = path
-    return is_dir(path) and path or nil
+  local function search(base)
+    tried[#tried + 1] = base
+    if holds(base) then return base end
+    for _, sub in ipairs(candidates) do
+      tried[#tried + 1] = base .. "/" .. sub
+      if is_dir(base .. "/" .. sub) then return base .. "/" .. sub end
+    end
   end
   if given then
-    if try(given) then return given end
-    error(("%s: %s does not exist"):format(what, given), 3)
+    if not is_dir(given) then error(("%s: %s does not exist"):format(what, given), 3) end
+    return search(given) or given -- the reader then says what is missing there
   end
   for _, base in ipairs(data.search_path()) do
-    for _, sub in ipairs(candidates) do
-      local found = try(base .. "/" .. sub)
-      if found then return found end
-    end
+    local found = search(base)
+    if found then return found end
   end
   error(("%s not found; looked in:\n  %s\n%s"):format(what, table.concat(tried, "\n  "), how), 3)
 end
 
--- The cache file for a decoded image folder ($XDG_CACHE_HOME/cbnet or ~/.cache/cbnet).
-local function cache_file(root)
+local function holds_cifar(dir)
+  return exists(dir .. "/test_batch.bin") or exists(dir .. "/cifar-10-batches-bin/test_batch.bin")
+    or (is_dir(dir .. "/train") and is_dir(dir .. "/test"))
+end
+
+local function holds_fashion(dir)
+  return exists(dir .. "/t10k-labels-idx1-ubyte.gz") or exists(dir .. "/t10k-labels-idx1-ubyte")
+end
+
+-- ---- the decoded-image cache ----
+-- One file per image folder in $XDG_CACHE_HOME/cbnet (~/.cache/cbnet), named
+-- by the folder's resolved path and identity (device, inode), so every
+-- spelling of a folder (relative, via a symlink, with ..) shares one cache;
+-- beside it NAME.source holds the folder's path. The reader checks the cache
+-- against the folder's files (names, sizes, times) and a checksum, and
+-- writes it atomically, so processes that start together never read half a
+-- file (each writes its own temporary; the last rename wins).
+
+--- The cache folder.
+function data.cache_dir()
   local base = os.getenv("XDG_CACHE_HOME")
   if not base or base == "" then
     local home = os.getenv("HOME")
     if not home then return nil end
     base = home .. "/.cache"
   end
-  local h = 5381
-  for i = 1, #root do h = (h * 33 + root:byte(i)) % 4294967296 end
-  return ("%s/cbnet/imagefolder-%08x.bin"):format(base, h)
+  return base .. "/cbnet"
 end
 
-local function absolute(path)
-  if path:sub(1, 1) == "/" then return path end
-  local pwd = os.getenv("PWD")
-  return pwd and (pwd .. "/" .. path) or path
+local function cache_file(root)
+  local dir, info = data.cache_dir(), core.file_info(root)
+  if not dir or not info then return nil end
+  local key, h = ("%s\0%d\0%d"):format(info.path, info.device, info.inode), 5381
+  for i = 1, #key do h = (h * 33 + key:byte(i)) % 4294967296 end
+  local name = info.path:match("([^/]*)$"):gsub("[^%w%-_.]", "_")
+  return ("%s/imagefolder-%s-%08x.bin"):format(dir, name, h), info.path
+end
+
+--- The cached folders: a list of {file, bytes, source} (source: the image
+-- folder's path, as recorded).
+function data.cache_list()
+  local dir, list = data.cache_dir(), {}
+  if not dir then return list end
+  local p = io.popen(("ls -1 '%s' 2>/dev/null"):format(dir:gsub("'", "'\\''")))
+  for name in p:lines() do
+    if name:match("^imagefolder%-.*%.bin$") then
+      local file = dir .. "/" .. name
+      local info = core.file_info(file)
+      local f = io.open(file .. ".source", "rb")
+      local source = f and f:read("l")
+      if f then f:close() end
+      list[#list + 1] = {file = file, bytes = info and info.size or 0, source = source or "?"}
+    end
+  end
+  p:close()
+  return list
+end
+
+--- Removes every cached folder; returns how many files and bytes.
+function data.cache_clear()
+  local n, bytes = 0, 0
+  for _, entry in ipairs(data.cache_list()) do
+    if os.remove(entry.file) then n, bytes = n + 1, bytes + entry.bytes end
+    os.remove(entry.file .. ".source")
+  end
+  return n, bytes
 end
 
 --- data.image_folder(root[, {cache = true, name}]): ROOT/<class>/*.{png,jpg,jpeg,bmp},
--- classes sorted by name. The decoded images are cached (see cache_file) unless
+-- classes sorted by name. The decoded images are cached (see above) unless
 -- cache = false.
 function data.image_folder(root, opts)
   opts = opts or {}
-  local cache = opts.cache ~= false and cache_file(absolute(root)) or nil
+  local cache, source = nil, nil
+  if opts.cache ~= false then cache, source = cache_file(root) end
   local images, labels, classes = core.read_image_folder(root, cache)
+  if cache and not exists(cache .. ".source") and exists(cache) then
+    pcall(core.write_file_atomic, cache .. ".source", source .. "\n")
+  end
   return data.dataset(images, labels, classes, opts.name or root)
 end
 
@@ -167,7 +225,8 @@ local CIFAR_HELP = "Get CIFAR-10 as the binary version (cifar-10-batches-bin) or
 function data.cifar10(path, split)
   split = split or "train"
   assert(split == "train" or split == "test", "cifar10: split must be 'train' or 'test'")
-  path = locate("CIFAR-10", path, {"cifar-10-batches-bin", "cifar10-jpg", "cifar10"}, CIFAR_HELP)
+  path = locate("CIFAR-10", path, {"cifar-10-batches-bin", "cifar10-jpg", "cifar10"}, holds_cifar,
+    CIFAR_HELP)
   local name = "CIFAR-10 " .. split
   for _, dir in ipairs{path, path .. "/cifar-10-batches-bin"} do
     if exists(dir .. "/test_batch.bin") then
@@ -207,7 +266,7 @@ local FASHION_CLASSES = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 function data.fashion_mnist(split, path)
   split = split or "train"
   assert(split == "train" or split == "test", "fashion_mnist: split must be 'train' or 'test'")
-  path = locate("Fashion-MNIST", path, {"fashion-mnist"},
+  path = locate("Fashion-MNIST", path, {"fashion-mnist"}, holds_fashion,
     "Install it with `apt-get install dataset-fashion-mnist` (make deps does), or pass its path.")
   local prefix = split == "train" and "train" or "t10k"
   local function file(kind)

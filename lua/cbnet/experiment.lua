@@ -14,15 +14,16 @@ local experiment = {}
 --- The options every experiment takes (recipe defaults given by the script).
 function experiment.standard_options(defaults)
   return {
-    {"data", cli.NONE, "dataset folder (else --data, CBNET_DATA, the search list; Fashion-MNIST if none)", type = "string"},
-    {"out", cli.NONE, "output folder [runs/<experiment>-<time>]", type = "string"},
+    {"data", cli.NONE, "the dataset's folder or a folder holding it (else CBNET_DATA, the search list; Fashion-MNIST if none)",
+     type = "string", shown = "searched"},
+    {"out", cli.NONE, "output folder", type = "string", shown = "runs/<experiment>-<time>"},
     {"epochs", defaults.epochs, "training epochs"},
     {"batch-size", defaults.batch_size, "batch size"},
-    {"lr", defaults.lr, "learning rate"},
+    {"lr", defaults.lr, "learning rate", type = "number"},
     {"optimizer", defaults.optimizer or "sgd", "sgd (with momentum) or adam"},
-    {"momentum", defaults.momentum or 0.9, "SGD momentum"},
+    {"momentum", defaults.momentum or 0.9, "SGD momentum", type = "number"},
     {"schedule", defaults.schedule or "none", "learning-rate schedule: none or cosine (to 0 over the epochs)"},
-    {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)"},
+    {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)", type = "number"},
     {"seed", defaults.seed or 0, "random seed (model, data order, augmentation)"},
     {"threads", cbnet.get_num_threads(), "threads"},
     {"augment", true, "CIFAR augmentation: pad-4 crop, flip (normalisation always)", type = "flag"},
@@ -30,7 +31,7 @@ function experiment.standard_options(defaults)
     {"quick", false, "smoke run: 2 epochs of 4 batches on a subset, seconds long"},
     {"jobs", 1, "runs of a sweep at once, in separate processes (threads divided)"},
     {"resume", cli.NONE, "continue the interrupted run (or sweep) in this output folder", type = "string"},
-    {"run", cli.NONE, "internal: run only this run of a sweep", type = "string"},
+    {"run", cli.NONE, "internal: run only this run of a sweep", type = "string", hidden = true},
   }
 end
 
@@ -86,6 +87,7 @@ function experiment.setup(name, opts)
   end
   report.mkdir(opts.out)
   cbnet.set_num_threads(opts.threads)
+  if opts.resume then return opts end -- the saved config.json is the run's, unchanged
   if opts.no_augment then opts.augment = false end
   if opts.quick and not opts._given.epochs then opts.epochs = 2 end
   if not opts.run then

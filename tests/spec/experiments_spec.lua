@@ -290,3 +290,43 @@ describe("durability of what a run writes (issue 9)", function()
     assert.is_nil(text:find("failed", 1, true), text)
   end)
 end)
+
+describe("options as a user types them (issue 11)", function()
+  it("takes fractions for a whole-number default, suggests names, hides internals", function()
+    local out = tmp .. "/wd"
+    local code, output = run("convnet.lua", ("--quick --data %s --out %s --widths 8,16 --wd 0.0005 --epochs 1"):format(DATA, out))
+    assert.equal(0, code, output)
+    assert.equal(0.0005, report.read_json(out .. "/config.json").wd)
+    code, output = run("convnet.lua", "--widht 8,16")
+    assert.equal(2, code)
+    assert.matches("unknown option --widht (did you mean --widths?)", output, 1, true)
+    code, output = run("convnet.lua", "--help")
+    assert.is_nil(output:find("--run", 1, true))
+    assert.is_nil(output:find("[runs/<experiment>-<time>] [none]", 1, true))
+    assert.matches("--out STRING                 output folder [runs/<experiment>-<time>]", output, 1, true)
+  end)
+
+  it("resuming a --quick run keeps its epochs and its config.json", function()
+    local out = tmp .. "/quick4"
+    assert.equal(0, (run("convnet.lua", ("--quick --epochs 3 --data %s --out %s --widths 8,16"):format(DATA, out))))
+    local before = report.read_file(out .. "/config.json")
+    local code, output = run("convnet.lua", "--resume " .. out)
+    assert.equal(0, code, output)
+    assert.equal(before, report.read_file(out .. "/config.json"))
+    assert.equal(3, report.read_json(out .. "/config.json").epochs)
+  end)
+
+  it("--data takes the dataset's folder or one holding it, as CBNET_DATA does", function()
+    local parent = tmp .. "/holder"
+    assert(os.execute(("mkdir -p %s && ln -sfn %s %s/cifar-10-batches-bin"):format(parent, DATA, parent)))
+    for _, how in ipairs{"--data " .. parent, "--data " .. DATA} do
+      local code, output = run("convnet.lua", ("--quick --epochs 1 --widths 8,16 --out %s/d %s"):format(tmp, how))
+      assert.equal(0, code, output)
+      assert.matches("^CIFAR%-10", output)
+    end
+    local code, output = run("convnet.lua", ("--quick --epochs 1 --widths 8,16 --out %s/e"):format(tmp),
+      "CBNET_DATA=" .. DATA)
+    assert.equal(0, code, output)
+    assert.matches("^CIFAR%-10", output)
+  end)
+end)
