@@ -99,7 +99,7 @@ if not opts.run then
     (", %d at a time"):format(opts.jobs) or "", opts.out))
 end
 
-local results, failures = experiment.sweep(runs, opts, train_run, arg)
+local results, failures, interrupted = experiment.sweep(runs, opts, train_run, arg)
 
 -- ---- the tables ----
 
@@ -145,4 +145,5 @@ if results.ce and best_cb then
     "class (training images: most to fewest)")
 end
 print(("wrote %s/{results.md, results.json, learning_curves.svg, per_class.svg, runs/}"):format(opts.out))
+if interrupted then os.exit(130) end
 if #failures > 0 then os.exit(1) end

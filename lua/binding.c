@@ -583,6 +583,15 @@ static int l_clock(lua_State *L) {
   return 1;
 }
 
+/* sleep(seconds): waits; a signal (Ctrl-C) ends the wait early. */
+static int l_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  if (!(s >= 0 && s <= 86400)) return luaL_argerror(L, 1, "seconds must be in 0..86400");
+  struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  nanosleep(&t, NULL);
+  return 0;
+}
+
 static int l_memory(lua_State *L) {
   lua_pushinteger(L, cb_storage_live_bytes());
   return 1;
@@ -638,6 +647,7 @@ static const luaL_Reg core_functions[] = {
     {"is_tensor", l_is_tensor}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"clock", l_clock},
+    {"sleep", l_sleep},
     {"info", l_info},
     {NULL, NULL}};
 

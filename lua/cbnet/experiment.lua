@@ -120,22 +120,24 @@ end
 
 -- ---- evaluation ----
 
---- Accuracy overall and per class (a Lua list, class c at c + 1) on ds.
-function experiment.evaluate(model, ds, normalization, batch_size, max_batches)
+--- Accuracy overall and per class (a Lua list, class c at c + 1) on ds;
+-- label (optional) names the progress line shown on a terminal.
+function experiment.evaluate(model, ds, normalization, batch_size, max_batches, label)
   model:eval()
   local classes = ds:num_classes()
   local correct, total = cbnet.zeros(classes), cbnet.zeros(classes)
   local loader = data.Loader(ds, {batch_size = batch_size or 256, transform = normalization})
-  local n = 0
+  local progress = report.progress(label or "evaluating", max_batches or #loader)
   cbnet.no_grad(function()
     for images, labels in loader:batches(0) do
       local hit = model(images):argmax(2):eq(labels):float()
       correct:scatter_add_(1, labels, hit)
       total:scatter_add_(1, labels, cbnet.ones(labels:size(1)))
-      n = n + 1
-      if max_batches and n >= max_batches then break end
+      progress:update(labels:size(1))
+      if max_batches and progress.done >= max_batches then break end
     end
   end)
+  progress:finish()
   model:train()
   local per_class = {}
   for c = 1, classes do
@@ -247,7 +249,7 @@ function experiment.train(spec)
     local loss, train_acc, speed = experiment.train_epoch(model, loader, spec.loss, opt, epoch,
       label, max_batches)
     local test_acc, per_class = experiment.evaluate(model, spec.test,
-      {mean = transform.mean, std = transform.std}, 256)
+      {mean = transform.mean, std = transform.std}, 256, nil, label .. " evaluating")
     local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
                     test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
                     seconds = report.now() - t0, lr = opt.param_groups[1].lr}
@@ -274,9 +276,13 @@ end
 
 --- Runs every run of a sweep (a list of {id, ...}; run(r, opts, out) trains
 -- it and returns its result). With opts.jobs > 1 the runs go to separate
--- processes, opts.jobs at a time, each with an equal share of the threads.
--- A failed run is reported and the others complete. Returns results by id
--- (missing for failed runs) and the list of failures.
+-- processes, opts.jobs at a time, each with an equal share of the threads;
+-- their output (a line per epoch at least) is shown as it comes, each line
+-- led by the run's id. A failed run is reported and the others complete.
+-- Ctrl-C stops the sweep: running children are stopped too, and the sweep
+-- returns what finished. Returns results by id (missing for failed runs),
+-- the list of failures, and whether it was interrupted (the caller writes
+-- its tables, then exits 130).
 function experiment.sweep(runs, opts, run, args)
   if opts.run then -- a child process of a parallel sweep: just that run
     for _, r in ipairs(runs) do
@@ -300,39 +306,105 @@ function experiment.sweep(runs, opts, run, args)
     if opts.resume and report.read_file(folder(r) .. "/result.json") then collect(r, true)
     else pending[#pending + 1] = r end
   end
+  local ok, err
   if opts.jobs <= 1 then
-    for _, r in ipairs(pending) do
-      local ok, err = pcall(run, r, opts, folder(r))
-      -- Ctrl-C stops the sweep, not just this run
-      if not ok and experiment.interrupted() then error(err, 0) end
-      if not ok then io.stderr:write(("run %s failed: %s\n"):format(r.id, tostring(err))) end
-      collect(r, ok, err)
-    end
-    return results, failures
+    ok, err = pcall(function()
+      for _, r in ipairs(pending) do
+        local run_ok, run_err = pcall(run, r, opts, folder(r))
+        if not run_ok and experiment.interrupted() then error(run_err, 0) end
+        if not run_ok then io.stderr:write(("run %s failed: %s\n"):format(r.id, tostring(run_err))) end
+        collect(r, run_ok, run_err)
+      end
+    end)
+  else
+    ok, err = pcall(experiment.run_processes, pending, opts, args, folder, collect)
   end
+  if not ok then
+    if not experiment.interrupted() then error(err, 0) end
+    io.stderr:write("interrupted: the sweep stops; the tables show the runs that finished\n")
+  end
+  return results, failures, not ok
+end
+
+-- ---- runs in child processes ----
+
+local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Starts `cbnet run SCRIPT --resume OUT --run ID` in the background with its
+-- output in the run's folder (log.txt) and its exit code written after it
+-- (exit.txt); returns the job.
+local function start_child(r, opts, base, threads, folder)
+  local dir = folder(r)
+  report.mkdir(dir)
+  os.remove(dir .. "/exit.txt")
+  local cmd = ("%s --resume %s --run %s --threads %d"):format(base, shell_quote(opts.out),
+    shell_quote(r.id), threads)
+  local sh = ("(%s > %s 2>&1; echo $? > %s) < /dev/null > /dev/null 2>&1 & echo $!"):format(
+    cmd, shell_quote(dir .. "/log.txt"), shell_quote(dir .. "/exit.txt"))
+  local p = io.popen(sh)
+  local pid = tonumber(p:read("l"))
+  p:close()
+  return {run = r, pid = pid, log = dir .. "/log.txt", exit = dir .. "/exit.txt", seen = 0}
+end
+
+-- Prints the lines a child added to its log since the last look.
+local function show_new_lines(job)
+  local f = io.open(job.log, "rb")
+  if not f then return end
+  f:seek("set", job.seen)
+  local text = f:read("a")
+  f:close()
+  local complete = text:match("^(.*\n)") or ""
+  job.seen = job.seen + #complete
+  for line in complete:gmatch("([^\n]*)\n") do
+    line = line:gsub("^.*\r", "") -- the last state of a rewritten progress line
+    if line ~= "" then print(("[%s] %s"):format(job.run.id, line)) end
+  end
+  io.stdout:flush()
+end
+
+-- The child's exit code once it has ended, else nil.
+local function exit_code(job)
+  local text = report.read_file(job.exit)
+  return text and tonumber(text:match("%d+"))
+end
+
+--- Runs the pending runs as child processes, opts.jobs at a time, showing
+-- their output as it comes; collect(r, ok, err) records each. On Ctrl-C the
+-- running children get SIGINT too, and this waits for them to stop.
+function experiment.run_processes(pending, opts, args, folder, collect)
   local threads = math.max(1, opts.threads // opts.jobs)
   local base = cli.self_command(args)
-  local running = {}
-  local function wait_oldest()
-    local job = table.remove(running, 1)
-    local output = job.pipe:read("a")
-    local ok, how, code = job.pipe:close()
-    io.write(output)
-    if (how == "exit" and code == 130) or (how == "signal" and code == 2) or experiment.interrupted() then
-      error("interrupted", 0)
+  local running, next_run = {}, 1
+  local ok, err = pcall(function()
+    while next_run <= #pending or #running > 0 do
+      while #running < opts.jobs and next_run <= #pending do
+        running[#running + 1] = start_child(pending[next_run], opts, base, threads, folder)
+        next_run = next_run + 1
+      end
+      cbnet.sleep(0.2)
+      for i = #running, 1, -1 do
+        local job = running[i]
+        show_new_lines(job)
+        local code = exit_code(job)
+        if code then
+          table.remove(running, i)
+          if code ~= 0 then io.stderr:write(("run %s failed (exit %d)\n"):format(job.run.id, code)) end
+          local tail = (report.read_file(job.log) or ""):sub(-400)
+          collect(job.run, code == 0, code ~= 0 and ("exit %d: %s"):format(code, tail) or nil)
+        end
+      end
     end
-    if not ok then io.stderr:write(("run %s failed (exit %s)\n"):format(job.run.id, tostring(code))) end
-    collect(job.run, ok, ok and nil or ("exit " .. tostring(code) .. ": " .. output:sub(-400)))
+  end)
+  if not ok then -- stop the children and wait for them (a second Ctrl-C kills this process)
+    -- job.pid is the shell that waits for the child: the child is its child
+    for _, job in ipairs(running) do os.execute(("pkill -INT -P %d 2>/dev/null"):format(job.pid)) end
+    for _, job in ipairs(running) do
+      while not exit_code(job) do cbnet.sleep(0.1) end
+      show_new_lines(job)
+    end
+    error(err, 0)
   end
-  for _, r in ipairs(pending) do
-    if #running >= opts.jobs then wait_oldest() end
-    -- the child reads every option from the sweep's config.json
-    local cmd = ("%s --resume '%s' --run '%s' --threads %d 2>&1"):format(base,
-      opts.out:gsub("'", "'\\''"), r.id, threads)
-    running[#running + 1] = {run = r, pipe = io.popen(cmd)}
-  end
-  while #running > 0 do wait_oldest() end
-  return results, failures
 end
 
 return experiment

@@ -186,17 +186,23 @@ function report.progress(label, total)
                        last = 0, tty = core.isatty(2)}, Progress)
 end
 
+--- Counts a batch; loss (optional) joins the running mean the line shows.
 function Progress:update(batch_images, loss)
   self.done = self.done + 1
   self.images = self.images + batch_images
+  if loss then
+    self.loss_sum = (self.loss_sum or 0) + loss * batch_images
+    self.loss_images = (self.loss_images or 0) + batch_images
+  end
   if not self.tty then return end
   local t = now()
   if t - self.last < 0.2 and self.done < self.total then return end
   self.last = t
   local elapsed = math.max(t - self.start, 1e-6)
   local eta = (self.total - self.done) * elapsed / self.done
-  io.stderr:write(("\r%s %d/%d  %.0f img/s  loss %.4f  ETA %ds   "):format(self.label, self.done,
-    self.total, self.images / elapsed, loss, math.floor(eta + 0.5)))
+  local mean = self.loss_images and ("  loss %.4f (mean)"):format(self.loss_sum / self.loss_images) or ""
+  io.stderr:write(("\r%s %d/%d  %.0f img/s%s  ETA %ds   "):format(self.label, self.done,
+    self.total, self.images / elapsed, mean, math.floor(eta + 0.5)))
   io.stderr:flush()
 end
 

@@ -330,3 +330,25 @@ describe("options as a user types them (issue 11)", function()
     assert.matches("^CIFAR%-10", output)
   end)
 end)
+
+describe("sweeps in processes (issue 11)", function()
+  it("--jobs 2 shows each run's epochs as they come; Ctrl-C stops the children and exits 130", function()
+    local out, log = tmp .. "/jobs-int", tmp .. "/jobs-int.log"
+    local cmd = ("cd %s && { %s run experiments/imbalance.lua --data %s --out %s --imbalance 10 " ..
+      "--widths 8,16 --betas 0.9999,0.9 --epochs 50 --jobs 2 > %s 2>&1 & pid=$!; " ..
+      "for i in $(seq 600); do [ $(grep -c 'epoch  1/50' %s) -ge 2 ] && break; sleep 0.1; done; " ..
+      "kill -INT $pid; wait $pid; echo \"exit=$?\"; }"):format(ROOT, CBNET, DATA, out, log, log)
+    local _, output = sh(cmd)
+    local text = report.read_file(log)
+    assert.matches("exit=130", output, 1, true)
+    assert.matches("[ce] ce epoch  1/50", text, 1, true) -- streamed while the run went on
+    assert.matches("interrupted: the sweep stops", text, 1, true)
+    -- no child is left running, and the sweep wrote its (partial) results
+    local _, left = sh("pgrep -f -- '[-]-resume " .. out .. "' || true") -- [-]: not this shell
+    assert.equal("", left)
+    assert.truthy(report.read_file(out .. "/results.md"))
+    for _, id in ipairs{"ce", "cb-focal-beta-0.9999"} do
+      assert.equal("130", (report.read_file(("%s/runs/%s/exit.txt"):format(out, id)) or ""):match("%d+"))
+    end
+  end)
+end)
