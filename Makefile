@@ -29,9 +29,9 @@ endif
 CORE_SRC := $(wildcard core/*/*.c)
 CORE_HDR := $(wildcard core/*.h core/*/*.h)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
-BIND_SRC := lua/binding.c lua/tensor_binding.c lua/nn_binding.c lua/optim_binding.c lua/data_binding.c
+BIND_SRC := $(filter-out binding/main.c binding/repl.c,$(wildcard binding/*.c))
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
-MAIN_OBJ := $(BUILD)/lua/main.o $(BUILD)/lua/repl.o
+MAIN_OBJ := $(BUILD)/binding/main.o $(BUILD)/binding/repl.o
 CTEST_SRC := $(wildcard tests/c/*.c)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(BUILD)/%.o)
 
@@ -41,16 +41,16 @@ CMD     := $(BUILD)/bin/cbnet
 CTESTS  := $(BUILD)/tests/ctest
 
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
-                   lua-busted libreadline-dev procps dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
+                   lua-busted luarocks libreadline-dev procps dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
 
 .PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind install clean
 all: $(CMD) $(MODULE)
 
-$(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard lua/*.h)
+$(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard binding/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/lua/%.o: CPPFLAGS += -I$(LUA_INC)
+$(BUILD)/binding/%.o: CPPFLAGS += -I$(LUA_INC)
 
 # stb_image_write's JPEG encoder shifts signed ints left (upstream code): keep
 # UBSan's shift check for cbnet's own files only.
@@ -154,12 +154,16 @@ fuzz-smoke: fuzz $(CMD)
 	  echo "fuzz_$$t: $$(grep -o 'Done [0-9]* runs' build/fuzz/$$t.log || echo 'ran'), no crash"; \
 	done
 
+# PREFIX, or each folder (LuaRocks passes BINDIR, LUADIR, LIBDIR).
+BINDIR ?= $(PREFIX)/bin
+LUADIR ?= $(PREFIX)/share/lua/5.4
+LIBDIR ?= $(PREFIX)/lib/lua/5.4
+LUA_MODULES := $(shell cd lua && find cbnet -name '*.lua')
 install: all
-	install -d $(PREFIX)/bin $(PREFIX)/lib/lua/5.4/cbnet $(PREFIX)/share/lua/5.4/cbnet/nn
-	install -m 755 $(CMD) $(PREFIX)/bin/cbnet
-	install -m 755 $(MODULE) $(PREFIX)/lib/lua/5.4/cbnet/core.so
-	install -m 644 lua/cbnet/*.lua $(PREFIX)/share/lua/5.4/cbnet/
-	install -m 644 lua/cbnet/nn/*.lua $(PREFIX)/share/lua/5.4/cbnet/nn/
+	install -d $(BINDIR) $(LIBDIR)/cbnet
+	install -m 755 $(CMD) $(BINDIR)/cbnet
+	install -m 755 $(MODULE) $(LIBDIR)/cbnet/core.so
+	for f in $(LUA_MODULES); do install -D -m 644 lua/$$f $(LUADIR)/$$f || exit 1; done
 
 clean:
 	rm -rf build

@@ -182,30 +182,52 @@ static void scatter_add_row(void *ctx, int64_t n, char **p, const int64_t *s) {
   }
 }
 
-cb_status cb_scatter_add_(cb_tensor *self, int dim, const cb_tensor *index, const cb_tensor *src) {
-  cb_status st = check_index_tensor("scatter_add", index);
+static void scatter_row(void *ctx, int64_t n, char **p, const int64_t *s) {
+  along_ctx *c = ctx;
+  int64_t esize = cb_dtype_size(c->dtype);
+  for (int64_t i = 0; i < n; i++) {
+    int64_t k = *(const int64_t *)(p[1] + i * s[1]);
+    memcpy(p[0] + i * s[0] + k * c->dim_stride, p[2] + i * s[2], (size_t)esize);
+  }
+}
+
+/* scatter_ and scatter_add_: self[..., index[i], ...] = (or +=) src[i]
+ * along dim, serially in index order (later writes win in scatter_). */
+static cb_status scatter(const char *op, cb_tensor *self, int dim, const cb_tensor *index,
+                         const cb_tensor *src, cb_row_fn row) {
+  cb_status st = check_index_tensor(op, index);
   if (st != CB_OK) return st;
-  if (self->ndim == 0) return cb_fail(CB_EINVAL, "scatter_add: cannot index a 0-d tensor");
-  if ((st = cb_wrap_dim("scatter_add", &dim, self->ndim)) != CB_OK) return st;
+  if (self->ndim == 0) return cb_fail(CB_EINVAL, "%s: cannot index a 0-d tensor", op);
+  if ((st = cb_wrap_dim(op, &dim, self->ndim)) != CB_OK) return st;
   if (src->dtype != self->dtype)
-    return cb_fail(CB_ETYPE, "scatter_add: src is %s, self is %s", cb_dtype_name(src->dtype),
+    return cb_fail(CB_ETYPE, "%s: src is %s, self is %s", op, cb_dtype_name(src->dtype),
                    cb_dtype_name(self->dtype));
+  if (cb_tensor_overlaps(self))
+    return cb_fail(CB_EINVAL, "%s: self is an expanded view whose elements overlap", op);
   cb_tensor *self_view = NULL, *src_view = NULL;
-  if ((st = along_dim_view("scatter_add", "self", &self_view, self, index, dim, false)) != CB_OK)
+  if ((st = along_dim_view(op, "self", &self_view, self, index, dim, false)) != CB_OK)
     return st;
-  if ((st = along_dim_view("scatter_add", "src", &src_view, src, index, dim, true)) != CB_OK)
+  if ((st = along_dim_view(op, "src", &src_view, src, index, dim, true)) != CB_OK)
     goto done;
-  if ((st = check_indices("scatter_add", index, dim, self->shape[dim])) != CB_OK) goto done;
+  if ((st = check_indices(op, index, dim, self->shape[dim])) != CB_OK) goto done;
   cb_tensor_bump_version(self);
   const cb_tensor *ops[3] = {self_view, index, src_view};
   cb_iter it;
   cb_iter_init(&it, 3, ops, index->ndim, index->shape);
   along_ctx ctx = {self->dtype, self->stride[dim] * cb_dtype_size(self->dtype)};
-  cb_iter_run_serial(&it, scatter_add_row, &ctx); /* rows may hit the same target */
+  cb_iter_run_serial(&it, row, &ctx); /* rows may hit the same target */
 done:
   cb_tensor_release(self_view);
   cb_tensor_release(src_view);
   return st;
+}
+
+cb_status cb_scatter_add_(cb_tensor *self, int dim, const cb_tensor *index, const cb_tensor *src) {
+  return scatter("scatter_add", self, dim, index, src, scatter_add_row);
+}
+
+cb_status cb_scatter_(cb_tensor *self, int dim, const cb_tensor *index, const cb_tensor *src) {
+  return scatter("scatter", self, dim, index, src, scatter_row);
 }
 
 typedef struct {

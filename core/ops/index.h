@@ -19,6 +19,9 @@ cb_status cb_gather(cb_tensor **out, const cb_tensor *a, int dim,
  * as index in every dim. */
 cb_status cb_scatter_add_(cb_tensor *self, int dim, const cb_tensor *index,
                           const cb_tensor *src);
+/* self[i][index[i][j]] = src[i][j] (dim 1), in place, in index order (the
+ * last write to an element wins). */
+cb_status cb_scatter_(cb_tensor *self, int dim, const cb_tensor *index, const cb_tensor *src);
 /* A copy of a with value where mask (broadcast to a) is non-zero. */
 cb_status cb_masked_fill(cb_tensor **out, const cb_tensor *a, const cb_tensor *mask,
                          double value);

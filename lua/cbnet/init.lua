@@ -63,4 +63,45 @@ function methods.allclose(t, other, rtol, atol)
   return diff:le(bound):logical_not():sum():item() == 0
 end
 
+--- t:logsumexp(dim[, keepdim]): log(sum(exp(t))) along dim, computed
+-- stably (the maximum taken out first); differentiable.
+function methods.logsumexp(t, dim, keepdim)
+  if math.type(dim) ~= "integer" then error("logsumexp: dim must be an integer", 2) end
+  local m = cbnet.no_grad(function() return t:max(dim, true) end)
+  m = m:masked_fill(m:eq(math.huge) + m:eq(-math.huge), 0) -- all -inf or an inf: no shift
+  local out = (t - m):exp():sum(dim, true):log() + m
+  return keepdim and out or out:squeeze(dim)
+end
+
+--- cbnet.one_hot(labels[, classes]): int64 labels (0-based) -> an int64
+-- tensor with one more dim of size classes (default: the largest label + 1),
+-- 1 at each label, as torch.nn.functional.one_hot.
+function cbnet.one_hot(labels, classes)
+  if not cbnet.is_tensor(labels) or labels:dtype() ~= "int64" then
+    error("one_hot: labels must be an int64 tensor", 2)
+  end
+  if labels:numel() > 0 and labels:min():item() < 0 then error("one_hot: labels must be >= 0", 2) end
+  classes = classes or (labels:numel() > 0 and labels:max():item() + 1 or 0)
+  if math.type(classes) ~= "integer" or classes < 0 then
+    error("one_hot: classes must be a non-negative integer", 2)
+  end
+  local shape = labels:size()
+  shape[#shape + 1] = classes
+  local out = cbnet.zeros(shape, "int64")
+  if labels:numel() > 0 then out:scatter_(-1, labels:unsqueeze(-1), 1) end
+  return out
+end
+
+--- zeros_like(t[, dtype]), ones_like, full_like(t, value[, dtype]): a new
+-- tensor of t's shape (and dtype unless given).
+function cbnet.zeros_like(t, dtype) return cbnet.zeros(t:size(), dtype or t:dtype()) end
+function cbnet.ones_like(t, dtype) return cbnet.ones(t:size(), dtype or t:dtype()) end
+function cbnet.full_like(t, value, dtype) return cbnet.full(t:size(), value, dtype or t:dtype()) end
+
+--- cbnet.gradcheck(fn, inputs[, opts = {eps, atol, rtol}]): compares
+-- autograd's gradients of fn(inputs...) (float32 tensors) with central
+-- finite differences; returns true, or raises an error naming the first
+-- element that differs (see lua/cbnet/gradcheck.lua).
+function cbnet.gradcheck(...) return require("cbnet.gradcheck")(...) end
+
 return cbnet

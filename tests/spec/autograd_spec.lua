@@ -1,5 +1,5 @@
 local cbnet = require "cbnet"
-local gradcheck = require "gradcheck"
+local gradcheck = require "cbnet.gradcheck"
 
 local g = cbnet.Generator(5)
 local function randn(...) return cbnet.randn({...}, g) end

@@ -1,6 +1,6 @@
 local cbnet = require "cbnet"
 local loss, F = cbnet.loss, cbnet.F
-local gradcheck = require "gradcheck"
+local gradcheck = require "cbnet.gradcheck"
 
 local g = cbnet.Generator(21)
 local function assert_close(want, got, tol)

@@ -1,6 +1,6 @@
 local cbnet = require "cbnet"
 local F = cbnet.F
-local gradcheck = require "gradcheck"
+local gradcheck = require "cbnet.gradcheck"
 
 local g = cbnet.Generator(11)
 local function randn(...) return cbnet.randn({...}, g) end

@@ -1,6 +1,6 @@
 local cbnet = require "cbnet"
 local nn, F = cbnet.nn, cbnet.F
-local gradcheck = require "gradcheck"
+local gradcheck = require "cbnet.gradcheck"
 
 local function small_cnn()
   return nn.Sequential(

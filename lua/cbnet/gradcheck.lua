@@ -1,4 +1,5 @@
--- Finite-difference gradient checks for the specs.
+--- cbnet.gradcheck: finite-difference gradient checks, for a new op or a
+-- loss written in Lua (`cbnet.gradcheck(fn, inputs)`; the specs use it too).
 --
 -- gradcheck(fn, inputs[, opts]) compares the gradients autograd computes for
 -- loss = sum(fn(inputs...) * w) (w fixed random weights) with central
@@ -46,7 +47,7 @@ local function gradcheck(fn, inputs, opts)
       end)
       local numeric = (plus - minus) / (2 * eps)
       local err = math.abs(analytic[i] - numeric)
-      if err > atol + rtol * math.abs(numeric) then
+      if err > atol + rtol * math.abs(numeric) then -- raised at the caller's line
         error(("gradient of input %d, element %d: autograd %.6g, finite differences %.6g")
           :format(k, i, analytic[i], numeric), 2)
       end

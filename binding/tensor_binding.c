@@ -772,6 +772,28 @@ static int t_scatter_add_(lua_State *L) {
   return 1;
 }
 
+/* t:scatter_(dim, index, src): t[..index..] = src along dim, in place; src
+ * a tensor (at least index's size) or a number. */
+static int t_scatter_(lua_State *L) {
+  cb_tensor *t = cbl_check_tensor(L, 1), *index = cbl_check_tensor(L, 3), *src;
+  cbl_check(L, cb_check_inplace("scatter_", t));
+  int dim = cbl_check_dim(L, 2);
+  if (lua_type(L, 4) == LUA_TNUMBER || lua_type(L, 4) == LUA_TBOOLEAN) {
+    cb_tensor *value, *expanded;
+    cbl_check(L, cb_tensor_empty(&value, 0, NULL, t->dtype));
+    cbl_push_tensor(L, value);
+    cbl_check(L, cbl_fill_value(L, value, 4));
+    cbl_check(L, cb_tensor_expand(&expanded, value, index->ndim, index->shape));
+    cbl_push_tensor(L, expanded);
+    src = expanded;
+  } else {
+    src = cbl_check_tensor(L, 4);
+  }
+  cbl_check(L, cb_scatter_(t, dim, index, src));
+  lua_settop(L, 1);
+  return 1;
+}
+
 static int t_scatter_add(lua_State *L) {
   cb_tensor *t = cbl_check_tensor(L, 1), *v;
   int dim = cbl_check_dim(L, 2);
@@ -860,6 +882,7 @@ static const luaL_Reg tensor_methods[] = {
     {"max", t_max}, {"min", t_min}, {"argmax", t_argmax}, {"argmin", t_argmin},
     {"matmul", t_matmul}, {"mm", t_matmul}, {"index_select", t_index_select},
     {"gather", t_gather}, {"scatter_add", t_scatter_add}, {"scatter_add_", t_scatter_add_},
+    {"scatter_", t_scatter_},
     {"masked_fill", t_masked_fill}, {"masked_fill_", t_masked_fill_},
     {"masked_select", t_masked_select},
     {NULL, NULL}};

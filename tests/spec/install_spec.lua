@@ -1,0 +1,71 @@
+-- Installing cbnet as a user would: `make install PREFIX=...` and
+-- `luarocks make` into a fresh tree, then a script run from elsewhere with
+-- the installed command and with a plain lua5.4.
+local ROOT = io.popen("pwd"):read("l")
+
+-- (without the sanitizer preload of `make check`: these run make, the
+-- compiler and the installed, uninstrumented command)
+local function sh(cmd)
+  local f = io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1")
+  local out = f:read("a")
+  local _, _, code = f:close()
+  return code, out
+end
+
+local function fresh_dir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  return dir
+end
+
+local SCRIPT = [[print(require("cbnet").ones(2, 3):sum():item(), package.searchpath("cbnet", package.path))]]
+
+local function check_installed(prefix, luadir, libdir)
+  local script = prefix .. "/check.lua"
+  local f = assert(io.open(script, "w"))
+  f:write(SCRIPT)
+  f:close()
+  -- the installed command, from another folder
+  local code, out = sh(("cd / && %s/bin/cbnet %s"):format(prefix, script))
+  assert.equal(0, code, out)
+  assert.equal(("6.0\t%s/cbnet/init.lua\n"):format(luadir), out)
+  -- a plain lua5.4 with the installed paths
+  code, out = sh(("cd / && LUA_PATH='%s/?.lua;%s/?/init.lua;;' LUA_CPATH='%s/?.so;;' lua5.4 %s"):format(
+    luadir, luadir, libdir, script))
+  assert.equal(0, code, out)
+  assert.equal(("6.0\t%s/cbnet/init.lua\n"):format(luadir), out)
+  -- nothing but Lua modules where Lua modules go
+  local _, files = sh(("find %s -type f ! -name '*.lua'"):format(luadir))
+  assert.equal("", files)
+end
+
+describe("installing", function()
+  it("make install PREFIX=... gives a working command and require", function()
+    local prefix = fresh_dir()
+    local code, out = sh(("make -s install PREFIX=%s"):format(prefix))
+    assert.equal(0, code, out)
+    check_installed(prefix, prefix .. "/share/lua/5.4", prefix .. "/lib/lua/5.4")
+    local _, info = sh(prefix .. "/bin/cbnet info")
+    assert.matches(("modules: %s/share/lua/5.4/cbnet/init.lua"):format(prefix), info, 1, true)
+    os.execute("rm -rf " .. prefix)
+  end)
+
+  it("luarocks make into a fresh tree does the same", function()
+    if sh("command -v luarocks") ~= 0 then return pending("luarocks is not installed") end
+    local tree = fresh_dir()
+    local code, out = sh(("luarocks --lua-version 5.4 make %s/cbnet-scm-1.rockspec --tree %s"):format(ROOT, tree))
+    assert.equal(0, code, out)
+    check_installed(tree, tree .. "/share/lua/5.4", tree .. "/lib/lua/5.4")
+    os.execute("rm -rf " .. tree)
+  end)
+
+  it("installs every Lua module of the tree", function()
+    local prefix = fresh_dir()
+    assert.equal(0, (sh(("make -s install PREFIX=%s"):format(prefix))))
+    local _, listed = sh("cd lua && find cbnet -name '*.lua' | sort")
+    local _, installed = sh(("cd %s/share/lua/5.4 && find cbnet -name '*.lua' | sort"):format(prefix))
+    assert.equal(listed, installed)
+    os.execute("rm -rf " .. prefix)
+  end)
+end)
