@@ -25,6 +25,31 @@ function checkpoint.load_weights(path, model)
   return model
 end
 
+-- Shifts every all-digit component of each name by delta.
+local function renumber(state, delta)
+  local out = {}
+  for name, t in pairs(state) do
+    local renamed = name:gsub("%f[%w](%d+)%f[^%w]", function(n)
+      return tostring(tonumber(n) + delta)
+    end)
+    if out[renamed] then error(("checkpoint: two names become %s"):format(renamed), 3) end
+    out[renamed] = t
+  end
+  return out
+end
+
+--- PyTorch's names for a cbnet state dict: nn.Sequential children are
+-- numbered from 1 in cbnet (Lua lists) and from 0 in PyTorch, so
+-- "1.weight" becomes "0.weight" and "3.2.bias" "2.1.bias"; other names
+-- (weight, bias, running_mean, running_var, num_batches_tracked) match.
+-- save_safetensors(path, checkpoint.to_torch_names(model:state_dict())) gives
+-- a file torch's load_state_dict takes for the same architecture.
+function checkpoint.to_torch_names(state) return renumber(state, -1) end
+
+--- The reverse: a PyTorch state dict's names (from a safetensors file) for
+-- model:load_state_dict.
+function checkpoint.from_torch_names(state) return renumber(state, 1) end
+
 function checkpoint.save(path, parts)
   local tensors, meta = {}, {epoch = parts.epoch, extra = parts.extra}
   if parts.model then
