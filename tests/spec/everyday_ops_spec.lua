@@ -63,7 +63,7 @@ describe("PyTorch names for state dicts", function()
     local names = {}
     for k in pairs(torch) do names[#names + 1] = k end
     table.sort(names)
-    assert.same({"0.bias", "0.weight", "1.num_batches_tracked", "1.running_mean", "1.running_var",
+    assert.same({"0.bias", "0.weight", "1.bias", "1.num_batches_tracked", "1.running_mean", "1.running_var",
                  "1.weight", "2.0.bias", "2.0.weight"}, names)
     local back = checkpoint.from_torch_names(torch)
     m:load_state_dict(back) -- strict: every name fits
