@@ -115,8 +115,8 @@ for _, r in ipairs(runs) do
   local res = results[r.id]
   if res then
     local h = res.hparams
-    say(("- %s: Best Accuracy: %.4f (with epochs: %d, learning_rate: %g, reg: %g%s)"):format(r.label,
-      res.best.accuracy, res.best.epoch, h.learning_rate, h.reg, r.beta and (", beta=" .. r.beta) or ""))
+    say(("- %s: Best Accuracy: %.4f (best epoch: %d of %d, learning_rate: %g, reg: %g%s)"):format(r.label,
+      res.best.accuracy, res.best.epoch, h.epochs, h.learning_rate, h.reg, r.beta and (", beta=" .. r.beta) or ""))
   end
 end
 if results.ce and best_cb then
@@ -142,7 +142,7 @@ if results.ce and best_cb then
     "Per-class test accuracy: CE against the best class-balanced run", classes,
     {{name = "CE", values = results.ce.best.per_class},
      {name = best_cb.label, values = results[best_cb.id].best.per_class}},
-    "class (training images: most to fewest)")
+    "class (n = training images, most to fewest)", counts)
 end
 print(("wrote %s/{results.md, results.json, learning_curves.svg, per_class.svg, runs/}"):format(opts.out))
 if interrupted then os.exit(130) end

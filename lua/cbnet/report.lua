@@ -132,11 +132,17 @@ function report.learning_curves(path, title, runs, results)
   return true
 end
 
---- SVG: per-class accuracy bars of some runs (list of {name, values}).
-function report.per_class_bars(path, title, classes, series, xlabel)
+--- SVG: per-class accuracy bars of some runs (list of {name, values[,
+-- err]}); counts (optional) labels each class with its training images.
+function report.per_class_bars(path, title, classes, series, xlabel, counts)
   local plot = require "cbnet.plot"
+  local notes
+  if counts then
+    notes = {}
+    for c = 1, #classes do notes[c] = counts[c] and ("n=%d"):format(counts[c]) or "" end
+  end
   plot.save(path, plot.bars{title = title, xlabel = xlabel or "class", ylabel = "accuracy", ymax = 1,
-                            categories = classes, series = series})
+                            categories = classes, series = series, notes = notes})
 end
 
 --- A metrics log: one JSON object per line in OUT/metrics.jsonl, flushed at
