@@ -1,6 +1,6 @@
 -- A small demo of cbnet's tensors: least-squares fit of a noisy line, solved
 -- in closed form, then by gradient descent written with plain tensor ops.
--- Run it with `make run` (or `build/bin/cbnet run experiments/demo.lua`).
+-- Run it with `build/bin/cbnet experiments/demo.lua`.
 local cbnet = require "cbnet"
 
 local g = cbnet.Generator(0)

@@ -352,3 +352,19 @@ describe("sweeps in processes (issue 11)", function()
     end
   end)
 end)
+
+describe("the README's 'Write your own experiment' script", function()
+  it("runs as written, --quick, with --jobs 2", function()
+    local readme = report.read_file(ROOT .. "/README.md")
+    local code = readme:match("## Write your own experiment.-```lua\n(.-)```")
+    assert.truthy(code)
+    local script = tmp .. "/my_study.lua"
+    report.write_atomic(script, code)
+    local out = tmp .. "/my_study"
+    local status, output = sh(("cd %s && %s %s --quick --data %s --out %s --jobs 2"):format(tmp, CBNET, script, DATA, out))
+    assert.equal(0, status, output)
+    assert.matches("| width 16 ", output, 1, true)
+    assert.matches("| width 32 ", output, 1, true)
+    assert.truthy(is_svg(out .. "/curves.svg"))
+  end)
+end)
