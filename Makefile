@@ -41,7 +41,7 @@ CMD     := $(BUILD)/bin/cbnet
 CTESTS  := $(BUILD)/tests/ctest
 
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
-                   lua-busted luarocks libreadline-dev procps dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
+                   lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
 
 .PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind install clean
 all: $(CMD) $(MODULE)

@@ -331,20 +331,19 @@ end
 local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 -- Starts `cbnet run SCRIPT --resume OUT --run ID` in the background with its
--- output in the run's folder (log.txt) and its exit code written after it
--- (exit.txt); returns the job.
+-- output in the run's folder (log.txt), its process id in pid.txt and its
+-- exit code written after it (exit.txt); returns the job.
 local function start_child(r, opts, base, threads, folder)
   local dir = folder(r)
   report.mkdir(dir)
   os.remove(dir .. "/exit.txt")
   local cmd = ("%s --resume %s --run %s --threads %d"):format(base, shell_quote(opts.out),
     shell_quote(r.id), threads)
-  local sh = ("(%s > %s 2>&1; echo $? > %s) < /dev/null > /dev/null 2>&1 & echo $!"):format(
-    cmd, shell_quote(dir .. "/log.txt"), shell_quote(dir .. "/exit.txt"))
-  local p = io.popen(sh)
-  local pid = tonumber(p:read("l"))
-  p:close()
-  return {run = r, pid = pid, log = dir .. "/log.txt", exit = dir .. "/exit.txt", seen = 0}
+  os.remove(dir .. "/pid.txt")
+  local sh = ("(%s > %s 2>&1 & echo $! > %s; wait $!; echo $? > %s) < /dev/null > /dev/null 2>&1 &"):format(
+    cmd, shell_quote(dir .. "/log.txt"), shell_quote(dir .. "/pid.txt"), shell_quote(dir .. "/exit.txt"))
+  os.execute(sh)
+  return {run = r, log = dir .. "/log.txt", exit = dir .. "/exit.txt", pid_file = dir .. "/pid.txt", seen = 0}
 end
 
 -- Prints the lines a child added to its log since the last look.
@@ -397,8 +396,15 @@ function experiment.run_processes(pending, opts, args, folder, collect)
     end
   end)
   if not ok then -- stop the children and wait for them (a second Ctrl-C kills this process)
-    -- job.pid is the shell that waits for the child: the child is its child
-    for _, job in ipairs(running) do os.execute(("pkill -INT -P %d 2>/dev/null"):format(job.pid)) end
+    for _, job in ipairs(running) do
+      local pid
+      for _ = 1, 50 do -- the child writes its pid as it starts
+        pid = tonumber((report.read_file(job.pid_file) or ""):match("%d+"))
+        if pid or exit_code(job) then break end
+        cbnet.sleep(0.1)
+      end
+      if pid then os.execute(("kill -INT %d 2>/dev/null"):format(pid)) end
+    end
     for _, job in ipairs(running) do
       while not exit_code(job) do cbnet.sleep(0.1) end
       show_new_lines(job)
