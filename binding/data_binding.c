@@ -34,6 +34,14 @@ static int l_read_cifar10(lua_State *L) {
   return push_dataset(L, &ds);
 }
 
+/* read_cifar100(dir, train) -> images, labels, class_names */
+static int l_read_cifar100(lua_State *L) {
+  const char *dir = cbl_check_cstring(L, 1);
+  cb_dataset ds;
+  cbl_check(L, cb_read_cifar100(&ds, dir, lua_toboolean(L, 2)));
+  return push_dataset(L, &ds);
+}
+
 /* read_image_folder(root[, cache_path]) -> images, labels, class_names */
 static int l_read_image_folder(lua_State *L) {
   const char *root = cbl_check_cstring(L, 1), *cache = cbl_opt_cstring(L, 2, NULL);
@@ -257,7 +265,8 @@ static const luaL_Reg data_functions[] = {
     {"write_file_atomic", l_write_file_atomic}, {"file_info", l_file_info},
     {"save_safetensors", l_save_safetensors}, {"load_safetensors", l_load_safetensors},
     {"isatty", l_isatty},
-    {"read_cifar10", l_read_cifar10}, {"read_image_folder", l_read_image_folder},
+    {"read_cifar10", l_read_cifar10}, {"read_cifar100", l_read_cifar100},
+    {"read_image_folder", l_read_image_folder},
     {"read_idx", l_read_idx}, {"parse_idx", l_parse_idx}, {"decode_image", l_decode_image},
     {"write_image", l_write_image}, {"augment_batch", l_augment_batch},
     {"multinomial", l_multinomial}, {NULL, NULL}};

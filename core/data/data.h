@@ -37,6 +37,13 @@ cb_status cb_parse_cifar_records(cb_dataset *ds, const uint8_t *bytes, size_t si
 /* Reads dir/data_batch_1..5.bin (train) or dir/test_batch.bin, and the class
  * names from dir/batches.meta.txt (or the standard ten when it is absent). */
 cb_status cb_read_cifar10(cb_dataset *ds, const char *dir, bool train);
+/* CIFAR-100's binary version (cifar-100-binary): records of a coarse and a
+ * fine label byte and 3 x 32 x 32 pixels; labels are the fine ones (0..99),
+ * names from dir/fine_label_names.txt ("class N" when absent). train.bin or
+ * test.bin. */
+cb_status cb_parse_cifar100_records(cb_dataset *ds, const uint8_t *bytes, size_t size,
+                                    const char *name);
+cb_status cb_read_cifar100(cb_dataset *ds, const char *dir, bool train);
 
 /* ---- image folders (image_folder.c) ---- */
 /* Decodes one PNG/JPEG/BMP image from memory into a uint8 C x H x W tensor

@@ -6,6 +6,7 @@
 --       {"epochs", 10, "training epochs"},                -- type from the default
 --       {"data", cli.NONE, "dataset path", type = "string"},
 --       {"betas", {0.9999, 0.9}, "comma-separated list"}, -- a list of numbers
+--       {"methods", {"ce", "ldam"}, "comma-separated names"}, -- a list of names
 --       {"quick", false, "a smoke run"},                   -- a flag: --quick
 --     }})
 --
@@ -26,7 +27,9 @@ local function kind_of(option)
   local d = option[2]
   if type(d) == "boolean" then return "flag" end
   if type(d) == "number" then return math.type(d) == "integer" and "integer" or "number" end
-  if type(d) == "table" and d ~= cli.NONE then return "list" end
+  if type(d) == "table" and d ~= cli.NONE then
+    return type(d[1]) == "string" and "strings" or "list"
+  end
   return "string"
 end
 
@@ -51,7 +54,8 @@ function cli.usage(spec)
   for _, o in ipairs(spec.options) do
     if o.hidden then goto continue end
     local kind = kind_of(o)
-    local left = "--" .. o[1] .. (kind == "flag" and "" or (" " .. (kind == "list" and "A,B,..." or kind:upper())))
+    local left = "--" .. o[1] .. (kind == "flag" and "" or
+      (" " .. ((kind == "list" or kind == "strings") and "A,B,..." or kind:upper())))
     lines[#lines + 1] = ("  %-28s %s [%s]"):format(left, o[3] or "", show_default(o))
     ::continue::
   end
@@ -106,6 +110,13 @@ local function convert(spec, option, text)
       local v = tonumber(item)
       if not v then usage_error(spec, ("--%s expects comma-separated numbers, got '%s'"):format(option[1], text)) end
       list[#list + 1] = v
+    end
+    return list
+  elseif kind == "strings" then
+    local list = {}
+    for item in (text .. ","):gmatch("([^,]*),") do
+      if item == "" then usage_error(spec, ("--%s expects comma-separated names, got '%s'"):format(option[1], text)) end
+      list[#list + 1] = item
     end
     return list
   end

@@ -258,6 +258,31 @@ function data.idx(images_path, labels_path, classes)
   return data.dataset(images, labels, classes or (max + 1), images_path)
 end
 
+local function holds_cifar100(dir)
+  return exists(dir .. "/test.bin") or exists(dir .. "/cifar-100-binary/test.bin")
+    or (is_dir(dir .. "/train") and is_dir(dir .. "/test"))
+end
+
+--- data.cifar100([path[, split = "train"]]): CIFAR-100 (fine labels, 100
+-- classes) from the binary version (a cifar-100-binary folder: train.bin,
+-- test.bin, fine_label_names.txt) or from image folders (ROOT/train,
+-- ROOT/test). Without path, the search list is tried.
+function data.cifar100(path, split)
+  split = split or "train"
+  assert(split == "train" or split == "test", "cifar100: split must be 'train' or 'test'")
+  path = locate("CIFAR-100", path, {"cifar-100-binary", "cifar100-jpg", "cifar100"}, holds_cifar100,
+    "Get CIFAR-100's binary version (cifar-100-binary) into one of these folders, or pass its path.")
+  local name = "CIFAR-100 " .. split
+  for _, dir in ipairs{path, path .. "/cifar-100-binary"} do
+    if exists(dir .. "/test.bin") then
+      local images, labels, classes = core.read_cifar100(dir, split == "train")
+      return data.dataset(images, labels, classes, name)
+    end
+  end
+  if is_dir(path .. "/" .. split) then return data.image_folder(path .. "/" .. split, {name = name}) end
+  error(("CIFAR-100: %s holds neither test.bin nor a %s/ folder of classes"):format(path, split), 2)
+end
+
 local FASHION_CLASSES = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"}
 
@@ -318,8 +343,11 @@ function data.longtail_counts(n_max, classes, opts)
 end
 
 --- data.longtail(ds, {profile = "exp" | "step", imbalance = 100, seed = 0,
--- reverse = false}): keeps the first n_i images of class i after a seeded
--- shuffle of each class. For CIFAR-10 at imbalance 100: 5000, 2997, 1796, 1077,
+-- reverse = false, holdout = 0}): keeps the first n_i images of class i after
+-- a seeded shuffle of each class. With holdout = k, the next k images of each
+-- class (unused by the long-tailed set) become lt.holdout, a balanced
+-- validation set; a class with fewer than n_i + k images keeps n_i = all - k
+-- for training (CIFAR-10's head class at any imbalance: 5000 - k). For CIFAR-10 at imbalance 100: 5000, 2997, 1796, 1077,
 -- 645, 387, 232, 139, 83, 50 (12,406 images).
 function data.longtail(ds, opts)
   opts = opts or {}
@@ -329,18 +357,29 @@ function data.longtail(ds, opts)
   local want = data.longtail_counts(n_max, #have, opts)
   local g = cbnet.Generator(opts.seed or 0)
   local labels = ds.labels
-  local parts = {}
+  local holdout = opts.holdout or 0
+  local parts, held = {}, {}
   for c = 1, #have do
     if want[c] > have[c] then
       error(("longtail: class %d has %d images, the profile wants %d"):format(c - 1, have[c], want[c]), 2)
     end
+    if holdout > have[c] then
+      error(("longtail: class %d has %d images, fewer than the %d held out"):format(c - 1, have[c], holdout), 2)
+    end
     local members = cbnet.arange(ds:size()):masked_select(labels:eq(c - 1))
     local shuffled = members:index_select(1, cbnet.randperm(members:size(1), g))
+    -- the held-out images come after the class's share; where the class has
+    -- too few images left (the head class uses them all), its share shrinks
+    want[c] = math.min(want[c], have[c] - holdout)
     if want[c] > 0 then parts[#parts + 1] = shuffled:narrow(1, 1, want[c]) end
+    if holdout > 0 then held[#held + 1] = shuffled:narrow(1, want[c] + 1, holdout) end
   end
   local lt = ds:subset(cbnet.cat(parts), ds.name .. (" (long-tailed %s, imbalance %g)"):format(
     opts.profile or "exp", opts.imbalance or 100))
   lt.longtail_counts = want
+  if holdout > 0 then
+    lt.holdout = ds:subset(cbnet.cat(held), ds.name .. (" (held out, %d per class)"):format(holdout))
+  end
   return lt
 end
 

@@ -22,7 +22,7 @@ function experiment.standard_options(defaults)
     {"lr", defaults.lr, "learning rate", type = "number"},
     {"optimizer", defaults.optimizer or "sgd", "sgd (with momentum) or adam"},
     {"momentum", defaults.momentum or 0.9, "SGD momentum", type = "number"},
-    {"schedule", defaults.schedule or "none", "learning-rate schedule: none or cosine (to 0 over the epochs)"},
+    {"schedule", defaults.schedule or "none", "learning-rate schedule: none, cosine (to 0 over the epochs) or step (linear warm-up, x0.01 at 80% and 90% of the epochs)"},
     {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)", type = "number"},
     {"seed", defaults.seed or 0, "random seed (model, data order, augmentation)"},
     {"threads", cbnet.get_num_threads(), "threads"},
@@ -94,57 +94,89 @@ function experiment.setup(name, opts)
     local config = {}
     for k, v in pairs(opts) do if k:sub(1, 1) ~= "_" then config[k] = v end end
     config.experiment = name
+    config.provenance = experiment.provenance()
     report.write_json(opts.out .. "/config.json", config)
   end
   return opts
 end
 
---- The reference CNN of the seed study, sized for the data: conv3x3 + BN +
+--- Where a run comes from: the exact command, the cbnet version and the git
+-- commit of the script's repository (with "+changes" when its files differ
+-- from that commit), for config.json.
+function experiment.provenance()
+  local command = arg and cli.self_command(arg) or "?"
+  for i = 1, #(arg or {}) do command = command .. " '" .. tostring(arg[i]):gsub("'", "'\\''") .. "'" end
+  local dir = (arg and arg[0] or "."):match("^(.*)/[^/]*$") or "."
+  local function git(args)
+    local p = io.popen(("git -C '%s' %s 2>/dev/null"):format(dir:gsub("'", "'\\''"), args))
+    local text = p:read("a")
+    p:close()
+    return text
+  end
+  local commit = git("rev-parse HEAD"):match("%x+")
+  if commit and git("status --porcelain --untracked-files=no") ~= "" then commit = commit .. "+changes" end
+  return {command = command, cbnet = cbnet.version, commit = commit or "unknown",
+          date = os.date("!%Y-%m-%dT%H:%M:%SZ")}
+end
+
+--- The reference CNN of the seed study (cbnet.models.convnet): conv3x3 + BN +
 -- ReLU + maxpool2, a second conv3x3 + BN + ReLU (+ maxpool2 unless
 -- second_pool is false), then a linear classifier.
 function experiment.convnet(in_channels, image_size, classes, widths, second_pool)
-  local nn = cbnet.nn
-  local w1, w2 = widths[1], widths[2]
-  local model = nn.Sequential(
-    nn.Conv2d(in_channels, w1, 3, {padding = 1}), nn.BatchNorm2d(w1), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Conv2d(w1, w2, 3, {padding = 1}), nn.BatchNorm2d(w2), nn.ReLU())
-  local side = image_size // 2
-  if second_pool ~= false then
-    model:append(nn.MaxPool2d(2))
-    side = side // 2
-  end
-  model:append(nn.Flatten())
-  model:append(nn.Linear(w2 * side * side, classes))
-  return model
+  return require("cbnet.models").convnet{in_channels = in_channels, image_size = image_size,
+    classes = classes, widths = widths, second_pool = second_pool}
 end
 
 -- ---- evaluation ----
 
---- Accuracy overall and per class (a Lua list, class c at c + 1) on ds;
--- label (optional) names the progress line shown on a terminal.
-function experiment.evaluate(model, ds, normalization, batch_size, max_batches, label)
+--- Accuracy overall and per class (a Lua list, class c at c + 1) on ds, and
+-- the confusion matrix (a list of rows: confusion[true + 1][predicted + 1]
+-- counts). label (optional) names the progress line shown on a terminal;
+-- adjust (optional) maps the logits before the argmax (post-hoc logit
+-- adjustment).
+function experiment.evaluate(model, ds, normalization, batch_size, max_batches, label, adjust)
   model:eval()
   local classes = ds:num_classes()
-  local correct, total = cbnet.zeros(classes), cbnet.zeros(classes)
+  local confusion = cbnet.zeros(classes * classes)
   local loader = data.Loader(ds, {batch_size = batch_size or 256, transform = normalization})
   local progress = report.progress(label or "evaluating", max_batches or #loader)
   cbnet.no_grad(function()
     for images, labels in loader:batches(0) do
-      local hit = model(images):argmax(2):eq(labels):float()
-      correct:scatter_add_(1, labels, hit)
-      total:scatter_add_(1, labels, cbnet.ones(labels:size(1)))
+      local logits = model(images)
+      if adjust then logits = adjust(logits) end
+      local cell = labels * classes + logits:argmax(2)
+      confusion:scatter_add_(1, cell, cbnet.ones(labels:size(1)))
       progress:update(labels:size(1))
       if max_batches and progress.done >= max_batches then break end
     end
   end)
   progress:finish()
   model:train()
-  local per_class = {}
+  local matrix, per_class, correct, total = confusion:view(classes, classes):long():totable(), {}, 0, 0
   for c = 1, classes do
-    local t = total[c]
-    per_class[c] = t > 0 and correct[c] / t or 0 / 0
+    local row_total = 0
+    for _, n in ipairs(matrix[c]) do row_total = row_total + n end
+    per_class[c] = row_total > 0 and matrix[c][c] / row_total or 0 / 0
+    correct, total = correct + matrix[c][c], total + row_total
   end
-  return correct:sum():item() / math.max(total:sum():item(), 1), per_class
+  return correct / math.max(total, 1), per_class, matrix
+end
+
+-- Beta(alpha, alpha) from two Gamma draws (Marsaglia and Tsang), for mixup.
+local function gamma_draw(shape, g)
+  if shape < 1 then return gamma_draw(shape + 1, g) * g:random() ^ (1 / shape) end
+  local d = shape - 1 / 3
+  local c = 1 / math.sqrt(9 * d)
+  while true do
+    local x = cbnet.randn(1, g):item()
+    local v = (1 + c * x) ^ 3
+    if v > 0 and math.log(g:random()) < 0.5 * x * x + d - d * v + d * math.log(v) then return d * v end
+  end
+end
+
+function experiment.beta_draw(alpha, g)
+  local a, b = gamma_draw(alpha, g), gamma_draw(alpha, g)
+  return a / (a + b)
 end
 
 -- ---- one training run, in its steps ----
@@ -161,19 +193,37 @@ function experiment.optimizer(model, opts, groups)
   else error("--optimizer must be sgd or adam, got " .. tostring(opts.optimizer), 0) end
   local schedule
   if opts.schedule == "cosine" then schedule = cbnet.optim.CosineLR(opt, {total = opts.epochs})
-  elseif opts.schedule ~= "none" then error("--schedule must be none or cosine, got " .. tostring(opts.schedule), 0) end
+  elseif opts.schedule == "step" then
+    -- LDAM-DRW's: warm-up over 5/200 of the epochs, x0.01 at 160/200, x0.0001 at 180/200
+    local milestones, warmup = require("cbnet.longtail").schedule(opts.epochs)
+    schedule = cbnet.optim.MultiStepLR(opt, {milestones = milestones, gamma = 0.01, warmup = warmup})
+  elseif opts.schedule ~= "none" then
+    error("--schedule must be none, cosine or step, got " .. tostring(opts.schedule), 0)
+  end
   return opt, schedule
 end
 
 --- One epoch of training: every batch of loader (at most max_batches),
--- loss_fn(logits, labels) minimised by opt. Returns the mean loss, the
--- training accuracy and images/s. label names the run in the progress line.
-function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches)
+-- loss_fn(logits, labels, epoch) minimised by opt. Returns the mean loss,
+-- the training accuracy and images/s. label names the run in the progress
+-- line. With mixup = {alpha, generator} each batch is mixed with a shuffle
+-- of itself (Zhang et al. 2018): x = l x + (1 - l) x[perm], l ~ Beta(alpha,
+-- alpha), loss = l loss(y) + (1 - l) loss(y[perm]).
+function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches, mixup)
   local progress = report.progress(label, max_batches or #loader)
   local loss_sum, hits, seen = 0, 0, 0
   for images, labels in loader:batches(epoch) do
-    local logits = model(images)
-    local loss = loss_fn(logits, labels)
+    local logits, loss
+    if mixup then
+      local lambda = experiment.beta_draw(mixup.alpha, mixup.generator)
+      local perm = cbnet.randperm(labels:size(1), mixup.generator)
+      logits = model(images * lambda + images:index_select(1, perm) * (1 - lambda))
+      loss = loss_fn(logits, labels, epoch) * lambda
+        + loss_fn(logits, labels:index_select(1, perm), epoch) * (1 - lambda)
+    else
+      logits = model(images)
+      loss = loss_fn(logits, labels, epoch)
+    end
     opt:zero_grad()
     loss:backward()
     opt:step()
@@ -208,12 +258,15 @@ local function resume_state(spec, ckpt_path, metrics_path, model, opt)
 end
 
 -- After each epoch: the metrics line first, then the best weights (when
--- this epoch is the best so far), then the checkpoint a resume starts from.
--- Returns the best epoch so far.
-local function save_epoch(out, metrics, record, model, opt, history, best)
+-- this epoch is the best so far: by validation accuracy when there is a
+-- validation set, else by test accuracy), then the checkpoint a resume
+-- starts from. Returns the best epoch so far.
+local function save_epoch(out, metrics, record, model, opt, history, best, confusion)
   metrics:log(record)
-  if record.test_accuracy > best.accuracy then
-    best = {accuracy = record.test_accuracy, epoch = record.epoch, per_class = record.per_class}
+  local score = record.val_accuracy or record.test_accuracy
+  if score > (best.score or best.accuracy) then
+    best = {accuracy = record.test_accuracy, epoch = record.epoch, per_class = record.per_class,
+            score = score, confusion = confusion}
     checkpoint.save_weights(out .. "/best.safetensors", model)
   end
   checkpoint.save(out .. "/checkpoint.safetensors", {model = model, optimizer = opt,
@@ -222,46 +275,69 @@ local function save_epoch(out, metrics, record, model, opt, history, best)
 end
 
 --- Trains one run; spec: name, model (a function returning a fresh model),
--- loss (function(logits, labels)), train, test (datasets), normalization,
--- opts (the parsed options), out (this run's folder), param_groups (optional
--- function(model) -> groups), hparams (recorded with the result).
+-- loss (function(logits, labels, epoch)), train, test (datasets),
+-- normalization, opts (the parsed options), out (this run's folder), and
+-- optionally: param_groups (function(model) -> groups), schedule
+-- (function(optimizer) -> a schedule, instead of --schedule), sampler
+-- (function(epoch) -> a sampler for that epoch, or nil to shuffle), mixup
+-- (alpha), val (a dataset: the best epoch is chosen on it, not on the test
+-- set), adjust (function(logits) -> logits, applied before predictions),
+-- hparams (recorded with the result).
 -- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,
--- out/best.safetensors (weights of the best epoch's test accuracy) and
--- out/result.json at the end; resumes from out/checkpoint.safetensors.
+-- out/best.safetensors (weights of the best epoch) and out/result.json at
+-- the end (last and best epoch, per-class accuracy, confusion matrices);
+-- resumes from out/checkpoint.safetensors.
 function experiment.train(spec)
   local opts, out = spec.opts, spec.out
   report.mkdir(out)
   cbnet.manual_seed(opts.seed)
   local model = spec.model()
   local opt, schedule = experiment.optimizer(model, opts, spec.param_groups and spec.param_groups(model))
+  if spec.schedule then schedule = spec.schedule(opt) end
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then transform.crop_padding, transform.flip = (spec.crop_padding or 4), true end
-  local loader = data.Loader(spec.train, {batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
-    transform = transform})
+  local function loader_for(epoch)
+    local sampler = spec.sampler and spec.sampler(epoch)
+    return data.Loader(spec.train, {batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
+      transform = transform, sampler = sampler})
+  end
+  local mixup = spec.mixup and spec.mixup > 0 and {alpha = spec.mixup, generator = cbnet.Generator(opts.seed + 7)}
   local max_batches = opts.quick and 4 or nil
   local ckpt_path, metrics_path = out .. "/checkpoint.safetensors", out .. "/metrics.jsonl"
   local start_epoch, history, best = resume_state(spec, ckpt_path, metrics_path, model, opt)
+  local last_confusion = best.confusion
   local metrics = report.metrics(metrics_path, start_epoch > 1)
   for epoch = start_epoch, opts.epochs do
     if schedule then schedule:set_epoch(epoch - 1) end
     local t0 = report.now()
     local label = ("%s epoch %d/%d"):format(spec.name, epoch, opts.epochs)
-    local loss, train_acc, speed = experiment.train_epoch(model, loader, spec.loss, opt, epoch,
-      label, max_batches)
-    local test_acc, per_class = experiment.evaluate(model, spec.test,
-      {mean = transform.mean, std = transform.std}, 256, nil, label .. " evaluating")
+    if mixup then mixup.generator:seed(opts.seed * 1000003 + epoch) end -- the same draws on resume
+    local loss, train_acc, speed = experiment.train_epoch(model, loader_for(epoch), spec.loss, opt,
+      epoch, label, max_batches, mixup)
+    local norm = {mean = transform.mean, std = transform.std}
+    local test_acc, per_class, confusion = experiment.evaluate(model, spec.test, norm, 256, nil,
+      label .. " evaluating", spec.adjust)
     local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
                     test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
                     seconds = report.now() - t0, lr = opt.param_groups[1].lr}
+    if spec.val then
+      record.val_accuracy = experiment.evaluate(model, spec.val, norm, 256, nil, label .. " validating",
+        spec.adjust)
+    end
     history[#history + 1] = record
-    print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  test acc %.4f  (%.0f img/s, %.1f s)"):format(
-      spec.name, epoch, opts.epochs, loss, train_acc, test_acc, speed, record.seconds))
-    best = save_epoch(out, metrics, record, model, opt, history, best)
+    print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  %stest acc %.4f  (%.0f img/s, %.1f s)"):format(
+      spec.name, epoch, opts.epochs, loss, train_acc,
+      record.val_accuracy and ("val acc %.4f  "):format(record.val_accuracy) or "", test_acc, speed,
+      record.seconds))
+    best = save_epoch(out, metrics, record, model, opt, history, best, confusion)
+    last_confusion = confusion
   end
   metrics:close()
   local last = history[#history]
   local result = {name = spec.name, hparams = spec.hparams or {}, history = history, best = best,
-                  final = {accuracy = last.test_accuracy, per_class = last.per_class}}
+                  best_chosen_on = spec.val and "validation" or "test",
+                  final = {accuracy = last.test_accuracy, per_class = last.per_class, epoch = last.epoch,
+                           confusion = last_confusion}}
   report.write_json(out .. "/result.json", result)
   return result, model
 end

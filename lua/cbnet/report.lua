@@ -51,14 +51,15 @@ function report.markdown_table(header, rows, decimals)
   end
   local widths = {}
   for _, r in ipairs(cells) do
-    for i, v in ipairs(r) do widths[i] = math.max(widths[i] or 3, #tostring(v)) end
+    for i, v in ipairs(r) do widths[i] = math.max(widths[i] or 3, utf8.len(tostring(v)) or #tostring(v)) end
   end
   local lines = {}
   for n, r in ipairs(cells) do
     local parts = {}
     for i = 1, #widths do
       local v = tostring(r[i] or "")
-      parts[i] = (i == 1) and (v .. (" "):rep(widths[i] - #v)) or ((" "):rep(widths[i] - #v) .. v)
+      local len = utf8.len(v) or #v -- characters, not bytes ("±")
+      parts[i] = (i == 1) and (v .. (" "):rep(widths[i] - len)) or ((" "):rep(widths[i] - len) .. v)
     end
     lines[#lines + 1] = "| " .. table.concat(parts, " | ") .. " |"
     if n == 1 then
@@ -143,6 +144,65 @@ function report.per_class_bars(path, title, classes, series, xlabel, counts)
   end
   plot.save(path, plot.bars{title = title, xlabel = xlabel or "class", ylabel = "accuracy", ymax = 1,
                             categories = classes, series = series, notes = notes})
+end
+
+--- Markdown: a confusion matrix (rows: true class, columns: predicted;
+-- matrix[t][p] counts, as experiment.evaluate returns it).
+function report.confusion_table(matrix, classes)
+  local header = {"true \\ predicted"}
+  for c = 1, #classes do header[c + 1] = tostring(c - 1) end
+  local rows = {}
+  for t = 1, #classes do
+    local row = {("%d %s"):format(t - 1, classes[t])}
+    for p = 1, #classes do row[p + 1] = matrix[t][p] end
+    rows[t] = row
+  end
+  return report.markdown_table(header, rows)
+end
+
+--- SVG: a confusion matrix as a heat map, each row shaded by the fraction
+-- of the true class predicted in each column (the diagonal is per-class
+-- accuracy), with the counts written in (for up to 20 classes).
+function report.confusion_svg(path, title, matrix, classes)
+  local n = #classes
+  local cell = math.max(8, math.min(48, 560 // n))
+  local left, top = 110, 60
+  local size = left + n * cell + 20
+  local svg = {('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+    .. 'font-family="sans-serif" font-size="11">'):format(size, top + n * cell + 50, size, top + n * cell + 50),
+    ('<rect width="100%%" height="100%%" fill="white"/>'),
+    ('<text x="%d" y="22" font-size="15" font-weight="bold" text-anchor="middle">%s</text>'):format(size // 2,
+      (title:gsub("[<>&]", {["<"] = "&lt;", [">"] = "&gt;", ["&"] = "&amp;"})))}
+  for p = 1, n do
+    if n <= 20 then
+      svg[#svg + 1] = ('<text x="%d" y="%d" text-anchor="middle">%d</text>'):format(left + (p - 0.5) * cell,
+        top - 6, p - 1)
+    end
+  end
+  for t = 1, n do
+    local total = 0
+    for p = 1, n do total = total + matrix[t][p] end
+    for p = 1, n do
+      local f = total > 0 and matrix[t][p] / total or 0
+      local shade = math.floor(255 * (1 - f) + 0.5)
+      svg[#svg + 1] = ('<rect x="%d" y="%d" width="%d" height="%d" fill="rgb(%d,%d,255)"><title>true %s, '
+        .. 'predicted %s: %d</title></rect>'):format(left + (p - 1) * cell, top + (t - 1) * cell, cell, cell,
+        shade, shade, classes[t], classes[p], matrix[t][p])
+      if n <= 20 then
+        svg[#svg + 1] = ('<text x="%d" y="%d" text-anchor="middle" dominant-baseline="middle" fill="%s">%d</text>')
+          :format(left + (p - 0.5) * cell, top + (t - 0.5) * cell, f > 0.5 and "white" or "black", matrix[t][p])
+      end
+    end
+    if n <= 20 then
+      svg[#svg + 1] = ('<text x="%d" y="%d" text-anchor="end" dominant-baseline="middle">%d %s</text>'):format(
+        left - 6, top + (t - 0.5) * cell, t - 1, classes[t])
+    end
+  end
+  svg[#svg + 1] = ('<text x="%d" y="%d" text-anchor="middle">predicted class</text>'):format(
+    left + n * cell // 2, top + n * cell + 20)
+  svg[#svg + 1] = ('<text x="%d" y="%d" text-anchor="middle">rows: true class</text>'):format(left // 2, top - 24)
+  svg[#svg + 1] = "</svg>"
+  report.write_atomic(path, table.concat(svg, "\n") .. "\n")
 end
 
 --- A metrics log: one JSON object per line in OUT/metrics.jsonl, flushed at

@@ -6,7 +6,7 @@ nn.Module = require "cbnet.nn.module"
 nn.init = require "cbnet.nn.initializers"
 
 for _, file in ipairs{"linear", "conv", "batchnorm", "activation", "pooling", "dropout",
-                      "container", "basic_block"} do
+                      "container", "basic_block", "normed_linear"} do
   for name, class in pairs(require("cbnet.nn." .. file)) do nn[name] = class end
 end
 
