@@ -377,3 +377,36 @@ describe("the README's 'Write your own experiment' script", function()
     assert.truthy(is_svg(out .. "/curves.svg"))
   end)
 end)
+
+describe("experiments/cifar_lt.lua (issue 10)", function()
+  it("runs methods x seeds --quick, a loss from a file, and writes the benchmark's tables", function()
+    local out = tmp .. "/cifar_lt"
+    local loss_file = tmp .. "/my_loss.lua"
+    report.write_atomic(loss_file, [[
+      -- cross-entropy with class-balanced weights from beta = 0.99
+      return function(logits, labels, ctx)
+        return ctx.F.cross_entropy(logits, labels, {weight = ctx.cb_weights(0.99)})
+      end
+    ]])
+    local code, output = run("cifar_lt.lua", ("--quick --data %s --out %s --imbalance 10 --model convnet "
+      .. "--methods ce,ldam-drw,la-posthoc --seeds 0,1 --val 2 --loss %s --jobs 2"):format(DATA, out, loss_file))
+    assert.equal(0, code, output)
+    local md = report.read_file(out .. "/results.md")
+    for _, row in ipairs{"| ce ", "| ldam-drw ", "| la-posthoc ", "| " .. loss_file} do
+      assert.matches(row, md, 1, true)
+    end
+    assert.matches("best validation accuracy", md, 1, true)
+    assert.matches("± ", md, 1, true) -- two seeds: mean ± std
+    assert.matches("| training images ", md, 1, true)
+    assert.truthy(is_svg(out .. "/confusion-ldam-drw.svg"))
+    assert.matches("| 9 truck", report.read_file(out .. "/confusion-ce.md"), 1, true)
+    local results = json.decode(report.read_file(out .. "/results.json"))
+    assert.same({48, 38, 29, 23, 17, 13, 10, 8, 6, 5}, results.train_counts) -- 50 - 2 held out at the head
+    assert.equal(20, results.val_size)
+    assert.equal(2, #results.summary["ldam-drw"].last)
+    local config = report.read_json(out .. "/config.json")
+    assert.matches("cifar_lt.lua", config.provenance.command, 1, true)
+    assert.matches("^%x+", config.provenance.commit)
+    assert.equal(cbnet.version, config.provenance.cbnet)
+  end)
+end)

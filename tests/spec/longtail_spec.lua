@@ -1,0 +1,168 @@
+-- The long-tail benchmark's pieces (issue 10), on small data the tests make.
+local cbnet = require "cbnet"
+local models = require "cbnet.models"
+local longtail = require "cbnet.longtail"
+local report = require "cbnet.report"
+local data = require "cbnet.data"
+
+local COUNTS = {5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50}
+
+describe("cbnet.models", function()
+  it("has the CIFAR ResNets with the literature's parameter counts", function()
+    assert.equal(464154, models.resnet32():num_parameters())
+    assert.equal(464144, models.resnet32{normed = true}:num_parameters()) -- the cosine classifier has no bias
+    assert.equal(269722, models.resnet20():num_parameters())
+    assert.equal(658586, models.resnet44():num_parameters()) -- 464 + 7 blocks x 3 stages + 650
+    assert.equal(853018, models.resnet56():num_parameters())
+    assert.equal(470004, models.resnet32{classes = 100}:num_parameters()) -- 464154 - 650 + 6500
+    local y = models.get("resnet20", {classes = 7})(cbnet.randn(2, 3, 32, 32))
+    assert.same({2, 7}, y:size())
+    assert.error_matches(function() models.get("resnet33") end, "unknown model 'resnet33'")
+  end)
+
+  it("NormedLinear gives cosines, differentiable", function()
+    local layer = cbnet.nn.NormedLinear(5, 3)
+    local y = layer(cbnet.randn(4, 5) * 10)
+    assert.is_true(y:abs():max():item() <= 1 + 1e-5)
+    local w = layer.weight:detach()
+    assert.is_true(((w * w):sum(1) - 1):abs():max():item() < 1e-5) -- unit columns at init
+    assert.is_true(cbnet.gradcheck(function(x, v)
+      layer.weight = v
+      return layer:forward(x)
+    end, {cbnet.randn(3, 5), layer.weight:detach():clone()}))
+  end)
+end)
+
+describe("cbnet.longtail", function()
+  local logits, labels = cbnet.randn(8, 10), cbnet.tensor{0, 1, 2, 3, 9, 9, 5, 0}
+
+  it("gives a finite loss for every method", function()
+    local ds = data.dataset(cbnet.zeros(20, 1, 2, 2, "uint8"), cbnet.arange(20) % 10, {"a","b","c","d","e","f","g","h","i","j"})
+    for _, name in ipairs(longtail.methods) do
+      local m = longtail.method(name, COUNTS, {dataset = ds, defer = 3})
+      local x = m.normed and logits:tanh() or logits
+      local value = m.loss(x, labels, 5):item()
+      assert.is_true(value == value and value > 0, name)
+    end
+    assert.error_matches(function() longtail.method("ldam-drx", COUNTS) end, "unknown method 'ldam%-drx'")
+  end)
+
+  it("switches deferred re-weighting and re-sampling on after the first step", function()
+    local ds = data.dataset(cbnet.zeros(20, 1, 2, 2, "uint8"), cbnet.arange(20) % 10, {"a","b","c","d","e","f","g","h","i","j"})
+    local drw = longtail.method("ce-drw", COUNTS, {defer = 3})
+    local plain = cbnet.F.cross_entropy(logits, labels):item()
+    assert.equal(plain, drw.loss(logits, labels, 3):item())  -- epochs 1..3: plain CE
+    local weighted = cbnet.F.cross_entropy(logits, labels, {weight = cbnet.loss.cb_weights(COUNTS, 0.9999)}):item()
+    assert.is_true(math.abs(weighted - drw.loss(logits, labels, 4):item()) < 1e-6) -- from epoch 4
+    local drs = longtail.method("drs", COUNTS, {defer = 3, dataset = ds})
+    assert.is_nil(drs.sampler(3))
+    assert.truthy(drs.sampler(4))
+    assert.truthy(longtail.method("cb-resample", COUNTS, {dataset = ds}).sampler(1))
+  end)
+
+  it("adjusts logits post hoc by tau log prior", function()
+    local m = longtail.method("la-posthoc", {3, 1}, {tau = 1})
+    local adjusted = m.adjust(cbnet.zeros(1, 2))
+    assert.is_true(math.abs(adjusted[1][1] - -math.log(0.75)) < 1e-6)
+    assert.is_true(math.abs(adjusted[1][2] - -math.log(0.25)) < 1e-6)
+  end)
+
+  it("scales the LDAM-DRW schedule with the epochs", function()
+    local milestones, warmup, defer = longtail.schedule(200)
+    assert.same({160, 180}, milestones)
+    assert.equal(5, warmup)
+    assert.equal(160, defer)
+    milestones, warmup = longtail.schedule(40)
+    assert.same({32, 36}, milestones)
+    assert.equal(1, warmup)
+    -- the learning rate epoch by epoch, through experiment.optimizer
+    local experiment = require "cbnet.experiment"
+    local model = cbnet.nn.Linear(2, 2)
+    local opt, schedule = experiment.optimizer(model, {optimizer = "sgd", lr = 0.1, momentum = 0.9, wd = 0,
+                                                       schedule = "step", epochs = 200})
+    local lr = {}
+    for epoch = 0, 199 do schedule:set_epoch(epoch); lr[epoch + 1] = opt.param_groups[1].lr end
+    assert.is_true(math.abs(lr[1] - 0.02) < 1e-12 and math.abs(lr[5] - 0.1) < 1e-12)
+    assert.is_true(math.abs(lr[160] - 0.1) < 1e-12 and math.abs(lr[161] - 0.001) < 1e-12)
+    assert.is_true(math.abs(lr[180] - 0.001) < 1e-12 and math.abs(lr[181] - 0.00001) < 1e-15)
+  end)
+
+  it("splits classes into many, medium and few shots", function()
+    local shots = longtail.shot_accuracy({0.9, 0.5, 0.1, 0.3}, {500, 100, 19, 20}, 100, 20)
+    assert.equal(0.9, shots.many)
+    assert.equal(0.4, shots.medium) -- 100 and 20 are medium
+    assert.equal(0.1, shots.few)
+    assert.is_nil(longtail.shot_accuracy({0.5}, {5000}).few)
+    local mean, std = longtail.mean_std({0.70, 0.72, 0.74})
+    assert.is_true(math.abs(mean - 0.72) < 1e-12 and math.abs(std - 0.02) < 1e-12)
+    assert.equal(0, select(2, longtail.mean_std({0.5})))
+  end)
+end)
+
+describe("reports of the benchmark", function()
+  it("writes a confusion matrix as markdown and SVG", function()
+    local m = {{5, 1}, {2, 3}}
+    local md = report.confusion_table(m, {"cat", "dog"})
+    assert.matches("| 0 cat", md, 1, true)
+    assert.matches("| 1 dog            |   2 |   3 |", md, 1, true)
+    local path = os.tmpname()
+    report.confusion_svg(path, "test", m, {"cat", "dog"})
+    local svg = report.read_file(path)
+    assert.matches("true cat, predicted dog: 1", svg, 1, true)
+    os.remove(path)
+  end)
+
+  it("evaluate returns per-class accuracy and the confusion matrix", function()
+    local experiment = require "cbnet.experiment"
+    -- a "model" that predicts class 1 for everything
+    local model = setmetatable({eval = function() end, train = function() end}, {__call = function(_, x)
+      return cbnet.tensor({0, 1, 0}, "float32"):view(1, 3):expand(x:size(1), 3)
+    end})
+    local ds = data.dataset(cbnet.zeros(5, 1, 2, 2, "uint8"), cbnet.tensor{0, 1, 1, 2, 2}, {"a", "b", "c"})
+    local acc, per_class, confusion = experiment.evaluate(model, ds, {mean = {0}, std = {1}}, 2)
+    assert.equal(0.4, acc)
+    assert.same({0, 1, 0}, per_class)
+    assert.same({{0, 1, 0}, {0, 2, 0}, {0, 2, 0}}, confusion)
+  end)
+end)
+
+describe("data for the benchmark", function()
+  it("reads CIFAR-100's binary layout (fine labels) from files written here", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local function record(coarse, fine) return string.char(coarse, fine) .. string.rep(string.char(fine), 3072) end
+    local f = assert(io.open(dir .. "/train.bin", "wb"))
+    f:write(record(3, 0), record(7, 99), record(0, 42))
+    f:close()
+    f = assert(io.open(dir .. "/test.bin", "wb"))
+    f:write(record(1, 5))
+    f:close()
+    f = assert(io.open(dir .. "/fine_label_names.txt", "wb"))
+    f:write("apple\naquarium_fish\n")
+    f:close()
+    local train = data.cifar100(dir, "train")
+    assert.same({0, 99, 42}, train.labels:totable())
+    assert.equal(100, #train.classes)
+    assert.equal("aquarium_fish", train.classes[2])
+    assert.equal("class 99", train.classes[100])
+    assert.equal(99, train.images[2]:float():mean():item())
+    assert.equal(1, data.cifar100(dir, "test"):size())
+    f = assert(io.open(dir .. "/test.bin", "wb"))
+    f:write(record(1, 100))
+    f:close()
+    assert.error_matches(function() data.cifar100(dir, "test") end, "label 100, CIFAR%-100 labels are 0..99")
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("holds out a balanced validation set from images the long tail leaves out", function()
+    local n = 40 -- 4 classes x 10 images
+    local ds = data.dataset(cbnet.arange(n):view(n, 1, 1, 1):byte(), cbnet.arange(n) % 4, {"a", "b", "c", "d"})
+    local lt = data.longtail(ds, {imbalance = 10, holdout = 2})
+    assert.same({8, 4, 2, 1}, lt:counts()) -- the head class gives 2 of its 10 to validation
+    assert.same({2, 2, 2, 2}, lt.holdout:counts())
+    local seen = {}
+    for _, v in ipairs(lt.images:view(-1):totable()) do seen[v] = true end
+    for _, v in ipairs(lt.holdout.images:view(-1):totable()) do assert.is_nil(seen[v]) end
+  end)
+end)
