@@ -133,11 +133,6 @@ local function locate(what, given, candidates, holds, how)
   error(("%s not found; looked in:\n  %s\n%s"):format(what, table.concat(tried, "\n  "), how), 3)
 end
 
-local function holds_cifar(dir)
-  return exists(dir .. "/test_batch.bin") or exists(dir .. "/cifar-10-batches-bin/test_batch.bin")
-    or (is_dir(dir .. "/train") and is_dir(dir .. "/test"))
-end
-
 local function holds_fashion(dir)
   return exists(dir .. "/t10k-labels-idx1-ubyte.gz") or exists(dir .. "/t10k-labels-idx1-ubyte")
 end
@@ -219,25 +214,43 @@ local CIFAR_HELP = "Get CIFAR-10 as the binary version (cifar-10-batches-bin) or
   .. "folders (cifar10-jpg/{train,test}/<class>/) into one of these folders, or pass its path "
   .. "(a script's --data option, or CBNET_DATA=/path)."
 
---- data.cifar10([path[, split = "train"]]): CIFAR-10 from the binary batches
--- (a cifar-10-batches-bin folder) or from image folders (ROOT/train, ROOT/test).
--- Without path, the search list is tried.
-function data.cifar10(path, split)
-  split = split or "train"
-  assert(split == "train" or split == "test", "cifar10: split must be 'train' or 'test'")
-  path = locate("CIFAR-10", path, {"cifar-10-batches-bin", "cifar10-jpg", "cifar10"}, holds_cifar,
-    CIFAR_HELP)
-  local name = "CIFAR-10 " .. split
-  for _, dir in ipairs{path, path .. "/cifar-10-batches-bin"} do
-    if exists(dir .. "/test_batch.bin") then
-      local images, labels, classes = core.read_cifar10(dir, split == "train")
+-- CIFAR-10 and CIFAR-100 load the same way: the binary batches (in the
+-- folder or its binary subfolder), else image folders ROOT/train, ROOT/test.
+local function cifar(kind, path, split)
+  assert(split == "train" or split == "test", kind.name .. ": split must be 'train' or 'test'")
+  local function holds(dir)
+    return exists(dir .. "/" .. kind.marker) or exists(dir .. "/" .. kind.binary .. "/" .. kind.marker)
+      or (is_dir(dir .. "/train") and is_dir(dir .. "/test"))
+  end
+  path = locate(kind.name, path, kind.folders, holds, kind.help)
+  local name = kind.name .. " " .. split
+  for _, dir in ipairs{path, path .. "/" .. kind.binary} do
+    if exists(dir .. "/" .. kind.marker) then
+      local images, labels, classes = kind.read(dir, split == "train")
       return data.dataset(images, labels, classes, name)
     end
   end
   if is_dir(path .. "/" .. split) then return data.image_folder(path .. "/" .. split, {name = name}) end
-  error(("CIFAR-10: %s holds neither test_batch.bin nor a %s/ folder of classes. %s"):format(
-    path, split, CIFAR_HELP), 2)
+  error(("%s: %s holds neither %s nor a %s/ folder of classes. %s"):format(kind.name, path, kind.marker,
+    split, kind.help), 3)
 end
+
+local CIFAR10 = {name = "CIFAR-10", marker = "test_batch.bin", binary = "cifar-10-batches-bin",
+  folders = {"cifar-10-batches-bin", "cifar10-jpg", "cifar10"}, read = core.read_cifar10, help = CIFAR_HELP}
+local CIFAR100 = {name = "CIFAR-100", marker = "test.bin", binary = "cifar-100-binary",
+  folders = {"cifar-100-binary", "cifar100-jpg", "cifar100"}, read = core.read_cifar100,
+  help = "Get CIFAR-100's binary version (cifar-100-binary) into one of these folders, or pass its path."}
+
+--- data.cifar10([path[, split = "train"]]): CIFAR-10 from the binary batches
+-- (a cifar-10-batches-bin folder) or from image folders (ROOT/train, ROOT/test).
+-- Without path, the search list is tried.
+function data.cifar10(path, split) return cifar(CIFAR10, path, split or "train") end
+
+--- data.cifar100([path[, split = "train"]]): CIFAR-100 (fine labels, 100
+-- classes) from the binary version (a cifar-100-binary folder: train.bin,
+-- test.bin, fine_label_names.txt) or from image folders (ROOT/train,
+-- ROOT/test). Without path, the search list is tried.
+function data.cifar100(path, split) return cifar(CIFAR100, path, split or "train") end
 
 --- data.idx(images_path, labels_path[, classes]): an IDX pair (MNIST style,
 -- plain or .gz). N x H x W images become N x 1 x H x W.
@@ -256,31 +269,6 @@ function data.idx(images_path, labels_path, classes)
   labels = labels:long()
   local max = labels:numel() > 0 and labels:max():item() or -1
   return data.dataset(images, labels, classes or (max + 1), images_path)
-end
-
-local function holds_cifar100(dir)
-  return exists(dir .. "/test.bin") or exists(dir .. "/cifar-100-binary/test.bin")
-    or (is_dir(dir .. "/train") and is_dir(dir .. "/test"))
-end
-
---- data.cifar100([path[, split = "train"]]): CIFAR-100 (fine labels, 100
--- classes) from the binary version (a cifar-100-binary folder: train.bin,
--- test.bin, fine_label_names.txt) or from image folders (ROOT/train,
--- ROOT/test). Without path, the search list is tried.
-function data.cifar100(path, split)
-  split = split or "train"
-  assert(split == "train" or split == "test", "cifar100: split must be 'train' or 'test'")
-  path = locate("CIFAR-100", path, {"cifar-100-binary", "cifar100-jpg", "cifar100"}, holds_cifar100,
-    "Get CIFAR-100's binary version (cifar-100-binary) into one of these folders, or pass its path.")
-  local name = "CIFAR-100 " .. split
-  for _, dir in ipairs{path, path .. "/cifar-100-binary"} do
-    if exists(dir .. "/test.bin") then
-      local images, labels, classes = core.read_cifar100(dir, split == "train")
-      return data.dataset(images, labels, classes, name)
-    end
-  end
-  if is_dir(path .. "/" .. split) then return data.image_folder(path .. "/" .. split, {name = name}) end
-  error(("CIFAR-100: %s holds neither test.bin nor a %s/ folder of classes"):format(path, split), 2)
 end
 
 local FASHION_CLASSES = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
