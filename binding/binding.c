@@ -565,7 +565,8 @@ static int l_is_tensor(lua_State *L) {
 
 static int l_set_num_threads(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
-  cbl_check(L, cb_set_num_threads(n > 1000 ? 1000 : (int)n));
+  /* the core checks the range; clamp only so the int it gets is not a wrapped one */
+  cbl_check(L, cb_set_num_threads(n > INT_MAX ? INT_MAX : n < INT_MIN ? INT_MIN : (int)n));
   return 0;
 }
 

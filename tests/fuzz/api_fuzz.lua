@@ -104,10 +104,9 @@ local function add_functions(prefix, t)
   table.sort(names) -- reproducible for a seed
   for _, name in ipairs(names) do targets[#targets + 1] = {prefix .. name, t[name]} end
 end
--- Nothing here may leave the scratch folder, change the process or hang
--- legitimately: set_num_threads would start thousands of threads for a
--- huge count and is covered by its own spec.
-local skip = {set_num_threads = true, isatty = true}
+-- Nothing here may leave the scratch folder or wait on input: isatty reads a
+-- file descriptor the fuzzer does not own; sleep would only waste its time.
+local skip = {isatty = true, sleep = true}
 local core = {}
 for name, fn in pairs(require "cbnet.core") do if not skip[name] then core[name] = fn end end
 add_functions("cbnet.", core)
