@@ -1,7 +1,12 @@
 --- cbnet.json: JSON for results, configs and checkpoint metadata.
 -- encode(value[, indent]): objects with sorted keys (so files diff cleanly),
 -- sequences as arrays, numbers with up to 10 significant digits (integers
--- exactly), NaN and infinities as null. decode(text): strict RFC 8259.
+-- exactly), NaN and infinities as null; tables that contain themselves,
+-- nesting deeper than 200 and tensors above 2^20 elements are errors.
+-- decode(text): strict RFC 8259.
+-- (Debian's lua-cjson 2.1.0 was weighed as a replacement: it prints at most
+-- 14 significant digits, sorts no keys and does not indent, so configs would
+-- neither round-trip integers-as-floats exactly nor diff cleanly.)
 local json = {}
 
 local escapes = {['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
