@@ -1,7 +1,8 @@
 --- cbnet.json: JSON for results, configs and checkpoint metadata.
 -- encode(value[, indent]): objects with sorted keys (so files diff cleanly),
--- sequences as arrays, numbers with up to 10 significant digits (integers
--- exactly), NaN and infinities as null; tables that contain themselves,
+-- sequences as arrays, numbers that read back exactly (10 significant
+-- digits when they suffice, 17 otherwise; integers as integers), NaN and
+-- infinities as null; tables that contain themselves,
 -- nesting deeper than 200 and tensors above 2^20 elements are errors.
 -- decode(text): strict RFC 8259.
 -- (Debian's lua-cjson 2.1.0 was weighed as a replacement: it prints at most
@@ -43,7 +44,11 @@ local function encode(value, indent, depth, out, open)
     elseif math.type(value) == "integer" then out[#out + 1] = tostring(value)
     elseif value == math.floor(value) and math.abs(value) < 1e15 then
       out[#out + 1] = ("%.1f"):format(value) -- stays a float when read back
-    else out[#out + 1] = ("%.10g"):format(value) end
+    else
+      local text = ("%.10g"):format(value) -- short when that is exact, else every digit
+      if tonumber(text) ~= value then text = ("%.17g"):format(value) end
+      out[#out + 1] = text
+    end
   elseif kind == "string" then out[#out + 1] = encode_string(value)
   elseif kind == "table" then
     if open[value] then error("json: cannot encode a table that contains itself", 0) end

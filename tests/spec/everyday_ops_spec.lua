@@ -70,3 +70,15 @@ describe("PyTorch names for state dicts", function()
     assert.is_true(m:state_dict()["3.1.weight"]:allclose(back["3.1.weight"]))
   end)
 end)
+
+describe("cbnet.json numbers", function()
+  it("read back exactly, short when they can be", function()
+    local json = require "cbnet.json"
+    for _, v in ipairs{0.1, 0.1 + 0.2, 1 / 3, 1e-300, 5.0, 2 ^ 60, -7, math.maxinteger} do
+      local text = json.encode(v)
+      assert.equal(v, json.decode(text), text)
+      assert.equal(math.type(v), math.type(json.decode(text)), text)
+    end
+    assert.equal("0.1", json.encode(0.1))
+  end)
+end)
