@@ -25,10 +25,10 @@ local models = require "cbnet.models"
 local report = require "cbnet.report"
 
 local options = experiment.standard_options{epochs = 200, batch_size = 128, lr = 0.1, wd = 2e-4,
-                                           momentum = 0.9, optimizer = "sgd", schedule = "step"}
+                                           momentum = 0.9, optimizer = "sgd", schedule = "step",
+                                           model = "resnet32"}
 for _, o in ipairs{
   {"dataset", "cifar10", "cifar10 or cifar100"},
-  {"model", "resnet32", "resnet20, resnet32, resnet44, resnet56 or convnet"},
   {"imbalance", 100, "largest / smallest class size"},
   {"profile", "exp", "long-tail profile: exp or step"},
   {"methods", {"ldam-drw"}, "methods: " .. table.concat(longtail.methods, ", ")},

@@ -43,7 +43,7 @@ local result = experiment.train{
   name = "convnet", opts = opts, out = opts.out, train = train, test = test,
   normalization = normalization,
   model = function()
-    return experiment.convnet(channels, side, train:num_classes(), opts.widths, opts.pools ~= 1)
+    return experiment.model(opts, channels, side, train:num_classes(), opts.widths, opts.pools ~= 1)
   end,
   loss = function(logits, labels) return cbnet.F.cross_entropy(logits, labels) end,
   hparams = {epochs = opts.epochs, batch_size = opts.batch_size, learning_rate = opts.lr,

@@ -55,8 +55,8 @@ local function train_run(r, o, out)
   return experiment.train{
     name = r.id, opts = o, out = out, train = train, test = test, normalization = normalization,
     model = function()
-      local model = experiment.convnet(channels, side, #classes, o.widths)
-      if sigmoid then loss.init_sigmoid_bias(model:get(#model), #classes) end
+      local model = experiment.model(o, channels, side, #classes, o.widths)
+      if sigmoid then loss.init_sigmoid_bias(model.linear or model:get(#model), #classes) end
       return model
     end,
     -- the official code leaves the last layer's bias out of weight decay

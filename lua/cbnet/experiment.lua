@@ -17,6 +17,7 @@ function experiment.standard_options(defaults)
     {"data", cli.NONE, "the dataset's folder or a folder holding it (else CBNET_DATA, the search list; Fashion-MNIST if none)",
      type = "string", shown = "searched"},
     {"out", cli.NONE, "output folder", type = "string", shown = "runs/<experiment>-<time>"},
+    {"model", defaults.model or "convnet", "the network (cbnet.models): resnet20, resnet32, resnet44, resnet56 or convnet"},
     {"epochs", defaults.epochs, "training epochs"},
     {"batch-size", defaults.batch_size, "batch size"},
     {"lr", defaults.lr, "learning rate", type = "number"},
@@ -117,6 +118,13 @@ function experiment.provenance()
   if commit and git("status --porcelain --untracked-files=no") ~= "" then commit = commit .. "+changes" end
   return {command = command, cbnet = cbnet.version, commit = commit or "unknown",
           date = os.date("!%Y-%m-%dT%H:%M:%SZ")}
+end
+
+--- The network --model names, for data of in_channels x image_size^2 and
+-- `classes` classes; widths and second_pool shape the convnet.
+function experiment.model(opts, in_channels, image_size, classes, widths, second_pool)
+  return require("cbnet.models").get(opts.model, {in_channels = in_channels, image_size = image_size,
+    classes = classes, widths = widths, second_pool = second_pool})
 end
 
 --- The reference CNN of the seed study (cbnet.models.convnet): conv3x3 + BN +
