@@ -39,17 +39,27 @@ local channels, side = train.images:size(2), train.images:size(3)
 print(("%s: %d training and %d test images of %dx%dx%d; output in %s"):format(dataset, train:size(),
   test:size(), channels, side, side, opts.out))
 
-local result = experiment.train{
-  name = "convnet", opts = opts, out = opts.out, train = train, test = test,
-  normalization = normalization,
-  model = function()
-    return experiment.model(opts, channels, side, train:num_classes(), opts.widths, opts.pools ~= 1)
-  end,
-  loss = function(logits, labels) return cbnet.F.cross_entropy(logits, labels) end,
-  hparams = {epochs = opts.epochs, batch_size = opts.batch_size, learning_rate = opts.lr,
-             optimizer = opts.optimizer, schedule = opts.schedule, reg = opts.wd, widths = opts.widths,
-             dataset = dataset},
-}
+local function train_one(o, out, name)
+  return experiment.train{
+    name = name, opts = o, out = out, train = train, test = test,
+    normalization = normalization,
+    model = function()
+      return experiment.model(o, channels, side, train:num_classes(), o.widths, o.pools ~= 1)
+    end,
+    loss = function(logits, labels) return cbnet.F.cross_entropy(logits, labels) end,
+    hparams = {epochs = o.epochs, batch_size = o.batch_size, learning_rate = o.lr,
+               optimizer = o.optimizer, schedule = o.schedule, reg = o.wd, widths = o.widths,
+               dataset = dataset},
+  }
+end
+
+if opts.sweep then -- e.g. the report's tuning: --sweep "batch-size=64,128,256 lr=1e-3,1e-4 epochs=10,20"
+  local _, failures, interrupted = experiment.grid_sweep(opts, arg, train_one)
+  if interrupted then os.exit(130) end
+  os.exit(#failures > 0 and 1 or 0)
+end
+
+local result = train_one(opts, opts.out, "convnet")
 
 local epochs, train_acc, test_acc, loss = {}, {}, {}, {}
 for i, h in ipairs(result.history) do

@@ -173,7 +173,62 @@ function cli.parse(args, spec)
     i = i + 1
   end
   opts._given = given
+  opts._spec = spec -- for cli.grid (--sweep)
   return opts
+end
+
+--- Parses a grid of option values, "batch-size=64,128 lr=1e-3,1e-4", against
+-- spec: a list of settings tables ({batch_size = 64, lr = 1e-3}, ...), every
+-- combination, the first option varying slowest, and the names in order.
+-- Each value is converted as the option's own kind (a list option takes one
+-- list per value, separated by '/': "widths=16,32/32,64"). Errors as
+-- cli.parse's (exit 2).
+function cli.grid(text, spec)
+  local by_name = {}
+  for _, o in ipairs(spec.options) do by_name[o[1]] = o end
+  local axes = {}
+  for word in text:gmatch("%S+") do
+    local name, values = word:match("^%-?%-?([%w%-]+)=(.+)$")
+    if not name then usage_error(spec, ("--sweep: expected name=value,value,... got '%s'"):format(word)) end
+    local option = by_name[name]
+    if not option or option.hidden or name == "sweep" then
+      local names = {}
+      for _, o in ipairs(spec.options) do if not o.hidden then names[#names + 1] = o[1] end end
+      local near = cli.nearest(name, names)
+      usage_error(spec, ("--sweep: unknown option %s%s"):format(name, near and (" (did you mean %s?)"):format(near) or ""))
+    end
+    local kind = kind_of(option)
+    local separator = (kind == "list" or kind == "strings") and "/" or ","
+    local list = {}
+    for item in (values .. separator):gmatch("([^" .. separator .. "]*)" .. separator) do
+      list[#list + 1] = kind == "flag" and (item == "true" or (item ~= "false" and
+        usage_error(spec, ("--sweep: %s takes true or false"):format(name)))) or convert(spec, option, item)
+    end
+    axes[#axes + 1] = {name = name, key = name:gsub("-", "_"), values = list, texts = {}}
+    for item in (values .. separator):gmatch("([^" .. separator .. "]*)" .. separator) do
+      axes[#axes].texts[#axes[#axes].texts + 1] = item
+    end
+  end
+  if #axes == 0 then usage_error(spec, "--sweep: no option to sweep") end
+  local grid = {{settings = {}, words = {}}}
+  for _, axis in ipairs(axes) do
+    local next_grid = {}
+    for _, point in ipairs(grid) do
+      for i, v in ipairs(axis.values) do
+        local settings, words = {}, {}
+        for k, x in pairs(point.settings) do settings[k] = x end
+        for k, x in ipairs(point.words) do words[k] = x end
+        settings[axis.key] = v
+        words[#words + 1] = axis.name .. "=" .. axis.texts[i]
+        next_grid[#next_grid + 1] = {settings = settings, words = words}
+      end
+    end
+    grid = next_grid
+  end
+  local names = {}
+  for i, axis in ipairs(axes) do names[i] = axis.name end
+  for _, point in ipairs(grid) do point.id = table.concat(point.words, ",") end
+  return grid, names
 end
 
 --- The command that runs the current script again (for sub-processes):

@@ -32,6 +32,8 @@ function experiment.standard_options(defaults)
     {"quick", false, "smoke run: 2 epochs of 4 batches on a subset, seconds long"},
     {"jobs", 1, "runs of a sweep at once, in separate processes (threads divided)"},
     {"resume", cli.NONE, "continue the interrupted run (or sweep) in this output folder", type = "string"},
+    {"sweep", cli.NONE, 'a grid of runs: "batch-size=64,128 lr=1e-3,1e-4" trains every combination '
+     .. "(a list option takes lists separated by /: widths=16,32/32,64)", type = "string"},
     {"run", cli.NONE, "internal: run only this run of a sweep", type = "string", hidden = true},
   }
 end
@@ -408,6 +410,44 @@ function experiment.sweep(runs, opts, run, args)
     io.stderr:write("interrupted: the sweep stops; the tables show the runs that finished\n")
   end
   return results, failures, not ok
+end
+
+--- Runs --sweep's grid: train(run_opts, out, name) -> result for every
+-- combination (run_opts: opts with the combination's values), as any sweep
+-- (--jobs, --resume, Ctrl-C); writes OUT/results.md and OUT/sweep.json with
+-- each run's settings and its best and last test accuracy, and prints the
+-- table. Returns results by id, failures, interrupted.
+function experiment.grid_sweep(opts, args, train)
+  local grid, names = cli.grid(opts.sweep, opts._spec)
+  for _, point in ipairs(grid) do point.label = point.id end
+  local results, failures, interrupted = experiment.sweep(grid, opts, function(r, o, out)
+    local run_opts = setmetatable({}, {__index = o})
+    for k, v in pairs(r.settings) do run_opts[k] = v end
+    return train(run_opts, out, r.id)
+  end, args)
+  local header = {}
+  for i, n in ipairs(names) do header[i] = n end
+  for _, h in ipairs{"best accuracy", "best epoch", "last accuracy"} do header[#header + 1] = h end
+  local rows, records = {}, {}
+  for _, point in ipairs(grid) do
+    local res = results[point.id]
+    local row = {}
+    for i = 1, #point.words do row[i] = point.words[i]:match("=(.*)$") end
+    if res then
+      row[#row + 1], row[#row + 2], row[#row + 3] = res.best.accuracy, res.best.epoch, res.final.accuracy
+    else
+      row[#row + 1] = "failed"
+    end
+    rows[#rows + 1] = row
+    records[#records + 1] = {id = point.id, settings = point.settings,
+      best = res and res.best.accuracy, best_epoch = res and res.best.epoch, last = res and res.final.accuracy}
+  end
+  local md = ("## Sweep: %s\n\n%s\n"):format(opts.sweep, report.markdown_table(header, rows))
+  print(md)
+  report.write_atomic(opts.out .. "/results.md", md)
+  report.write_json(opts.out .. "/sweep.json", {sweep = opts.sweep, runs = records, failures = failures})
+  report.learning_curves(opts.out .. "/learning_curves.svg", "Test accuracy: " .. opts.sweep, grid, results)
+  return results, failures, interrupted
 end
 
 -- ---- runs in child processes ----

@@ -422,3 +422,30 @@ describe("--model on every experiment (issue 10)", function()
     assert.matches("unknown model 'resnet99'", output, 1, true)
   end)
 end)
+
+describe("--sweep: a grid of any options (issue 12)", function()
+  it("trains every combination, in parallel, with one table of best and last accuracy", function()
+    local out = tmp .. "/grid"
+    local code, output = run("convnet.lua", ("--quick --data %s --out %s --widths 8,16 --jobs 2 "
+      .. [[--sweep "batch-size=32,64 lr=1e-3,1e-2 epochs=1,2"]]):format(DATA, out))
+    assert.equal(0, code, output)
+    local sweep = report.read_json(out .. "/sweep.json")
+    assert.equal(8, #sweep.runs)
+    assert.equal("batch-size=32,lr=1e-3,epochs=1", sweep.runs[1].id)
+    assert.same({batch_size = 32, lr = 1e-3, epochs = 1}, sweep.runs[1].settings)
+    for _, r in ipairs(sweep.runs) do
+      assert.is_true(r.best >= 0 and r.best <= 1 and r.last >= 0)
+      local history = report.read_json(("%s/runs/%s/result.json"):format(out, r.id)).history
+      assert.equal(r.settings.epochs, #history) -- each run trained with its own settings
+    end
+    assert.matches("| batch-size |   lr | epochs | best accuracy | best epoch | last accuracy |",
+      report.read_file(out .. "/results.md"), 1, true)
+    -- resuming the finished sweep trains nothing again
+    code, output = run("convnet.lua", "--resume " .. out)
+    assert.equal(0, code, output)
+    assert.is_nil(output:find("epoch  1/", 1, true))
+    code, output = run("convnet.lua", [[--quick --sweep "bach-size=32"]])
+    assert.equal(2, code)
+    assert.matches("--sweep: unknown option bach-size (did you mean batch-size?)", output, 1, true)
+  end)
+end)
