@@ -43,7 +43,7 @@ CTESTS  := $(BUILD)/tests/ctest
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
                    lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
 
-.PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind install clean
+.PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
 all: $(CMD) $(MODULE)
 
 $(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard binding/*.h)
@@ -108,6 +108,16 @@ check: deps all
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  $(SAN_ENV) CBNET_BIN=$(CURDIR)/build/san/bin/cbnet \
 	  busted --lua=$(LUA) --cpath="build/san/lib/?.so"
+
+# Sweeps on the real engines: a single-node Slurm (started and stopped by
+# the spec; needs root) and GNU parallel, from Debian's packages.
+CLUSTER_PACKAGES := slurm-wlm munge parallel
+test-cluster: deps all
+	@missing=$$(for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	busted --lua=$(LUA) tests/cluster/cluster_spec.lua
 
 # The random-call API fuzzer under the sanitizers: `make test` runs it for
 # FUZZ_API_SECONDS (20); `make fuzz-api` for an hour, or as long as asked.

@@ -31,6 +31,14 @@ function experiment.standard_options(defaults)
     {"no-augment", false, "train without crop and flip"},
     {"quick", false, "smoke run: 2 epochs of 4 batches on a subset, seconds long"},
     {"jobs", 1, "runs of a sweep at once, in separate processes (threads divided)"},
+    {"launcher", "local", "where a sweep's runs go: local (--jobs processes here), slurm (one job "
+     .. "array; OUT must be on a filesystem every node shares) or parallel (GNU parallel, --hosts)"},
+    {"sbatch", cli.NONE, 'more sbatch options for --launcher slurm, e.g. "--partition=cpu --time=4:00:00"',
+     type = "string"},
+    {"wait", false, "--launcher slurm: wait for the array to end and write the tables (else merge "
+     .. "later with --resume OUT)"},
+    {"hosts", cli.NONE, "--launcher parallel: ssh logins, comma-separated (GNU parallel's --sshlogin)",
+     type = "string"},
     {"resume", cli.NONE, "continue the interrupted run (or sweep) in this output folder", type = "string"},
     {"sweep", cli.NONE, 'a grid of runs: "batch-size=64,128 lr=1e-3,1e-4" trains every combination '
      .. "(a list option takes lists separated by /: widths=16,32/32,64)", type = "string"},
@@ -74,6 +82,9 @@ function experiment.find_data(opts)
   return fm, data.fashion_mnist("test"), "Fashion-MNIST", MEANS["Fashion-MNIST"]
 end
 
+local LAUNCH_OPTIONS = {resume = true, jobs = true, threads = true, launcher = true, sbatch = true,
+                        wait = true, hosts = true}
+
 --- Prepares the output folder and writes config.json; on --resume, reads
 -- the options of the run being resumed instead (the folder's config.json).
 function experiment.setup(name, opts)
@@ -81,7 +92,8 @@ function experiment.setup(name, opts)
     local saved = report.read_json(opts.resume .. "/config.json")
     if not saved then error(("--resume: %s/config.json not found"):format(opts.resume), 0) end
     for k, v in pairs(saved) do
-      if k ~= "resume" and k ~= "jobs" and k ~= "threads" then opts[k] = v end
+      -- how to run (not what to run) is the resuming command's own choice
+      if not LAUNCH_OPTIONS[k] then opts[k] = v end
     end
     opts.out = opts.resume
   end
@@ -354,6 +366,15 @@ end
 
 -- ---- sweeps ----
 
+local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- The absolute, resolved path of an existing folder.
+local function absolute_path(path)
+  local info = require("cbnet.core").file_info(path)
+  if not info then error("cannot resolve " .. tostring(path), 0) end
+  return info.path
+end
+
 --- Whether the cbnet command saw Ctrl-C (its handler marks the registry, so
 -- code that catches errors can tell an interrupt from a failure).
 function experiment.interrupted()
@@ -393,7 +414,11 @@ function experiment.sweep(runs, opts, run, args)
     else pending[#pending + 1] = r end
   end
   local ok, err
-  if opts.jobs <= 1 then
+  if opts.launcher == "slurm" or opts.launcher == "parallel" then
+    ok, err = pcall(experiment.run_cluster, pending, opts, args, folder, collect)
+  elseif opts.launcher ~= "local" then
+    error("--launcher must be local, slurm or parallel, got " .. tostring(opts.launcher), 0)
+  elseif opts.jobs <= 1 then
     ok, err = pcall(function()
       for _, r in ipairs(pending) do
         local run_ok, run_err = pcall(run, r, opts, folder(r))
@@ -450,9 +475,87 @@ function experiment.grid_sweep(opts, args, train)
   return results, failures, interrupted
 end
 
+-- ---- runs on a cluster: Slurm job arrays, GNU parallel ----
+
+local function write_executable(path, text)
+  report.write_atomic(path, text)
+  os.execute(("chmod +x %s"):format(shell_quote(path)))
+end
+
+-- The script one task runs: `cbnet run SCRIPT --resume OUT --run ID`, ID the
+-- line of runs.txt its task id names (Slurm) or its argument (parallel). It
+-- first checks that this node sees the output folder, which every node must
+-- share, and leaves log.txt and exit.txt in the run's folder as the local
+-- launcher does.
+local function task_script(out, base, threads)
+  return ([[#!/bin/sh
+# One run of a cbnet sweep (written by cbnet.experiment).
+cd %s || exit 3 # the folder the sweep was started in: the command's relative paths
+out=%s
+id=${1:-$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$out/cluster/runs.txt")}
+if [ ! -f "$out/config.json" ]; then
+  echo "cbnet: $(hostname) cannot see the output folder $out: it must be on a filesystem every node shares" >&2
+  exit 3
+fi
+mkdir -p "$out/runs/$id"
+%s --resume "$out" --run "$id" --threads %d > "$out/runs/$id/log.txt" 2>&1
+code=$?
+echo $code > "$out/runs/$id/exit.txt"
+exit $code
+]]):format(shell_quote(absolute_path(".")), shell_quote(out), base, threads)
+end
+
+--- Runs the pending runs through Slurm (one job array, opts.sbatch passed
+-- on; with opts.wait this waits for it and collects every run) or GNU
+-- parallel (opts.jobs at a time on this machine, or on opts.hosts by ssh),
+-- each task running the same `cbnet run SCRIPT --resume OUT --run ID` as the
+-- local launcher. Without opts.wait a Slurm sweep returns after submitting:
+-- the same command with --resume OUT merges the tables later, and submits
+-- again only the runs that are missing or failed.
+function experiment.run_cluster(pending, opts, args, folder, collect)
+  if #pending == 0 then return end
+  local out = absolute_path(opts.out)
+  local dir = out .. "/cluster"
+  report.mkdir(dir)
+  local ids = {}
+  for i, r in ipairs(pending) do
+    ids[i] = r.id
+    os.remove(folder(r) .. "/exit.txt")
+  end
+  report.write_atomic(dir .. "/runs.txt", table.concat(ids, "\n") .. "\n")
+  local base = cli.self_command(args)
+  write_executable(dir .. "/task.sh", task_script(out, base, opts.threads))
+  local command
+  if opts.launcher == "slurm" then
+    command = ("sbatch --parsable --array=0-%d --cpus-per-task=%d --job-name=cbnet-sweep --output=%s %s %s %s"):format(
+      #ids - 1, opts.threads, shell_quote(dir .. "/%A_%a.out"), opts.wait and "--wait" or "",
+      opts.sbatch or "", shell_quote(dir .. "/task.sh"))
+  else
+    command = ("parallel --will-cite --jobs %d %s --joblog %s %s {} :::: %s"):format(opts.jobs,
+      opts.hosts and ("--sshlogin " .. shell_quote(opts.hosts)) or "", shell_quote(dir .. "/joblog"),
+      shell_quote(dir .. "/task.sh"), shell_quote(dir .. "/runs.txt"))
+  end
+  print(("%s: %d run(s): %s"):format(opts.launcher, #ids, command))
+  local p = io.popen(command .. " 2>&1")
+  local text = p:read("a")
+  p:close()
+  if opts.launcher == "slurm" and not opts.wait then
+    local job = text:match("^(%d+)")
+    if not job then error("sbatch failed: " .. text, 0) end
+    print(("submitted job array %s; when it has ended, run the same command with --resume %s to "
+      .. "merge the tables (and to submit again what failed)"):format(job, out))
+    return
+  end
+  for _, r in ipairs(pending) do
+    local code = tonumber((report.read_file(folder(r) .. "/exit.txt") or ""):match("%d+"))
+    local log = (report.read_file(folder(r) .. "/log.txt") or text):sub(-400)
+    if code ~= 0 then io.stderr:write(("run %s failed (exit %s)\n"):format(r.id, tostring(code))) end
+    collect(r, code == 0, code ~= 0 and ("exit %s: %s"):format(tostring(code), log) or nil)
+  end
+end
+
 -- ---- runs in child processes ----
 
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 -- Starts `cbnet run SCRIPT --resume OUT --run ID` in the background with its
 -- output in the run's folder (log.txt), its process id in pid.txt and its

@@ -1,0 +1,109 @@
+-- Sweeps on the real engines (issue 12): a single-node Slurm started here
+-- (tests/cluster/slurm.sh: munged, slurmctld, slurmd as root, stopped by pid
+-- at the end) and GNU parallel. Run by `make test-cluster`.
+local report = require "cbnet.report"
+local json = require "cbnet.json"
+
+local ROOT = io.popen("pwd"):read("l")
+local CBNET = ROOT .. "/build/bin/cbnet"
+local tmp = os.tmpname()
+os.remove(tmp)
+assert(os.execute("mkdir -p " .. tmp))
+local SLURM = tmp .. "/slurm"
+local ENV = ("SLURM_CONF=%s/slurm.conf"):format(SLURM)
+
+local function sh(cmd)
+  local f = io.popen(cmd .. " 2>&1")
+  local out = f:read("a")
+  local _, _, code = f:close()
+  return code, out
+end
+
+-- the spec's CIFAR: 10 classes of flat colours, 50 training and 10 test images each
+local function make_cifar(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  local function batch(per_class)
+    local records = {}
+    for c = 0, 9 do
+      for _ = 1, per_class do records[#records + 1] = string.char(c) .. string.rep(string.char(c * 25), 3072) end
+    end
+    return table.concat(records)
+  end
+  for b = 1, 5 do report.write_atomic(("%s/data_batch_%d.bin"):format(dir, b), batch(10)) end
+  report.write_atomic(dir .. "/test_batch.bin", batch(10))
+end
+local DATA = tmp .. "/cifar"
+make_cifar(DATA)
+
+local SWEEP = ("--quick --data %s --imbalance 10 --widths 4,8 --betas 0.9999,0.9 --threads 1"):format(DATA)
+
+describe("sweeps on a cluster", function()
+  setup(function()
+    local code, out = sh(("tests/cluster/slurm.sh start %s"):format(SLURM))
+    assert(code == 0, out)
+  end)
+  teardown(function()
+    sh(("tests/cluster/slurm.sh stop %s"):format(SLURM))
+    os.execute("rm -rf " .. tmp)
+  end)
+
+  it("runs a sweep as one Slurm job array, merges it, and resubmits only the failed run", function()
+    local out = tmp .. "/array"
+    local code, output = sh(("cd %s && %s FAIL_RUN=cb-focal-beta-0.9 %s run tests/spec/fixtures/failing_run.lua "
+      .. "%s --out %s --launcher slurm --wait"):format(ROOT, ENV, CBNET, SWEEP, out))
+    assert.equal(1, code, output)
+    assert.matches("sbatch --parsable --array=0-2 --cpus-per-task=1", output, 1, true)
+    assert.matches("run cb-focal-beta-0.9 FAILED", output, 1, true)
+    local results = json.decode(report.read_file(out .. "/results.json"))
+    assert.truthy(results.runs.ce and results.runs["cb-focal-beta-0.9999"])
+    assert.is_nil(results.runs["cb-focal-beta-0.9"])
+    -- the same command with --resume submits the failed run alone
+    code, output = sh(("cd %s && %s %s run experiments/imbalance.lua --resume %s --launcher slurm --wait"):format(
+      ROOT, ENV, CBNET, out))
+    assert.equal(0, code, output)
+    assert.matches("sbatch --parsable --array=0-0 ", output, 1, true)
+    assert.equal("cb-focal-beta-0.9\n", report.read_file(out .. "/cluster/runs.txt"))
+    results = json.decode(report.read_file(out .. "/results.json"))
+    assert.truthy(results.runs["cb-focal-beta-0.9"])
+  end)
+
+  it("submits without waiting; --resume merges the finished array later", function()
+    local out = tmp .. "/nowait"
+    local code, output = sh(("cd %s && %s %s run experiments/imbalance.lua %s --out %s --launcher slurm"):format(
+      ROOT, ENV, CBNET, SWEEP, out))
+    assert.equal(0, code, output)
+    local job = output:match("submitted job array (%d+)")
+    assert.truthy(job, output)
+    for _ = 1, 600 do -- until the array has left the queue
+      local _, queue = sh(("%s squeue -h -j %s"):format(ENV, job))
+      if queue == "" then break end
+      os.execute("sleep 0.2")
+    end
+    code, output = sh(("cd %s && %s run experiments/imbalance.lua --resume %s"):format(ROOT, CBNET, out))
+    assert.equal(0, code, output)
+    assert.is_nil(output:find("epoch  1/", 1, true)) -- merged, nothing trained again
+    local results = json.decode(report.read_file(out .. "/results.json"))
+    for _, id in ipairs{"ce", "cb-focal-beta-0.9999", "cb-focal-beta-0.9"} do assert.truthy(results.runs[id], id) end
+  end)
+
+  it("runs a sweep through GNU parallel", function()
+    local out = tmp .. "/parallel"
+    local code, output = sh(("cd %s && %s run experiments/imbalance.lua %s --out %s --launcher parallel --jobs 2"):format(
+      ROOT, CBNET, SWEEP, out))
+    assert.equal(0, code, output)
+    assert.matches("parallel --will-cite --jobs 2", output, 1, true)
+    local results = json.decode(report.read_file(out .. "/results.json"))
+    for _, id in ipairs{"ce", "cb-focal-beta-0.9999", "cb-focal-beta-0.9"} do assert.truthy(results.runs[id], id) end
+  end)
+
+  it("a task that cannot see the output folder says so", function()
+    local out = tmp .. "/parallel"
+    local moved = tmp .. "/elsewhere"
+    assert(os.rename(out, moved))
+    local code, output = sh(("SLURM_ARRAY_TASK_ID=0 sh %s/cluster/task.sh"):format(moved))
+    assert(os.rename(moved, out))
+    assert.equal(3, code)
+    assert.matches("cannot see the output folder " .. out .. ": it must be on a filesystem every node shares",
+      output, 1, true)
+  end)
+end)
