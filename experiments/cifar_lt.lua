@@ -125,7 +125,7 @@ say(("Top-1 accuracy (%%) on the balanced test set, mean ± std over seeds %s. *
   opts.many, opts.few))
 local rows = {}
 for _, m in ipairs(methods) do
-  local last, best, many, medium, few, per_class = {}, {}, {}, {}, {}, {}
+  local last, best, many, medium, few, per_class, minutes = {}, {}, {}, {}, {}, {}, {}
   for _, r in ipairs(runs) do
     local res = r.method == m and results[r.id]
     if res then
@@ -133,14 +133,19 @@ for _, m in ipairs(methods) do
       local shots = longtail.shot_accuracy(res.final.per_class, counts, opts.many, opts.few)
       many[#many + 1], medium[#medium + 1], few[#few + 1] = shots.many, shots.medium, shots.few
       per_class[#per_class + 1] = res.final.per_class
+      local seconds = 0
+      for _, h in ipairs(res.history) do seconds = seconds + h.seconds end
+      minutes[#minutes + 1] = seconds / 60
     end
   end
   if #last > 0 then
-    rows[#rows + 1] = {m.label, pm(last), pm(best), pm(many), pm(medium), pm(few), #last}
+    rows[#rows + 1] = {m.label, pm(last), pm(best), pm(many), pm(medium), pm(few), #last,
+                       ("%.1f"):format((longtail.mean_std(minutes)))}
     summary[m.id] = {last = last, best = best, many = many, medium = medium, few = few, per_class = per_class}
   end
 end
-say(report.markdown_table({"method", "top-1 last", "top-1 best", "many", "medium", "few", "seeds"}, rows) .. "\n")
+say(report.markdown_table({"method", "top-1 last", "top-1 best", "many", "medium", "few", "seeds",
+  "minutes per run"}, rows) .. "\n")
 
 say("Per-class accuracy (%) at the last epoch (mean over seeds):\n")
 local header, class_rows = report.per_class_header("method", classes, false), {}
