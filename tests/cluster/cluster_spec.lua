@@ -6,18 +6,11 @@ local json = require "cbnet.json"
 
 local ROOT = io.popen("pwd"):read("l")
 local CBNET = ROOT .. "/build/bin/cbnet"
-local tmp = os.tmpname()
-os.remove(tmp)
-assert(os.execute("mkdir -p " .. tmp))
+local tmp = require("shell").fresh_dir()
 local SLURM = tmp .. "/slurm"
 local ENV = ("SLURM_CONF=%s/slurm.conf"):format(SLURM)
 
-local function sh(cmd)
-  local f = io.popen(cmd .. " 2>&1")
-  local out = f:read("a")
-  local _, _, code = f:close()
-  return code, out
-end
+local sh = require("shell").run
 
 -- the spec's CIFAR: 10 classes of flat colours, 50 training and 10 test images each
 local function make_cifar(dir)

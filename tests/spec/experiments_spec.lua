@@ -7,16 +7,9 @@ local report = require "cbnet.report"
 local ROOT = io.popen("pwd"):read("l")
 -- CBNET_BIN: the command to test (make check passes the sanitizer build)
 local CBNET = os.getenv("CBNET_BIN") or (ROOT .. "/build/bin/cbnet")
-local tmp = os.tmpname()
-os.remove(tmp)
-assert(os.execute("mkdir -p " .. tmp))
+local tmp = require("shell").fresh_dir()
 
-local function sh(cmd)
-  local f = io.popen(cmd .. " 2>&1")
-  local out = f:read("a")
-  local _, _, code = f:close()
-  return code, out
-end
+local sh = require("shell").run
 
 local function run(script, args, env)
   return sh(("cd %s && %s %s run %s/experiments/%s %s"):format(ROOT, env or "", CBNET, ROOT, script, args))

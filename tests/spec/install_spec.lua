@@ -5,19 +5,9 @@ local ROOT = io.popen("pwd"):read("l")
 
 -- (without the sanitizer preload of `make check`: these run make, the
 -- compiler and the installed, uninstrumented command)
-local function sh(cmd)
-  local f = io.popen("unset LD_PRELOAD; " .. cmd .. " 2>&1")
-  local out = f:read("a")
-  local _, _, code = f:close()
-  return code, out
-end
-
-local function fresh_dir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir))
-  return dir
-end
+local shell = require "shell"
+local function sh(cmd) return shell.run("unset LD_PRELOAD; " .. cmd) end
+local fresh_dir = shell.fresh_dir
 
 local SCRIPT = [[print(require("cbnet").ones(2, 3):sum():item(), package.searchpath("cbnet", package.path))]]
 
