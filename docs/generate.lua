@@ -10,10 +10,11 @@ local MODULES = {
   {"", "lua/cbnet/nn/conv.lua"}, {"", "lua/cbnet/nn/batchnorm.lua"},
   {"", "lua/cbnet/nn/activation.lua"}, {"", "lua/cbnet/nn/pooling.lua"},
   {"", "lua/cbnet/nn/dropout.lua"}, {"", "lua/cbnet/nn/basic_block.lua"},
-  {"cbnet.nn.init", "lua/cbnet/nn/initializers.lua"},
+  {"", "lua/cbnet/nn/normed_linear.lua"}, {"cbnet.nn.init", "lua/cbnet/nn/initializers.lua"},
   {"cbnet.loss", "lua/cbnet/loss.lua"}, {"cbnet.optim", "lua/cbnet/optim.lua"},
   {"cbnet.data", "lua/cbnet/data.lua"}, {"cbnet.experiment", "lua/cbnet/experiment.lua"},
-  {"cbnet.cli", "lua/cbnet/cli.lua"}, {"cbnet.report", "lua/cbnet/report.lua"},
+  {"cbnet.launch", "lua/cbnet/launch.lua"}, {"cbnet.models", "lua/cbnet/models.lua"},
+  {"cbnet.longtail", "lua/cbnet/longtail.lua"}, {"cbnet.cli", "lua/cbnet/cli.lua"}, {"cbnet.report", "lua/cbnet/report.lua"},
   {"cbnet.plot", "lua/cbnet/plot.lua"}, {"cbnet.checkpoint", "lua/cbnet/checkpoint.lua"},
   {"cbnet.json", "lua/cbnet/json.lua"}, {"cbnet.gradcheck", "lua/cbnet/gradcheck.lua"},
 }
