@@ -29,12 +29,15 @@ endif
 CORE_SRC := $(wildcard core/*/*.c)
 CORE_HDR := $(wildcard core/*.h core/*/*.h)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
-BIND_SRC := $(filter-out binding/main.c binding/repl.c,$(wildcard binding/*.c))
+BIND_SRC := $(filter-out binding/main.c binding/repl.c binding/mpi_binding.c,$(wildcard binding/*.c))
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/binding/main.o $(BUILD)/binding/repl.o
 CTEST_SRC := $(wildcard tests/c/*.c)
 CTEST_OBJ := $(CTEST_SRC:%.c=$(BUILD)/%.o)
 
+# cbnet.mpi, for data-parallel training, where Open MPI's headers are (mpicc)
+MPICC   := $(shell command -v mpicc 2>/dev/null)
+MPI_MODULE := $(if $(MPICC),$(BUILD)/lib/cbnet/mpi.so)
 LIB     := $(BUILD)/libcbnetcore.a
 MODULE  := $(BUILD)/lib/cbnet/core.so
 CMD     := $(BUILD)/bin/cbnet
@@ -44,7 +47,7 @@ DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
                    lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
 
 .PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
-all: $(CMD) $(MODULE)
+all: $(CMD) $(MODULE) $(MPI_MODULE)
 
 $(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard binding/*.h)
 	@mkdir -p $(dir $@)
@@ -65,6 +68,13 @@ $(LIB): $(CORE_OBJ)
 $(MODULE): $(BIND_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $(BIND_OBJ) $(LIB) $(LDLIBS)
+
+# The MPI module's symbols for the core come from cbnet.core (or the command),
+# loaded first in the same process.
+$(BUILD)/lib/cbnet/mpi.so: binding/mpi_binding.c binding/binding.h $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -I$(LUA_INC) $(shell mpicc --showme:compile) $(CFLAGS) -shared $(LDFLAGS) \
+	  -o $@ $< $(shell mpicc --showme:link)
 
 $(CMD): $(MAIN_OBJ) $(BIND_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
@@ -109,14 +119,15 @@ check: deps all
 	  $(SAN_ENV) CBNET_BIN=$(CURDIR)/build/san/bin/cbnet \
 	  busted --lua=$(LUA) --cpath="build/san/lib/?.so"
 
-# Sweeps on the real engines: a single-node Slurm (started and stopped by
-# the spec; needs root) and GNU parallel, from Debian's packages.
-CLUSTER_PACKAGES := slurm-wlm munge parallel
-test-cluster: deps all
+# The real engines: a single-node Slurm (started and stopped by the spec;
+# needs root), GNU parallel and Open MPI (mpirun -np 2), from Debian's packages.
+CLUSTER_PACKAGES := slurm-wlm munge parallel openmpi-bin libopenmpi-dev
+test-cluster: deps
 	@missing=$$(for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@$(MAKE) --no-print-directory all  # now with cbnet.mpi (mpicc is there)
 	busted --lua=$(LUA) tests/cluster/cluster_spec.lua
 
 # The random-call API fuzzer under the sanitizers: `make test` runs it for
@@ -173,6 +184,7 @@ install: all
 	install -d $(BINDIR) $(LIBDIR)/cbnet
 	install -m 755 $(CMD) $(BINDIR)/cbnet
 	install -m 755 $(MODULE) $(LIBDIR)/cbnet/core.so
+	if [ -n "$(MPI_MODULE)" ]; then install -m 755 $(MPI_MODULE) $(LIBDIR)/cbnet/mpi.so; fi
 	for f in $(LUA_MODULES); do install -D -m 644 lua/$$f $(LUADIR)/$$f || exit 1; done
 
 clean:

@@ -141,6 +141,15 @@ static void set_paths(lua_State *L) {
   luaL_addvalue(&b);
   luaL_pushresult(&b);
   lua_setfield(L, -2, "path");
+  /* C modules besides the linked-in core (cbnet.mpi): the build's lib/ or
+   * the prefix's lib/lua/5.4 */
+  char exe[PATH_MAX];
+  if (executable_dir(exe, sizeof exe)) {
+    lua_getfield(L, -1, "cpath");
+    lua_pushfstring(L, "%s/../lib/?.so;%s/../lib/lua/5.4/?.so;%s", exe, exe, lua_tostring(L, -1));
+    lua_setfield(L, -3, "cpath");
+    lua_pop(L, 1);
+  }
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_cbnet_core);
   lua_setfield(L, -2, "cbnet.core");

@@ -391,6 +391,16 @@ function Sampler:indices(epoch) return self.draw(epoch or 0) end
 function Sampler:__len() return self.size end
 
 --- Samples in order.
+--- The rank-th of size shards of another sampler's indices (every size-th
+-- index from the rank-th): the ranks of data-parallel training draw disjoint
+-- parts of the same per-epoch permutation.
+function data.ShardSampler(base, rank, size)
+  local n = #base
+  return sampler("shard", (n - rank + size - 1) // size, function(epoch)
+    return base:indices(epoch):slice(1, rank + 1, -1, size)
+  end)
+end
+
 function data.SequentialSampler(ds)
   local n = type(ds) == "number" and ds or ds:size()
   return sampler("sequential", n, function() return cbnet.arange(n) end)

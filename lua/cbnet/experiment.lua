@@ -232,7 +232,7 @@ end
 -- line. With mixup = {alpha, generator} each batch is mixed with a shuffle
 -- of itself (Zhang et al. 2018): x = l x + (1 - l) x[perm], l ~ Beta(alpha,
 -- alpha), loss = l loss(y) + (1 - l) loss(y[perm]).
-function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches, mixup)
+function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches, mixup, sync)
   local progress = report.progress(label, max_batches or #loader)
   local loss_sum, hits, seen = 0, 0, 0
   for images, labels in loader:batches(epoch) do
@@ -249,6 +249,7 @@ function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_b
     end
     opt:zero_grad()
     loss:backward()
+    if sync then sync() end -- data-parallel: the gradients averaged over the ranks
     opt:step()
     local value = loss:item()
     if value ~= value then error(("%s: the loss became NaN"):format(label), 0) end
@@ -266,7 +267,7 @@ end
 -- best epoch so far (fresh when there is no checkpoint). metrics.jsonl is cut
 -- back to the checkpoint's epochs, since a run killed between writing an
 -- epoch's metrics and its checkpoint trains that epoch again.
-local function resume_state(spec, ckpt_path, metrics_path, model, opt)
+local function resume_state(spec, ckpt_path, metrics_path, model, opt, writer)
   if not (spec.opts.resume and report.read_file(ckpt_path)) then
     return 1, {}, {accuracy = -1}
   end
@@ -275,7 +276,7 @@ local function resume_state(spec, ckpt_path, metrics_path, model, opt)
   for _, record in ipairs(report.read_metrics(metrics_path)) do
     if record.epoch <= meta.epoch then kept[#kept + 1] = json.encode(record) .. "\n" end
   end
-  report.write_atomic(metrics_path, table.concat(kept))
+  if writer then report.write_atomic(metrics_path, table.concat(kept)) end
   print(("%s: resuming after epoch %d"):format(spec.name, meta.epoch))
   return meta.epoch + 1, meta.extra.history, meta.extra.best
 end
@@ -295,6 +296,50 @@ local function save_epoch(out, metrics, record, model, opt, history, best, confu
   checkpoint.save(out .. "/checkpoint.safetensors", {model = model, optimizer = opt,
     epoch = record.epoch, extra = {history = history, best = best}})
   return best
+end
+
+--- The data-parallel context when the process runs under mpirun with more
+-- than one rank: {mpi, rank, size}; nil otherwise (and when cbnet.mpi is
+-- missing while mpirun asks for ranks, an error says how to build it).
+function experiment.distributed()
+  local size = tonumber(os.getenv("OMPI_COMM_WORLD_SIZE") or "1") or 1
+  if size <= 1 then return nil end
+  if not experiment._distributed then
+    local ok, mpi = pcall(require, "cbnet.mpi")
+    if not ok then
+      error("running under mpirun with " .. size .. " ranks, but cbnet.mpi is not built "
+        .. "(apt-get install libopenmpi-dev, then make): " .. tostring(mpi), 0)
+    end
+    local rank, n = mpi.init()
+    experiment._distributed = {mpi = mpi, rank = rank, size = n}
+  end
+  return experiment._distributed
+end
+
+-- Averages every parameter's gradient over the ranks: one flat buffer, one
+-- allreduce (the sum), divided by the number of ranks.
+local function gradient_sync(model, dist)
+  local params = model:parameters()
+  return function()
+    local parts = {}
+    for _, p in ipairs(params) do
+      if p.grad then parts[#parts + 1] = p.grad:contiguous():view(-1) end
+    end
+    if #parts == 0 then return end
+    local flat = cbnet.cat(parts)
+    dist.mpi.allreduce_sum_(flat)
+    flat = flat / dist.size
+    local at = 1
+    cbnet.no_grad(function()
+      for _, p in ipairs(params) do
+        if p.grad then
+          local n = p.grad:numel()
+          p.grad = flat:narrow(1, at, n):view(p.grad:size()):clone()
+          at = at + n
+        end
+      end
+    end)
+  end
 end
 
 --- Trains one run; spec: name, model (a function returning a fresh model),
@@ -319,24 +364,41 @@ function experiment.train(spec)
   if spec.schedule then schedule = spec.schedule(opt) end
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then transform.crop_padding, transform.flip = (spec.crop_padding or 4), true end
+  -- data-parallel (under mpirun): each rank takes its shard of the same
+  -- per-epoch permutation, batch_size / ranks images a step; gradients are
+  -- averaged; batch-norm statistics stay local; rank 0 alone evaluates and writes
+  local dist = experiment.distributed()
+  local batch_size = opts.batch_size
+  if dist then
+    if batch_size % dist.size ~= 0 then
+      error(("--batch-size %d does not split over %d ranks"):format(batch_size, dist.size), 0)
+    end
+    batch_size = batch_size // dist.size
+  end
   local function loader_for(epoch)
     local sampler = spec.sampler and spec.sampler(epoch)
-    return data.Loader(spec.train, {batch_size = opts.batch_size, shuffle = true, seed = opts.seed,
+    if dist then
+      sampler = data.ShardSampler(sampler or data.RandomSampler(spec.train, {seed = opts.seed}), dist.rank, dist.size)
+    end
+    return data.Loader(spec.train, {batch_size = batch_size, shuffle = true, seed = opts.seed,
       transform = transform, sampler = sampler})
   end
+  local writer = not dist or dist.rank == 0
   local mixup = spec.mixup and spec.mixup > 0 and {alpha = spec.mixup, generator = cbnet.Generator(opts.seed + 7)}
   local max_batches = opts.quick and 4 or nil
   local ckpt_path, metrics_path = out .. "/checkpoint.safetensors", out .. "/metrics.jsonl"
-  local start_epoch, history, best = resume_state(spec, ckpt_path, metrics_path, model, opt)
+  local start_epoch, history, best = resume_state(spec, ckpt_path, metrics_path, model, opt, writer)
   local last_confusion = best.confusion
-  local metrics = report.metrics(metrics_path, start_epoch > 1)
+  local metrics = writer and report.metrics(metrics_path, start_epoch > 1)
+  local sync = dist and gradient_sync(model, dist)
   for epoch = start_epoch, opts.epochs do
     if schedule then schedule:set_epoch(epoch - 1) end
     local t0 = report.now()
     local label = ("%s epoch %d/%d"):format(spec.name, epoch, opts.epochs)
     if mixup then mixup.generator:seed(opts.seed * 1000003 + epoch) end -- the same draws on resume
     local loss, train_acc, speed = experiment.train_epoch(model, loader_for(epoch), spec.loss, opt,
-      epoch, label, max_batches, mixup)
+      epoch, label, max_batches, mixup, sync)
+    if not writer then goto next_epoch end
     local norm = {mean = transform.mean, std = transform.std}
     local test_acc, per_class, confusion = experiment.evaluate(model, spec.test, norm, 256, nil,
       label .. " evaluating", spec.adjust)
@@ -354,6 +416,12 @@ function experiment.train(spec)
       record.seconds))
     best = save_epoch(out, metrics, record, model, opt, history, best, confusion)
     last_confusion = confusion
+    ::next_epoch::
+  end
+  if dist then -- one data-parallel training per process: the ranks part here
+    dist.mpi.barrier()
+    dist.mpi.finalize()
+    if not writer then os.exit(0) end
   end
   metrics:close()
   local last = history[#history]

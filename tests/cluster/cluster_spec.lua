@@ -35,10 +35,7 @@ describe("sweeps on a cluster", function()
     local code, out = sh(("tests/cluster/slurm.sh start %s"):format(SLURM))
     assert(code == 0, out)
   end)
-  teardown(function()
-    sh(("tests/cluster/slurm.sh stop %s"):format(SLURM))
-    os.execute("rm -rf " .. tmp)
-  end)
+  teardown(function() sh(("tests/cluster/slurm.sh stop %s"):format(SLURM)) end)
 
   it("runs a sweep as one Slurm job array, merges it, and resubmits only the failed run", function()
     local out = tmp .. "/array"
@@ -98,5 +95,40 @@ describe("sweeps on a cluster", function()
     assert.equal(3, code)
     assert.matches("cannot see the output folder " .. out .. ": it must be on a filesystem every node shares",
       output, 1, true)
+  end)
+end)
+
+describe("data-parallel training over MPI (issue 12)", function()
+  teardown(function() os.execute("rm -rf " .. tmp) end)
+  it("two ranks give the weights of one process with the same global batch", function()
+    local one, two = tmp .. "/mpi-1", tmp .. "/mpi-2"
+    local code, output = sh(("cd %s && %s run tests/cluster/mpi_train.lua %s %s"):format(ROOT, CBNET, DATA, one))
+    assert.equal(0, code, output)
+    code, output = sh(("cd %s && mpirun --allow-run-as-root --oversubscribe -np 2 %s run tests/cluster/mpi_train.lua %s %s"):format(
+      ROOT, CBNET, DATA, two))
+    assert.equal(0, code, output)
+    local core = require "cbnet.core"
+    local a, b = core.load_safetensors(one .. "/best.safetensors"), core.load_safetensors(two .. "/best.safetensors")
+    local n = 0
+    for name, t in pairs(a) do
+      assert.is_true((t - b[name]):abs():max():item() < 1e-5, name)
+      n = n + 1
+    end
+    assert.equal(4, n)
+    -- rank 0 alone wrote: one metrics line per epoch
+    assert.equal(2, #report.read_metrics(two .. "/metrics.jsonl"))
+  end)
+
+  it("a rank that fails ends the whole job with its error, not a hang", function()
+    local script = tmp .. "/fail_rank.lua"
+    report.write_atomic(script, [[
+      local experiment = require "cbnet.experiment"
+      local dist = experiment.distributed()
+      if dist.rank == 1 then error("rank 1 gives up") end
+      dist.mpi.allreduce_sum_(require("cbnet").zeros(4)) -- rank 0 waits here for rank 1
+    ]])
+    local code, output = sh(("timeout 60 mpirun --allow-run-as-root --oversubscribe -np 2 %s run %s"):format(CBNET, script))
+    assert.is_true(code ~= 0 and code ~= 124, output) -- failed, and not by the timeout
+    assert.matches("rank 1 gives up", output, 1, true)
   end)
 end)
