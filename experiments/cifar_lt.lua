@@ -191,6 +191,10 @@ for _, m in ipairs(methods) do
       ("Confusion matrix: %s, seed %d, last epoch"):format(m.label, opts.seeds[1]), first.final.confusion, classes)
   end
 end
+local first_seed = {}
+for _, r in ipairs(runs) do if r.seed == opts.seeds[1] then first_seed[#first_seed + 1] = r end end
+report.learning_curves(opts.out .. "/learning_curves.svg",
+  ("Test accuracy on %s-LT, seed %d"):format(dataset, opts.seeds[1]), first_seed, results)
 local series = {}
 for _, m in ipairs(methods) do
   local s = summary[m.id]
@@ -208,6 +212,6 @@ if #series > 0 and #classes <= 20 then
   report.per_class_bars(opts.out .. "/per_class.svg", ("Per-class test accuracy, last epoch (%s-LT)"):format(dataset),
     classes, series, "class (n = training images, most to fewest)", counts)
 end
-print(("wrote %s/{results.md, results.json, confusion-*.svg, per_class.svg, runs/}"):format(opts.out))
+print(("wrote %s/{results.md, results.json, learning_curves.svg, confusion-*.svg, per_class.svg, runs/}"):format(opts.out))
 if interrupted then os.exit(130) end
 if #failures > 0 then os.exit(1) end

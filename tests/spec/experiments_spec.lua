@@ -392,6 +392,7 @@ describe("experiments/cifar_lt.lua (issue 10)", function()
     assert.matches("± ", md, 1, true) -- two seeds: mean ± std
     assert.matches("| training images ", md, 1, true)
     assert.truthy(is_svg(out .. "/confusion-ldam-drw.svg"))
+    assert.truthy(is_svg(out .. "/learning_curves.svg"))
     assert.matches("| 9 truck", report.read_file(out .. "/confusion-ce.md"), 1, true)
     local results = json.decode(report.read_file(out .. "/results.json"))
     assert.same({48, 38, 29, 23, 17, 13, 10, 8, 6, 5}, results.train_counts) -- 50 - 2 held out at the head
