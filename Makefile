@@ -185,7 +185,9 @@ install: all
 	install -m 755 $(CMD) $(BINDIR)/cbnet
 	install -m 755 $(MODULE) $(LIBDIR)/cbnet/core.so
 	if [ -n "$(MPI_MODULE)" ]; then install -m 755 $(MPI_MODULE) $(LIBDIR)/cbnet/mpi.so; fi
-	for f in $(LUA_MODULES); do install -D -m 644 lua/$$f $(LUADIR)/$$f || exit 1; done
+	if [ "$(LUA_MODULES_BY)" != luarocks ]; then \
+	  for f in $(LUA_MODULES); do install -D -m 644 lua/$$f $(LUADIR)/$$f || exit 1; done; \
+	fi
 
 clean:
 	rm -rf build

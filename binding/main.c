@@ -109,14 +109,18 @@ static int executable_dir(char *buf, size_t size) {
 /* The folder of cbnet's Lua modules: the source tree's lua/ when the
  * command runs from a build folder inside it (build/bin, build/san/bin), or
  * the install prefix's (PREFIX/bin -> PREFIX/share/lua/5.4); the first that
- * holds cbnet/init.lua, as an absolute path. */
+ * holds cbnet/init.lua (or cbnet.lua, as LuaRocks installs it), as an
+ * absolute path. */
 static int find_modules(char *out, size_t size) {
   static const char *const candidates[] = {"../../lua", "../../../lua", "../share/lua/5.4"};
   char dir[PATH_MAX], path[PATH_MAX + 64];
   if (!executable_dir(dir, sizeof dir)) return 0;
   for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
     snprintf(path, sizeof path, "%s/%s/cbnet/init.lua", dir, candidates[i]);
-    if (access(path, R_OK) != 0) continue;
+    if (access(path, R_OK) != 0) {
+      snprintf(path, sizeof path, "%s/%s/cbnet.lua", dir, candidates[i]);
+      if (access(path, R_OK) != 0) continue;
+    }
     snprintf(path, sizeof path, "%s/%s", dir, candidates[i]);
     char resolved[PATH_MAX];
     if (!realpath(path, resolved)) continue;

@@ -59,10 +59,7 @@ local function sample_weights(weights, target)
   return as_float_tensor(weights):index_select(1, target):view(-1, 1)
 end
 
-local function one_hot(target, classes)
-  return cbnet.zeros(target:size(1), classes):scatter_add_(2, target:view(-1, 1),
-    cbnet.ones(target:size(1), 1))
-end
+local function one_hot(target, classes) return cbnet.one_hot(target, classes):float() end
 
 -- Binary cross-entropy with logits, element-wise, stable for any x:
 --   bce(x, z) = max(x, 0) - x z + log(1 + exp(-|x|)) = softplus(x) - x z.
