@@ -6,6 +6,23 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
 #define STB_IMAGE_WRITE_IMPLEMENTATION
+
+/* stb_image sizes some buffers from lengths the file claims (a PNG chunk
+ * header can ask for 2 GiB in a 100-byte file) before it finds the data is
+ * missing. cbnet decodes at most 2^26 pixels (256 MiB as RGBA), so a single
+ * allocation above 512 MiB can only come from a lying file: refuse it and
+ * stb reports "outofmem" as a decoding error. */
+#include <stdlib.h>
+#define STB_MAX_ALLOCATION ((size_t)512 << 20)
+static void *stb_capped_malloc(size_t size) {
+  return size > STB_MAX_ALLOCATION ? NULL : malloc(size);
+}
+static void *stb_capped_realloc(void *p, size_t size) {
+  return size > STB_MAX_ALLOCATION ? NULL : realloc(p, size);
+}
+#define STBI_MALLOC(size) stb_capped_malloc(size)
+#define STBI_REALLOC(p, size) stb_capped_realloc(p, size)
+#define STBI_FREE(p) free(p)
 #pragma GCC diagnostic ignored "-Wsign-compare"
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 #pragma GCC diagnostic ignored "-Wunused-function"
