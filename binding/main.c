@@ -214,6 +214,8 @@ static const char *const info_script =
     "print(('BLAS:    %s'):format(i.blas_config))\n"
     "print(('kernel:  %s (%s)'):format(i.blas_kernel, i.blas_kernel_source))\n"
     "print(('threads: %d (OpenBLAS: %d)'):format(i.threads, i.blas_threads))\n"
+    "print(('conv:    %s (of %s; CBNET_CONV forces one)'):format(cbnet.conv_path(),\n"
+    "  table.concat(cbnet.conv_paths(), ', ')))\n"
     "print(('CPU:     %s'):format(#cpu > 0 and table.concat(cpu, ' ') or 'no AVX2'))\n"
     "local init = package.searchpath('cbnet', package.path)\n"
     "print('modules: ' .. tostring(init))\n"

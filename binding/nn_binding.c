@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "binding.h"
+#include "nn/conv_direct.h"
 
 /* An integer or a {a, b} pair at arg (def when absent). */
 static void check_pair(lua_State *L, int arg, int64_t def, int64_t *pair) {
@@ -118,7 +119,34 @@ static int l_cross_entropy(lua_State *L) {
   return 1;
 }
 
+/* conv_path([name]) -> the convolution path in use, after switching to name
+ * if given (im2col, avx2, avx512; see core/nn/conv_direct.h). */
+static int l_conv_path(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    const char *name = luaL_checkstring(L, 1);
+    cb_conv_path path = cb_conv_path_from_name(name);
+    if (path == CB_CONV_NUM_PATHS)
+      return luaL_argerror(L, 1, lua_pushfstring(L, "unknown conv path '%s' (im2col, avx2, avx512)",
+                                                 name));
+    cbl_check(L, cb_conv_set_path(path));
+  }
+  lua_pushstring(L, cb_conv_path_name(cb_conv_get_path()));
+  return 1;
+}
+
+/* conv_paths() -> the paths this CPU runs, slowest first. */
+static int l_conv_paths(lua_State *L) {
+  lua_newtable(L);
+  for (int p = 0, n = 0; p < CB_CONV_NUM_PATHS; p++) {
+    if (!cb_conv_path_supported((cb_conv_path)p)) continue;
+    lua_pushstring(L, cb_conv_path_name((cb_conv_path)p));
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
 static const luaL_Reg nn_functions[] = {
+    {"conv_path", l_conv_path}, {"conv_paths", l_conv_paths},
     {"conv2d", l_conv2d}, {"linear", l_linear}, {"batch_norm", l_batch_norm},
     {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"leaky_relu", l_leaky_relu},

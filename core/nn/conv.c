@@ -1,16 +1,26 @@
-/* 2-D convolution: im2col over a chunk of images, then one sgemm per group.
+/* 2-D convolution: im2col over a piece of the batch, then one sgemm per group.
  *
  * Forward, for group g:  Y_g (O_g x N*OH*OW) = W_g (O_g x K) @ col_g (K x N*OH*OW),
- * K = C_g*kh*kw, computed a chunk of images at a time (the chunk's columns of
- * Y) so that col stays a few MiB, in cache and out of mmap's way. Y is allocated O x N x OH x OW and returned as an N x O x OH
- * x OW view of it, so no transpose is ever copied; the following layers read
- * that order directly, and the gradient arriving in backward usually has it.
+ * K = C_g*kh*kw, computed a piece of the batch at a time (the piece's columns
+ * of Y) so that col stays about a MiB, in cache. Y is allocated O x N x OH x
+ * OW and returned as an N x O x OH x OW view of it, so no transpose is ever
+ * copied; the following layers read that order directly, and the gradient
+ * arriving in backward usually has it.
  * Backward: dW_g = dY_g @ col_g^T, dcol_g = W_g^T @ dY_g (then col2im into
- * dx), db = row sums of dY. col is recomputed in backward rather than kept. */
+ * dx), db = row sums of dY. col is recomputed in backward rather than kept.
+ *
+ * Threads: the pieces are shared out among the pool's workers, each with its
+ * own col buffer, doing im2col, sgemm (single-threaded) and col2im for its
+ * images. The small matrices of CIFAR-sized layers (16 output rows) split
+ * badly inside one sgemm; whole images split evenly and keep both cores busy
+ * in the copies too. Each worker sums its own part of dW; the parts are added
+ * at the end. */
+#include <limits.h>
 #include <string.h>
 
 #include "autograd/autograd.h"
 #include "tensor/blas.h"
+#include "nn/conv_direct.h"
 #include "nn/nn.h"
 #include "ops/reduce.h"
 #include "tensor/threadpool.h"
@@ -75,10 +85,29 @@ typedef struct {
   int64_t n0, n1;     /* the chunk of images */
 } col_job;
 
-/* Images per chunk: col (K x images*OH*OW floats) within about 4 MiB. */
-static int64_t chunk_images(const conv_geometry *g) {
-  int64_t per_image = g->k * g->oh * g->ow, n = ((int64_t)1 << 20) / (per_image ? per_image : 1);
-  return n < 1 ? 1 : n > g->n ? g->n : n;
+/* The batch cut into pieces of `images` images for the workers: col (K x
+ * images*OH*OW floats) within about COL_FLOATS, and a number of pieces that
+ * the workers share evenly. */
+#define COL_FLOATS ((int64_t)1 << 18)
+
+typedef struct {
+  int64_t images, count; /* images per piece, pieces */
+  int workers;
+  int64_t col_floats;    /* per worker */
+} batch_pieces;
+
+static batch_pieces pieces_of(const conv_geometry *g) {
+  int64_t per_image = g->k * g->oh * g->ow, threads = cb_get_num_threads();
+  int64_t images = COL_FLOATS / (per_image ? per_image : 1);
+  if (images < 1) images = 1;
+  int64_t count = (g->n + images - 1) / images;
+  if (count < threads) count = threads < g->n ? threads : g->n;
+  count = (count + threads - 1) / threads * threads; /* a multiple of the workers */
+  if (count > g->n) count = g->n;
+  images = (g->n + count - 1) / count;
+  count = (g->n + images - 1) / images;
+  batch_pieces b = {images, count, cb_parallel_chunks(count, 1), per_image * images};
+  return b;
 }
 
 /* Rows [begin, end) of col: row r is (channel, ki, kj). */
@@ -138,6 +167,11 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
             int64_t ih = oh * sh + di;
             if (ih < 0 || ih >= g->h) continue;
             float *row = plane + ih * xs[2];
+            if (sw == 1 && xs[3] == 1) { /* the common case: a shifted add */
+              int64_t lo = -dj > 0 ? -dj : 0, hi = g->w - dj < g->ow ? g->w - dj : g->ow;
+              for (int64_t ow = lo; ow < hi; ow++) row[ow + dj] += src[ow];
+              continue;
+            }
             for (int64_t ow = 0; ow < g->ow; ow++) {
               int64_t iw = ow * sw + dj;
               if (iw >= 0 && iw < g->w) row[iw * xs[3]] += src[ow];
@@ -148,10 +182,139 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   }
 }
 
+/* Serial within a worker (nested parallel calls run in the caller). */
 static void im2col(const conv_geometry *g, const cb_tensor *x, int64_t group, int64_t n0,
                    int64_t n1, float *col) {
   col_job job = {g, cb_tensor_data(x), NULL, x->stride, col, group * g->cg, n0, n1};
   cb_parallel_for(g->k, 1, im2col_rows, &job);
+}
+
+/* What every worker needs for its pieces of the batch. */
+typedef struct {
+  const conv_geometry *g;
+  batch_pieces b;
+  const cb_tensor *x;      /* input */
+  const float *w;          /* weight, contiguous O x K */
+  float *y;                /* forward: output, O x M; holds the bias if has_bias */
+  bool has_bias;
+  const float *dy;         /* backward: output gradient, O x M */
+  cb_tensor *dx;           /* backward: input gradient (zeroed), or NULL */
+  float *dw;               /* backward: one O x K part per worker, or NULL */
+  float *col;              /* one col buffer per worker */
+  cb_status *status;       /* one per worker */
+} conv_job;
+
+/* Pieces [begin, end) of the batch, forward. */
+static void conv_forward_pieces(void *arg, int worker, int64_t begin, int64_t end) {
+  const conv_job *j = arg;
+  const conv_geometry *g = j->g;
+  float *col = j->col + worker * j->b.col_floats;
+  int64_t plane = g->oh * g->ow;
+  cb_status st = CB_OK;
+  for (int64_t piece = begin; piece < end && st == CB_OK; piece++) {
+    int64_t n0 = piece * j->b.images, n1 = n0 + j->b.images < g->n ? n0 + j->b.images : g->n;
+    int64_t cols = (n1 - n0) * plane;
+    for (int64_t grp = 0; grp < g->groups && st == CB_OK; grp++) {
+      im2col(g, j->x, grp, n0, n1, col);
+      st = cb_sgemm(false, false, g->og, cols, g->k, 1.0f, j->w + grp * g->og * g->k, g->k, col,
+                    cols, j->has_bias ? 1.0f : 0.0f, j->y + grp * g->og * g->m + n0 * plane, g->m);
+    }
+  }
+  j->status[worker] = st;
+}
+
+/* Pieces [begin, end) of the batch, backward: this worker's part of dW (its
+ * first piece overwrites, later ones add) and its images' rows of dx. */
+static void conv_backward_pieces(void *arg, int worker, int64_t begin, int64_t end) {
+  const conv_job *j = arg;
+  const conv_geometry *g = j->g;
+  float *col = j->col + worker * j->b.col_floats;
+  float *dw = j->dw ? j->dw + worker * g->o * g->k : NULL;
+  int64_t plane = g->oh * g->ow;
+  cb_status st = CB_OK;
+  for (int64_t piece = begin; piece < end && st == CB_OK; piece++) {
+    int64_t n0 = piece * j->b.images, n1 = n0 + j->b.images < g->n ? n0 + j->b.images : g->n;
+    int64_t cols = (n1 - n0) * plane;
+    for (int64_t grp = 0; grp < g->groups && st == CB_OK; grp++) {
+      const float *dy_g = j->dy + grp * g->og * g->m + n0 * plane; /* this piece's columns */
+      if (dw) {
+        im2col(g, j->x, grp, n0, n1, col);
+        st = cb_sgemm(false, true, g->og, g->k, cols, 1.0f, dy_g, g->m, col, cols,
+                      piece == begin ? 0.0f : 1.0f, dw + grp * g->og * g->k, g->k);
+      }
+      if (j->dx && st == CB_OK) {
+        st = cb_sgemm(true, false, g->k, cols, g->og, 1.0f, j->w + grp * g->og * g->k, g->k,
+                      dy_g, g->m, 0.0f, col, cols);
+        col_job job = {g, NULL, cb_tensor_data(j->dx), j->dx->stride, col, grp * g->cg, n0, n1};
+        if (st == CB_OK) cb_parallel_for(g->cg, 1, col2im_channels, &job);
+      }
+    }
+  }
+  j->status[worker] = st;
+}
+
+static cb_status first_failure(const cb_status *status, int workers) {
+  for (int i = 0; i < workers; i++)
+    if (status[i] != CB_OK) return status[i];
+  return CB_OK;
+}
+
+/* BLAS takes int sizes: the output's columns per channel and a piece's col. */
+static cb_status check_blas_sizes(const conv_geometry *g, const batch_pieces *b) {
+  cb_status st = cb_blas_init();
+  if (st != CB_OK) return st;
+  if (g->m > INT_MAX || b->col_floats > INT_MAX || g->o * g->k > INT_MAX)
+    return cb_fail(CB_EINVAL, "conv2d: %lld output positions per channel exceed what BLAS takes",
+                   (long long)g->m);
+  return CB_OK;
+}
+
+/* ---- the direct path (conv_direct.h) ---- */
+
+static bool direct_applies(const conv_geometry *g) {
+  return cb_conv_get_path() != CB_CONV_IM2COL && g->groups == 1 && g->p.stride[0] == 1 &&
+         g->p.stride[1] == 1 && g->p.dilation[0] == 1 && g->p.dilation[1] == 1 &&
+         g->p.padding[0] < g->kh && g->p.padding[1] < g->kw && g->kh * g->kw <= 49;
+}
+
+typedef struct {
+  const cb_direct_conv *conv;
+  cb_direct_mode mode;
+  cb_planes in, out; /* WEIGHT_GRAD: in is x, out is dY */
+  int64_t n;
+  const float *bias;
+} direct_job;
+
+static void direct_stacks(void *arg, int worker, int64_t begin, int64_t end) {
+  const direct_job *j = arg;
+  int64_t stack = cb_direct_conv_stack(j->conv);
+  for (int64_t s = begin; s < end; s++) {
+    int64_t n0 = s * stack, count = j->n - n0 < stack ? j->n - n0 : stack;
+    cb_planes in = j->in, out = j->out;
+    in.base += n0 * in.ns;
+    out.base += n0 * out.ns;
+    if (j->mode == CB_DIRECT_WEIGHT_GRAD)
+      cb_direct_conv_weight_grad(j->conv, worker, in, out, count, s != begin);
+    else
+      cb_direct_conv_images(j->conv, worker, in, out, count, j->bias);
+  }
+}
+
+/* One pass of the direct path over the batch; dw receives WEIGHT_GRAD's sum. */
+static cb_status direct_run(const conv_geometry *g, const float *weight, direct_job job,
+                            float *dw) {
+  int workers = cb_parallel_chunks(g->n, 1);
+  cb_direct_shape shape = {g->n, g->c, g->h, g->w, g->o, g->kh, g->kw,
+                           g->p.padding[0], g->p.padding[1], g->oh, g->ow};
+  cb_direct_conv *conv = cb_direct_conv_new(&shape, weight, job.mode, workers);
+  if (!conv) return cb_fail(CB_ENOMEM, "conv2d: out of memory");
+  job.conv = conv;
+  job.n = g->n;
+  int64_t stack = cb_direct_conv_stack(conv);
+  int used = cb_parallel_for((g->n + stack - 1) / stack, 1, direct_stacks, &job);
+  if (job.mode == CB_DIRECT_WEIGHT_GRAD) cb_direct_conv_weight_grad_sum(conv, used, dw);
+  cb_direct_conv_free(conv);
+  return CB_OK;
 }
 
 /* ---- forward ---- */
@@ -163,28 +326,37 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
   conv_geometry g;
   cb_status st = conv_geometry_of(&g, x, weight, bias, params);
   if (st != CB_OK) return st;
+  batch_pieces b = pieces_of(&g);
+  if ((st = check_blas_sizes(&g, &b)) != CB_OK) return st;
   cb_tensor *w = NULL, *col = NULL, *y = NULL;
   if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK) return st;
-  int64_t chunk = chunk_images(&g), plane = g.oh * g.ow;
-  int64_t col_shape[2] = {g.k, chunk * plane}, y_shape[4] = {g.o, g.n, g.oh, g.ow};
+  int64_t col_shape[2] = {b.workers, b.col_floats}, y_shape[4] = {g.o, g.n, g.oh, g.ow};
   if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
   if ((st = cb_tensor_empty(&y, 4, y_shape, CB_FLOAT32)) != CB_OK) goto done;
   float *yp = cb_tensor_data(y);
+  if (direct_applies(&g)) {
+    cb_tensor *bc = NULL;
+    if (bias && (st = cb_tensor_contiguous(&bc, bias)) != CB_OK) goto done;
+    const int64_t *xs = x->stride;
+    direct_job job = {.mode = CB_DIRECT_FORWARD, .in = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
+                      .out = {yp, g.oh * g.ow, g.m, g.ow, 1},
+                      .bias = bc ? cb_tensor_data(bc) : NULL};
+    st = direct_run(&g, cb_tensor_data(w), job, NULL);
+    cb_tensor_release(bc);
+    goto record;
+  }
   if (bias) { /* start from the bias; sgemm then adds W @ col */
     for (int64_t o = 0; o < g.o; o++) {
-      float b = (float)cb_tensor_get(bias, &o);
-      for (int64_t i = 0; i < g.m; i++) yp[o * g.m + i] = b;
+      float bo = (float)cb_tensor_get(bias, &o);
+      for (int64_t i = 0; i < g.m; i++) yp[o * g.m + i] = bo;
     }
   }
-  for (int64_t n0 = 0; n0 < g.n && st == CB_OK; n0 += chunk) {
-    int64_t n1 = n0 + chunk < g.n ? n0 + chunk : g.n, cols = (n1 - n0) * plane;
-    for (int64_t grp = 0; grp < g.groups && st == CB_OK; grp++) {
-      im2col(&g, x, grp, n0, n1, cb_tensor_data(col));
-      st = cb_sgemm(false, false, g.og, cols, g.k, 1.0f,
-                    (const float *)cb_tensor_data(w) + grp * g.og * g.k, g.k, cb_tensor_data(col),
-                    cols, bias ? 1.0f : 0.0f, yp + grp * g.og * g.m + n0 * plane, g.m);
-    }
-  }
+  cb_status status[CB_MAX_THREADS];
+  conv_job job = {.g = &g, .b = b, .x = x, .w = cb_tensor_data(w), .y = yp,
+                  .has_bias = bias != NULL, .col = cb_tensor_data(col), .status = status};
+  int used = cb_parallel_for(b.count, 1, conv_forward_pieces, &job);
+  st = first_failure(status, used);
+record:
   if (st == CB_OK) st = cb_tensor_permute(out, y, (int[]){1, 0, 2, 3});
   if (st == CB_OK) {
     const cb_tensor *inputs[3] = {x, weight, bias};
@@ -224,7 +396,9 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   p = *CB_NODE_CTX(node, cb_conv_params);
   conv_geometry g;
   if ((st = conv_geometry_of(&g, x, w, NULL, &p)) != CB_OK) return st;
-  cb_tensor *gp = NULL, *dy = NULL, *col = NULL;
+  batch_pieces b = pieces_of(&g);
+  if ((st = check_blas_sizes(&g, &b)) != CB_OK) return st;
+  cb_tensor *gp = NULL, *dy = NULL, *col = NULL, *dw_parts = NULL;
   /* dY as O x (N*OH*OW): free when grad has the order conv2d produced */
   if ((st = cb_tensor_permute(&gp, grad, (int[]){1, 0, 2, 3})) != CB_OK) return st;
   if ((st = cb_tensor_contiguous(&dy, gp)) != CB_OK) goto done;
@@ -236,39 +410,53 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
     cb_parallel_for(g.o, 1, bias_grad_rows, &job);
   }
   bool need_dx = cb_node_needs_grad(node, 0), need_dw = cb_node_needs_grad(node, 1);
-  int64_t chunk = chunk_images(&g), plane = g.oh * g.ow;
-  int64_t col_shape[2] = {g.k, chunk * plane};
-  if ((need_dx || need_dw) && (st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK)
+  if (!need_dx && !need_dw) goto done;
+  int64_t col_shape[2] = {b.workers, b.col_floats};
+  int64_t parts_shape[3] = {b.workers, g.o, g.k};
+  if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
+  if (need_dw && (st = cb_tensor_empty(&dw_parts, 3, parts_shape, CB_FLOAT32)) != CB_OK) goto done;
+  if (direct_applies(&g)) { /* no col buffer at all */
+    cb_planes dy_planes = {(float *)dyp, g.oh * g.ow, g.m, g.ow, 1};
+    if (need_dx) { /* a stride-1 convolution of dY: it writes every element of dx */
+      if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
+      const int64_t *dxs = grad_in[0]->stride;
+      direct_job job = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy_planes,
+                        .out = {cb_tensor_data(grad_in[0]), dxs[0], dxs[1], dxs[2], dxs[3]}};
+      if ((st = direct_run(&g, cb_tensor_data(w), job, NULL)) != CB_OK) goto done;
+    }
+    if (need_dw) {
+      if ((st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
+      const int64_t *xs = x->stride;
+      direct_job job = {.mode = CB_DIRECT_WEIGHT_GRAD,
+                        .in = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]}, .out = dy_planes};
+      st = direct_run(&g, NULL, job, cb_tensor_data(grad_in[1]));
+    }
     goto done;
-  if (need_dw && (st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
+  }
   if (need_dx) {
     if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
     if ((st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) goto done;
   }
-  for (int64_t n0 = 0; n0 < g.n && st == CB_OK; n0 += chunk) {
-    int64_t n1 = n0 + chunk < g.n ? n0 + chunk : g.n, cols = (n1 - n0) * plane;
-    for (int64_t grp = 0; grp < g.groups && st == CB_OK; grp++) {
-      /* this chunk's columns of dY_g */
-      const float *dy_g = dyp + grp * g.og * g.m + n0 * plane;
-      if (need_dw) { /* dW_g += dY_g col^T, over the chunks */
-        im2col(&g, x, grp, n0, n1, cb_tensor_data(col));
-        st = cb_sgemm(false, true, g.og, g.k, cols, 1.0f, dy_g, g.m, cb_tensor_data(col), cols,
-                      n0 == 0 ? 0.0f : 1.0f,
-                      (float *)cb_tensor_data(grad_in[1]) + grp * g.og * g.k, g.k);
-      }
-      if (need_dx && st == CB_OK) {
-        st = cb_sgemm(true, false, g.k, cols, g.og, 1.0f,
-                      (const float *)cb_tensor_data(w) + grp * g.og * g.k, g.k, dy_g, g.m, 0.0f,
-                      cb_tensor_data(col), cols);
-        col_job job = {&g, NULL, cb_tensor_data(grad_in[0]), grad_in[0]->stride,
-                       cb_tensor_data(col), grp * g.cg, n0, n1};
-        if (st == CB_OK) cb_parallel_for(g.cg, 1, col2im_channels, &job);
-      }
-    }
+  cb_status status[CB_MAX_THREADS];
+  conv_job job = {.g = &g, .b = b, .x = x, .w = cb_tensor_data(w), .dy = dyp,
+                  .dx = need_dx ? grad_in[0] : NULL,
+                  .dw = need_dw ? cb_tensor_data(dw_parts) : NULL,
+                  .col = cb_tensor_data(col), .status = status};
+  int used = cb_parallel_for(b.count, 1, conv_backward_pieces, &job);
+  if ((st = first_failure(status, used)) != CB_OK) goto done;
+  if (need_dw) { /* dW = the sum of the workers' parts */
+    if ((st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
+    float *dw = cb_tensor_data(grad_in[1]);
+    const float *parts = cb_tensor_data(dw_parts);
+    int64_t size = g.o * g.k;
+    memcpy(dw, parts, sizeof(float) * (size_t)size);
+    for (int part = 1; part < used; part++)
+      for (int64_t i = 0; i < size; i++) dw[i] += parts[part * size + i];
   }
 done:
   cb_tensor_release(gp);
   cb_tensor_release(dy);
   cb_tensor_release(col);
+  cb_tensor_release(dw_parts);
   return st;
 }

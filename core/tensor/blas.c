@@ -114,7 +114,12 @@ static void blas_load(void) {
              "%s has no cblas_sgemm: not an OpenBLAS library", blas.library);
     return;
   }
-  if (blas.set_num_threads) blas.set_num_threads(cb_get_num_threads());
+  /* OpenBLAS runs single-threaded, always: cb_sgemm splits a product over
+   * cbnet's own pool, and the convolutions run whole images per worker, each
+   * worker calling BLAS on its share. One set of threads keeps both cores busy
+   * in every phase (im2col, col2im, the memory-bound ops between GEMMs), and
+   * nobody spins in sched_yield waiting for the other set. */
+  if (blas.set_num_threads) blas.set_num_threads(1);
   blas.status = CB_OK;
 }
 
@@ -136,8 +141,41 @@ cb_status cb_blas_get_info(cb_blas_info *info) {
   return CB_OK;
 }
 
-void cb_blas_set_num_threads(int n) {
-  if (cb_blas_init() == CB_OK && blas.set_num_threads) blas.set_num_threads(n);
+static void sgemm_call(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                       const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                       float *c, int64_t ldc) {
+  blas.sgemm(ROW_MAJOR, trans_a ? TRANS : NO_TRANS, trans_b ? TRANS : NO_TRANS, (int)m, (int)n,
+             (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+/* One product split over the pool: each worker computes a block of C's
+ * columns (or of its rows, when C is taller than wide) with its own
+ * single-threaded BLAS call. Blocks are whole multiples of SPLIT_ALIGN so that
+ * every worker's block starts on a vector boundary. */
+#define SPLIT_ALIGN 16
+#define SPLIT_MIN_WORK ((int64_t)1 << 20) /* multiply-adds per worker */
+
+typedef struct {
+  bool trans_a, trans_b, by_columns;
+  int64_t m, n, k, lda, ldb, ldc;
+  float alpha, beta;
+  const float *a, *b;
+  float *c;
+} sgemm_job;
+
+static void sgemm_block(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  const sgemm_job *j = arg;
+  int64_t limit = j->by_columns ? j->n : j->m;
+  int64_t lo = begin * SPLIT_ALIGN, hi = end * SPLIT_ALIGN < limit ? end * SPLIT_ALIGN : limit;
+  if (hi <= lo) return;
+  if (j->by_columns) /* columns lo..hi of op(B) and of C */
+    sgemm_call(j->trans_a, j->trans_b, j->m, hi - lo, j->k, j->alpha, j->a, j->lda,
+               j->b + (j->trans_b ? lo * j->ldb : lo), j->ldb, j->beta, j->c + lo, j->ldc);
+  else /* rows lo..hi of op(A) and of C */
+    sgemm_call(j->trans_a, j->trans_b, hi - lo, j->n, j->k, j->alpha,
+               j->a + (j->trans_a ? lo : lo * j->lda), j->lda, j->b, j->ldb, j->beta,
+               j->c + lo * j->ldc, j->ldc);
 }
 
 cb_status cb_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
@@ -155,8 +193,10 @@ cb_status cb_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
       for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0.0f : beta * c[i * ldc + j];
     return CB_OK;
   }
-  blas.sgemm(ROW_MAJOR, trans_a ? TRANS : NO_TRANS, trans_b ? TRANS : NO_TRANS,
-             (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c,
-             (int)ldc);
+  sgemm_job job = {trans_a, trans_b, n >= m, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+  int64_t blocks = ((job.by_columns ? n : m) + SPLIT_ALIGN - 1) / SPLIT_ALIGN;
+  int64_t work_per_block = (job.by_columns ? m : n) * k * SPLIT_ALIGN;
+  int64_t grain = SPLIT_MIN_WORK / work_per_block + 1;
+  cb_parallel_for(blocks, grain, sgemm_block, &job);
   return CB_OK;
 }

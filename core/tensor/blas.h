@@ -45,9 +45,10 @@ typedef struct {
 } cb_blas_info;
 
 cb_status cb_blas_get_info(cb_blas_info *info);
-void cb_blas_set_num_threads(int n);
 
-/* Row-major C = alpha * op(A) op(B) + beta * C, as cblas_sgemm. */
+/* Row-major C = alpha * op(A) op(B) + beta * C, as cblas_sgemm. Large
+ * products are split over cbnet's thread pool (OpenBLAS itself runs on one
+ * thread); called from inside a parallel region, it runs in the caller. */
 cb_status cb_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                    float alpha, const float *a, int64_t lda, const float *b,
                    int64_t ldb, float beta, float *c, int64_t ldc);

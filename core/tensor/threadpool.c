@@ -5,9 +5,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "tensor/blas.h"
 
-#define MAX_THREADS 64
+#define MAX_THREADS CB_MAX_THREADS
 
 /* One job at a time; the caller that holds busy_lock owns the pool. */
 typedef struct {
@@ -95,7 +94,6 @@ cb_status cb_set_num_threads(int n) {
   pthread_mutex_lock(&pool.busy_lock);
   pool.nthreads = n;
   pthread_mutex_unlock(&pool.busy_lock);
-  cb_blas_set_num_threads(n);
   return CB_OK;
 }
 

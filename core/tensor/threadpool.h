@@ -4,15 +4,17 @@
  * chunks, runs them on the pool (the caller runs one chunk itself) and returns
  * when all are done. Work smaller than grain, calls made from inside a
  * parallel region, and calls made while another thread uses the pool run
- * serially in the caller, so the pool never oversubscribes the cores. The pool
- * never runs at the same time as an OpenBLAS call made by the same thread, so
- * the two sets of threads take turns on the cores. */
+ * serially in the caller, so the pool never oversubscribes the cores. It is
+ * the only set of threads: OpenBLAS runs single-threaded inside its chunks. */
 #ifndef CB_THREADPOOL_H
 #define CB_THREADPOOL_H
 
 #include <stdint.h>
 
 #include "tensor/error.h"
+
+/* The most threads the pool runs: callers may size per-worker arrays by it. */
+#define CB_MAX_THREADS 64
 
 /* fn(ctx, chunk, begin, end): chunk is 0..nchunks-1, in the order of [0, n). */
 typedef void (*cb_range_fn)(void *ctx, int chunk, int64_t begin, int64_t end);
@@ -24,7 +26,7 @@ int cb_parallel_for(int64_t n, int64_t grain, cb_range_fn fn, void *ctx);
 int cb_parallel_chunks(int64_t n, int64_t grain);
 
 int cb_get_num_threads(void);
-/* n >= 1; also sets OpenBLAS's thread count (see blas.h). */
+/* n >= 1. OpenBLAS always runs on one thread: see cb_sgemm. */
 cb_status cb_set_num_threads(int n);
 
 #endif

@@ -60,6 +60,51 @@ describe("conv2d", function()
     end, {x, w, w2}))
   end)
 
+  it("computes the same outputs and gradients on every path this CPU runs", function()
+    -- the direct paths take stride 1, dilation 1, groups 1, padding < kernel;
+    -- odd sizes leave partial tiles, a batch of 13 partial image stacks,
+    -- a transposed view of the input non-unit strides
+    local cases = {
+      {n = 13, c = 16, o = 16, h = 32, w = 32, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 3, c = 5, o = 7, h = 9, w = 11, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      {n = 2, c = 3, o = 6, h = 8, w = 7, kh = 3, kw = 3, pad = {0, 0}, bias = true},
+      {n = 2, c = 4, o = 5, h = 7, w = 6, kh = 5, kw = 3, pad = {2, 1}},
+      {n = 4, c = 2, o = 9, h = 6, w = 6, kh = 1, kw = 1, pad = {0, 0}, bias = true},
+      {n = 2, c = 3, o = 4, h = 6, w = 5, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
+      {n = 1, c = 64, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
+    }
+    local previous = cbnet.conv_path()
+    local function run(case, path)
+      cbnet.conv_path(path)
+      local gen = cbnet.Generator(7)
+      local function normal(...) return cbnet.randn({...}, gen) end
+      local x = normal(case.n, case.c, case.h, case.w)
+      if case.transposed_input then x = normal(case.n, case.c, case.w, case.h):transpose(3, 4) end
+      local w, b = normal(case.o, case.c, case.kh, case.kw), case.bias and normal(case.o) or nil
+      x.requires_grad, w.requires_grad = true, true
+      if b then b.requires_grad = true end
+      local y = F.conv2d(x, w, b, {padding = case.pad})
+      local gy = normal(table.unpack(y:size()))
+      ;(y * gy):sum():backward()
+      return {y = y:detach(), dx = x.grad, dw = w.grad, db = b and b.grad}
+    end
+    for _, case in ipairs(cases) do
+      local reference = run(case, "im2col")
+      for _, path in ipairs(cbnet.conv_paths()) do
+        local got = run(case, path)
+        for _, key in ipairs{"y", "dx", "dw", "db"} do
+          if reference[key] then
+            local scale = reference[key]:abs():max():item()
+            local err = (got[key] - reference[key]):abs():max():item()
+            assert(err <= 1e-5 * scale + 1e-6, ("%s, %dx%d kernel, %s: %s differs by %g"):format(
+              path, case.kh, case.kw, table.concat(case.pad, ","), key, err))
+          end
+        end
+      end
+    end
+    cbnet.conv_path(previous)
+  end)
+
   it("gives the same results when the batch is split into chunks internally", function()
     -- 16 x 3 x 3 = 144 rows of 32 x 32 columns per image: the kernel works in
     -- chunks of 7 images, so 9 images take two chunks

@@ -1,0 +1,296 @@
+/* Direct stride-1 convolution over zero-padded images: see conv_direct.h. */
+#include "nn/conv_direct.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/blas.h"
+
+#define OBLOCK 4   /* output channels per tile */
+#define MAX_TILE 64 /* positions per tile, the widest kernel's */
+
+/* ---- micro-kernels ----
+ * out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
+ * in[c*plane + taps[t] + v], for o < OBLOCK and v < the kernel's tile; out has
+ * rows of ld floats. The two differ only in vector width and tile: 4 x 4
+ * vectors of 16 (16 of AVX-512's 32 registers) and 4 x 3 vectors of 8 (12 of
+ * AVX2's 16, leaving room for the loaded inputs and the broadcast weight). */
+
+typedef float vec16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float vec8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+typedef void (*tile_fn)(const float *in, int64_t plane, int64_t channels, const int64_t *taps,
+                        int ntaps, const float *w, float *out, int64_t ld);
+
+#define NV16 4
+__attribute__((target("avx512f"))) static void tile_avx512(const float *in, int64_t plane,
+                                                          int64_t channels, const int64_t *taps,
+                                                          int ntaps, const float *w, float *out,
+                                                          int64_t ld) {
+  vec16 acc[OBLOCK][NV16] = {{{0}}};
+  for (int64_t c = 0; c < channels; c++, in += plane)
+    for (int t = 0; t < ntaps; t++, w += OBLOCK) {
+      const float *src = in + taps[t];
+      vec16 x[NV16];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV16; v++) x[v] = *(const vec16 *)(src + 16 * v);
+#pragma GCC unroll 4
+      for (int o = 0; o < OBLOCK; o++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV16; v++) acc[o][v] += w[o] * x[v];
+    }
+#pragma GCC unroll 4
+  for (int o = 0; o < OBLOCK; o++)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV16; v++) *(vec16 *)(out + o * ld + 16 * v) = acc[o][v];
+}
+
+#define NV8 3
+__attribute__((target("avx2,fma"))) static void tile_avx2(const float *in, int64_t plane,
+                                                         int64_t channels, const int64_t *taps,
+                                                         int ntaps, const float *w, float *out,
+                                                         int64_t ld) {
+  vec8 acc[OBLOCK][NV8] = {{{0}}};
+  for (int64_t c = 0; c < channels; c++, in += plane)
+    for (int t = 0; t < ntaps; t++, w += OBLOCK) {
+      const float *src = in + taps[t];
+      vec8 x[NV8];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV8; v++) x[v] = *(const vec8 *)(src + 8 * v);
+#pragma GCC unroll 4
+      for (int o = 0; o < OBLOCK; o++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV8; v++) acc[o][v] += w[o] * x[v];
+    }
+#pragma GCC unroll 4
+  for (int o = 0; o < OBLOCK; o++)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV8; v++) *(vec8 *)(out + o * ld + 8 * v) = acc[o][v];
+}
+
+/* ---- choosing the path ---- */
+
+static const char *const path_names[CB_CONV_NUM_PATHS] = {"im2col", "avx2", "avx512"};
+static cb_conv_path active_path;
+static pthread_once_t path_once = PTHREAD_ONCE_INIT;
+
+const char *cb_conv_path_name(cb_conv_path path) {
+  return path < CB_CONV_NUM_PATHS ? path_names[path] : "unknown";
+}
+
+cb_conv_path cb_conv_path_from_name(const char *name) {
+  for (int p = 0; p < CB_CONV_NUM_PATHS; p++)
+    if (name && !strcmp(name, path_names[p])) return (cb_conv_path)p;
+  return CB_CONV_NUM_PATHS;
+}
+
+bool cb_conv_path_supported(cb_conv_path path) {
+  cb_cpu_features f = cb_cpu_detect();
+  switch (path) {
+  case CB_CONV_IM2COL: return true;
+  case CB_CONV_AVX2: return f.avx2 && f.fma;
+  case CB_CONV_AVX512: return f.avx512f;
+  default: return false;
+  }
+}
+
+static void path_init(void) {
+  cb_conv_path wanted = cb_conv_path_from_name(getenv("CBNET_CONV"));
+  if (wanted != CB_CONV_NUM_PATHS && cb_conv_path_supported(wanted)) {
+    active_path = wanted;
+    return;
+  }
+  active_path = cb_conv_path_supported(CB_CONV_AVX512) ? CB_CONV_AVX512
+                : cb_conv_path_supported(CB_CONV_AVX2) ? CB_CONV_AVX2
+                                                       : CB_CONV_IM2COL;
+}
+
+cb_conv_path cb_conv_get_path(void) {
+  pthread_once(&path_once, path_init);
+  return active_path;
+}
+
+cb_status cb_conv_set_path(cb_conv_path path) {
+  pthread_once(&path_once, path_init);
+  if (!cb_conv_path_supported(path))
+    return cb_fail(CB_EINVAL, "conv path '%s' is not supported by this CPU",
+                   cb_conv_path_name(path));
+  active_path = path;
+  return CB_OK;
+}
+
+/* ---- plans ---- */
+
+struct cb_direct_conv {
+  int64_t in_c, in_h, in_w, out_c, out_h, out_w;
+  int64_t pad_h, pad_w, hp, wp;    /* padded images: hp rows of wp floats */
+  int64_t images;                  /* images stacked in one buffer */
+  int64_t plane;                   /* one channel of the stack: images * hp * wp */
+  int64_t positions;               /* the stack's output rows * wp, whole tiles */
+  int64_t xpad_floats, scratch_floats; /* per worker */
+  int ntaps, tile;
+  bool weight_grad;
+  tile_fn kernel;
+  int64_t *taps;                   /* ki*wp + kj */
+  float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK] */
+  float *scratch;                  /* per worker: padded stack, tile output, dY stack, dW parts */
+};
+
+void cb_direct_conv_free(cb_direct_conv *conv) {
+  if (!conv) return;
+  free(conv->taps);
+  free(conv->weight);
+  free(conv->scratch);
+  free(conv);
+}
+
+/* Images per stack: about 4096 positions, at most an even share of the batch. */
+static int64_t stack_size(int64_t plane_per_image, int64_t batch, int workers) {
+  int64_t images = 4096 / plane_per_image, share = (batch + workers - 1) / workers;
+  if (images > share) images = share;
+  return images < 1 ? 1 : images;
+}
+
+cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *weight,
+                                   cb_direct_mode mode, int workers) {
+  cb_direct_conv *d = calloc(1, sizeof *d);
+  if (!d) return NULL;
+  cb_conv_path path = cb_conv_get_path();
+  d->kernel = path == CB_CONV_AVX512 ? tile_avx512 : tile_avx2;
+  d->tile = path == CB_CONV_AVX512 ? 16 * NV16 : 8 * NV8;
+  int64_t kh = shape->kh, kw = shape->kw;
+  bool transposed = mode == CB_DIRECT_INPUT_GRAD;
+  d->weight_grad = mode == CB_DIRECT_WEIGHT_GRAD;
+  /* the input gradient convolves dY, padded by k - 1 - pad */
+  d->in_c = transposed ? shape->o : shape->c;
+  d->out_c = transposed ? shape->c : shape->o;
+  d->in_h = transposed ? shape->oh : shape->h;
+  d->in_w = transposed ? shape->ow : shape->w;
+  d->pad_h = transposed ? kh - 1 - shape->pad_h : shape->pad_h;
+  d->pad_w = transposed ? kw - 1 - shape->pad_w : shape->pad_w;
+  d->out_h = d->in_h + 2 * d->pad_h - kh + 1, d->out_w = d->in_w + 2 * d->pad_w - kw + 1;
+  d->hp = d->in_h + 2 * d->pad_h, d->wp = d->in_w + 2 * d->pad_w;
+  d->images = stack_size(d->hp * d->wp, shape->n, workers);
+  d->plane = d->images * d->hp * d->wp;
+  d->positions = ((d->images - 1) * d->hp + d->out_h) * d->wp;
+  d->positions = (d->positions + d->tile - 1) / d->tile * d->tile;
+  d->ntaps = (int)(kh * kw);
+  /* tiles past the last plane read up to positions + the last tap's offset */
+  d->xpad_floats = d->in_c * d->plane + d->positions + kh * d->wp + kw;
+  d->scratch_floats = d->xpad_floats + OBLOCK * MAX_TILE;
+  if (d->weight_grad) /* the dY stack (out_c x plane), dW by tap (taps x out_c x in_c) */
+    d->scratch_floats += d->out_c * d->plane + d->ntaps * d->out_c * d->in_c;
+  int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
+  d->taps = malloc(sizeof(int64_t) * (size_t)d->ntaps);
+  d->weight = calloc((size_t)(blocks * OBLOCK * d->in_c * d->ntaps), sizeof(float));
+  d->scratch = calloc((size_t)(d->scratch_floats * workers), sizeof(float));
+  if (!d->taps || !d->weight || !d->scratch) {
+    cb_direct_conv_free(d);
+    return NULL;
+  }
+  for (int t = 0; t < d->ntaps; t++) d->taps[t] = (t / kw) * d->wp + t % kw;
+  /* Forward: weight[o][c][t]. Input gradient: output channel c of the
+   * transposed convolution takes weight[o][c][flipped t] from input channel o. */
+  if (!d->weight_grad)
+    for (int64_t o = 0; o < d->out_c; o++)
+      for (int64_t c = 0; c < d->in_c; c++)
+        for (int t = 0; t < d->ntaps; t++) {
+          float value = transposed ? weight[(c * d->out_c + o) * d->ntaps + (d->ntaps - 1 - t)]
+                                   : weight[(o * d->in_c + c) * d->ntaps + t];
+          d->weight[(((o / OBLOCK) * d->in_c + c) * d->ntaps + t) * OBLOCK + o % OBLOCK] = value;
+        }
+  return d;
+}
+
+int64_t cb_direct_conv_stack(const cb_direct_conv *conv) { return conv->images; }
+
+/* Images [0, count) of `in` into the worker's padded stack; the borders and
+ * the rows of missing images stay zero. */
+static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int64_t count) {
+  float *xpad = d->scratch + worker * d->scratch_floats;
+  for (int64_t i = 0; i < d->images; i++)
+    for (int64_t c = 0; c < d->in_c; c++)
+      for (int64_t h = 0; h < d->in_h; h++) {
+        float *dst = xpad + c * d->plane + (i * d->hp + h + d->pad_h) * d->wp + d->pad_w;
+        if (i >= count) {
+          memset(dst, 0, sizeof(float) * (size_t)d->in_w);
+          continue;
+        }
+        const float *src = in.base + i * in.ns + c * in.cs + h * in.rs;
+        if (in.es == 1) memcpy(dst, src, sizeof(float) * (size_t)d->in_w);
+        else
+          for (int64_t w = 0; w < d->in_w; w++) dst[w] = src[w * in.es];
+      }
+  return xpad;
+}
+
+void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb_planes out,
+                           int64_t count, const float *bias) {
+  float *xpad = fill_stack(d, worker, in, count);
+  float *tile_out = xpad + d->xpad_floats;
+  int64_t weights_per_block = d->in_c * d->ntaps * OBLOCK;
+  for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK) {
+    const float *w = d->weight + (o0 / OBLOCK) * weights_per_block;
+    int64_t ob = d->out_c - o0 < OBLOCK ? d->out_c - o0 : OBLOCK;
+    for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile) {
+      d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps, w, tile_out, d->tile);
+      /* keep the tile's positions that are real outputs: row by row of the stack */
+      for (int64_t r = p0 / d->wp; r * d->wp < p0 + d->tile; r++) {
+        int64_t image = r / d->hp, oh = r % d->hp;
+        if (image >= count) break;
+        if (oh >= d->out_h) continue; /* rows between two images */
+        int64_t lo = r * d->wp > p0 ? r * d->wp : p0;
+        int64_t hi = r * d->wp + d->out_w < p0 + d->tile ? r * d->wp + d->out_w : p0 + d->tile;
+        if (hi <= lo) continue; /* the tile starts past this row's last output */
+        for (int64_t o = 0; o < ob; o++) {
+          const float *src = tile_out + o * d->tile + (lo - p0);
+          float *dst = out.base + image * out.ns + (o0 + o) * out.cs + oh * out.rs +
+                       (lo - r * d->wp) * out.es;
+          float b = bias ? bias[o0 + o] : 0.0f;
+          for (int64_t i = 0; i < hi - lo; i++) dst[i * out.es] = src[i] + b;
+        }
+      }
+    }
+  }
+}
+
+/* dW_t (O x C) += dY (O x P) @ X_t^T, where X_t (C x P) is the padded stack
+ * shifted by tap t: a view of the stack with rows of `plane` floats, so no
+ * im2col copy. dY sits on the same grid of positions, zero between outputs. */
+void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x, cb_planes dy,
+                                int64_t count, bool accumulate) {
+  float *xpad = fill_stack(d, worker, x, count);
+  float *dy_stack = xpad + d->xpad_floats + OBLOCK * MAX_TILE;
+  float *dw_taps = dy_stack + d->out_c * d->plane;
+  for (int64_t o = 0; o < d->out_c; o++)
+    for (int64_t i = 0; i < d->images; i++)
+      for (int64_t oh = 0; oh < d->out_h; oh++) {
+        float *dst = dy_stack + o * d->plane + (i * d->hp + oh) * d->wp;
+        if (i >= count) {
+          memset(dst, 0, sizeof(float) * (size_t)d->out_w);
+          continue;
+        }
+        const float *src = dy.base + i * dy.ns + o * dy.cs + oh * dy.rs;
+        for (int64_t w = 0; w < d->out_w; w++) dst[w] = src[w * dy.es];
+      }
+  for (int t = 0; t < d->ntaps; t++)
+    cb_sgemm(false, true, d->out_c, d->in_c, d->plane, 1.0f, dy_stack, d->plane,
+             xpad + d->taps[t], d->plane, accumulate ? 1.0f : 0.0f,
+             dw_taps + t * d->out_c * d->in_c, d->in_c);
+}
+
+void cb_direct_conv_weight_grad_sum(const cb_direct_conv *d, int workers, float *dw) {
+  int64_t per_tap = d->out_c * d->in_c;
+  for (int64_t o = 0; o < d->out_c; o++)
+    for (int64_t c = 0; c < d->in_c; c++)
+      for (int t = 0; t < d->ntaps; t++) {
+        float sum = 0;
+        for (int wk = 0; wk < workers; wk++) {
+          const float *dw_taps = d->scratch + wk * d->scratch_floats + d->xpad_floats +
+                                 OBLOCK * MAX_TILE + d->out_c * d->plane;
+          sum += dw_taps[t * per_tap + o * d->in_c + c];
+        }
+        dw[(o * d->in_c + c) * d->ntaps + t] = sum;
+      }
+}

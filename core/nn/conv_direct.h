@@ -1,0 +1,85 @@
+/* Direct convolution: the fast path of conv2d for stride-1, undilated,
+ * ungrouped convolutions (every 3x3 layer of the CIFAR ResNets but the two
+ * that downsample), forward and input gradient.
+ *
+ * im2col + sgemm copies each input value kh*kw times, and BLAS then packs that
+ * copy again; for 16- to 64-channel layers those copies cost as much as the
+ * multiplications. The direct path copies each image once, into a zero-padded
+ * buffer with rows of WP = W + 2*pad floats. Then, numbering output positions
+ * p = oh*WP + ow (over the padded width: the last 2*pad of each row are
+ * discarded), a tap (ki, kj) of the kernel reads the input at
+ * p + ki*WP + kj: every tap is one contiguous shifted run of the buffer, and
+ *   y[o][p] = sum over c, taps t of w[o][c][t] * xpad[c][p + offset[t]]
+ * is a sum of vector FMAs over runs of positions. A micro-kernel keeps a tile
+ * of 4 output channels x (vector width x NV) positions in registers for the
+ * whole sum over channels and taps.
+ *
+ * The input gradient of a stride-1 convolution is itself a stride-1
+ * convolution of dY (padded by k - 1 - pad) with the kernel flipped and its
+ * two channel dims swapped, so the same code computes it.
+ *
+ * Paths, chosen at run time from CPUID: AVX-512 (16-float vectors), AVX2 with
+ * FMA (8-float vectors), or im2col + sgemm (portable; also every convolution
+ * the direct path does not take). CBNET_CONV=im2col|avx2|avx512 forces one,
+ * as does cb_conv_set_path. */
+#ifndef CB_CONV_DIRECT_H
+#define CB_CONV_DIRECT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor/error.h"
+
+typedef enum { CB_CONV_IM2COL, CB_CONV_AVX2, CB_CONV_AVX512, CB_CONV_NUM_PATHS } cb_conv_path;
+
+/* The path in use: CBNET_CONV if it names one this CPU runs, else the best. */
+cb_conv_path cb_conv_get_path(void);
+/* Forces a path; CB_EINVAL if this CPU cannot run it. */
+cb_status cb_conv_set_path(cb_conv_path path);
+bool cb_conv_path_supported(cb_conv_path path);
+const char *cb_conv_path_name(cb_conv_path path);
+/* The path named (im2col, avx2, avx512), or CB_CONV_NUM_PATHS. */
+cb_conv_path cb_conv_path_from_name(const char *name);
+
+/* Images' planes: element (image i, c, h, w) at base[i*ns + c*cs + h*rs + w*es]. */
+typedef struct {
+  float *base;
+  int64_t ns, cs, rs, es;
+} cb_planes;
+
+/* The forward convolution's shape: n images of c x h x w, o x c x kh x kw
+ * weights, padding (less than the kernel size), oh x ow outputs. */
+typedef struct {
+  int64_t n, c, h, w, o, kh, kw, pad_h, pad_w, oh, ow;
+} cb_direct_shape;
+
+typedef enum {
+  CB_DIRECT_FORWARD,     /* y = conv(x) */
+  CB_DIRECT_INPUT_GRAD,  /* dx = conv_transposed(dY) */
+  CB_DIRECT_WEIGHT_GRAD  /* dW = sum over images of dY (x) x */
+} cb_direct_mode;
+
+/* One convolution's plan, for every image of a batch: the packed weights
+ * (weight: the contiguous O x C x kh x kw weight; unused for WEIGHT_GRAD) and
+ * a scratch buffer per worker. Images are processed in stacks of
+ * cb_direct_conv_stack() images: one padded buffer holds them one above the
+ * other, so small images fill the micro-kernel's tiles. NULL when out of
+ * memory. */
+typedef struct cb_direct_conv cb_direct_conv;
+cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *weight,
+                                   cb_direct_mode mode, int workers);
+void cb_direct_conv_free(cb_direct_conv *conv);
+int64_t cb_direct_conv_stack(const cb_direct_conv *conv);
+
+/* FORWARD / INPUT_GRAD: out = conv(in) (+ bias[o]) for count <= stack images,
+ * in the worker's scratch; workers may run stacks in parallel. */
+void cb_direct_conv_images(const cb_direct_conv *conv, int worker, cb_planes in, cb_planes out,
+                           int64_t count, const float *bias);
+/* WEIGHT_GRAD: the worker's part of dW, over count <= stack images (set on
+ * the worker's first stack, added on later ones); then the parts summed into
+ * dw (O x C x kh x kw) by cb_direct_conv_weight_grad_sum. */
+void cb_direct_conv_weight_grad(const cb_direct_conv *conv, int worker, cb_planes x,
+                                cb_planes dy, int64_t count, bool accumulate);
+void cb_direct_conv_weight_grad_sum(const cb_direct_conv *conv, int workers, float *dw);
+
+#endif
