@@ -230,10 +230,12 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
   float *xpad = fill_stack(d, worker, in, count);
   float *tile_out = xpad + d->xpad_floats;
   int64_t weights_per_block = d->in_c * d->ntaps * OBLOCK;
-  for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK) {
-    const float *w = d->weight + (o0 / OBLOCK) * weights_per_block;
-    int64_t ob = d->out_c - o0 < OBLOCK ? d->out_c - o0 : OBLOCK;
-    for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile) {
+  /* tiles outside, channel blocks inside: the tile's input window (in_c runs
+   * of tile + the taps' reach) stays in L1 while every block reads it */
+  for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile) {
+    for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK) {
+      const float *w = d->weight + (o0 / OBLOCK) * weights_per_block;
+      int64_t ob = d->out_c - o0 < OBLOCK ? d->out_c - o0 : OBLOCK;
       d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps, w, tile_out, d->tile);
       /* keep the tile's positions that are real outputs: row by row of the stack */
       for (int64_t r = p0 / d->wp; r * d->wp < p0 + d->tile; r++) {

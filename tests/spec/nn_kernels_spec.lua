@@ -61,17 +61,17 @@ describe("conv2d", function()
   end)
 
   it("computes the same outputs and gradients on every path this CPU runs", function()
-    -- the direct paths take stride 1, dilation 1, groups 1, padding < kernel;
-    -- odd sizes leave partial tiles, a batch of 13 partial image stacks,
-    -- a transposed view of the input non-unit strides
+    -- the direct paths take stride 1, dilation 1, groups 1, padding < kernel
+    -- and rows of >= 24 outputs; odd sizes leave partial tiles, a batch of 13
+    -- partial image stacks, a transposed view of the input non-unit strides
     local cases = {
       {n = 13, c = 16, o = 16, h = 32, w = 32, kh = 3, kw = 3, pad = {1, 1}},
-      {n = 3, c = 5, o = 7, h = 9, w = 11, kh = 3, kw = 3, pad = {1, 1}, bias = true},
-      {n = 2, c = 3, o = 6, h = 8, w = 7, kh = 3, kw = 3, pad = {0, 0}, bias = true},
-      {n = 2, c = 4, o = 5, h = 7, w = 6, kh = 5, kw = 3, pad = {2, 1}},
-      {n = 4, c = 2, o = 9, h = 6, w = 6, kh = 1, kw = 1, pad = {0, 0}, bias = true},
-      {n = 2, c = 3, o = 4, h = 6, w = 5, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
-      {n = 1, c = 64, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 3, c = 5, o = 7, h = 9, w = 25, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      {n = 2, c = 3, o = 6, h = 8, w = 27, kh = 3, kw = 3, pad = {0, 0}, bias = true},
+      {n = 2, c = 4, o = 5, h = 7, w = 26, kh = 5, kw = 3, pad = {2, 1}},
+      {n = 4, c = 2, o = 9, h = 6, w = 24, kh = 1, kw = 1, pad = {0, 0}, bias = true},
+      {n = 2, c = 3, o = 4, h = 6, w = 25, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
+      {n = 1, c = 64, o = 64, h = 8, w = 24, kh = 3, kw = 3, pad = {1, 1}},
     }
     local previous = cbnet.conv_path()
     local function run(case, path)
