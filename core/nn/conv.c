@@ -271,15 +271,8 @@ static cb_status check_blas_sizes(const conv_geometry *g, const batch_pieces *b)
 
 /* ---- the direct path (conv_direct.h) ---- */
 
-/* Measured on ResNet-32's layers (bench/profile.lua): the direct path is up
- * to 2x faster than im2col on 32-wide images and slower on 8-wide ones, where
- * the padding columns waste a fifth or more of each tile; so rows of at least
- * DIRECT_MIN_WIDTH outputs. */
-#define DIRECT_MIN_WIDTH 24
-
 static bool direct_applies(const conv_geometry *g) {
-  return cb_conv_get_path() != CB_CONV_IM2COL && g->ow >= DIRECT_MIN_WIDTH &&
-         g->groups == 1 && g->p.stride[0] == 1 &&
+  return cb_conv_get_path() != CB_CONV_IM2COL && g->groups == 1 && g->p.stride[0] == 1 &&
          g->p.stride[1] == 1 && g->p.dilation[0] == 1 && g->p.dilation[1] == 1 &&
          g->p.padding[0] < g->kh && g->p.padding[1] < g->kw && g->kh * g->kw <= 49;
 }

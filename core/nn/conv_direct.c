@@ -124,9 +124,10 @@ cb_status cb_conv_set_path(cb_conv_path path) {
 
 struct cb_direct_conv {
   int64_t in_c, in_h, in_w, out_c, out_h, out_w;
-  int64_t pad_h, pad_w, hp, wp;    /* padded images: hp rows of wp floats */
+  int64_t pad_h, pad_w, hp, wp;    /* stacked images: hp rows of wp floats each */
   int64_t images;                  /* images stacked in one buffer */
-  int64_t plane;                   /* one channel of the stack: images * hp * wp */
+  int64_t grid;                    /* positions of the stack: images * hp * wp */
+  int64_t plane;                   /* one channel of the stack: the grid and its margins */
   int64_t positions;               /* the stack's output rows * wp, whole tiles */
   int64_t xpad_floats, scratch_floats; /* per worker */
   int ntaps, tile;
@@ -145,11 +146,13 @@ void cb_direct_conv_free(cb_direct_conv *conv) {
   free(conv);
 }
 
-/* Images per stack: about 4096 positions, at most an even share of the batch. */
-static int64_t stack_size(int64_t plane_per_image, int64_t batch, int workers) {
-  int64_t images = 4096 / plane_per_image, share = (batch + workers - 1) / workers;
-  if (images > share) images = share;
-  return images < 1 ? 1 : images;
+/* Images per stack: about 4096 positions, and stacks that the workers share
+ * evenly (each worker's share of the batch in equal stacks). */
+static int64_t stack_size(int64_t positions_per_image, int64_t batch, int workers) {
+  int64_t target = 4096 / positions_per_image, share = (batch + workers - 1) / workers;
+  if (target < 1) target = 1;
+  int64_t stacks_per_worker = (share + target - 1) / target;
+  return (share + stacks_per_worker - 1) / stacks_per_worker;
 }
 
 cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *weight,
@@ -170,17 +173,22 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   d->pad_h = transposed ? kh - 1 - shape->pad_h : shape->pad_h;
   d->pad_w = transposed ? kw - 1 - shape->pad_w : shape->pad_w;
   d->out_h = d->in_h + 2 * d->pad_h - kh + 1, d->out_w = d->in_w + 2 * d->pad_w - kw + 1;
-  d->hp = d->in_h + 2 * d->pad_h, d->wp = d->in_w + 2 * d->pad_w;
+  /* Padding shared between neighbours: a row is pad_w zeros then the in_w
+   * pixels, so the zeros left of a row are also right of the row before; an
+   * image is its in_h rows then pad_h zero rows, shared with the next image
+   * the same way. Pixel (i, h, w) is at row i*hp + pad_h + h, column pad_w + w. */
+  d->hp = d->in_h + d->pad_h, d->wp = d->in_w + d->pad_w;
   d->images = stack_size(d->hp * d->wp, shape->n, workers);
-  d->plane = d->images * d->hp * d->wp;
+  d->grid = d->images * d->hp * d->wp;
+  d->plane = (d->images * d->hp + d->pad_h + 1) * d->wp;
   d->positions = ((d->images - 1) * d->hp + d->out_h) * d->wp;
   d->positions = (d->positions + d->tile - 1) / d->tile * d->tile;
   d->ntaps = (int)(kh * kw);
   /* tiles past the last plane read up to positions + the last tap's offset */
   d->xpad_floats = d->in_c * d->plane + d->positions + kh * d->wp + kw;
   d->scratch_floats = d->xpad_floats + OBLOCK * MAX_TILE;
-  if (d->weight_grad) /* the dY stack (out_c x plane), dW by tap (taps x out_c x in_c) */
-    d->scratch_floats += d->out_c * d->plane + d->ntaps * d->out_c * d->in_c;
+  if (d->weight_grad) /* the dY stack (out_c x grid), dW by tap (taps x out_c x in_c) */
+    d->scratch_floats += d->out_c * d->grid + d->ntaps * d->out_c * d->in_c;
   int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
   d->taps = malloc(sizeof(int64_t) * (size_t)d->ntaps);
   d->weight = calloc((size_t)(blocks * OBLOCK * d->in_c * d->ntaps), sizeof(float));
@@ -264,11 +272,11 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
                                 int64_t count, bool accumulate) {
   float *xpad = fill_stack(d, worker, x, count);
   float *dy_stack = xpad + d->xpad_floats + OBLOCK * MAX_TILE;
-  float *dw_taps = dy_stack + d->out_c * d->plane;
+  float *dw_taps = dy_stack + d->out_c * d->grid;
   for (int64_t o = 0; o < d->out_c; o++)
     for (int64_t i = 0; i < d->images; i++)
       for (int64_t oh = 0; oh < d->out_h; oh++) {
-        float *dst = dy_stack + o * d->plane + (i * d->hp + oh) * d->wp;
+        float *dst = dy_stack + o * d->grid + (i * d->hp + oh) * d->wp;
         if (i >= count) {
           memset(dst, 0, sizeof(float) * (size_t)d->out_w);
           continue;
@@ -277,7 +285,7 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
         for (int64_t w = 0; w < d->out_w; w++) dst[w] = src[w * dy.es];
       }
   for (int t = 0; t < d->ntaps; t++)
-    cb_sgemm(false, true, d->out_c, d->in_c, d->plane, 1.0f, dy_stack, d->plane,
+    cb_sgemm(false, true, d->out_c, d->in_c, d->grid, 1.0f, dy_stack, d->grid,
              xpad + d->taps[t], d->plane, accumulate ? 1.0f : 0.0f,
              dw_taps + t * d->out_c * d->in_c, d->in_c);
 }
@@ -290,7 +298,7 @@ void cb_direct_conv_weight_grad_sum(const cb_direct_conv *d, int workers, float 
         float sum = 0;
         for (int wk = 0; wk < workers; wk++) {
           const float *dw_taps = d->scratch + wk * d->scratch_floats + d->xpad_floats +
-                                 OBLOCK * MAX_TILE + d->out_c * d->plane;
+                                 OBLOCK * MAX_TILE + d->out_c * d->grid;
           sum += dw_taps[t * per_tap + o * d->in_c + c];
         }
         dw[(o * d->in_c + c) * d->ntaps + t] = sum;

@@ -61,9 +61,9 @@ describe("conv2d", function()
   end)
 
   it("computes the same outputs and gradients on every path this CPU runs", function()
-    -- the direct paths take stride 1, dilation 1, groups 1, padding < kernel
-    -- and rows of >= 24 outputs; odd sizes leave partial tiles, a batch of 13
-    -- partial image stacks, a transposed view of the input non-unit strides
+    -- the direct paths take stride 1, dilation 1, groups 1, padding < kernel;
+    -- odd sizes leave partial tiles, a batch of 13 partial image stacks, a
+    -- transposed view of the input non-unit strides
     local cases = {
       {n = 13, c = 16, o = 16, h = 32, w = 32, kh = 3, kw = 3, pad = {1, 1}},
       {n = 3, c = 5, o = 7, h = 9, w = 25, kh = 3, kw = 3, pad = {1, 1}, bias = true},
@@ -72,6 +72,8 @@ describe("conv2d", function()
       {n = 4, c = 2, o = 9, h = 6, w = 24, kh = 1, kw = 1, pad = {0, 0}, bias = true},
       {n = 2, c = 3, o = 4, h = 6, w = 25, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
       {n = 1, c = 64, o = 64, h = 8, w = 24, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 7, c = 8, o = 8, h = 5, w = 4, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      {n = 2, c = 2, o = 3, h = 1, w = 1, kh = 1, kw = 1, pad = {0, 0}},
     }
     local previous = cbnet.conv_path()
     local function run(case, path)

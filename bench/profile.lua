@@ -1,0 +1,117 @@
+-- Per-layer profile of the seed CNN and ResNet-32 in training: the forward
+-- and backward time of every layer (layers of the same kind and shape on one
+-- row), the GFLOP/s of convolutions and linear layers against this machine's
+-- sgemm rate, and what the rows leave out (residual adds, shortcuts, loss,
+-- optimizer: the whole step minus the layers).
+--   build/bin/cbnet run bench/profile.lua [net = all|convnet|resnet32] [batch = 128] [repeats = 5]
+-- Each layer runs alone on the input it sees in the net (captured in one
+-- forward pass); times are medians of the repeats.
+local cbnet = require "cbnet"
+local models = require "cbnet.models"
+
+local which, batch, repeats = arg[1] or "all", tonumber(arg[2]) or 128, tonumber(arg[3]) or 5
+local clock = cbnet.clock
+
+local function median_time(fn)
+  fn() -- warm up
+  local times = {}
+  for r = 1, repeats do
+    local t0 = clock()
+    fn()
+    times[r] = clock() - t0
+  end
+  table.sort(times)
+  return times[(repeats + 1) // 2]
+end
+
+local function sgemm_rate()
+  local n = 1024
+  local a, b = cbnet.randn(n, n), cbnet.randn(n, n)
+  return 2 * n ^ 3 / median_time(function() a:matmul(b) end) / 1e9
+end
+
+-- Multiply-adds x 2 of one forward pass of the layer on x (conv and linear).
+local function forward_flop(m, x, y)
+  if m.name == "Conv2d" then
+    local out = y:size()
+    return 2 * out[1] * out[2] * out[3] * out[4] * (m.in_channels // m.groups)
+      * m.kernel_size[1] * m.kernel_size[2]
+  elseif m.name == "Linear" then
+    return 2 * y:numel() * x:size(-1)
+  end
+end
+
+local function shape_str(t) return table.concat(t:size(), "x") end
+
+-- The leaf modules of model with the inputs they see, in forward order.
+local function capture(model, x)
+  local seen = {}
+  for _, m in ipairs(model:modules()) do
+    if #m._modules == 0 then
+      local forward = m.forward
+      m.forward = function(self, input)
+        seen[#seen + 1] = {module = self, input = input:detach(), needs_grad = input.requires_grad}
+        return forward(self, input)
+      end
+    end
+  end
+  model(x)
+  for _, s in ipairs(seen) do s.module.forward = nil end -- the class's forward again
+  return seen
+end
+
+local function profile(name, model, x, y)
+  local opt = cbnet.optim.SGD(model:parameters(), {lr = 0.01, momentum = 0.9})
+  local step = median_time(function()
+    opt:zero_grad()
+    cbnet.F.cross_entropy(model(x), y):backward()
+    opt:step()
+  end)
+  local rows, order = {}, {}
+  for _, s in ipairs(capture(model, x)) do
+    local m, input = s.module, s.input
+    local key = ("%s %s <- %s"):format(m.name, m:extra_repr(), shape_str(input))
+    local row = rows[key]
+    if not row then
+      local inp = input:clone()
+      if s.needs_grad then inp:requires_grad_() end
+      local out = m(inp)
+      local gy = cbnet.randn(table.unpack(out:size()))
+      local fwd = median_time(function() m(inp) end)
+      local both = median_time(function()
+        if s.needs_grad then inp.grad = nil end
+        m:zero_grad()
+        m(inp):backward(gy)
+      end)
+      local flop = forward_flop(m, input, out)
+      -- backward: the weight gradient, plus the input gradient when needed
+      local bwd_flop = flop and flop * (s.needs_grad and 2 or 1)
+      row = {key = key, count = 0, fwd = fwd, bwd = math.max(both - fwd, 0), flop = flop,
+             bwd_flop = bwd_flop}
+      rows[key] = row
+      order[#order + 1] = row
+    end
+    row.count = row.count + 1
+  end
+  print(("\n%s, batch %d: one training step %.1f ms (%.0f img/s)"):format(name, x:size(1),
+    step * 1e3, x:size(1) / step))
+  print(("%-62s %3s %9s %9s %8s %8s"):format("layer <- input", "n", "fwd ms", "bwd ms",
+    "fwd GF/s", "bwd GF/s"))
+  local total = 0
+  for _, r in ipairs(order) do
+    total = total + r.count * (r.fwd + r.bwd)
+    print(("%-62s %3d %9.2f %9.2f %8s %8s"):format(r.key:sub(1, 62), r.count, r.count * r.fwd * 1e3,
+      r.count * r.bwd * 1e3, r.flop and ("%.1f"):format(r.flop / r.fwd / 1e9) or "",
+      r.bwd_flop and r.bwd > 0 and ("%.1f"):format(r.bwd_flop / r.bwd / 1e9) or ""))
+  end
+  print(("%-62s %3s %19.2f"):format("rest of the step (adds, shortcuts, loss, optimizer)", "",
+    (step - total) * 1e3))
+end
+
+print(("cbnet %s, %d threads, conv path %s, BLAS kernel %s"):format(cbnet.version,
+  cbnet.get_num_threads(), cbnet.conv_path(), cbnet.info().blas_kernel))
+print(("sgemm 1024^3: %.1f GFLOP/s"):format(sgemm_rate()))
+cbnet.manual_seed(0)
+local x, y = cbnet.randn(batch, 3, 32, 32), cbnet.randint(0, 10, {batch})
+if which == "all" or which == "convnet" then profile("seed CNN", models.convnet(), x, y) end
+if which == "all" or which == "resnet32" then profile("ResNet-32", models.resnet32(), x, y) end
