@@ -46,7 +46,7 @@ CTESTS  := $(BUILD)/tests/ctest
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
                    lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
 
-.PHONY: all deps run test ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
+.PHONY: all deps run bench test ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
 all: $(CMD) $(MODULE) $(MPI_MODULE)
 
 $(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard binding/*.h)
@@ -99,6 +99,22 @@ run: deps all
 
 ctest: $(CTESTS)
 	$(CTESTS)
+
+# The speed benchmark against PyTorch (never part of make test): Debian's
+# python3-torch and the current PyTorch from PyPI in build/torch-venv, then
+# the per-layer profile. BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 3".
+BENCH_VENV := build/torch-venv
+bench: deps all
+	@missing=$$(for p in python3-torch python3-venv; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@test -x $(BENCH_VENV)/bin/python && $(BENCH_VENV)/bin/python -c 'import torch' 2>/dev/null || \
+	  { echo "installing PyTorch from PyPI into $(BENCH_VENV)"; rm -rf $(BENCH_VENV); \
+	    /usr/bin/python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q torch; }
+	$(CMD) run bench/bench.lua $(BENCH_ARGS)
+	$(CMD) run bench/profile.lua
 
 spec: $(MODULE) $(CMD)
 	busted --lua=$(LUA) tests/spec

@@ -1,0 +1,138 @@
+-- The speed benchmark (make bench): cbnet against PyTorch on the same machine
+-- and threads, in one run.
+--   build/bin/cbnet run bench/bench.lua [--repeats 5] [--threads 2,1] [--only resnet32]
+-- Workloads: the seed CNN training at batch 64 and 128 and evaluating at 256;
+-- ResNet-32 (CIFAR, option A) training at batch 128. Every measurement is a
+-- fresh process (so peak memory is its own): warm-up steps, then timed steps.
+-- The engines alternate within each repeat (cbnet, then each PyTorch), so a
+-- noisy neighbour slows all alike; the table shows medians and the ratio of
+-- cbnet to the faster PyTorch. PyTorch: Debian's python3-torch
+-- (/usr/bin/python3) and the PyPI release in build/torch-venv (make bench
+-- installs both); either may be missing, then its column says n/a.
+local cbnet = require "cbnet"
+local models = require "cbnet.models"
+
+local workloads = {
+  {name = "seed CNN train", net = "convnet", mode = "train", batch = 64, steps = 30},
+  {name = "seed CNN train", net = "convnet", mode = "train", batch = 128, steps = 20},
+  {name = "seed CNN eval", net = "convnet", mode = "eval", batch = 256, steps = 20},
+  {name = "ResNet-32 train", net = "resnet32", mode = "train", batch = 128, steps = 8},
+}
+
+local function peak_rss_mib()
+  for line in io.lines("/proc/self/status") do
+    local kb = line:match("^VmHWM:%s+(%d+)")
+    if kb then return tonumber(kb) / 1024 end
+  end
+end
+
+-- The child: one measurement, printed as "images/s peak-MiB".
+if arg[1] == "--child" then
+  local net_name, mode = arg[2], arg[3]
+  local batch, steps, threads = tonumber(arg[4]), tonumber(arg[5]), tonumber(arg[6])
+  cbnet.set_num_threads(threads)
+  cbnet.manual_seed(0)
+  local net = models.get(net_name)
+  local x, y = cbnet.randn(batch, 3, 32, 32), cbnet.randint(0, 10, {batch})
+  local step
+  if mode == "train" then
+    local opt = cbnet.optim.SGD(net:parameters(), {lr = 0.01, momentum = 0.9, weight_decay = 5e-4})
+    step = function()
+      opt:zero_grad()
+      cbnet.F.cross_entropy(net(x), y):backward()
+      opt:step()
+    end
+  else
+    net:eval()
+    step = function() cbnet.no_grad(function() return net(x):argmax(2) end) end
+  end
+  for _ = 1, 3 do step() end
+  local t0 = cbnet.clock()
+  for _ = 1, steps do step() end
+  print(("%.1f %.0f"):format(steps * batch / (cbnet.clock() - t0), peak_rss_mib()))
+  return
+end
+
+local cli = require "cbnet.cli"
+local opts = cli.parse(arg, {
+  name = "bench", summary = "cbnet against PyTorch, in one run",
+  options = {
+    {"repeats", 5, "measurements of each workload per engine (medians are shown)"},
+    {"threads", {2, 1}, "thread counts to measure, comma-separated"},
+    {"only", "", "run only workloads whose net is this (convnet or resnet32)"},
+  }})
+
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local self_command = cli.self_command(arg) -- this script as it was started
+local engines = {
+  {name = "cbnet", run = function(w, threads)
+    return ("%s --child %s %s %d %d %d"):format(self_command, w.net, w.mode, w.batch, w.steps,
+      threads)
+  end},
+}
+for _, python in ipairs{{"PyTorch (Debian)", "/usr/bin/python3"},
+                        {"PyTorch (PyPI)", here .. "/../build/torch-venv/bin/python"}} do
+  local probe = io.popen(("%q -c 'import torch; print(torch.__version__)' 2>/dev/null"):format(python[2]))
+  local version = probe and probe:read("l")
+  if probe then probe:close() end
+  if version then
+    engines[#engines + 1] = {name = ("%s %s"):format(python[1], version:match("^[%d.]+")),
+      run = function(w, threads)
+        return ("%q %q %s %s %d %d %d 2>/dev/null"):format(python[2], here .. "/bench_torch.py",
+          w.net, w.mode, w.batch, w.steps, threads)
+      end}
+  end
+end
+
+local function measure(cmd)
+  local f = io.popen(cmd)
+  local line = f:read("l") or ""
+  f:close()
+  local rate, rss = line:match("^(%S+) (%S+)")
+  return tonumber(rate), tonumber(rss)
+end
+
+local function median(list)
+  if #list == 0 then return nil end
+  table.sort(list)
+  return list[(#list + 1) // 2]
+end
+
+local info = cbnet.info()
+print(("cbnet %s; conv path %s; BLAS kernel %s; CPU: %s"):format(cbnet.version, cbnet.conv_path(),
+  info.blas_kernel, (io.open("/proc/cpuinfo"):read("a"):match("model name%s*:%s*([^\n]+)") or "?")))
+print(("engines: %s; %d repeats, alternating"):format(
+  table.concat((function() local n = {} for i, e in ipairs(engines) do n[i] = e.name end return n end)(), ", "),
+  opts.repeats))
+local header = ("%-16s %5s %3s"):format("workload", "batch", "thr")
+for _, e in ipairs(engines) do header = header .. ("  %22s"):format(e.name:sub(1, 22)) end
+print(header .. "   ratio")
+print(("%-16s %5s %3s"):format("", "", "") .. ("  %22s"):format("img/s (peak MiB)"):rep(#engines)
+  .. "  cbnet/best")
+for _, threads in ipairs(opts.threads) do
+  for _, w in ipairs(workloads) do
+    if opts.only == "" or opts.only == w.net then
+      local rates, rss = {}, {}
+      for i = 1, #engines do rates[i], rss[i] = {}, {} end
+      for _ = 1, opts.repeats do
+        for i, e in ipairs(engines) do
+          local r, m = measure(e.run(w, tonumber(threads)))
+          if r then
+            rates[i][#rates[i] + 1] = r
+            rss[i][#rss[i] + 1] = m
+          end
+        end
+      end
+      local line = ("%-16s %5d %3d"):format(w.name, w.batch, threads)
+      local best
+      for i = 1, #engines do
+        local r, m = median(rates[i]), median(rss[i])
+        line = line .. ("  %22s"):format(r and ("%.0f (%.0f)"):format(r, m) or "n/a")
+        if i > 1 and r and (not best or r > best) then best = r end
+      end
+      local ours = median(rates[1])
+      print(line .. ("  %s"):format(ours and best and ("%.2fx"):format(ours / best) or "n/a"))
+      io.stdout:flush()
+    end
+  end
+end
