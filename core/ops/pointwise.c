@@ -466,14 +466,23 @@ static cb_status binary_backward(cb_node *node, const cb_tensor *g, cb_tensor **
   cb_status st;
   if ((st = cb_node_saved(node, 0, &a)) != CB_OK || (st = cb_node_saved(node, 1, &b)) != CB_OK)
     return st;
+  cb_binop op = *CB_NODE_CTX(node, cb_binop);
   for (int which = 0; which < 2 && st == CB_OK; which++) {
     if (!cb_node_needs_grad(node, which)) continue;
+    /* d(a + b)/da = d(a + b)/db = d(a - b)/da = 1: the gradient passes
+     * through as it is (shared; autograd copies it before adding into it) */
+    const struct cb_edge *in = &node->inputs[which];
+    if ((op == CB_ADD || (op == CB_SUB && which == 0)) && in->ndim == g->ndim &&
+        !memcmp(in->shape, g->shape, sizeof(int64_t) * (size_t)g->ndim)) {
+      grad_in[which] = cb_tensor_retain((cb_tensor *)g);
+      continue;
+    }
     cb_tensor *full;
     if ((st = cb_tensor_empty_same_layout(&full, g, CB_FLOAT32)) != CB_OK) break;
     const cb_tensor *ops[4] = {full, g, a, b};
     cb_iter it;
     cb_iter_init(&it, 4, ops, g->ndim, g->shape);
-    binary_grad_ctx ctx = {*CB_NODE_CTX(node, cb_binop), which};
+    binary_grad_ctx ctx = {op, which};
     cb_iter_run(&it, binary_grad_row, &ctx);
     st = cb_sum_to_shape(&grad_in[which], full, node->inputs[which].ndim,
                          node->inputs[which].shape);
