@@ -38,20 +38,25 @@ class BasicBlock(nn.Module):
 
 
 class ResNet32(nn.Module):
+    """Parameter names as cbnet.models.resnet32's after
+    checkpoint.to_torch_names: conv1, bn1, layer1..3.<block>, linear."""
+
     def __init__(self, classes=10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        blocks, planes = [], 16
+        planes = 16
         for stage, width in enumerate([16, 32, 64]):
+            blocks = []
             for b in range(5):
                 blocks.append(BasicBlock(planes, width, 2 if b == 0 and stage > 0 else 1))
                 planes = width
-        self.blocks = nn.Sequential(*blocks)
+            self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
         self.linear = nn.Linear(64, classes)
 
     def forward(self, x):
-        out = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 

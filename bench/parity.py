@@ -1,0 +1,243 @@
+"""Parity of cbnet's kernels and nets with PyTorch, on the same inputs.
+
+Run where torch is installed (never part of make test):
+    python3 bench/parity.py [--cbnet build/bin/cbnet] [--seed 0]
+Writes random inputs for every case to a safetensors file, runs
+bench/parity.lua (cbnet computes forward outputs and gradients, convolutions
+once per conv path the CPU has), computes the same in PyTorch (float64, so the
+reference is exact to float32's precision), and prints the relative error of
+each output: max |cbnet - torch| / max |torch|. Exit status 1 if any exceeds
+1e-4 (for the whole nets: or 10x PyTorch float32's own error, see main). Cases: conv2d (stride 1/2, padding 0/1, odd sizes, with and without
+bias), batch norm (training, with running statistics), max/avg/adaptive
+pooling, linear, cross-entropy (plain and label-smoothed), and the seed CNN
+and ResNet-32 whole (cbnet's initial weights loaded into the PyTorch model):
+logits, loss and every parameter's gradient.
+"""
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_torch import ResNet32, convnet  # noqa: E402
+
+DTYPES = {"F32": np.float32, "I64": np.int64}
+
+
+def save_safetensors(path, tensors, metadata):
+    header, offset, blobs = {"__metadata__": metadata}, 0, []
+    for name, array in tensors.items():
+        array = np.ascontiguousarray(array)
+        code = "F32" if array.dtype == np.float32 else "I64"
+        blob = array.tobytes()
+        header[name] = {"dtype": code, "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        array = np.frombuffer(data[8 + n + begin:8 + n + end], dtype=DTYPES[info["dtype"]])
+        out[name] = array.reshape(info["shape"])
+    return out
+
+
+def make_cases(rng):
+    """name -> (spec, {input name: array})"""
+    def randn(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    cases = {}
+    conv_shapes = [  # n, c, h, w, o, k, stride, padding, bias
+        (3, 16, 32, 32, 16, 3, 1, 1, 0), (2, 5, 9, 13, 7, 3, 1, 1, 1), (2, 4, 11, 10, 6, 3, 2, 1, 0),
+        (2, 3, 8, 9, 5, 3, 1, 0, 1), (3, 6, 7, 7, 4, 3, 2, 0, 1), (2, 32, 16, 16, 32, 3, 1, 1, 0),
+        (2, 64, 8, 8, 64, 3, 1, 1, 0), (2, 16, 32, 32, 32, 3, 2, 1, 0), (2, 3, 32, 32, 32, 3, 1, 1, 1),
+        (2, 8, 6, 6, 8, 1, 1, 0, 1),
+    ]
+    for i, (n, c, h, w, o, k, stride, padding, bias) in enumerate(conv_shapes):
+        oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+        arrays = {"x": randn(n, c, h, w), "w": randn(o, c, k, k) * 0.2, "gy": randn(n, o, oh, ow)}
+        if bias:
+            arrays["b"] = randn(o)
+        cases[f"conv{i}"] = (f"conv2d stride={stride} padding={padding} bias={bias}", arrays)
+    for i, shape in enumerate([(4, 16, 8, 8), (3, 7, 5, 6), (8, 10)]):
+        cases[f"bn{i}"] = ("batch_norm", {"x": randn(*shape) * 2 + 1, "w": randn(shape[1]),
+                                          "b": randn(shape[1]), "gy": randn(*shape)})
+    cases["maxpool"] = ("max_pool2d kernel=2 stride=2 padding=0",
+                        {"x": randn(2, 3, 8, 9), "gy": randn(2, 3, 4, 4)})
+    cases["maxpool3"] = ("max_pool2d kernel=3 stride=2 padding=1",
+                         {"x": randn(2, 3, 9, 8), "gy": randn(2, 3, 5, 4)})
+    cases["avgpool"] = ("avg_pool2d kernel=3 stride=2 padding=1",
+                        {"x": randn(2, 3, 9, 8), "gy": randn(2, 3, 5, 4)})
+    cases["adaptive"] = ("adaptive_avg_pool2d size=3",
+                         {"x": randn(2, 4, 8, 7), "gy": randn(2, 4, 3, 3)})
+    cases["linear"] = ("linear", {"x": randn(5, 12), "w": randn(7, 12), "b": randn(7),
+                                  "gy": randn(5, 7)})
+    target = rng.integers(0, 10, size=(16,)).astype(np.int64)
+    cases["ce"] = ("cross_entropy smoothing=0", {"x": randn(16, 10) * 3, "target": target})
+    cases["ce_smooth"] = ("cross_entropy smoothing=0.1", {"x": randn(16, 10) * 3, "target": target})
+    images, labels = randn(8, 3, 32, 32), rng.integers(0, 10, size=(8,)).astype(np.int64)
+    cases["convnet"] = ("net name=convnet seed=1", {"x": images, "target": labels})
+    cases["resnet32"] = ("net name=resnet32 seed=2", {"x": images, "target": labels})
+    return cases
+
+
+def t64(array, grad=False):
+    return torch.tensor(np.asarray(array), dtype=torch.float64, requires_grad=grad)
+
+
+def reference(kind, params, arrays):
+    """The PyTorch outputs for one case, float64: name -> array."""
+    leaves = {k: t64(v, True) for k, v in arrays.items() if k not in ("gy", "target")}
+    gy = t64(arrays["gy"]) if "gy" in arrays else None
+    extra = {}
+    if kind == "conv2d":
+        y = F.conv2d(leaves["x"], leaves["w"], leaves.get("b"), stride=int(params["stride"]),
+                     padding=int(params["padding"]))
+    elif kind == "batch_norm":
+        c = arrays["w"].shape[0]
+        rm, rv = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+        y = F.batch_norm(leaves["x"], rm, rv, leaves["w"], leaves["b"], True, 0.1, 1e-5)
+        extra = {"running_mean": rm.numpy(), "running_var": rv.numpy()}
+    elif kind == "max_pool2d":
+        y = F.max_pool2d(leaves["x"], int(params["kernel"]), int(params["stride"]),
+                         int(params["padding"]))
+    elif kind == "avg_pool2d":
+        y = F.avg_pool2d(leaves["x"], int(params["kernel"]), int(params["stride"]),
+                         int(params["padding"]))
+    elif kind == "adaptive_avg_pool2d":
+        y = F.adaptive_avg_pool2d(leaves["x"], int(params["size"]))
+    elif kind == "linear":
+        y = F.linear(leaves["x"], leaves["w"], leaves["b"])
+    elif kind == "cross_entropy":
+        y = F.cross_entropy(leaves["x"], torch.tensor(arrays["target"]),
+                            label_smoothing=float(params["smoothing"]))
+    else:
+        raise ValueError(kind)
+    y.backward(gy if gy is not None else torch.ones_like(y))
+    out = {"y": y.detach().numpy()}
+    out.update({"d" + k: v.grad.numpy() for k, v in leaves.items()})
+    out.update(extra)
+    return out
+
+
+def net_reference(params, arrays, results, case, dtype=torch.float64):
+    """The net's logits, loss and parameter gradients in PyTorch from cbnet's
+    initial weights, in dtype."""
+    model = ResNet32() if params["name"] == "resnet32" else convnet()
+    prefix = case + "/state/"
+    state = {k[len(prefix):]: torch.tensor(np.array(v)) for k, v in results.items()
+             if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith("num_batches_tracked")]
+    assert not missing and not unexpected, (missing, unexpected)
+    model = model.to(dtype).train()
+    logits = model(torch.tensor(np.asarray(arrays["x"]), dtype=dtype))
+    loss = F.cross_entropy(logits, torch.tensor(arrays["target"]))
+    loss.backward()
+    out = {"logits": logits.detach().numpy(), "loss": loss.detach().numpy()}
+    for name, p in model.named_parameters():
+        out["grad/" + name] = p.grad.numpy()
+    return out
+
+
+def net_errors(got, want):
+    """Relative errors of a net's outputs; gradients relative to the net's
+    largest gradient (a conv bias followed by batch norm has a gradient that is
+    zero up to rounding, so its own scale means nothing)."""
+    scale = max(np.abs(v).max() for k, v in want.items() if k.startswith("grad/"))
+    errors = {}
+    for name, value in want.items():
+        g = got.get(name)
+        if g is None or np.shape(g) != np.shape(value):
+            errors[name] = float("inf")
+        elif name.startswith("grad/"):
+            errors[name] = float(np.abs(np.asarray(g, np.float64) - value).max() / scale)
+        else:
+            errors[name] = rel_error(g, value)
+    return errors
+
+
+def rel_error(got, want):
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    scale = np.abs(want).max() if want.size else 0.0
+    return float(np.abs(got - want).max() / scale) if scale > 0 else float(np.abs(got).max())
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cbnet", default=os.path.join(here, "..", "build", "bin", "cbnet"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tolerance", type=float, default=1e-4)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    cases = make_cases(np.random.default_rng(args.seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = {f"{case}/{k}": v for case, (_, arrays) in cases.items() for k, v in arrays.items()}
+        save_safetensors(os.path.join(tmp, "in.safetensors"), inputs,
+                         {case: spec for case, (spec, _) in cases.items()})
+        subprocess.run([args.cbnet, "run", os.path.join(here, "parity.lua"),
+                        os.path.join(tmp, "in.safetensors"), os.path.join(tmp, "out.safetensors")],
+                       check=True)
+        results = load_safetensors(os.path.join(tmp, "out.safetensors"))
+    worst, failures = 0.0, 0
+    print(f"torch {torch.__version__}; tolerance {args.tolerance:g} (max abs error / max abs value)")
+    for case, (spec, arrays) in cases.items():
+        kind = spec.split()[0]
+        params = dict(kv.split("=") for kv in spec.split()[1:])
+        if kind == "net":
+            # A whole net: ReLU masks flip where a pre-activation is within
+            # rounding of zero, in PyTorch's own float32 too, so the bar is
+            # PyTorch float32's error against float64 (or the tolerance).
+            want = net_reference(params, arrays, results, case)
+            ours = net_errors({k[len(case) + 1:]: v for k, v in results.items()
+                               if k.startswith(case + "/")}, want)
+            theirs = net_errors(net_reference(params, arrays, results, case, torch.float32), want)
+            top, bar = max(ours.values()), max(args.tolerance, 10 * max(theirs.values()))
+            failures += top > bar
+            worst = max(worst, top)
+            print(f"{'FAIL' if top > bar else 'ok  '} {case:22s} {spec:40s} logits {ours['logits']:.1e}, "
+                  f"loss {ours['loss']:.1e}, {len(ours) - 2} gradients max {top:.1e} "
+                  f"(PyTorch float32: {max(theirs.values()):.1e})")
+            continue
+        want = reference(kind, params, arrays)
+        prefixes = sorted({k.split("/")[0] for k in results if k.split("/")[0].split("@")[0] == case})
+        for prefix in prefixes:
+            errors = {}
+            for name, value in want.items():
+                got = results.get(f"{prefix}/{name}")
+                errors[name] = rel_error(got, value) if got is not None else float("inf")
+            bad = {k: e for k, e in errors.items() if not e <= args.tolerance}
+            failures += len(bad)
+            worst = max(worst, max(errors.values()))
+            detail = ", ".join(f"{k} {e:.1e}" for k, e in sorted(errors.items()))
+            print(f"{'FAIL' if bad else 'ok  '} {prefix:22s} {spec:40s} {detail}")
+    print(f"worst relative error {worst:.2e}; {failures} failures")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
