@@ -330,9 +330,9 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
   if ((st = check_blas_sizes(&g, &b)) != CB_OK) return st;
   cb_tensor *w = NULL, *col = NULL, *y = NULL;
   if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK) return st;
-  int64_t col_shape[2] = {b.workers, b.col_floats}, y_shape[4] = {g.o, g.n, g.oh, g.ow};
-  if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
-  if ((st = cb_tensor_empty(&y, 4, y_shape, CB_FLOAT32)) != CB_OK) goto done;
+  /* the output in CNHW layout: row o of the GEMM's Y is channel o's block */
+  if ((st = cb_tensor_empty_images(&y, g.n, g.o, g.oh, g.ow, CB_FLOAT32, CB_LAYOUT_CNHW)) != CB_OK)
+    goto done;
   float *yp = cb_tensor_data(y);
   if (direct_applies(&g)) {
     cb_tensor *bc = NULL;
@@ -345,6 +345,8 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
     cb_tensor_release(bc);
     goto record;
   }
+  int64_t col_shape[2] = {b.workers, b.col_floats};
+  if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
   if (bias) { /* start from the bias; sgemm then adds W @ col */
     for (int64_t o = 0; o < g.o; o++) {
       float bo = (float)cb_tensor_get(bias, &o);
@@ -357,7 +359,7 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
   int used = cb_parallel_for(b.count, 1, conv_forward_pieces, &job);
   st = first_failure(status, used);
 record:
-  if (st == CB_OK) st = cb_tensor_permute(out, y, (int[]){1, 0, 2, 3});
+  if (st == CB_OK) *out = cb_tensor_retain(y);
   if (st == CB_OK) {
     const cb_tensor *inputs[3] = {x, weight, bias};
     const cb_tensor *save[2] = {x, w};
@@ -398,10 +400,16 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   if ((st = conv_geometry_of(&g, x, w, NULL, &p)) != CB_OK) return st;
   batch_pieces b = pieces_of(&g);
   if ((st = check_blas_sizes(&g, &b)) != CB_OK) return st;
-  cb_tensor *gp = NULL, *dy = NULL, *col = NULL, *dw_parts = NULL;
-  /* dY as O x (N*OH*OW): free when grad has the order conv2d produced */
-  if ((st = cb_tensor_permute(&gp, grad, (int[]){1, 0, 2, 3})) != CB_OK) return st;
-  if ((st = cb_tensor_contiguous(&dy, gp)) != CB_OK) goto done;
+  cb_tensor *dy = NULL, *col = NULL, *dw_parts = NULL;
+  /* dY as O x (N*OH*OW), i.e. CNHW: free when grad has the layout conv2d
+   * produced, as it has when the layers after keep layouts */
+  if (cb_image_layout(grad) == CB_LAYOUT_CNHW) {
+    dy = cb_tensor_retain((cb_tensor *)grad);
+  } else if ((st = cb_tensor_empty_images(&dy, g.n, g.o, g.oh, g.ow, CB_FLOAT32,
+                                          CB_LAYOUT_CNHW)) != CB_OK ||
+             (st = cb_tensor_copy_(dy, grad)) != CB_OK) {
+    goto done;
+  }
   const float *dyp = cb_tensor_data(dy);
   if (cb_node_needs_grad(node, 2)) {
     int64_t shape = g.o;
@@ -454,7 +462,6 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
       for (int64_t i = 0; i < size; i++) dw[i] += parts[part * size + i];
   }
 done:
-  cb_tensor_release(gp);
   cb_tensor_release(dy);
   cb_tensor_release(col);
   cb_tensor_release(dw_parts);

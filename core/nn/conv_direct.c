@@ -226,7 +226,8 @@ static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int6
           continue;
         }
         const float *src = in.base + i * in.ns + c * in.cs + h * in.rs;
-        if (in.es == 1) memcpy(dst, src, sizeof(float) * (size_t)d->in_w);
+        if (in.es == 1) /* rows are short: a loop beats a call to memcpy */
+          for (int64_t w = 0; w < d->in_w; w++) dst[w] = src[w];
         else
           for (int64_t w = 0; w < d->in_w; w++) dst[w] = src[w * in.es];
       }
@@ -258,7 +259,10 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
           float *dst = out.base + image * out.ns + (o0 + o) * out.cs + oh * out.rs +
                        (lo - r * d->wp) * out.es;
           float b = bias ? bias[o0 + o] : 0.0f;
-          for (int64_t i = 0; i < hi - lo; i++) dst[i * out.es] = src[i] + b;
+          if (out.es == 1)
+            for (int64_t i = 0; i < hi - lo; i++) dst[i] = src[i] + b;
+          else
+            for (int64_t i = 0; i < hi - lo; i++) dst[i * out.es] = src[i] + b;
         }
       }
     }

@@ -1,9 +1,9 @@
-/* Neural-network kernels: forward and backward of each in one file (conv.c,
- * norm.c, pool.c, linear.c, activation.c, softmax.c), all differentiable
- * through autograd. Images are N x C x H x W tensors with any strides; the
- * kernels keep the memory order they are given (conv2d returns its output
- * channel-major, C x N x H x W in memory, which the next layers read
- * directly), so a network never pays for transposes between layers. */
+/* Neural-network kernels: forward and backward of each in one file (conv.c
+ * with conv_direct.c, norm.c, pool.c, linear.c, activation.c, softmax.c),
+ * all differentiable through autograd. Images are N x C x H x W tensors with
+ * any strides; conv2d writes the CNHW image layout and every kernel keeps
+ * the layout it is given (see "image layouts" in tensor/tensor.h), so a
+ * network never pays for transposes between layers. */
 #ifndef CB_NN_H
 #define CB_NN_H
 

@@ -156,7 +156,7 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
               .invstd = cb_tensor_data(invstd), .gamma = gamma ? cb_tensor_data(gamma) : NULL};
   planes_of(x, &j.l); /* x was saved with dense planes */
   if (planes_of(grad, &j.gl)) g = cb_tensor_retain((cb_tensor *)grad);
-  else if ((st = cb_tensor_clone(&g, grad)) != CB_OK) return st;
+  else if ((st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
   planes_of(g, &j.gl);
   j.g = cb_tensor_data(g);
   int64_t c = j.l.c;
@@ -199,7 +199,7 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
   bn_job j = {.training = training, .momentum = momentum, .eps = eps};
   /* dense planes: the input's own layout when it has them, else a copy */
   if (planes_of(x, &j.l)) xd = cb_tensor_retain((cb_tensor *)x);
-  else if ((st = cb_tensor_clone(&xd, x)) != CB_OK) return st;
+  else if ((st = cb_tensor_contiguous(&xd, x)) != CB_OK) return st;
   planes_of(xd, &j.l);
   if ((st = channel_vector("weight", weight, c, &gamma)) != CB_OK ||
       (st = channel_vector("bias", bias, c, &beta)) != CB_OK)

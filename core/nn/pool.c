@@ -192,17 +192,11 @@ static void pool_backward_planes(void *arg, int chunk, int64_t begin, int64_t en
   }
 }
 
-/* An N x C x oh x ow tensor with x's N/C memory order. */
+/* An N x C x oh x ow output in x's image layout (CNHW stays CNHW). */
 static cb_status empty_like_planes(cb_tensor **out, const cb_tensor *x, int64_t oh, int64_t ow,
                                    cb_dtype dtype) {
-  bool channel_major = x->stride[1] > x->stride[0] && x->shape[0] > 1;
-  if (!channel_major) return cb_tensor_empty(out, 4, (int64_t[]){x->shape[0], x->shape[1], oh, ow}, dtype);
-  cb_tensor *cm;
-  cb_status st = cb_tensor_empty(&cm, 4, (int64_t[]){x->shape[1], x->shape[0], oh, ow}, dtype);
-  if (st != CB_OK) return st;
-  st = cb_tensor_permute(out, cm, (int[]){1, 0, 2, 3});
-  cb_tensor_release(cm);
-  return st;
+  cb_layout layout = cb_image_layout(x) == CB_LAYOUT_CNHW ? CB_LAYOUT_CNHW : CB_LAYOUT_NCHW;
+  return cb_tensor_empty_images(out, x->shape[0], x->shape[1], oh, ow, dtype, layout);
 }
 
 static cb_status pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {

@@ -70,7 +70,7 @@ static cb_status make_operand(operand *op, cb_tensor **keep, const cb_tensor *t,
   const cb_tensor *src = t;
   if (!layout_of(t->shape[t->ndim - 2], t->shape[t->ndim - 1], t->stride[t->ndim - 2],
                  t->stride[t->ndim - 1]).ok) {
-    cb_status st = cb_tensor_clone(keep, t);
+    cb_status st = cb_tensor_contiguous(keep, t);
     if (st != CB_OK) return st;
     src = *keep;
   }

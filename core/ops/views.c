@@ -197,7 +197,8 @@ cb_status cb_contiguous(cb_tensor **out, const cb_tensor *t) {
     *out = cb_tensor_retain((cb_tensor *)t);
     return CB_OK;
   }
-  return finish(cb_tensor_clone(out, t), out, t, "ContiguousBackward", identity_backward,  NULL);
+  return finish(cb_tensor_contiguous(out, t), out, t, "ContiguousBackward", identity_backward,
+                NULL);
 }
 
 cb_status cb_clone(cb_tensor **out, const cb_tensor *t) {

@@ -280,6 +280,27 @@ cb_status cb_tensor_empty_same_layout(cb_tensor **out, const cb_tensor *like, cb
   return CB_OK;
 }
 
+cb_layout cb_image_layout(const cb_tensor *t) {
+  if (t->ndim != 4 || !cb_tensor_is_dense(t)) return CB_LAYOUT_STRIDED;
+  if (cb_tensor_is_contiguous(t)) return CB_LAYOUT_NCHW;
+  const int64_t *shape = t->shape, *stride = t->stride, plane = shape[2] * shape[3];
+  bool planes = (shape[3] == 1 || stride[3] == 1) && (shape[2] == 1 || stride[2] == shape[3]);
+  bool images_inner = shape[0] == 1 || stride[0] == plane;
+  bool channels_outer = shape[1] == 1 || stride[1] == shape[0] * plane;
+  return planes && images_inner && channels_outer ? CB_LAYOUT_CNHW : CB_LAYOUT_STRIDED;
+}
+
+cb_status cb_tensor_empty_images(cb_tensor **out, int64_t n, int64_t c, int64_t h, int64_t w,
+                                 cb_dtype dtype, cb_layout layout) {
+  if (layout != CB_LAYOUT_CNHW) return cb_tensor_empty(out, 4, (int64_t[]){n, c, h, w}, dtype);
+  cb_tensor *channel_major;
+  cb_status st = cb_tensor_empty(&channel_major, 4, (int64_t[]){c, n, h, w}, dtype);
+  if (st != CB_OK) return st;
+  st = cb_tensor_permute(out, channel_major, (int[]){1, 0, 2, 3});
+  cb_tensor_release(channel_major);
+  return st;
+}
+
 cb_tensor *cb_tensor_retain(cb_tensor *t) {
   if (t) atomic_fetch_add(&t->refcount, 1);
   return t;
@@ -479,7 +500,7 @@ cb_status cb_tensor_reshape(cb_tensor **out, const cb_tensor *t, int ndim,
   if (st != CB_OK) return st;
   if (view_strides(t, ndim, new_shape, new_stride)) return cb_tensor_view(out, t, ndim, new_shape);
   cb_tensor *copy;
-  st = cb_tensor_clone(&copy, t);
+  st = cb_tensor_contiguous(&copy, t);
   if (st != CB_OK) return st;
   st = cb_tensor_view(out, copy, ndim, new_shape);
   cb_tensor_release(copy);
@@ -788,10 +809,9 @@ cb_status cb_tensor_fill_int64_(cb_tensor *dst, int64_t value) {
 }
 
 cb_status cb_tensor_clone(cb_tensor **out, const cb_tensor *t) {
-  cb_status st = cb_tensor_empty(out, t->ndim, t->shape, t->dtype);
+  cb_status st = cb_tensor_empty_same_layout(out, t, t->dtype);
   if (st != CB_OK) return st;
-  st = cb_release_on_error(cb_tensor_copy_(*out, t), out);
-  return st;
+  return cb_release_on_error(cb_tensor_copy_(*out, t), out);
 }
 
 cb_status cb_tensor_contiguous(cb_tensor **out, const cb_tensor *t) {
@@ -799,7 +819,9 @@ cb_status cb_tensor_contiguous(cb_tensor **out, const cb_tensor *t) {
     *out = cb_tensor_retain((cb_tensor *)t);
     return CB_OK;
   }
-  return cb_tensor_clone(out, t);
+  cb_status st = cb_tensor_empty(out, t->ndim, t->shape, t->dtype);
+  if (st != CB_OK) return st;
+  return cb_release_on_error(cb_tensor_copy_(*out, t), out);
 }
 
 cb_status cb_tensor_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype) {

@@ -106,6 +106,28 @@ cb_status cb_tensor_arange(cb_tensor **out, double start, double end,
  * (when like is dense, e.g. a permuted contiguous tensor), else contiguous.
  * Kernels use it so that outputs and gradients keep their inputs' layout. */
 cb_status cb_tensor_empty_same_layout(cb_tensor **out, const cb_tensor *like, cb_dtype dtype);
+
+/* ---- image layouts ----
+ * A batch of images, N x C x H x W, lives in memory in one of two orders:
+ *   CB_LAYOUT_NCHW  contiguous: image after image (PyTorch's default);
+ *   CB_LAYOUT_CNHW  channel after channel: each channel's N x H x W block is
+ *                   contiguous. conv2d writes its output this way (its GEMM
+ *                   computes all images of one output channel as one row),
+ *                   and reads its input and output gradient best this way.
+ * Every image kernel (conv, batch norm, pooling, pointwise) reads both, and
+ * writes its output in its input's layout (cb_tensor_empty_images with
+ * cb_image_layout(x)), so a network stays CNHW from its first convolution to
+ * its classifier and never pays for a transpose between layers. clone()
+ * keeps the layout; contiguous() gives NCHW; a CNHW batch cannot be viewed
+ * as N x (C*H*W) without a copy (reshape copies, view says so). */
+typedef enum { CB_LAYOUT_NCHW, CB_LAYOUT_CNHW, CB_LAYOUT_STRIDED } cb_layout;
+
+/* The layout of a 4-d tensor (NCHW when both fit, e.g. N = 1); STRIDED for
+ * anything else. */
+cb_layout cb_image_layout(const cb_tensor *t);
+/* An empty n x c x h x w tensor in layout NCHW or CNHW. */
+cb_status cb_tensor_empty_images(cb_tensor **out, int64_t n, int64_t c, int64_t h, int64_t w,
+                                 cb_dtype dtype, cb_layout layout);
 cb_tensor *cb_tensor_retain(cb_tensor *t);
 void cb_tensor_release(cb_tensor *t);
 /* For functions that hand out *out: on failure releases it and clears the
@@ -172,8 +194,11 @@ cb_status cb_tensor_flatten(cb_tensor **out, const cb_tensor *t, int start_dim,
                      int end_dim);
 
 /* ---- copies ---- */
-/* The same tensor if already contiguous (one more reference), else a copy. */
+/* The same tensor if already contiguous (one more reference), else a
+ * contiguous copy. */
 cb_status cb_tensor_contiguous(cb_tensor **out, const cb_tensor *t);
+/* A copy in the same memory order when t is dense (so a CNHW batch stays
+ * CNHW, as PyTorch's preserve_format), else contiguous. */
 cb_status cb_tensor_clone(cb_tensor **out, const cb_tensor *t);
 /* Converts to dtype (a new reference to t when it already has it). */
 cb_status cb_tensor_to_dtype(cb_tensor **out, const cb_tensor *t, cb_dtype dtype);

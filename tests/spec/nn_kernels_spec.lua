@@ -35,6 +35,39 @@ local function naive_conv(x, w, b, stride, pad, dil, groups)
   return out
 end
 
+describe("image layouts", function()
+  -- CNHW: each channel's N x H x W block contiguous (strides H*W, N*H*W, W, 1)
+  local function is_cnhw(t)
+    local n, c, h, w = table.unpack(t:size())
+    local s = t:stride()
+    return s[1] == h * w and s[2] == n * h * w and s[3] == w and s[4] == 1
+  end
+
+  it("conv2d writes CNHW and the layers after it keep it, forward and backward", function()
+    local x = randn(3, 2, 8, 8):requires_grad_()
+    local conv = F.conv2d(x, randn(4, 2, 3, 3), nil, {padding = 1})
+    assert.is_true(is_cnhw(conv))
+    local bn = F.batch_norm(conv, nil, nil, {training = true})
+    local pooled = F.max_pool2d(bn:relu(), 2)
+    for _, t in ipairs{bn, bn:relu(), pooled, F.avg_pool2d(bn, 2), bn + conv, conv:clone()} do
+      assert.is_true(is_cnhw(t))
+    end
+    local c2 = F.conv2d(pooled, randn(5, 4, 3, 3), nil, {padding = 1})
+    c2:sum():backward()
+    assert.is_true(is_cnhw(c2))
+    -- x was NCHW: its gradient is too
+    assert.same({128, 64, 8, 1}, x.grad:stride())
+  end)
+
+  it("contiguous() gives NCHW, and view asks for reshape on CNHW", function()
+    local conv = F.conv2d(randn(3, 2, 4, 4), randn(4, 2, 1, 1))
+    assert.same({64, 16, 4, 1}, conv:contiguous():stride())
+    assert.error_matches(function() conv:view(3, 64) end, "use reshape")
+    assert.same({3, 64}, conv:reshape(3, 64):size())
+    assert.near(0, (conv:reshape(3, 64) - conv:contiguous():view(3, 64)):abs():max():item(), 0)
+  end)
+end)
+
 describe("conv2d", function()
   it("matches the definition with stride, padding, dilation, groups and bias", function()
     for _, case in ipairs{
