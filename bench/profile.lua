@@ -5,29 +5,29 @@
 -- optimizer: the whole step minus the layers).
 --   build/bin/cbnet run bench/profile.lua [net = all|convnet|resnet32] [batch = 128] [repeats = 5]
 -- Each layer runs alone on the input it sees in the net (captured in one
--- forward pass); times are medians of the repeats.
+-- forward pass); times are the fastest of the repeats (on a shared machine
+-- the fastest is the one least disturbed by neighbours).
 local cbnet = require "cbnet"
 local models = require "cbnet.models"
 
 local which, batch, repeats = arg[1] or "all", tonumber(arg[2]) or 128, tonumber(arg[3]) or 5
 local clock = cbnet.clock
 
-local function median_time(fn)
+local function best_time(fn)
   fn() -- warm up
-  local times = {}
-  for r = 1, repeats do
+  local best = math.huge
+  for _ = 1, repeats do
     local t0 = clock()
     fn()
-    times[r] = clock() - t0
+    best = math.min(best, clock() - t0)
   end
-  table.sort(times)
-  return times[(repeats + 1) // 2]
+  return best
 end
 
 local function sgemm_rate()
   local n = 1024
   local a, b = cbnet.randn(n, n), cbnet.randn(n, n)
-  return 2 * n ^ 3 / median_time(function() a:matmul(b) end) / 1e9
+  return 2 * n ^ 3 / best_time(function() a:matmul(b) end) / 1e9
 end
 
 -- Multiply-adds x 2 of one forward pass of the layer on x (conv and linear).
@@ -62,7 +62,7 @@ end
 
 local function profile(name, model, x, y)
   local opt = cbnet.optim.SGD(model:parameters(), {lr = 0.01, momentum = 0.9})
-  local step = median_time(function()
+  local step = best_time(function()
     opt:zero_grad()
     cbnet.F.cross_entropy(model(x), y):backward()
     opt:step()
@@ -78,8 +78,8 @@ local function profile(name, model, x, y)
       local out = m(inp)
       -- a gradient in the output's layout, as the next layer would pass it
       local gy = out:detach() * 0 + cbnet.randn(table.unpack(out:size()))
-      local fwd = median_time(function() m(inp) end)
-      local both = median_time(function()
+      local fwd = best_time(function() m(inp) end)
+      local both = best_time(function()
         if s.needs_grad then inp.grad = nil end
         m:zero_grad()
         m(inp):backward(gy)
