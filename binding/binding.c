@@ -50,22 +50,35 @@ void cbl_check(lua_State *L, cb_status st) {
   lua_error(L);
 }
 
-/* Bytes allocated since the last collector step, not yet reported. */
-static _Thread_local int64_t unreported_bytes;
+/* Tensor bytes handed to Lua since the last collector step, not yet
+ * reported; and since the last full collection. */
+static _Thread_local int64_t unreported_bytes, since_full_collection;
+
+/* Garbage tensors hold memory until the collector finalizes them, and Lua's
+ * pacing sees only its own small heap: left alone, a training loop lets
+ * hundreds of MiB of dead activations pile up, and every step page-faults
+ * fresh memory in (about 1 ms per 4 MiB). A full collection of Lua's heap
+ * costs well under a millisecond, so one per FULL_COLLECTION_BYTES of
+ * tensors handed out bounds the garbage and lets malloc reuse it. */
+#define FULL_COLLECTION_BYTES ((int64_t)128 << 20)
 
 void cbl_push_tensor(lua_State *L, cb_tensor *t) {
   tensor_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->t = t;
   luaL_setmetatable(L, TENSOR_MT);
-  /* Lua does not see the storage's memory; without this a loop making big
-   * tensors would let garbage pile up between cycles. Freshly allocated
-   * storage (one owner) counts as allocation debt for the collector. */
-  if (atomic_load(&t->storage->refcount) == 1) {
-    unreported_bytes += t->storage->nbytes;
-    if (unreported_bytes >= 64 * 1024) {
-      lua_gc(L, LUA_GCSTEP, (int)(unreported_bytes / 1024));
-      unreported_bytes = 0;
-    }
+  /* Lua does not see the tensors' memory: count each tensor's own bytes as
+   * allocation debt. Not only fresh storage: most activations are already
+   * shared with autograd's saved copy when they reach Lua. A view counts its
+   * own size, which at worst collects a little early. */
+  int64_t bytes = cb_tensor_numel(t) * cb_dtype_size(t->dtype);
+  unreported_bytes += bytes;
+  since_full_collection += bytes;
+  if (since_full_collection >= FULL_COLLECTION_BYTES) {
+    lua_gc(L, LUA_GCCOLLECT);
+    unreported_bytes = since_full_collection = 0;
+  } else if (unreported_bytes >= 64 * 1024) {
+    lua_gc(L, LUA_GCSTEP, (int)(unreported_bytes / 1024));
+    unreported_bytes = 0;
   }
 }
 
