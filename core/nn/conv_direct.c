@@ -8,7 +8,6 @@
 #include "tensor/blas.h"
 
 #define OBLOCK 4   /* output channels per tile */
-#define MAX_TILE 64 /* positions per tile, the widest kernel's */
 
 /* ---- micro-kernels ----
  * out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
@@ -129,13 +128,15 @@ struct cb_direct_conv {
   int64_t grid;                    /* positions of the stack: images * hp * wp */
   int64_t plane;                   /* one channel of the stack: the grid and its margins */
   int64_t positions;               /* the stack's output rows * wp, whole tiles */
-  int64_t xpad_floats, scratch_floats; /* per worker */
+  int64_t out_ld;                  /* row length of the stack's output */
+  int64_t xpad_floats, out_floats, scratch_floats; /* per worker */
   int ntaps, tile;
   bool weight_grad;
   tile_fn kernel;
   int64_t *taps;                   /* ki*wp + kj */
   float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK] */
-  float *scratch;                  /* per worker: padded stack, tile output, dY stack, dW parts */
+  float *scratch;                  /* per worker: padded stack, then the stack's output
+                                    * (out_c x positions) or the dY stack and dW parts */
 };
 
 void cb_direct_conv_free(cb_direct_conv *conv) {
@@ -186,10 +187,14 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   d->ntaps = (int)(kh * kw);
   /* tiles past the last plane read up to positions + the last tap's offset */
   d->xpad_floats = d->in_c * d->plane + d->positions + kh * d->wp + kw;
-  d->scratch_floats = d->xpad_floats + OBLOCK * MAX_TILE;
+  int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
+  /* rows of the stack's output 64 bytes longer than the grid: rows a
+   * multiple of 4 KiB apart would share L1 sets (4K aliasing) */
+  d->out_ld = d->positions + 16;
+  d->out_floats = d->weight_grad ? 0 : blocks * OBLOCK * d->out_ld;
+  d->scratch_floats = d->xpad_floats + d->out_floats;
   if (d->weight_grad) /* the dY stack (out_c x grid), dW by tap (taps x out_c x in_c) */
     d->scratch_floats += d->out_c * d->grid + d->ntaps * d->out_c * d->in_c;
-  int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
   d->taps = malloc(sizeof(int64_t) * (size_t)d->ntaps);
   d->weight = calloc((size_t)(blocks * OBLOCK * d->in_c * d->ntaps), sizeof(float));
   d->scratch = calloc((size_t)(d->scratch_floats * workers), sizeof(float));
@@ -237,35 +242,27 @@ static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int6
 void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb_planes out,
                            int64_t count, const float *bias) {
   float *xpad = fill_stack(d, worker, in, count);
-  float *tile_out = xpad + d->xpad_floats;
+  float *stack_out = xpad + d->xpad_floats; /* out_c x positions, on the grid */
   int64_t weights_per_block = d->in_c * d->ntaps * OBLOCK;
   /* tiles outside, channel blocks inside: the tile's input window (in_c runs
    * of tile + the taps' reach) stays in L1 while every block reads it */
-  for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile) {
-    for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK) {
-      const float *w = d->weight + (o0 / OBLOCK) * weights_per_block;
-      int64_t ob = d->out_c - o0 < OBLOCK ? d->out_c - o0 : OBLOCK;
-      d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps, w, tile_out, d->tile);
-      /* keep the tile's positions that are real outputs: row by row of the stack */
-      for (int64_t r = p0 / d->wp; r * d->wp < p0 + d->tile; r++) {
-        int64_t image = r / d->hp, oh = r % d->hp;
-        if (image >= count) break;
-        if (oh >= d->out_h) continue; /* rows between two images */
-        int64_t lo = r * d->wp > p0 ? r * d->wp : p0;
-        int64_t hi = r * d->wp + d->out_w < p0 + d->tile ? r * d->wp + d->out_w : p0 + d->tile;
-        if (hi <= lo) continue; /* the tile starts past this row's last output */
-        for (int64_t o = 0; o < ob; o++) {
-          const float *src = tile_out + o * d->tile + (lo - p0);
-          float *dst = out.base + image * out.ns + (o0 + o) * out.cs + oh * out.rs +
-                       (lo - r * d->wp) * out.es;
-          float b = bias ? bias[o0 + o] : 0.0f;
-          if (out.es == 1)
-            for (int64_t i = 0; i < hi - lo; i++) dst[i] = src[i] + b;
-          else
-            for (int64_t i = 0; i < hi - lo; i++) dst[i * out.es] = src[i] + b;
-        }
+  for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile)
+    for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
+      d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps,
+                d->weight + (o0 / OBLOCK) * weights_per_block,
+                stack_out + o0 * d->out_ld + p0, d->out_ld);
+  /* the real outputs, row by row: every image's out_h rows of out_w */
+  for (int64_t o = 0; o < d->out_c; o++) {
+    float b = bias ? bias[o] : 0.0f;
+    for (int64_t image = 0; image < count; image++)
+      for (int64_t oh = 0; oh < d->out_h; oh++) {
+        const float *src = stack_out + o * d->out_ld + (image * d->hp + oh) * d->wp;
+        float *dst = out.base + image * out.ns + o * out.cs + oh * out.rs;
+        if (out.es == 1)
+          for (int64_t i = 0; i < d->out_w; i++) dst[i] = src[i] + b;
+        else
+          for (int64_t i = 0; i < d->out_w; i++) dst[i * out.es] = src[i] + b;
       }
-    }
   }
 }
 
@@ -275,7 +272,7 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
 void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x, cb_planes dy,
                                 int64_t count, bool accumulate) {
   float *xpad = fill_stack(d, worker, x, count);
-  float *dy_stack = xpad + d->xpad_floats + OBLOCK * MAX_TILE;
+  float *dy_stack = xpad + d->xpad_floats;
   float *dw_taps = dy_stack + d->out_c * d->grid;
   for (int64_t o = 0; o < d->out_c; o++)
     for (int64_t i = 0; i < d->images; i++)
@@ -302,7 +299,7 @@ void cb_direct_conv_weight_grad_sum(const cb_direct_conv *d, int workers, float 
         float sum = 0;
         for (int wk = 0; wk < workers; wk++) {
           const float *dw_taps = d->scratch + wk * d->scratch_floats + d->xpad_floats +
-                                 OBLOCK * MAX_TILE + d->out_c * d->grid;
+                                 d->out_c * d->grid;
           sum += dw_taps[t * per_tap + o * d->in_c + c];
         }
         dw[(o * d->in_c + c) * d->ntaps + t] = sum;
