@@ -49,7 +49,8 @@ static int l_batch_norm(lua_State *L) {
   cb_tensor *rm = cbl_opt_tensor(L, 4), *rv = cbl_opt_tensor(L, 5);
   bool training = lua_toboolean(L, 6);
   double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
-  cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps));
+  bool relu = lua_toboolean(L, 9);
+  cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps, relu));
   cbl_push_tensor(L, y);
   return 1;
 }

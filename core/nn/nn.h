@@ -28,11 +28,14 @@ cb_status cb_linear(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
 /* Batch normalisation over every dim but dim 1 (N x C or N x C x H x W).
  * Training: batch statistics, and running_mean/var (if given) move by
  * momentum towards them (the variance unbiased, as PyTorch does).
- * Evaluation: the running statistics. weight/bias may be NULL. */
+ * Evaluation: the running statistics. weight/bias may be NULL. relu: the
+ * output is max(0, .), the ReLU that follows most batch norms, computed in
+ * the same passes forward and backward (the gradient is masked by the
+ * output's sign) instead of two more passes over memory each way. */
 cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                         const cb_tensor *bias, cb_tensor *running_mean,
                         cb_tensor *running_var, bool training, double momentum,
-                        double eps);
+                        double eps, bool relu);
 
 /* ---- pool.c ---- */
 typedef struct {

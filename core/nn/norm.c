@@ -47,15 +47,19 @@ typedef struct {
   float *running_mean, *running_var;
   bool training;
   double momentum, eps;
+  bool relu;        /* y = max(0, batch norm): the ReLU fused in */
+  const float *y_saved; /* backward with relu: the output, whose sign masks g */
   /* backward */
   const float *g;
   float *dx, *dgamma, *dbeta;
   bn_layout gl, dl; /* layouts of g and dx */
 } bn_job;
 
-/* What backward needs besides the saved tensors. */
+/* What backward needs besides the saved tensors: x, mean, invstd, then
+ * gamma and the output (relu) when present. */
 typedef struct {
-  bool training;
+  bool training, relu;
+  int gamma_slot, output_slot; /* -1 when not saved */
 } batch_norm_ctx;
 
 CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
@@ -89,7 +93,10 @@ CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t b
     for (int64_t n = 0; n < l->n; n++) {
       const float *p = j->x + n * l->sn + c * l->sc;
       float *q = j->y + n * l->sn + c * l->sc;
-      for (int64_t i = 0; i < l->s; i++) q[i] = p[i] * scale + shift;
+      if (j->relu)
+        for (int64_t i = 0; i < l->s; i++) q[i] = fmaxf(p[i] * scale + shift, 0.0f);
+      else
+        for (int64_t i = 0; i < l->s; i++) q[i] = p[i] * scale + shift;
     }
   }
 }
@@ -101,12 +108,40 @@ CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t 
   double count = (double)(l->n * l->s);
   for (int64_t c = begin; c < end; c++) {
     double mean = j->mean[c], invstd = j->invstd[c], sum_g = 0, sum_gx = 0;
-    for (int64_t n = 0; n < l->n; n++) {
-      const float *x = j->x + n * l->sn + c * l->sc;
-      const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
-      sum_g += cb_sum_floats(g, l->s);
-      sum_gx += cb_dot_deviations(g, x, l->s, mean);
+    /* the gradient reaching the normalisation: g, or with the ReLU fused in,
+     * g where the output is positive. That masked copy is written into dx
+     * (when dx is wanted) and dx is then computed in place from it. */
+    const float *g0 = j->g + c * j->gl.sc;
+    int64_t gsn = j->gl.sn;
+    if (j->relu) {
+      if (j->dx) {
+        for (int64_t n = 0; n < l->n; n++) {
+          const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
+          const float *y = j->y_saved + n * l->sn + c * l->sc;
+          float *masked = j->dx + n * j->dl.sn + c * j->dl.sc;
+          for (int64_t i = 0; i < l->s; i++) masked[i] = y[i] > 0 ? g[i] : 0.0f;
+        }
+        g0 = j->dx + c * j->dl.sc;
+        gsn = j->dl.sn;
+      } else {
+        for (int64_t n = 0; n < l->n; n++) {
+          const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
+          const float *y = j->y_saved + n * l->sn + c * l->sc;
+          const float *x = j->x + n * l->sn + c * l->sc;
+          for (int64_t i = 0; i < l->s; i++)
+            if (y[i] > 0) {
+              sum_g += g[i];
+              sum_gx += (double)g[i] * (x[i] - mean);
+            }
+        }
+      }
     }
+    if (!j->relu || j->dx)
+      for (int64_t n = 0; n < l->n; n++) {
+        const float *x = j->x + n * l->sn + c * l->sc;
+        sum_g += cb_sum_floats(g0 + n * gsn, l->s);
+        sum_gx += cb_dot_deviations(g0 + n * gsn, x, l->s, mean);
+      }
     double dgamma = sum_gx * invstd;
     if (j->dgamma) j->dgamma[c] = (float)dgamma;
     if (j->dbeta) j->dbeta[c] = (float)sum_g;
@@ -119,7 +154,7 @@ CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t 
     float m = (float)mean;
     for (int64_t n = 0; n < l->n; n++) {
       const float *x = j->x + n * l->sn + c * l->sc;
-      const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
+      const float *g = g0 + n * gsn;
       float *dx = j->dx + n * j->dl.sn + c * j->dl.sc;
       for (int64_t i = 0; i < l->s; i++) dx[i] = k * (g[i] - a - (x[i] - m) * b);
     }
@@ -145,16 +180,22 @@ static cb_status check_running(const char *what, const cb_tensor *t, int64_t c) 
 }
 
 static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
-  const cb_tensor *x, *mean, *invstd, *gamma = NULL;
+  const batch_norm_ctx *ctx = CB_NODE_CTX(node, batch_norm_ctx);
+  const cb_tensor *x, *mean, *invstd, *gamma = NULL, *y = NULL;
   cb_status st;
   if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &mean)) != CB_OK ||
       (st = cb_node_saved(node, 2, &invstd)) != CB_OK)
     return st;
-  if (node->nsaved > 3 && (st = cb_node_saved(node, 3, &gamma)) != CB_OK) return st;
+  if (ctx->gamma_slot >= 0 && (st = cb_node_saved(node, ctx->gamma_slot, &gamma)) != CB_OK)
+    return st;
+  if (ctx->output_slot >= 0 && (st = cb_node_saved(node, ctx->output_slot, &y)) != CB_OK)
+    return st;
   cb_tensor *g = NULL;
-  bn_job j = {.training = CB_NODE_CTX(node, batch_norm_ctx)->training, .x = cb_tensor_data(x), .mean = cb_tensor_data(mean),
-              .invstd = cb_tensor_data(invstd), .gamma = gamma ? cb_tensor_data(gamma) : NULL};
-  planes_of(x, &j.l); /* x was saved with dense planes */
+  bn_job j = {.training = ctx->training, .relu = ctx->relu, .x = cb_tensor_data(x),
+              .mean = cb_tensor_data(mean), .invstd = cb_tensor_data(invstd),
+              .gamma = gamma ? cb_tensor_data(gamma) : NULL,
+              .y_saved = y ? cb_tensor_data(y) : NULL};
+  planes_of(x, &j.l); /* x was saved with dense planes, and y has x's layout */
   if (planes_of(grad, &j.gl)) g = cb_tensor_retain((cb_tensor *)grad);
   else if ((st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
   planes_of(g, &j.gl);
@@ -178,7 +219,7 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
 
 cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                         const cb_tensor *bias, cb_tensor *running_mean, cb_tensor *running_var,
-                        bool training, double momentum, double eps) {
+                        bool training, double momentum, double eps, bool relu) {
   if (x->dtype != CB_FLOAT32) return cb_fail(CB_ETYPE, "batch_norm: expected a float32 input");
   if (x->ndim < 2) {
     char xs[128];
@@ -196,7 +237,7 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
     return cb_fail(CB_EINVAL, "batch_norm: training needs more than one value per channel");
   cb_tensor *xd = NULL, *gamma = NULL, *beta = NULL, *mean = NULL, *invstd = NULL;
   cb_status st;
-  bn_job j = {.training = training, .momentum = momentum, .eps = eps};
+  bn_job j = {.training = training, .momentum = momentum, .eps = eps, .relu = relu};
   /* dense planes: the input's own layout when it has them, else a copy */
   if (planes_of(x, &j.l)) xd = cb_tensor_retain((cb_tensor *)x);
   else if ((st = cb_tensor_contiguous(&xd, x)) != CB_OK) return st;
@@ -231,10 +272,15 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
   j.mean = cb_tensor_data(mean);
   j.invstd = cb_tensor_data(invstd);
   cb_parallel_for(c, 1, bn_forward_channels, &j);
-  const cb_tensor *inputs[3] = {x, weight, bias}, *save[4] = {xd, mean, invstd, gamma};
+  const cb_tensor *inputs[3] = {x, weight, bias}, *save[5] = {xd, mean, invstd};
+  batch_norm_ctx ctx = {training, relu, -1, -1};
+  int nsave = 3;
+  if (gamma) save[ctx.gamma_slot = nsave++] = gamma;
+  if (relu) save[ctx.output_slot = nsave++] = *out;
   cb_node *node;
-  st = cb_record(*out, "BatchNormBackward", bn_backward, 3, inputs, gamma ? 4 : 3, save, &node);
-  if (node) CB_NODE_CTX(node, batch_norm_ctx)->training = training;
+  st = cb_record(*out, relu ? "BatchNormReluBackward" : "BatchNormBackward", bn_backward, 3,
+                 inputs, nsave, save, &node);
+  if (node) *CB_NODE_CTX(node, batch_norm_ctx) = ctx;
   cb_release_on_error(st, out);
 done:
   cb_tensor_release(xd);

@@ -24,7 +24,7 @@ function ResNet:init(blocks_per_stage, opts)
   local g = opts.generator
   local classes, in_channels = opts.classes or 10, opts.in_channels or 3
   self:add_module("conv1", nn.Conv2d(in_channels, 16, 3, {padding = 1, bias = false, generator = g}))
-  self:add_module("bn1", nn.BatchNorm2d(16))
+  self:add_module("bn1", nn.BatchNorm2d(16, {relu = true})) -- BN then ReLU, fused
   local planes = 16
   for stage, width in ipairs{16, 32, 64} do
     local layer = nn.Sequential()
@@ -52,7 +52,7 @@ function ResNet:init(blocks_per_stage, opts)
 end
 
 function ResNet:forward(x)
-  local out = self.bn1(self.conv1(x)):relu()
+  local out = self.bn1(self.conv1(x))
   out = self.layer3(self.layer2(self.layer1(out)))
   out = cbnet.F.adaptive_avg_pool2d(out, 1):flatten(2)
   return self.linear(out)

@@ -208,6 +208,34 @@ describe("batch_norm", function()
       return F.batch_norm(a, rm, rv, {weight = c, bias = d})
     end, {x, w, b}))
   end)
+
+  it("with relu = true is batch norm then ReLU, forward and backward", function()
+    for _, case in ipairs{{shape = {5, 3, 4, 6}, training = true}, {shape = {7, 4}, training = true},
+                          {shape = {3, 2, 5, 5}, training = false}} do
+      local c = case.shape[2]
+      local x, w, b, gy = randn(table.unpack(case.shape)), randn(c), randn(c), randn(table.unpack(case.shape))
+      local rm, rv = randn(c), cbnet.rand({c}, g) + 0.5
+      local results = {}
+      for k, fused in ipairs{true, false} do
+        local xi, wi, bi = x:clone():requires_grad_(), w:clone():requires_grad_(), b:clone():requires_grad_()
+        local opts = {weight = wi, bias = bi, training = case.training, relu = fused}
+        local y = F.batch_norm(xi, case.training and nil or rm, case.training and nil or rv, opts)
+        if not fused then y = y:relu() end
+        y:backward(gy)
+        results[k] = {y:detach(), xi.grad, wi.grad, bi.grad}
+      end
+      for i = 1, 4 do
+        assert.near(0, (results[1][i] - results[2][i]):abs():max():item(), 1e-6)
+      end
+      assert.is_true(results[1][1]:min():item() >= 0)
+    end
+    -- finite differences away from the ReLU's kink: channels far above and
+    -- far below zero
+    local w, b = cbnet.tensor{0.5, 0.5, 0.5}, cbnet.tensor{3.0, -3.0, 2.5}
+    assert.is_true(gradcheck(function(a, c, d)
+      return F.batch_norm(a, nil, nil, {weight = c, bias = d, training = true, relu = true})
+    end, {randn(4, 3, 2, 2), w, b}))
+  end)
 end)
 
 describe("pooling", function()

@@ -19,7 +19,7 @@ function BasicBlock:init(in_planes, planes, stride, opts)
     "BasicBlock: shortcut must be 'conv' or 'pad'")
   local g = opts.generator
   self:add_module("conv1", Conv2d(in_planes, planes, 3, {stride = stride, padding = 1, bias = false, generator = g}))
-  self:add_module("bn1", BatchNorm2d(planes))
+  self:add_module("bn1", BatchNorm2d(planes, {relu = true})) -- BN then ReLU, fused
   self:add_module("conv2", Conv2d(planes, planes, 3, {padding = 1, bias = false, generator = g}))
   self:add_module("bn2", BatchNorm2d(planes))
   self.stride, self.in_planes, self.planes = stride, in_planes, planes
@@ -44,7 +44,7 @@ function BasicBlock:pad_shortcut(x)
 end
 
 function BasicBlock:forward(x)
-  local out = self.bn1(self.conv1(x)):relu()
+  local out = self.bn1(self.conv1(x))
   out = self.bn2(self.conv2(out))
   local identity
   if self.shortcut then identity = self.shortcut(x)

@@ -1,7 +1,9 @@
 --- nn.BatchNorm1d(num_features[, opts]) for N x C (x L) inputs and
 -- nn.BatchNorm2d(num_features[, opts]) for N x C x H x W; opts: eps (1e-5),
--- momentum (0.1), affine (true), track_running_stats (true). Training uses
--- batch statistics and updates the running ones; eval() uses the running ones.
+-- momentum (0.1), affine (true), track_running_stats (true), relu (false:
+-- true makes the layer BatchNorm followed by ReLU, computed in the same passes
+-- over memory; the parameters and state are the same). Training uses batch
+-- statistics and updates the running ones; eval() uses the running ones.
 local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
 
@@ -12,6 +14,7 @@ local function batch_norm_class(name, dims)
     opts = opts or {}
     self.num_features = num_features
     self.eps, self.momentum = opts.eps or 1e-5, opts.momentum or 0.1
+    self.relu = opts.relu or false
     if opts.affine ~= false then
       self:register_parameter("weight", cbnet.ones(num_features))
       self:register_parameter("bias", cbnet.zeros(num_features))
@@ -35,11 +38,13 @@ local function batch_norm_class(name, dims)
       cbnet.no_grad(function() self.num_batches_tracked:add_(1) end)
     end
     return cbnet.F.batch_norm(x, self.running_mean, self.running_var, {weight = self.weight,
-      bias = self.bias, training = use_batch, momentum = self.momentum, eps = self.eps})
+      bias = self.bias, training = use_batch, momentum = self.momentum, eps = self.eps,
+      relu = self.relu})
   end
 
   function class:extra_repr()
-    return ("%d, eps=%g, momentum=%g"):format(self.num_features, self.eps, self.momentum)
+    return ("%d, eps=%g, momentum=%g%s"):format(self.num_features, self.eps, self.momentum,
+      self.relu and ", relu" or "")
   end
 
   return class
