@@ -65,7 +65,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    start = time.time()
+    run_start = time.time()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
@@ -100,7 +100,7 @@ def main():
         print(f"epoch {epoch:2d}  test acc {acc:.4f}  ({time.time() - t0:.0f} s)", flush=True)
         if schedule:
             schedule.step()
-    print(f"total wall time {time.time() - start:.0f} s", flush=True)
+    print(f"total wall time {time.time() - run_start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
