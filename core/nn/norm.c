@@ -93,8 +93,11 @@ CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t b
     for (int64_t n = 0; n < l->n; n++) {
       const float *p = j->x + n * l->sn + c * l->sc;
       float *q = j->y + n * l->sn + c * l->sc;
-      if (j->relu)
-        for (int64_t i = 0; i < l->s; i++) q[i] = fmaxf(p[i] * scale + shift, 0.0f);
+      if (j->relu) /* a comparison, as the ReLU op, where fmaxf would not vectorise */
+        for (int64_t i = 0; i < l->s; i++) {
+          float v = p[i] * scale + shift;
+          q[i] = v > 0 ? v : 0.0f;
+        }
       else
         for (int64_t i = 0; i < l->s; i++) q[i] = p[i] * scale + shift;
     }
