@@ -73,6 +73,27 @@ function methods.logsumexp(t, dim, keepdim)
   return keepdim and out or out:squeeze(dim)
 end
 
+--- t:flip(dims): the elements in reverse order along each dim of dims (a
+-- number or a list, 1-based, negative from the end), as torch.flip; a copy,
+-- differentiable. x:flip(4) mirrors a batch of images left to right (the
+-- test-time flip of augmentation).
+function methods.flip(t, dims)
+  if type(dims) ~= "table" then dims = {dims} end
+  local out = t
+  for _, d in ipairs(dims) do
+    if math.type(d) ~= "integer" then error("flip: dims must be integers", 2) end
+    local n = t:dim()
+    local dim = d < 0 and n + 1 + d or d
+    if dim < 1 or dim > n then
+      error(("flip: dim %d out of range for a %d-d tensor"):format(d, n), 2)
+    end
+    local size = t:size(dim)
+    if size > 1 then out = out:index_select(dim, cbnet.arange(size - 1, -1, -1):long()) end
+  end
+  if out == t then out = t:clone() end -- a copy, always
+  return out
+end
+
 --- cbnet.one_hot(labels[, classes]): int64 labels (0-based) -> an int64
 -- tensor with one more dim of size classes (default: the largest label + 1),
 -- 1 at each label, as torch.nn.functional.one_hot.

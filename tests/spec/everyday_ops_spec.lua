@@ -45,6 +45,26 @@ describe("everyday ops", function()
     assert.equal("float32", cbnet.zeros_like(t, "float32"):dtype())
   end)
 
+  it("flip reverses along the dims given, as torch.flip, with gradients", function()
+    local t = cbnet.arange(6):float():view(2, 3)
+    assert.same({{2, 1, 0}, {5, 4, 3}}, t:flip(2):totable())
+    assert.same({{5, 4, 3}, {2, 1, 0}}, t:flip({1, -1}):totable())
+    assert.same({{0, 1, 2}, {3, 4, 5}}, t:flip(2):flip(2):totable())
+    -- images mirrored left to right, in their own (CNHW) layout
+    local img = cbnet.F.conv2d(cbnet.randn(2, 1, 3, 4), cbnet.ones(1, 1, 1, 1))
+    local mirrored = img:flip(4)
+    local row = img:select(1, 2):select(1, 1):select(1, 3):totable()
+    local mirrored_row = mirrored:select(1, 2):select(1, 1):select(1, 3):totable()
+    assert.same({row[4], row[3], row[2], row[1]}, mirrored_row)
+    local gradcheck = require "cbnet.gradcheck"
+    local weights = cbnet.arange(24):float():view(2, 3, 4)
+    assert.is_true(gradcheck(function(a) return a:flip({1, 3}) * weights end, {cbnet.randn(2, 3, 4)}))
+    assert.error_matches(function() t:flip(3) end, "flip: dim 3 out of range for a 2%-d tensor")
+    assert.error_matches(function() t:flip(1.5) end, "flip: dims must be integers")
+    local one = cbnet.ones(1)
+    assert.is_false(rawequal(one, one:flip(1))) -- always a copy
+  end)
+
   it("gradcheck is there for users, and catches a wrong gradient", function()
     assert.is_true(cbnet.gradcheck(function(a, b) return a * b end, {cbnet.randn(3), cbnet.randn(3)}))
     -- detach cuts the gradient of one branch: autograd and finite differences disagree
