@@ -238,4 +238,77 @@ function optim.CosineLR(optimizer, opts)
   end)
 end
 
+--- optim.EMA(model[, opts]): an exponential moving average of a model's
+-- weights (opts.decay, default 0.999), as timm's ModelEmaV2: after each
+-- optimizer step, ema:update() moves every floating-point parameter and
+-- buffer (batch norm's running statistics) towards the model's,
+-- shadow = decay * shadow + (1 - decay) * current, and copies the others.
+-- ema:apply(fn) runs fn() with the model holding the averaged weights and
+-- puts its own back after (also when fn fails): evaluate with it.
+-- ema:state_dict() / ema:load_state_dict(state) for checkpoints.
+local EMA = {}
+EMA.__index = EMA
+
+local function model_state(model)
+  local state = {}
+  for name, t in model:named_parameters() do state[name] = t end
+  for name, t in model:named_buffers() do state[name] = t end
+  return state
+end
+
+function optim.EMA(model, opts)
+  opts = opts or {}
+  local decay = opts.decay or 0.999
+  assert(type(decay) == "number" and decay >= 0 and decay <= 1, "EMA: decay must be in [0, 1]")
+  local self = setmetatable({model = model, decay = decay, shadow = {}}, EMA)
+  for name, t in pairs(model_state(model)) do self.shadow[name] = t:detach():clone() end
+  return self
+end
+
+function EMA:update()
+  local decay = self.decay
+  cbnet.no_grad(function()
+    for name, t in pairs(model_state(self.model)) do
+      local shadow = self.shadow[name]
+      if t:dtype() == "float32" then
+        shadow:mul_(decay):add_(t:detach() * (1 - decay))
+      else
+        shadow:copy_(t)
+      end
+    end
+  end)
+end
+
+function EMA:apply(fn, ...)
+  local state, saved = model_state(self.model), {}
+  cbnet.no_grad(function()
+    for name, t in pairs(state) do
+      saved[name] = t:detach():clone()
+      t:copy_(self.shadow[name])
+    end
+  end)
+  local results = table.pack(pcall(fn, ...))
+  cbnet.no_grad(function()
+    for name, t in pairs(state) do t:copy_(saved[name]) end
+  end)
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
+function EMA:state_dict()
+  local state = {}
+  for name, t in pairs(self.shadow) do state[name] = t end
+  return state
+end
+
+function EMA:load_state_dict(state)
+  cbnet.no_grad(function()
+    for name, t in pairs(self.shadow) do
+      local saved = state[name]
+      if not saved then error(("EMA:load_state_dict: %s is missing"):format(name), 2) end
+      t:copy_(saved)
+    end
+  end)
+end
+
 return optim

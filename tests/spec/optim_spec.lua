@@ -127,3 +127,44 @@ describe("learning-rate schedules", function()
     assert.near(0.1, opt.param_groups[1].lr, 1e-12)
   end)
 end)
+
+describe("optim.EMA", function()
+  local nn = cbnet.nn
+
+  it("averages parameters and running statistics, copies integer buffers", function()
+    local m = nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1))
+    local lin, bn = m["1"], m["2"]
+    local ema = cbnet.optim.EMA(m, {decay = 0.9})
+    local w0 = lin.weight:detach():clone()
+    -- the model's weight moves to 1 and stays there: after k updates the
+    -- shadow is 0.9^k w0 + (1 - 0.9^k)
+    cbnet.no_grad(function() lin.weight:fill_(1) end)
+    for _ = 1, 3 do ema:update() end
+    local want = w0 * 0.9 ^ 3 + (1 - 0.9 ^ 3)
+    assert.near(0, (ema.shadow["1.weight"] - want):abs():max():item(), 1e-6)
+    -- running statistics are averaged too; num_batches_tracked is copied
+    bn(cbnet.randn(8, 1) * 3 + 5)
+    ema:update()
+    local rm = bn.running_mean:item()
+    assert.near(0.1 * rm, ema.shadow["2.running_mean"]:item(), 1e-6)
+    assert.equal(1, ema.shadow["2.num_batches_tracked"]:item())
+  end)
+
+  it("apply runs with the averaged weights and restores the model's, also on error", function()
+    local m = nn.Linear(3, 2)
+    local ema = cbnet.optim.EMA(m, {decay = 0.5})
+    local before = m.weight:detach():clone()
+    cbnet.no_grad(function() m.weight:fill_(2) end)
+    ema:update()
+    local inside = ema:apply(function() return m.weight:detach():clone() end)
+    assert.near(0, (inside - (before * 0.5 + 1)):abs():max():item(), 1e-6)
+    assert.equal(2, m.weight:max():item())
+    assert.error_matches(function() ema:apply(function() error("boom") end) end, "boom")
+    assert.equal(2, m.weight:min():item())
+    -- a state dict round trip
+    local other = cbnet.optim.EMA(nn.Linear(3, 2), {decay = 0.5})
+    other:load_state_dict(ema:state_dict())
+    assert.near(0, (other.shadow.weight - ema.shadow.weight):abs():max():item(), 0)
+    assert.error_matches(function() other:load_state_dict({}) end, "EMA:load_state_dict: %a+ is missing")
+  end)
+end)
