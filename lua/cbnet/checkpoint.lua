@@ -1,7 +1,8 @@
 --- cbnet.checkpoint: training state in safetensors files.
 --
--- save(path, {model = m, optimizer = opt, epoch = e, extra = {...}}) writes
--- the model's state dict as "model.<name>", the optimizer's tensors as
+-- save(path, {model = m, optimizer = opt, ema = e, epoch = e, extra = {...}})
+-- writes the model's state dict as "model.<name>", an optim.EMA's averaged
+-- weights as "ema.<name>", the optimizer's tensors as
 -- "optimizer.<param index>.<key>", and everything else (epoch, optimizer
 -- options and step counts, extra) as JSON in the "cbnet" metadata entry.
 -- save_weights(path, model) writes the bare state dict (names as in the
@@ -55,6 +56,9 @@ function checkpoint.save(path, parts)
   if parts.model then
     for name, t in pairs(parts.model:state_dict()) do tensors["model." .. name] = t end
   end
+  if parts.ema then -- an optim.EMA: the averaged weights
+    for name, t in pairs(parts.ema:state_dict()) do tensors["ema." .. name] = t end
+  end
   if parts.optimizer then
     local state = parts.optimizer:state_dict()
     local scalars = {}
@@ -69,7 +73,8 @@ function checkpoint.save(path, parts)
   core.save_safetensors(path, tensors, {format = FORMAT, cbnet = json.encode(meta)})
 end
 
---- Reads a checkpoint and restores it into parts.model / parts.optimizer
+--- Reads a checkpoint and restores it into parts.model / parts.optimizer /
+-- parts.ema
 -- (when given); returns the metadata (epoch, extra).
 function checkpoint.load(path, parts)
   local tensors, raw = core.load_safetensors(path)
@@ -84,6 +89,17 @@ function checkpoint.load(path, parts)
       if key then state[key] = t end
     end
     parts.model:load_state_dict(state)
+  end
+  if parts.ema then
+    local state = {}
+    for name, t in pairs(tensors) do
+      local key = name:match("^ema%.(.+)$")
+      if key then state[key] = t end
+    end
+    if next(state) == nil then
+      error(("%s has no moving average of the weights (was it saved without --ema?)"):format(path), 2)
+    end
+    parts.ema:load_state_dict(state)
   end
   if parts.optimizer and meta.optimizer then
     local state = {}

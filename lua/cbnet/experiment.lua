@@ -26,6 +26,7 @@ function experiment.standard_options(defaults)
     {"momentum", defaults.momentum or 0.9, "SGD momentum", type = "number"},
     {"schedule", defaults.schedule or "none", "learning-rate schedule: none, cosine (to 0 over the epochs) or step (linear warm-up, x0.01 at 80% and 90% of the epochs)"},
     {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)", type = "number"},
+    {"ema", defaults.ema or 0, "decay of an exponential moving average of the weights (e.g. 0.999), which is then what is evaluated and saved as best (0: off)", type = "number"},
     {"seed", defaults.seed or 0, "random seed (model, data order, augmentation)"},
     {"threads", cbnet.get_num_threads(), "threads"},
     {"augment", true, "CIFAR augmentation: pad-4 crop, flip (normalisation always)", type = "flag"},
@@ -232,7 +233,8 @@ end
 -- line. With mixup = {alpha, generator} each batch is mixed with a shuffle
 -- of itself (Zhang et al. 2018): x = l x + (1 - l) x[perm], l ~ Beta(alpha,
 -- alpha), loss = l loss(y) + (1 - l) loss(y[perm]).
-function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches, mixup, sync)
+function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches, mixup, sync,
+                                after_step)
   local progress = report.progress(label, max_batches or #loader)
   local loss_sum, hits, seen = 0, 0, 0
   for images, labels in loader:batches(epoch) do
@@ -251,6 +253,7 @@ function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_b
     loss:backward()
     if sync then sync() end -- data-parallel: the gradients averaged over the ranks
     opt:step()
+    if after_step then after_step() end
     local value = loss:item()
     if value ~= value then error(("%s: the loss became NaN"):format(label), 0) end
     loss_sum = loss_sum + value * labels:size(1)
@@ -267,11 +270,11 @@ end
 -- best epoch so far (fresh when there is no checkpoint). metrics.jsonl is cut
 -- back to the checkpoint's epochs, since a run killed between writing an
 -- epoch's metrics and its checkpoint trains that epoch again.
-local function resume_state(spec, ckpt_path, metrics_path, model, opt, writer)
+local function resume_state(spec, ckpt_path, metrics_path, model, opt, writer, ema)
   if not (spec.opts.resume and report.read_file(ckpt_path)) then
     return 1, {}, {accuracy = -1}
   end
-  local meta = checkpoint.load(ckpt_path, {model = model, optimizer = opt})
+  local meta = checkpoint.load(ckpt_path, {model = model, optimizer = opt, ema = ema})
   local kept = {}
   for _, record in ipairs(report.read_metrics(metrics_path)) do
     if record.epoch <= meta.epoch then kept[#kept + 1] = json.encode(record) .. "\n" end
@@ -285,15 +288,16 @@ end
 -- this epoch is the best so far: by validation accuracy when there is a
 -- validation set, else by test accuracy), then the checkpoint a resume
 -- starts from. Returns the best epoch so far.
-local function save_epoch(out, metrics, record, model, opt, history, best, confusion)
+local function save_epoch(out, metrics, record, model, opt, history, best, confusion, ema)
   metrics:log(record)
   local score = record.val_accuracy or record.test_accuracy
   if score > (best.score or best.accuracy) then
     best = {accuracy = record.test_accuracy, epoch = record.epoch, per_class = record.per_class,
             score = score, confusion = confusion}
-    checkpoint.save_weights(out .. "/best.safetensors", model)
+    local function save_best() checkpoint.save_weights(out .. "/best.safetensors", model) end
+    if ema then ema:apply(save_best) else save_best() end -- the weights that were evaluated
   end
-  checkpoint.save(out .. "/checkpoint.safetensors", {model = model, optimizer = opt,
+  checkpoint.save(out .. "/checkpoint.safetensors", {model = model, optimizer = opt, ema = ema,
     epoch = record.epoch, extra = {history = history, best = best}})
   return best
 end
@@ -387,7 +391,13 @@ function experiment.train(spec)
   local mixup = spec.mixup and spec.mixup > 0 and {alpha = spec.mixup, generator = cbnet.Generator(opts.seed + 7)}
   local max_batches = opts.quick and 4 or nil
   local ckpt_path, metrics_path = out .. "/checkpoint.safetensors", out .. "/metrics.jsonl"
-  local start_epoch, history, best = resume_state(spec, ckpt_path, metrics_path, model, opt, writer)
+  -- --ema: the moving average of the weights is what gets evaluated
+  local ema = opts.ema and opts.ema > 0 and cbnet.optim.EMA(model, {decay = opts.ema}) or nil
+  local function evaluated(fn, ...)
+    if ema then return ema:apply(fn, ...) end
+    return fn(...)
+  end
+  local start_epoch, history, best = resume_state(spec, ckpt_path, metrics_path, model, opt, writer, ema)
   local last_confusion = best.confusion
   local metrics = writer and report.metrics(metrics_path, start_epoch > 1)
   local sync = dist and gradient_sync(model, dist)
@@ -397,24 +407,24 @@ function experiment.train(spec)
     local label = ("%s epoch %d/%d"):format(spec.name, epoch, opts.epochs)
     if mixup then mixup.generator:seed(opts.seed * 1000003 + epoch) end -- the same draws on resume
     local loss, train_acc, speed = experiment.train_epoch(model, loader_for(epoch), spec.loss, opt,
-      epoch, label, max_batches, mixup, sync)
+      epoch, label, max_batches, mixup, sync, ema and function() ema:update() end)
     if not writer then goto next_epoch end
     local norm = {mean = transform.mean, std = transform.std}
-    local test_acc, per_class, confusion = experiment.evaluate(model, spec.test, norm, 256, nil,
-      label .. " evaluating", spec.adjust)
+    local test_acc, per_class, confusion = evaluated(experiment.evaluate, model, spec.test, norm, 256,
+      nil, label .. " evaluating", spec.adjust)
     local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
                     test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
                     seconds = report.now() - t0, lr = opt.param_groups[1].lr}
     if spec.val then
-      record.val_accuracy = experiment.evaluate(model, spec.val, norm, 256, nil, label .. " validating",
-        spec.adjust)
+      record.val_accuracy = evaluated(experiment.evaluate, model, spec.val, norm, 256, nil,
+        label .. " validating", spec.adjust)
     end
     history[#history + 1] = record
     print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  %stest acc %.4f  (%.0f img/s, %.1f s)"):format(
       spec.name, epoch, opts.epochs, loss, train_acc,
       record.val_accuracy and ("val acc %.4f  "):format(record.val_accuracy) or "", test_acc, speed,
       record.seconds))
-    best = save_epoch(out, metrics, record, model, opt, history, best, confusion)
+    best = save_epoch(out, metrics, record, model, opt, history, best, confusion, ema)
     last_confusion = confusion
     ::next_epoch::
   end

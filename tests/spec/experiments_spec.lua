@@ -106,6 +106,34 @@ describe("experiments/convnet.lua", function()
     end
     assert.equal(2, #report.read_metrics(part .. "/metrics.jsonl"))
   end)
+
+  it("--ema evaluates and saves the moving average, and resumes it exactly", function()
+    local full, part = tmp .. "/ema-full", tmp .. "/ema-part"
+    local common = ("--quick --data %s --widths 8,16 --seed 3 --ema 0.9"):format(DATA)
+    assert.equal(0, (run("convnet.lua", ("%s --epochs 2 --out %s"):format(common, full))))
+    assert.equal(0, (run("convnet.lua", ("%s --epochs 1 --out %s"):format(common, part))))
+    local config = report.read_json(part .. "/config.json")
+    config.epochs = 2
+    report.write_json(part .. "/config.json", config)
+    local code, output = run("convnet.lua", "--resume " .. part)
+    assert.equal(0, code, output)
+    local a, b = core.load_safetensors(full .. "/checkpoint.safetensors"), core.load_safetensors(part .. "/checkpoint.safetensors")
+    local averaged = 0
+    for name, t in pairs(a) do
+      assert.equal(0, (t:float() - b[name]:float()):abs():max():item(), name)
+      if name:match("^ema%.") then averaged = averaged + 1 end
+    end
+    assert.is_true(averaged > 0)
+    -- the average differs from the weights, and best.safetensors holds the
+    -- average of its epoch (the last one here, or the first)
+    local w, e = a["model.1.weight"], a["ema.1.weight"]
+    assert.is_true((w - e):abs():max():item() > 0)
+    local best = core.load_safetensors(full .. "/best.safetensors")
+    local result = report.read_json(full .. "/result.json")
+    if result.best.epoch == 2 then
+      assert.equal(0, (best["1.weight"] - e):abs():max():item())
+    end
+  end)
 end)
 
 describe("experiments/imbalance.lua", function()
