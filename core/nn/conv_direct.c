@@ -45,7 +45,7 @@ __attribute__((target("avx512f"))) static void tile_avx512(const float *in, int6
     for (int v = 0; v < NV16; v++) *(vec16 *)(out + o * ld + 16 * v) = acc[o][v];
 }
 
-#define NV8 3
+#define NV8 2
 __attribute__((target("avx2,fma"))) static void tile_avx2(const float *in, int64_t plane,
                                                          int64_t channels, const int64_t *taps,
                                                          int ntaps, const float *w, float *out,
