@@ -13,8 +13,9 @@
  * out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
  * in[c*plane + taps[t] + v], for o < OBLOCK and v < the kernel's tile; out has
  * rows of ld floats. The two differ only in vector width and tile: 4 x 4
- * vectors of 16 (16 of AVX-512's 32 registers) and 4 x 3 vectors of 8 (12 of
- * AVX2's 16, leaving room for the loaded inputs and the broadcast weight). */
+ * vectors of 16 (16 of AVX-512's 32 registers) and 4 x 2 vectors of 8 (8 of
+ * AVX2's 16: with 4 x 3, the 12 accumulators, 3 inputs and the broadcast
+ * weight took all 16 and GCC spilled an accumulator to the stack). */
 
 typedef float vec16 __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float vec8 __attribute__((vector_size(32), aligned(4), may_alias));
