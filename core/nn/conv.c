@@ -1,11 +1,13 @@
-/* 2-D convolution: im2col over a piece of the batch, then one sgemm per group.
+/* 2-D convolution. Stride-1, undilated, ungrouped convolutions go to the
+ * direct path (conv_direct.h) unless the im2col path is forced; the rest, and
+ * every convolution on CPUs without AVX2, run as below.
  *
- * Forward, for group g:  Y_g (O_g x N*OH*OW) = W_g (O_g x K) @ col_g (K x N*OH*OW),
- * K = C_g*kh*kw, computed a piece of the batch at a time (the piece's columns
- * of Y) so that col stays about a MiB, in cache. Y is allocated O x N x OH x
- * OW and returned as an N x O x OH x OW view of it, so no transpose is ever
- * copied; the following layers read that order directly, and the gradient
- * arriving in backward usually has it.
+ * im2col over a piece of the batch, then one sgemm per group:
+ * Y_g (O_g x N*OH*OW) = W_g (O_g x K) @ col_g (K x N*OH*OW), K = C_g*kh*kw,
+ * computed a piece of the batch at a time (the piece's columns of Y) so that
+ * col stays about a MiB, in cache. Y is the CNHW image layout (tensor.h):
+ * each output channel a row of the GEMM; the following layers keep that
+ * layout, and the gradient arriving in backward usually has it.
  * Backward: dW_g = dY_g @ col_g^T, dcol_g = W_g^T @ dY_g (then col2im into
  * dx), db = row sums of dY. col is recomputed in backward rather than kept.
  *
