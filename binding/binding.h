@@ -12,6 +12,9 @@
 
 #define TENSOR_MT "cbnet.Tensor"
 #define GENERATOR_MT "cbnet.Generator"
+/* A cb_reducer as a userdata: made by cbnet.mpi (reducer()), taken by
+ * batch_norm for synchronised statistics. */
+#define REDUCER_MT "cbnet.Reducer"
 
 typedef struct {
   cb_tensor *t; /* NULL once closed */

@@ -58,6 +58,36 @@ static int l_allreduce_sum_(lua_State *L) {
   return 1;
 }
 
+/* The sum of doubles over all ranks, in place: synchronised batch norm's
+ * statistics (a cb_reducer). */
+static void sum_over_ranks(void *ctx, double *values, int64_t n) {
+  (void)ctx;
+  for (int64_t done = 0; done < n;) {
+    int count = n - done > (1 << 30) ? (1 << 30) : (int)(n - done);
+    MPI_Allreduce(MPI_IN_PLACE, values + done, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    done += count;
+  }
+}
+
+/* reducer() -> the reducer that batch_norm's sync option takes, or nil when
+ * MPI is not initialised or the job has one rank. */
+static int l_reducer(lua_State *L) {
+  int ready = 0, done = 0, size = 1;
+  MPI_Initialized(&ready);
+  MPI_Finalized(&done);
+  if (ready && !done) MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size <= 1) {
+    lua_pushnil(L);
+    return 1;
+  }
+  cb_reducer *r = lua_newuserdatauv(L, sizeof *r, 0);
+  r->sum = sum_over_ranks;
+  r->ctx = NULL;
+  luaL_newmetatable(L, REDUCER_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
 static int l_barrier(lua_State *L) {
   (void)L;
   MPI_Barrier(MPI_COMM_WORLD);
@@ -85,7 +115,8 @@ static int l_finalize(lua_State *L) {
 }
 
 static const luaL_Reg mpi_functions[] = {
-    {"init", l_init}, {"allreduce_sum_", l_allreduce_sum_}, {"barrier", l_barrier},
+    {"init", l_init}, {"allreduce_sum_", l_allreduce_sum_}, {"reducer", l_reducer},
+    {"barrier", l_barrier},
     {"abort", l_abort}, {"finalize", l_finalize}, {NULL, NULL}};
 
 int luaopen_cbnet_mpi(lua_State *L) {

@@ -50,7 +50,9 @@ static int l_batch_norm(lua_State *L) {
   bool training = lua_toboolean(L, 6);
   double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
   bool relu = lua_toboolean(L, 9);
-  cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps, relu));
+  const cb_reducer *sync = NULL;
+  if (!lua_isnoneornil(L, 10)) sync = luaL_checkudata(L, 10, REDUCER_MT);
+  cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps, relu, sync));
   cbl_push_tensor(L, y);
   return 1;
 }

@@ -25,17 +25,28 @@ cb_status cb_linear(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
                     const cb_tensor *bias);
 
 /* ---- norm.c ---- */
+/* Sums count doubles over the processes of a data-parallel job, in place,
+ * the same on every process (an MPI_Allreduce, supplied by the caller: the
+ * core knows no MPI). Every process must call it the same number of times. */
+typedef struct {
+  void (*sum)(void *ctx, double *values, int64_t count);
+  void *ctx;
+} cb_reducer;
+
 /* Batch normalisation over every dim but dim 1 (N x C or N x C x H x W).
  * Training: batch statistics, and running_mean/var (if given) move by
  * momentum towards them (the variance unbiased, as PyTorch does).
  * Evaluation: the running statistics. weight/bias may be NULL. relu: the
  * output is max(0, .), the ReLU that follows most batch norms, computed in
  * the same passes forward and backward (the gradient is masked by the
- * output's sign) instead of two more passes over memory each way. */
+ * output's sign) instead of two more passes over memory each way. sync
+ * (training only; NULL for none): synchronised batch norm, the statistics
+ * and in backward the gradient sums taken over every process's batch, so N
+ * processes train as one with their batches together. */
 cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                         const cb_tensor *bias, cb_tensor *running_mean,
                         cb_tensor *running_var, bool training, double momentum,
-                        double eps, bool relu);
+                        double eps, bool relu, const cb_reducer *sync);
 
 /* ---- pool.c ---- */
 typedef struct {

@@ -8,6 +8,7 @@
  *   dx = gamma invstd (g - dbeta/M - xhat dgamma/M);
  * in evaluation the statistics are constants: dx = gamma invstd g. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "autograd/autograd.h"
@@ -48,6 +49,10 @@ typedef struct {
   bool training;
   double momentum, eps;
   bool relu;        /* y = max(0, batch norm): the ReLU fused in */
+  double *stats;    /* per channel, 2 values: the sums a reducer adds over processes */
+  const double *local_stats; /* backward: the sums before that (or stats itself) */
+  double count;     /* values per channel behind the statistics (all processes) */
+  bool sync;        /* the statistics are summed over processes */
   const float *y_saved; /* backward with relu: the output, whose sign masks g */
   /* backward */
   const float *g;
@@ -60,36 +65,57 @@ typedef struct {
 typedef struct {
   bool training, relu;
   int gamma_slot, output_slot; /* -1 when not saved */
+  double count;                /* values per channel the statistics came from */
+  cb_reducer sync;             /* sync.sum == NULL: this process's batch only */
 } batch_norm_ctx;
 
+/* Training, phase 1: per channel, this batch's sum and sum of squares, the
+ * latter as the sum of squared deviations from this batch's mean plus
+ * count * mean^2 (two passes, so that alone it is exact to rounding; the
+ * statistics of several processes then add up). */
+CB_VECTOR_CLONES static void bn_statistics_channels(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  bn_job *j = arg;
+  const bn_layout *l = &j->l;
+  double count = (double)(l->n * l->s);
+  for (int64_t c = begin; c < end; c++) {
+    double sum = 0, sq = 0;
+    for (int64_t n = 0; n < l->n; n++) sum += cb_sum_floats(j->x + n * l->sn + c * l->sc, l->s);
+    double mean = sum / count;
+    for (int64_t n = 0; n < l->n; n++)
+      sq += cb_sum_squared_deviations(j->x + n * l->sn + c * l->sc, l->s, mean);
+    j->stats[2 * c] = sum;
+    j->stats[2 * c + 1] = j->sync ? sq + count * mean * mean : sq;
+  }
+}
+
+/* Training, between the phases: mean, invstd and the running statistics
+ * from the (summed) statistics over count values per channel. */
+static void bn_finish_statistics(bn_job *j, double count) {
+  for (int64_t c = 0; c < j->l.c; c++) {
+    double mean = j->stats[2 * c] / count;
+    double sq = j->stats[2 * c + 1]; /* the sum of squared deviations */
+    if (j->sync) sq -= count * mean * mean;
+    if (sq < 0) sq = 0;
+    double var = sq / count;
+    j->mean[c] = (float)mean;
+    j->invstd[c] = (float)(1.0 / sqrt(var + j->eps));
+    if (j->running_mean) {
+      double unbiased = count > 1 ? sq / (count - 1) : var;
+      j->running_mean[c] = (float)((1 - j->momentum) * j->running_mean[c] + j->momentum * mean);
+      j->running_var[c] = (float)((1 - j->momentum) * j->running_var[c] + j->momentum * unbiased);
+    }
+  }
+}
+
+/* Phase 2: y = (x - mean) * invstd * gamma + beta (then the ReLU). */
 CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
-  int64_t count = l->n * l->s;
   for (int64_t c = begin; c < end; c++) {
-    double mean, invstd;
-    if (j->training) {
-      double sum = 0, sq = 0;
-      for (int64_t n = 0; n < l->n; n++) sum += cb_sum_floats(j->x + n * l->sn + c * l->sc, l->s);
-      mean = sum / (double)count;
-      for (int64_t n = 0; n < l->n; n++)
-        sq += cb_sum_squared_deviations(j->x + n * l->sn + c * l->sc, l->s, mean);
-      double var = sq / (double)count;
-      invstd = 1.0 / sqrt(var + j->eps);
-      j->mean[c] = (float)mean;
-      j->invstd[c] = (float)invstd;
-      if (j->running_mean) {
-        double unbiased = count > 1 ? sq / (double)(count - 1) : var;
-        j->running_mean[c] = (float)((1 - j->momentum) * j->running_mean[c] + j->momentum * mean);
-        j->running_var[c] = (float)((1 - j->momentum) * j->running_var[c] + j->momentum * unbiased);
-      }
-    } else {
-      mean = j->mean[c];
-      invstd = j->invstd[c];
-    }
-    float scale = (float)invstd * (j->gamma ? j->gamma[c] : 1.0f);
-    float shift = (j->beta ? j->beta[c] : 0.0f) - (float)mean * scale;
+    float scale = j->invstd[c] * (j->gamma ? j->gamma[c] : 1.0f);
+    float shift = (j->beta ? j->beta[c] : 0.0f) - j->mean[c] * scale;
     for (int64_t n = 0; n < l->n; n++) {
       const float *p = j->x + n * l->sn + c * l->sc;
       float *q = j->y + n * l->sn + c * l->sc;
@@ -104,60 +130,70 @@ CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t b
   }
 }
 
+/* Backward, phase 1: per channel, the sums of the gradient g reaching the
+ * normalisation and of g * (x - mean) (stats[2c], stats[2c+1]). With the
+ * ReLU fused in, that g is masked by the output's sign; the masked copy is
+ * written into dx (when dx is wanted) and dx is computed from it in place. */
+CB_VECTOR_CLONES static void bn_gradient_sums_channels(void *arg, int chunk, int64_t begin,
+                                                       int64_t end) {
+  (void)chunk;
+  bn_job *j = arg;
+  const bn_layout *l = &j->l;
+  for (int64_t c = begin; c < end; c++) {
+    double mean = j->mean[c], sum_g = 0, sum_gx = 0;
+    if (j->relu && !j->dx) {
+      for (int64_t n = 0; n < l->n; n++) {
+        const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
+        const float *y = j->y_saved + n * l->sn + c * l->sc;
+        const float *x = j->x + n * l->sn + c * l->sc;
+        for (int64_t i = 0; i < l->s; i++)
+          if (y[i] > 0) {
+            sum_g += g[i];
+            sum_gx += (double)g[i] * (x[i] - mean);
+          }
+      }
+    } else {
+      for (int64_t n = 0; n < l->n; n++) {
+        const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
+        if (j->relu) {
+          const float *y = j->y_saved + n * l->sn + c * l->sc;
+          float *masked = j->dx + n * j->dl.sn + c * j->dl.sc;
+          for (int64_t i = 0; i < l->s; i++) masked[i] = y[i] > 0 ? g[i] : 0.0f;
+          g = masked;
+        }
+        const float *x = j->x + n * l->sn + c * l->sc;
+        sum_g += cb_sum_floats(g, l->s);
+        sum_gx += cb_dot_deviations(g, x, l->s, mean);
+      }
+    }
+    j->stats[2 * c] = sum_g;
+    j->stats[2 * c + 1] = sum_gx;
+  }
+}
+
+/* Backward, phase 2: dgamma and dbeta from this process's sums
+ * (local_stats: data-parallel training averages them over the processes
+ * afterwards, as every parameter's gradient), dx from the (summed) sums. */
 CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
-  double count = (double)(l->n * l->s);
   for (int64_t c = begin; c < end; c++) {
-    double mean = j->mean[c], invstd = j->invstd[c], sum_g = 0, sum_gx = 0;
-    /* the gradient reaching the normalisation: g, or with the ReLU fused in,
-     * g where the output is positive. That masked copy is written into dx
-     * (when dx is wanted) and dx is then computed in place from it. */
-    const float *g0 = j->g + c * j->gl.sc;
-    int64_t gsn = j->gl.sn;
-    if (j->relu) {
-      if (j->dx) {
-        for (int64_t n = 0; n < l->n; n++) {
-          const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
-          const float *y = j->y_saved + n * l->sn + c * l->sc;
-          float *masked = j->dx + n * j->dl.sn + c * j->dl.sc;
-          for (int64_t i = 0; i < l->s; i++) masked[i] = y[i] > 0 ? g[i] : 0.0f;
-        }
-        g0 = j->dx + c * j->dl.sc;
-        gsn = j->dl.sn;
-      } else {
-        for (int64_t n = 0; n < l->n; n++) {
-          const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
-          const float *y = j->y_saved + n * l->sn + c * l->sc;
-          const float *x = j->x + n * l->sn + c * l->sc;
-          for (int64_t i = 0; i < l->s; i++)
-            if (y[i] > 0) {
-              sum_g += g[i];
-              sum_gx += (double)g[i] * (x[i] - mean);
-            }
-        }
-      }
-    }
-    if (!j->relu || j->dx)
-      for (int64_t n = 0; n < l->n; n++) {
-        const float *x = j->x + n * l->sn + c * l->sc;
-        sum_g += cb_sum_floats(g0 + n * gsn, l->s);
-        sum_gx += cb_dot_deviations(g0 + n * gsn, x, l->s, mean);
-      }
+    double invstd = j->invstd[c], sum_g = j->stats[2 * c], sum_gx = j->stats[2 * c + 1];
     double dgamma = sum_gx * invstd;
-    if (j->dgamma) j->dgamma[c] = (float)dgamma;
-    if (j->dbeta) j->dbeta[c] = (float)sum_g;
+    if (j->dgamma) j->dgamma[c] = (float)(j->local_stats[2 * c + 1] * invstd);
+    if (j->dbeta) j->dbeta[c] = (float)j->local_stats[2 * c];
     if (!j->dx) continue;
     double gamma = j->gamma ? j->gamma[c] : 1.0;
     float k = (float)(gamma * invstd);
     /* training: dx = k (g - sum_g/M - xhat dgamma/M), xhat = (x - mean) invstd */
-    float a = j->training ? (float)(sum_g / count) : 0.0f;
-    float b = j->training ? (float)(dgamma * invstd / count) : 0.0f;
-    float m = (float)mean;
+    float a = j->training ? (float)(sum_g / j->count) : 0.0f;
+    float b = j->training ? (float)(dgamma * invstd / j->count) : 0.0f;
+    float m = j->mean[c];
     for (int64_t n = 0; n < l->n; n++) {
       const float *x = j->x + n * l->sn + c * l->sc;
-      const float *g = g0 + n * gsn;
+      /* the gradient reaching the normalisation: masked into dx already */
+      const float *g = j->relu ? j->dx + n * j->dl.sn + c * j->dl.sc : j->g + n * j->gl.sn + c * j->gl.sc;
       float *dx = j->dx + n * j->dl.sn + c * j->dl.sc;
       for (int64_t i = 0; i < l->s; i++) dx[i] = k * (g[i] - a - (x[i] - m) * b);
     }
@@ -215,14 +251,32 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
   if (st == CB_OK && cb_node_needs_grad(node, 2) &&
       (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
     j.dbeta = cb_tensor_data(grad_in[2]);
-  if (st == CB_OK) cb_parallel_for(c, 1, bn_backward_channels, &j);
+  double *stats = NULL;
+  if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c + 1))))
+    st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
+  if (st == CB_OK) {
+    j.stats = stats;
+    j.local_stats = stats;
+    j.count = ctx->count;
+    cb_parallel_for(c, 1, bn_gradient_sums_channels, &j);
+    if (ctx->training && ctx->sync.sum) {
+      /* synchronised: dx from the sums over every process's batch, as the
+       * statistics were; dgamma and dbeta from this process's own */
+      memcpy(stats + 2 * c, stats, sizeof(double) * (size_t)(2 * c));
+      j.local_stats = stats + 2 * c;
+      ctx->sync.sum(ctx->sync.ctx, stats, 2 * c);
+    }
+    cb_parallel_for(c, 1, bn_backward_channels, &j);
+  }
+  free(stats);
   cb_tensor_release(g);
   return st;
 }
 
 cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                         const cb_tensor *bias, cb_tensor *running_mean, cb_tensor *running_var,
-                        bool training, double momentum, double eps, bool relu) {
+                        bool training, double momentum, double eps, bool relu,
+                        const cb_reducer *sync) {
   if (x->dtype != CB_FLOAT32) return cb_fail(CB_ETYPE, "batch_norm: expected a float32 input");
   if (x->ndim < 2) {
     char xs[128];
@@ -240,7 +294,9 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
     return cb_fail(CB_EINVAL, "batch_norm: training needs more than one value per channel");
   cb_tensor *xd = NULL, *gamma = NULL, *beta = NULL, *mean = NULL, *invstd = NULL;
   cb_status st;
-  bn_job j = {.training = training, .momentum = momentum, .eps = eps, .relu = relu};
+  bn_job j = {.training = training, .momentum = momentum, .eps = eps, .relu = relu,
+              .sync = training && sync && sync->sum};
+  double *stats = NULL;
   /* dense planes: the input's own layout when it has them, else a copy */
   if (planes_of(x, &j.l)) xd = cb_tensor_retain((cb_tensor *)x);
   else if ((st = cb_tensor_contiguous(&xd, x)) != CB_OK) return st;
@@ -274,9 +330,26 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
   j.beta = beta ? cb_tensor_data(beta) : NULL;
   j.mean = cb_tensor_data(mean);
   j.invstd = cb_tensor_data(invstd);
+  j.count = (double)(j.l.n * j.l.s);
+  if (training) {
+    if (!(stats = malloc(sizeof(double) * (size_t)(2 * c + 1)))) {
+      st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
+      cb_release_on_error(st, out);
+      goto done;
+    }
+    j.stats = stats;
+    cb_parallel_for(c, 1, bn_statistics_channels, &j);
+    if (j.sync) { /* the statistics of every process's batch, and their count */
+      stats[2 * c] = j.count;
+      sync->sum(sync->ctx, stats, 2 * c + 1);
+      j.count = stats[2 * c];
+    }
+    bn_finish_statistics(&j, j.count);
+  }
   cb_parallel_for(c, 1, bn_forward_channels, &j);
   const cb_tensor *inputs[3] = {x, weight, bias}, *save[5] = {xd, mean, invstd};
-  batch_norm_ctx ctx = {training, relu, -1, -1};
+  batch_norm_ctx ctx = {training, relu, -1, -1, j.count, {NULL, NULL}};
+  if (j.sync) ctx.sync = *sync;
   int nsave = 3;
   if (gamma) save[ctx.gamma_slot = nsave++] = gamma;
   if (relu) save[ctx.output_slot = nsave++] = *out;
@@ -286,6 +359,7 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
   if (node) *CB_NODE_CTX(node, batch_norm_ctx) = ctx;
   cb_release_on_error(st, out);
 done:
+  free(stats);
   cb_tensor_release(xd);
   cb_tensor_release(gamma);
   cb_tensor_release(beta);

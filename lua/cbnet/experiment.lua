@@ -26,6 +26,7 @@ function experiment.standard_options(defaults)
     {"momentum", defaults.momentum or 0.9, "SGD momentum", type = "number"},
     {"schedule", defaults.schedule or "none", "learning-rate schedule: none, cosine (to 0 over the epochs) or step (linear warm-up, x0.01 at 80% and 90% of the epochs)"},
     {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)", type = "number"},
+    {"sync-bn", false, "under mpirun: batch-norm statistics over every rank's batch, as one process with the whole batch (default: each rank its own)"},
     {"ema", defaults.ema or 0, "decay of an exponential moving average of the weights (e.g. 0.999), which is then what is evaluated and saved as best (0: off)", type = "number"},
     {"seed", defaults.seed or 0, "random seed (model, data order, augmentation)"},
     {"threads", cbnet.get_num_threads(), "threads"},
@@ -364,13 +365,19 @@ function experiment.train(spec)
   report.mkdir(out)
   cbnet.manual_seed(opts.seed)
   local model = spec.model()
+  if opts.sync_bn then
+    for _, m in ipairs(model:modules()) do
+      if m.name == "BatchNorm1d" or m.name == "BatchNorm2d" then m.sync = true end
+    end
+  end
   local opt, schedule = experiment.optimizer(model, opts, spec.param_groups and spec.param_groups(model))
   if spec.schedule then schedule = spec.schedule(opt) end
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then transform.crop_padding, transform.flip = (spec.crop_padding or 4), true end
   -- data-parallel (under mpirun): each rank takes its shard of the same
   -- per-epoch permutation, batch_size / ranks images a step; gradients are
-  -- averaged; batch-norm statistics stay local; rank 0 alone evaluates and writes
+  -- averaged; batch-norm statistics stay local unless --sync-bn; rank 0 alone
+  -- evaluates and writes
   local dist = experiment.distributed()
   local batch_size = opts.batch_size
   if dist then

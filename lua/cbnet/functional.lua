@@ -24,11 +24,12 @@ F.linear = core.linear
 
 --- batch_norm(x, running_mean, running_var[, opts]); opts: weight, bias,
 -- training (default false), momentum (0.1), eps (1e-5), relu (false: true
--- gives max(0, batch_norm(x)) in the same passes over memory).
+-- gives max(0, batch_norm(x)) in the same passes over memory), sync (a
+-- reducer from cbnet.mpi.reducer(): statistics over every rank's batch).
 function F.batch_norm(x, running_mean, running_var, opts)
   opts = options(opts)
   return core.batch_norm(x, opts.weight, opts.bias, running_mean, running_var,
-    opts.training or false, opts.momentum, opts.eps, opts.relu or false)
+    opts.training or false, opts.momentum, opts.eps, opts.relu or false, opts.sync)
 end
 
 --- max_pool2d(x, kernel[, stride[, padding]]), stride defaults to kernel.

@@ -119,6 +119,31 @@ describe("data-parallel training over MPI (issue 12)", function()
     assert.equal(2, #report.read_metrics(two .. "/metrics.jsonl"))
   end)
 
+  it("with --sync-bn, batch norm over two ranks trains as one process (local statistics do not)", function()
+    local function train(out, ranks, kind)
+      local cmd = ("%s run tests/cluster/mpi_train.lua %s %s bn %s"):format(CBNET, DATA, out, kind)
+      if ranks > 1 then cmd = "mpirun --allow-run-as-root --oversubscribe -np 2 " .. cmd end
+      local code, output = sh(("cd %s && %s"):format(ROOT, cmd))
+      assert.equal(0, code, output)
+      return require("cbnet.core").load_safetensors(out .. "/checkpoint.safetensors")
+    end
+    local one = train(tmp .. "/bn-1", 1, "sync")
+    local synced = train(tmp .. "/bn-2", 2, "sync")
+    local separate = train(tmp .. "/bn-2-local", 2, "local")
+    local worst_synced, worst_separate, n = 0, 0, 0
+    for name, t in pairs(one) do
+      if name:match("^model%.") and t:dtype() == "float32" then
+        local scale = t:abs():max():item() + 1e-12
+        worst_synced = math.max(worst_synced, (t - synced[name]):abs():max():item() / scale)
+        worst_separate = math.max(worst_separate, (t - separate[name]):abs():max():item() / scale)
+        n = n + 1
+      end
+    end
+    assert.equal(8, n) -- conv weight and bias, BN weight, bias and running statistics, linear
+    assert.is_true(worst_synced < 1e-3, "synchronised: " .. worst_synced)
+    assert.is_true(worst_separate > 1e-3, "local statistics: " .. worst_separate)
+  end)
+
   it("a rank that fails ends the whole job with its error, not a hang", function()
     local script = tmp .. "/fail_rank.lua"
     report.write_atomic(script, [[

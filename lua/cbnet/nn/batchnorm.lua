@@ -2,8 +2,11 @@
 -- nn.BatchNorm2d(num_features[, opts]) for N x C x H x W; opts: eps (1e-5),
 -- momentum (0.1), affine (true), track_running_stats (true), relu (false:
 -- true makes the layer BatchNorm followed by ReLU, computed in the same passes
--- over memory; the parameters and state are the same). Training uses batch
--- statistics and updates the running ones; eval() uses the running ones.
+-- over memory; the parameters and state are the same), sync (false: true
+-- takes the statistics over every rank's batch in data-parallel training
+-- under mpirun, as PyTorch's SyncBatchNorm; alone it changes nothing).
+-- Training uses batch statistics and updates the running ones; eval() uses
+-- the running ones.
 local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
 
@@ -15,6 +18,7 @@ local function batch_norm_class(name, dims)
     self.num_features = num_features
     self.eps, self.momentum = opts.eps or 1e-5, opts.momentum or 0.1
     self.relu = opts.relu or false
+    self.sync = opts.sync or false
     if opts.affine ~= false then
       self:register_parameter("weight", cbnet.ones(num_features))
       self:register_parameter("bias", cbnet.zeros(num_features))
@@ -37,14 +41,19 @@ local function batch_norm_class(name, dims)
     if self.training and self.num_batches_tracked then
       cbnet.no_grad(function() self.num_batches_tracked:add_(1) end)
     end
+    local reducer
+    if self.sync and use_batch then -- under mpirun: the ranks' statistics together
+      local mpi = package.loaded["cbnet.mpi"]
+      reducer = mpi and mpi.reducer()
+    end
     return cbnet.F.batch_norm(x, self.running_mean, self.running_var, {weight = self.weight,
       bias = self.bias, training = use_batch, momentum = self.momentum, eps = self.eps,
-      relu = self.relu})
+      relu = self.relu, sync = reducer})
   end
 
   function class:extra_repr()
-    return ("%d, eps=%g, momentum=%g%s"):format(self.num_features, self.eps, self.momentum,
-      self.relu and ", relu" or "")
+    return ("%d, eps=%g, momentum=%g%s%s"):format(self.num_features, self.eps, self.momentum,
+      self.relu and ", relu" or "", self.sync and ", sync" or "")
   end
 
   return class
