@@ -61,15 +61,18 @@ end
 
 local result = train_one(opts, opts.out, "convnet")
 
-local epochs, train_acc, test_acc, loss = {}, {}, {}, {}
+local epochs, train_acc, loss, test_epochs, test_acc = {}, {}, {}, {}, {}
 for i, h in ipairs(result.history) do
-  epochs[i], train_acc[i], test_acc[i], loss[i] = h.epoch, h.train_accuracy, h.test_accuracy, h.train_loss
+  epochs[i], train_acc[i], loss[i] = h.epoch, h.train_accuracy, h.train_loss
+  if h.test_accuracy then -- the evaluated epochs (--eval-every)
+    test_epochs[#test_epochs + 1], test_acc[#test_acc + 1] = h.epoch, h.test_accuracy
+  end
 end
 plot.save(opts.out .. "/learning_curve.svg", plot.line{
   title = ("ConvNet %s on %s: batch %d, %s lr %g"):format(table.concat(opts.widths, "/"), dataset,
     opts.batch_size, opts.optimizer, opts.lr),
   xlabel = "epoch", ylabel = "accuracy", ymin = 0, ymax = 1,
-  series = {{name = "train accuracy", x = epochs, y = train_acc}, {name = "test accuracy", x = epochs, y = test_acc}}})
+  series = {{name = "train accuracy", x = epochs, y = train_acc}, {name = "test accuracy", x = test_epochs, y = test_acc}}})
 plot.save(opts.out .. "/loss.svg", plot.line{title = "Training loss", xlabel = "epoch", ylabel = "loss",
   ymin = 0, series = {{name = "train loss", x = epochs, y = loss}}})
 print(("final test accuracy %.4f; best %.4f (epoch %d)"):format(result.final.accuracy,

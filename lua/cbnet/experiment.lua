@@ -26,6 +26,7 @@ function experiment.standard_options(defaults)
     {"momentum", defaults.momentum or 0.9, "SGD momentum", type = "number"},
     {"schedule", defaults.schedule or "none", "learning-rate schedule: none, cosine (to 0 over the epochs) or step (linear warm-up, x0.01 at 80% and 90% of the epochs)"},
     {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)", type = "number"},
+    {"eval-every", 1, "evaluate (test set, and validation set) every N epochs and after the last; the best epoch is chosen among those"},
     {"sync-bn", false, "under mpirun: batch-norm statistics over every rank's batch, as one process with the whole batch (default: each rank its own)"},
     {"ema", defaults.ema or 0, "decay of an exponential moving average of the weights (e.g. 0.999), which is then what is evaluated and saved as best (0: off)", type = "number"},
     {"seed", defaults.seed or 0, "random seed (model, data order, augmentation)"},
@@ -291,8 +292,8 @@ end
 -- starts from. Returns the best epoch so far.
 local function save_epoch(out, metrics, record, model, opt, history, best, confusion, ema)
   metrics:log(record)
-  local score = record.val_accuracy or record.test_accuracy
-  if score > (best.score or best.accuracy) then
+  local score = record.val_accuracy or record.test_accuracy -- nil: not evaluated this epoch
+  if score and score > (best.score or best.accuracy) then
     best = {accuracy = record.test_accuracy, epoch = record.epoch, per_class = record.per_class,
             score = score, confusion = confusion}
     local function save_best() checkpoint.save_weights(out .. "/best.safetensors", model) end
@@ -417,22 +418,27 @@ function experiment.train(spec)
       epoch, label, max_batches, mixup, sync, ema and function() ema:update() end)
     if not writer then goto next_epoch end
     local norm = {mean = transform.mean, std = transform.std}
-    local test_acc, per_class, confusion = evaluated(experiment.evaluate, model, spec.test, norm, 256,
-      nil, label .. " evaluating", spec.adjust)
+    -- --eval-every N: the test (and validation) set every N epochs and after the last
+    local every = math.max(opts.eval_every or 1, 1)
+    local test_acc, per_class, confusion
+    if epoch % every == 0 or epoch == opts.epochs then
+      test_acc, per_class, confusion = evaluated(experiment.evaluate, model, spec.test, norm, 256,
+        nil, label .. " evaluating", spec.adjust)
+    end
     local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
                     test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
                     seconds = report.now() - t0, lr = opt.param_groups[1].lr}
-    if spec.val then
+    if spec.val and test_acc then
       record.val_accuracy = evaluated(experiment.evaluate, model, spec.val, norm, 256, nil,
         label .. " validating", spec.adjust)
     end
     history[#history + 1] = record
-    print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  %stest acc %.4f  (%.0f img/s, %.1f s)"):format(
+    print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  %s%s(%.0f img/s, %.1f s)"):format(
       spec.name, epoch, opts.epochs, loss, train_acc,
-      record.val_accuracy and ("val acc %.4f  "):format(record.val_accuracy) or "", test_acc, speed,
-      record.seconds))
+      record.val_accuracy and ("val acc %.4f  "):format(record.val_accuracy) or "",
+      test_acc and ("test acc %.4f  "):format(test_acc) or "", speed, record.seconds))
     best = save_epoch(out, metrics, record, model, opt, history, best, confusion, ema)
-    last_confusion = confusion
+    last_confusion = confusion or last_confusion
     ::next_epoch::
   end
   if dist then -- one data-parallel training per process: the ranks part here

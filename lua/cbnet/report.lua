@@ -122,7 +122,9 @@ function report.learning_curves(path, title, runs, results)
     local res = results[r.id]
     if res then
       local x, y = {}, {}
-      for i, h in ipairs(res.history) do x[i], y[i] = h.epoch, h.test_accuracy end
+      for _, h in ipairs(res.history) do -- the evaluated epochs (--eval-every)
+        if h.test_accuracy then x[#x + 1], y[#y + 1] = h.epoch, h.test_accuracy end
+      end
       series[#series + 1] = {name = r.label, x = x, y = y}
     end
   end

@@ -107,6 +107,21 @@ describe("experiments/convnet.lua", function()
     assert.equal(2, #report.read_metrics(part .. "/metrics.jsonl"))
   end)
 
+  it("--eval-every N evaluates every N epochs and after the last", function()
+    local out = tmp .. "/every"
+    local code, output = run("convnet.lua", ("--quick --data %s --widths 8,16 --epochs 3 --eval-every 2 --out %s"):format(DATA, out))
+    assert.equal(0, code, output)
+    local lines = report.read_metrics(out .. "/metrics.jsonl")
+    assert.equal(3, #lines)
+    assert.is_nil(lines[1].test_accuracy)
+    assert.is_number(lines[2].test_accuracy)
+    assert.is_number(lines[3].test_accuracy)
+    local result = report.read_json(out .. "/result.json")
+    assert.is_true(result.best.epoch == 2 or result.best.epoch == 3)
+    assert.equal(3, result.final.epoch)
+    assert.is_truthy(report.read_file(out .. "/learning_curve.svg"))
+  end)
+
   it("--ema evaluates and saves the moving average, and resumes it exactly", function()
     local full, part = tmp .. "/ema-full", tmp .. "/ema-part"
     local common = ("--quick --data %s --widths 8,16 --seed 3 --ema 0.9"):format(DATA)
