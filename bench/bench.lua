@@ -101,9 +101,9 @@ end
 local info = cbnet.info()
 print(("cbnet %s; conv path %s; BLAS kernel %s; CPU: %s"):format(cbnet.version, cbnet.conv_path(),
   info.blas_kernel, (io.open("/proc/cpuinfo"):read("a"):match("model name%s*:%s*([^\n]+)") or "?")))
-print(("engines: %s; %d repeats, alternating"):format(
-  table.concat((function() local n = {} for i, e in ipairs(engines) do n[i] = e.name end return n end)(), ", "),
-  opts.repeats))
+local names = {}
+for i, e in ipairs(engines) do names[i] = e.name end
+print(("engines: %s; %d repeats, alternating"):format(table.concat(names, ", "), opts.repeats))
 local header = ("%-16s %5s %3s"):format("workload", "batch", "thr")
 for _, e in ipairs(engines) do header = header .. ("  %22s"):format(e.name:sub(1, 22)) end
 print(header .. "   ratio")

@@ -206,6 +206,12 @@ typedef struct {
   cb_status *status;       /* one per worker */
 } conv_job;
 
+/* The images [n0, n1) of a piece of the batch. */
+static void piece_images(const conv_job *j, int64_t piece, int64_t *n0, int64_t *n1) {
+  *n0 = piece * j->b.images;
+  *n1 = *n0 + j->b.images < j->g->n ? *n0 + j->b.images : j->g->n;
+}
+
 /* Pieces [begin, end) of the batch, forward. */
 static void conv_forward_pieces(void *arg, int worker, int64_t begin, int64_t end) {
   const conv_job *j = arg;
@@ -214,7 +220,8 @@ static void conv_forward_pieces(void *arg, int worker, int64_t begin, int64_t en
   int64_t plane = g->oh * g->ow;
   cb_status st = CB_OK;
   for (int64_t piece = begin; piece < end && st == CB_OK; piece++) {
-    int64_t n0 = piece * j->b.images, n1 = n0 + j->b.images < g->n ? n0 + j->b.images : g->n;
+    int64_t n0, n1;
+    piece_images(j, piece, &n0, &n1);
     int64_t cols = (n1 - n0) * plane;
     for (int64_t grp = 0; grp < g->groups && st == CB_OK; grp++) {
       im2col(g, j->x, grp, n0, n1, col);
@@ -235,7 +242,8 @@ static void conv_backward_pieces(void *arg, int worker, int64_t begin, int64_t e
   int64_t plane = g->oh * g->ow;
   cb_status st = CB_OK;
   for (int64_t piece = begin; piece < end && st == CB_OK; piece++) {
-    int64_t n0 = piece * j->b.images, n1 = n0 + j->b.images < g->n ? n0 + j->b.images : g->n;
+    int64_t n0, n1;
+    piece_images(j, piece, &n0, &n1);
     int64_t cols = (n1 - n0) * plane;
     for (int64_t grp = 0; grp < g->groups && st == CB_OK; grp++) {
       const float *dy_g = j->dy + grp * g->og * g->m + n0 * plane; /* this piece's columns */

@@ -294,15 +294,14 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
 
 void cb_direct_conv_weight_grad_sum(const cb_direct_conv *d, int workers, float *dw) {
   int64_t per_tap = d->out_c * d->in_c;
+  /* worker k's parts: dW by tap, after its padded stack and dY stack */
+  const float *parts = d->scratch + d->xpad_floats + d->out_c * d->grid;
   for (int64_t o = 0; o < d->out_c; o++)
     for (int64_t c = 0; c < d->in_c; c++)
       for (int t = 0; t < d->ntaps; t++) {
         float sum = 0;
-        for (int wk = 0; wk < workers; wk++) {
-          const float *dw_taps = d->scratch + wk * d->scratch_floats + d->xpad_floats +
-                                 d->out_c * d->grid;
-          sum += dw_taps[t * per_tap + o * d->in_c + c];
-        }
+        for (int k = 0; k < workers; k++)
+          sum += parts[k * d->scratch_floats + t * per_tap + o * d->in_c + c];
         dw[(o * d->in_c + c) * d->ntaps + t] = sum;
       }
 }

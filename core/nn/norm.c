@@ -252,7 +252,7 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
       (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
     j.dbeta = cb_tensor_data(grad_in[2]);
   double *stats = NULL;
-  if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c + 1))))
+  if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c))))
     st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
   if (st == CB_OK) {
     j.stats = stats;

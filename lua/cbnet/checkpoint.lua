@@ -51,14 +51,24 @@ function checkpoint.to_torch_names(state) return renumber(state, -1) end
 -- model:load_state_dict.
 function checkpoint.from_torch_names(state) return renumber(state, 1) end
 
+-- The entries of a state dict as "<prefix>.<name>" in tensors, and back.
+local function add_prefixed(tensors, prefix, state)
+  for name, t in pairs(state) do tensors[prefix .. "." .. name] = t end
+end
+
+local function prefixed(tensors, prefix)
+  local state, pattern = {}, "^" .. prefix .. "%.(.+)$"
+  for name, t in pairs(tensors) do
+    local key = name:match(pattern)
+    if key then state[key] = t end
+  end
+  return state
+end
+
 function checkpoint.save(path, parts)
   local tensors, meta = {}, {epoch = parts.epoch, extra = parts.extra}
-  if parts.model then
-    for name, t in pairs(parts.model:state_dict()) do tensors["model." .. name] = t end
-  end
-  if parts.ema then -- an optim.EMA: the averaged weights
-    for name, t in pairs(parts.ema:state_dict()) do tensors["ema." .. name] = t end
-  end
+  if parts.model then add_prefixed(tensors, "model", parts.model:state_dict()) end
+  if parts.ema then add_prefixed(tensors, "ema", parts.ema:state_dict()) end -- an optim.EMA
   if parts.optimizer then
     local state = parts.optimizer:state_dict()
     local scalars = {}
@@ -82,20 +92,9 @@ function checkpoint.load(path, parts)
     error(("%s is not a cbnet checkpoint (format %s)"):format(path, tostring(raw.format)), 2)
   end
   local meta = json.decode(raw.cbnet)
-  if parts.model then
-    local state = {}
-    for name, t in pairs(tensors) do
-      local key = name:match("^model%.(.+)$")
-      if key then state[key] = t end
-    end
-    parts.model:load_state_dict(state)
-  end
+  if parts.model then parts.model:load_state_dict(prefixed(tensors, "model")) end
   if parts.ema then
-    local state = {}
-    for name, t in pairs(tensors) do
-      local key = name:match("^ema%.(.+)$")
-      if key then state[key] = t end
-    end
+    local state = prefixed(tensors, "ema")
     if next(state) == nil then
       error(("%s has no moving average of the weights (was it saved without --ema?)"):format(path), 2)
     end

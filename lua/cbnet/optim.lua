@@ -249,29 +249,22 @@ end
 local EMA = {}
 EMA.__index = EMA
 
-local function model_state(model)
-  local state = {}
-  for name, t in model:named_parameters() do state[name] = t end
-  for name, t in model:named_buffers() do state[name] = t end
-  return state
-end
-
 function optim.EMA(model, opts)
   opts = opts or {}
   local decay = opts.decay or 0.999
   assert(type(decay) == "number" and decay >= 0 and decay <= 1, "EMA: decay must be in [0, 1]")
   local self = setmetatable({model = model, decay = decay, shadow = {}}, EMA)
-  for name, t in pairs(model_state(model)) do self.shadow[name] = t:detach():clone() end
+  for name, t in pairs(model:state_dict()) do self.shadow[name] = t:clone() end
   return self
 end
 
 function EMA:update()
   local decay = self.decay
   cbnet.no_grad(function()
-    for name, t in pairs(model_state(self.model)) do
+    for name, t in pairs(self.model:state_dict()) do -- detached views of the model's tensors
       local shadow = self.shadow[name]
       if t:dtype() == "float32" then
-        shadow:mul_(decay):add_(t:detach() * (1 - decay))
+        shadow:mul_(decay):add_(t * (1 - decay))
       else
         shadow:copy_(t)
       end
@@ -280,10 +273,10 @@ function EMA:update()
 end
 
 function EMA:apply(fn, ...)
-  local state, saved = model_state(self.model), {}
+  local state, saved = self.model:state_dict(), {}
   cbnet.no_grad(function()
     for name, t in pairs(state) do
-      saved[name] = t:detach():clone()
+      saved[name] = t:clone()
       t:copy_(self.shadow[name])
     end
   end)
