@@ -159,8 +159,9 @@ end
 -- the confusion matrix (a list of rows: confusion[true + 1][predicted + 1]
 -- counts). label (optional) names the progress line shown on a terminal;
 -- adjust (optional) maps the logits before the argmax (post-hoc logit
--- adjustment).
-function experiment.evaluate(model, ds, normalization, batch_size, max_batches, label, adjust)
+-- adjustment); predict (optional, function(model, images) -> logits) stands
+-- for model(images), e.g. experiment.flip_tta.
+function experiment.evaluate(model, ds, normalization, batch_size, max_batches, label, adjust, predict)
   model:eval()
   local classes = ds:num_classes()
   local confusion = cbnet.zeros(classes * classes)
@@ -168,7 +169,7 @@ function experiment.evaluate(model, ds, normalization, batch_size, max_batches, 
   local progress = report.progress(label or "evaluating", max_batches or #loader)
   cbnet.no_grad(function()
     for images, labels in loader:batches(0) do
-      local logits = model(images)
+      local logits = predict and predict(model, images) or model(images)
       if adjust then logits = adjust(logits) end
       local cell = labels * classes + logits:argmax(2)
       confusion:scatter_add_(1, cell, cbnet.ones(labels:size(1)))
@@ -186,6 +187,12 @@ function experiment.evaluate(model, ds, normalization, batch_size, max_batches, 
     correct, total = correct + matrix[c][c], total + row_total
   end
   return correct / math.max(total, 1), per_class, matrix
+end
+
+--- Test-time augmentation for evaluate's predict: the mean of the logits of
+-- the images and of their mirror images (left-right).
+function experiment.flip_tta(model, images)
+  return (model(images) + model(images:flip(4))) * 0.5
 end
 
 -- Beta(alpha, alpha) from two Gamma draws (Marsaglia and Tsang), for mixup.
@@ -208,14 +215,16 @@ end
 -- ---- one training run, in its steps ----
 
 --- The optimizer and (optional) learning-rate schedule that opts ask for
--- (--optimizer sgd|adam, --lr, --momentum, --schedule none|cosine), over
+-- (--optimizer sgd|adam, --lr, --momentum, --schedule none|cosine; a
+-- script may set opts.nesterov), over
 -- the parameter groups given (weight decay split from biases and norms by
 -- default).
 function experiment.optimizer(model, opts, groups)
   groups = groups or cbnet.optim.split_decay(model, opts.wd)
   local opt
   if opts.optimizer == "adam" then opt = cbnet.optim.Adam(groups, {lr = opts.lr})
-  elseif opts.optimizer == "sgd" then opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum})
+  elseif opts.optimizer == "sgd" then
+    opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum, nesterov = opts.nesterov})
   else error("--optimizer must be sgd or adam, got " .. tostring(opts.optimizer), 0) end
   local schedule
   if opts.schedule == "cosine" then schedule = cbnet.optim.CosineLR(opt, {total = opts.epochs})
@@ -356,6 +365,8 @@ end
 -- (function(epoch) -> a sampler for that epoch, or nil to shuffle), mixup
 -- (alpha), val (a dataset: the best epoch is chosen on it, not on the test
 -- set), adjust (function(logits) -> logits, applied before predictions),
+-- predict (function(model, images) -> logits at evaluation, e.g.
+-- experiment.flip_tta), crop_padding (4), cutout (a square's side, 0: none),
 -- hparams (recorded with the result).
 -- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,
 -- out/best.safetensors (weights of the best epoch) and out/result.json at
@@ -374,7 +385,9 @@ function experiment.train(spec)
   local opt, schedule = experiment.optimizer(model, opts, spec.param_groups and spec.param_groups(model))
   if spec.schedule then schedule = spec.schedule(opt) end
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
-  if opts.augment then transform.crop_padding, transform.flip = (spec.crop_padding or 4), true end
+  if opts.augment then
+    transform.crop_padding, transform.flip, transform.cutout = (spec.crop_padding or 4), true, spec.cutout
+  end
   -- data-parallel (under mpirun): each rank takes its shard of the same
   -- per-epoch permutation, batch_size / ranks images a step; gradients are
   -- averaged; batch-norm statistics stay local unless --sync-bn; rank 0 alone
@@ -423,14 +436,14 @@ function experiment.train(spec)
     local test_acc, per_class, confusion
     if epoch % every == 0 or epoch == opts.epochs then
       test_acc, per_class, confusion = evaluated(experiment.evaluate, model, spec.test, norm, 256,
-        nil, label .. " evaluating", spec.adjust)
+        nil, label .. " evaluating", spec.adjust, spec.predict)
     end
     local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
                     test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
                     seconds = report.now() - t0, lr = opt.param_groups[1].lr}
     if spec.val and test_acc then
       record.val_accuracy = evaluated(experiment.evaluate, model, spec.val, norm, 256, nil,
-        label .. " validating", spec.adjust)
+        label .. " validating", spec.adjust, spec.predict)
     end
     history[#history + 1] = record
     print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  %s%s(%.0f img/s, %.1f s)"):format(

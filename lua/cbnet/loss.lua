@@ -125,17 +125,22 @@ end
 
 --- Logit adjustment (Menon et al. 2021) / balanced softmax (Ren et al. 2020):
 -- training uses CE(x + tau log prior, y), prior_c = n_c / sum n; tau = 1 is
--- balanced softmax. Predict with the plain logits.
+-- balanced softmax. Predict with the plain logits. opts: tau (1),
+-- label_smoothing (0), reduction.
 function loss.logit_adjusted(logits, target, counts, opts)
   opts = opts or {}
   local prior = as_float_tensor(cbnet.is_tensor(counts) and counts or cbnet.tensor(counts, "float32"))
   prior = prior / prior:sum()
   local adjusted = logits + prior:log():view(1, -1) * (opts.tau or 1)
-  return F.cross_entropy(adjusted, target, {reduction = opts.reduction})
+  return F.cross_entropy(adjusted, target, {reduction = opts.reduction, label_smoothing = opts.label_smoothing})
 end
 
+--- balanced_softmax(logits, target, counts[, {label_smoothing, reduction}]):
+-- logit_adjusted with tau = 1.
 function loss.balanced_softmax(logits, target, counts, opts)
-  return loss.logit_adjusted(logits, target, counts, {tau = 1, reduction = opts and opts.reduction})
+  opts = opts or {}
+  return loss.logit_adjusted(logits, target, counts, {tau = 1, reduction = opts.reduction,
+    label_smoothing = opts.label_smoothing})
 end
 
 return loss

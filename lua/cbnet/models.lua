@@ -11,6 +11,8 @@
 --     10 classes has 464,154 parameters. opts.normed = true puts the cosine
 --     classifier nn.NormedLinear (LDAM's) in place of the linear one.
 --   convnet: the seed study's CNN (experiment.convnet).
+--   fastnet: a wide, shallow network for training in a time budget
+--     (models.fastnet below).
 --
 -- models.get(name, {classes, in_channels, image_size, normed, widths}).
 local cbnet = require "cbnet"
@@ -83,7 +85,49 @@ function models.convnet(opts)
   return model
 end
 
-models.names = {"resnet20", "resnet32", "resnet44", "resnet56", "convnet"}
+--- fastnet: the fast-training CIFAR network of the speed-run work (the
+-- ResNet-9-like nets of Page's DAWNBench entry and Jordan's airbench, 2018-24):
+-- a 3x3 stem of opts.stem channels (BN + ReLU), then per width a block
+-- conv3x3 -> max-pool 2 -> BN + ReLU -> conv3x3 -> BN + ReLU, global max
+-- pooling and a bias-free linear classifier whose logits are scaled by
+-- opts.logit_scale (1/8: BN'd, max-pooled features give large logits). Why
+-- this shape: it has few layers at full resolution and does most of its work
+-- in 64-256-channel convolutions, which run near the sgemm rate on a CPU
+-- (ResNet-32's 16-channel layers do not), and it learns more per image seen.
+-- opts.widths = {64, 128, 256} by default.
+local FastNet = nn.Module:extend("FastNet")
+
+function FastNet:init(opts)
+  local g, widths = opts.generator, opts.widths or {64, 128, 256}
+  local stem = opts.stem or widths[1] // 2
+  local function conv(cin, cout) return nn.Conv2d(cin, cout, 3, {padding = 1, bias = false, generator = g}) end
+  local layers = nn.Sequential(conv(opts.in_channels or 3, stem), nn.BatchNorm2d(stem, {relu = true}))
+  local planes = stem
+  for _, width in ipairs(widths) do
+    layers:append(conv(planes, width))
+    layers:append(nn.MaxPool2d(2))
+    layers:append(nn.BatchNorm2d(width, {relu = true}))
+    layers:append(conv(width, width))
+    layers:append(nn.BatchNorm2d(width, {relu = true}))
+    planes = width
+  end
+  self:add_module("layers", layers)
+  self:add_module("linear", nn.Linear(planes, opts.classes or 10, {bias = false, generator = g}))
+  self.logit_scale, self.widths = opts.logit_scale or 1 / 8, widths
+end
+
+function FastNet:forward(x)
+  local features = self.layers(x)
+  local side = features:size(3)
+  features = cbnet.F.max_pool2d(features, side):flatten(2) -- global max pooling
+  return self.linear(features) * self.logit_scale
+end
+
+function FastNet:extra_repr() return "widths " .. table.concat(self.widths, "/") end
+
+function models.fastnet(opts) return FastNet(opts or {}) end
+
+models.names = {"resnet20", "resnet32", "resnet44", "resnet56", "convnet", "fastnet"}
 
 --- A model by name; an unknown name is an error listing the known ones.
 function models.get(name, opts)
