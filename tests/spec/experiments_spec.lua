@@ -446,6 +446,35 @@ describe("experiments/cifar_lt.lua (issue 10)", function()
   end)
 end)
 
+describe("experiments/fast_lt.lua (issue 13)", function()
+  it("--tune never reads the test set; otherwise the test set is evaluated once, after the last epoch", function()
+    local no_test = tmp .. "/cifar-no-test"
+    -- a test file that cannot be read: --tune must not try
+    assert(os.execute(("mkdir -p %s && cp %s/data_batch_*.bin %s/ && printf abc > %s/test_batch.bin")
+      :format(no_test, DATA, no_test, no_test)))
+    local out = tmp .. "/fast_lt_tune"
+    local code, output = run("fast_lt.lua", ("--quick --tune --val 2 --imbalance 10 --budget 5 --widths 8,16 "
+      .. "--seeds 0,1 --data %s --out %s"):format(no_test, out))
+    assert.equal(0, code, output)
+    local md = report.read_file(out .. "/results.md")
+    assert.matches("validation (2 per class, held out)", md, 1, true)
+    local tuned = json.decode(report.read_file(out .. "/results.json"))
+    assert.truthy(tuned.runs.seed0 and tuned.runs.seed1) -- two seeds, mean ± std in the table
+    assert.matches("± ", md, 1, true)
+    out = tmp .. "/fast_lt"
+    code, output = run("fast_lt.lua", ("--quick --imbalance 10 --budget 5 --widths 8,16 --data %s --out %s")
+      :format(DATA, out))
+    assert.equal(0, code, output)
+    local records = report.read_metrics(out .. "/runs/seed0/metrics.jsonl")
+    assert.equal(2, #records)
+    assert.is_nil(records[1].test_accuracy)
+    assert.is_number(records[2].test_accuracy)
+    local results = json.decode(report.read_file(out .. "/results.json"))
+    assert.same({50, 38, 29, 23, 17, 13, 10, 8, 6, 5}, results.counts)
+    assert.equal("test", results.evaluated_on)
+  end)
+end)
+
 describe("--model on every experiment (issue 10)", function()
   it("trains a CIFAR ResNet in the seed study's scripts too", function()
     local code, output = run("imbalance.lua", ("--quick --data %s --out %s/im-resnet --imbalance 10 --betas 0.9999 "

@@ -166,3 +166,58 @@ describe("data for the benchmark", function()
     for _, v in ipairs(lt.holdout.images:view(-1):totable()) do assert.is_nil(seen[v]) end
   end)
 end)
+
+describe("the time-budget recipe's pieces (fast_lt)", function()
+  local experiment = require "cbnet.experiment"
+  local loss = require "cbnet.loss"
+
+  it("fastnet: widths, parameter count and the logit scale", function()
+    -- 3x3 convs 3-32, 32-64, 64-64, 64-128, 128-128, 128-256, 256-256, BN on each, a 256x10 linear
+    assert.equal(1166496, models.fastnet():num_parameters())
+    local small = models.get("fastnet", {widths = {8, 16}, stem = 4, classes = 3, generator = cbnet.Generator(5)})
+    assert.equal(27 * 4 + 8 + 4 * 8 * 9 + 16 + 8 * 8 * 9 + 16 + 8 * 16 * 9 + 32 + 16 * 16 * 9 + 32 + 16 * 3,
+      small:num_parameters())
+    local x = cbnet.randn(2, 3, 16, 16)
+    local y = small(x)
+    assert.same({2, 3}, y:size())
+    small.logit_scale = 1
+    assert.is_true((small(x) - y * 8):abs():max():item() < 1e-5) -- 1/8 by default
+  end)
+
+  it("balanced softmax with label smoothing is the smoothed CE of the prior-shifted logits", function()
+    local counts, e = {50, 30, 20}, 0.2
+    local x, y = cbnet.randn(4, 3), cbnet.tensor{0, 2, 1, 2}
+    local shifted = x + cbnet.tensor({0.5, 0.3, 0.2}):log():view(1, 3)
+    local logp = cbnet.F.log_softmax(shifted, 2):totable()
+    local expected = 0
+    for i = 1, 4 do
+      local row = logp[i]
+      local label = y:totable()[i] + 1
+      expected = expected - (1 - e) * row[label] - e * (row[1] + row[2] + row[3]) / 3
+    end
+    expected = expected / 4
+    local got = loss.balanced_softmax(x, y, counts, {label_smoothing = e}):item()
+    assert.near(expected, got, 1e-5)
+    assert.near(loss.balanced_softmax(x, y, counts):item(),
+      loss.logit_adjusted(x, y, counts, {tau = 1}):item(), 1e-7)
+  end)
+
+  it("flip_tta averages the logits of the images and their mirrors", function()
+    local model = cbnet.nn.Sequential(cbnet.nn.Flatten(), cbnet.nn.Linear(6, 2))
+    local x = cbnet.randn(3, 1, 2, 3)
+    local rows = x:totable() -- the last dim reversed by hand
+    for n = 1, 3 do for r = 1, 2 do
+      local row = rows[n][1][r]
+      rows[n][1][r] = {row[3], row[2], row[1]}
+    end end
+    local expected = (model(x) + model(cbnet.tensor(rows))) * 0.5
+    assert.is_true((experiment.flip_tta(model, x) - expected):abs():max():item() < 1e-6)
+  end)
+
+  it("experiment.optimizer passes opts.nesterov to SGD", function()
+    local model = cbnet.nn.Linear(2, 2)
+    local opt = experiment.optimizer(model, {optimizer = "sgd", lr = 0.1, momentum = 0.9, wd = 0, nesterov = true,
+      schedule = "none"})
+    for _, g in ipairs(opt.param_groups) do assert.is_true(g.nesterov) end
+  end)
+end)
