@@ -1,0 +1,160 @@
+"""experiments/fast_lt.lua's recipe in PyTorch, on the same images, to compare
+time and accuracy on the same machine (issue 13). Not a test.
+
+    build/bin/cbnet run bench/export_lt.lua /tmp/lt100.safetensors --data ../shared/data/cifar10-jpg
+    /usr/bin/python3 bench/fast_lt_torch.py /tmp/lt100.safetensors [--epochs 64]
+        [--widths 64,128,256] [--seed 0] [--threads 2]
+
+The recipe, as fast_lt.lua's defaults: fastnet (3x3 stem, per width conv ->
+max-pool -> BN+ReLU -> conv -> BN+ReLU, global max pool, bias-free linear,
+logits / 8), balanced softmax with label smoothing 0.1, SGD lr 0.2 Nesterov
+momentum 0.9, weight decay 5e-4 on weights (not on BN parameters), batch 128,
+cosine schedule per epoch after 2 epochs of linear warm-up, pad-4 crop + flip +
+cutout 8, EMA of weights and BN statistics (decay 0.999) evaluated with
+left-right flip test-time augmentation, the test set once at the end. Prints
+the test accuracy and the wall time of the whole run (loading included)."""
+import argparse
+import json
+import math
+import struct
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32).reshape(1, 3, 1, 1)
+STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32).reshape(1, 3, 1, 1)
+DTYPES = {"U8": np.uint8, "I64": np.int64, "F32": np.float32}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        blob = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        out[name] = np.frombuffer(blob[start:end], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
+    return out, header.get("__metadata__", {})
+
+
+def fastnet(widths, classes=10, stem=None):
+    stem = stem or widths[0] // 2
+    layers = [nn.Conv2d(3, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()]
+    planes = stem
+    for w in widths:
+        layers += [nn.Conv2d(planes, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.ReLU(),
+                   nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+        planes = w
+    body = nn.Sequential(*layers)
+    head = nn.Linear(planes, classes, bias=False)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers, self.linear = body, head
+
+        def forward(self, x):
+            f = self.layers(x)
+            return self.linear(F.max_pool2d(f, f.shape[-1]).flatten(1)) / 8
+
+    return Net()
+
+
+def augment(images, rng, cutout):
+    x = images.astype(np.float32) / 255.0
+    n, c, h, w = x.shape
+    padded = np.zeros((n, c, h + 8, w + 8), dtype=np.float32)
+    padded[:, :, 4:4 + h, 4:4 + w] = x
+    out = np.empty_like(x)
+    for i in range(n):
+        dy, dx = rng.integers(0, 9, size=2)
+        crop = padded[i, :, dy:dy + h, dx:dx + w]
+        crop = crop[:, :, ::-1] if rng.integers(0, 2) else crop
+        out[i] = crop
+        if cutout:
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            y0, x0 = max(cy - cutout // 2, 0), max(cx - cutout // 2, 0)
+            out[i, :, y0:cy - cutout // 2 + cutout, x0:cx - cutout // 2 + cutout] = 0
+    return torch.from_numpy((out - MEAN) / STD)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("data")
+    p.add_argument("--epochs", type=int, default=64)
+    p.add_argument("--widths", default="64,128,256")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--wd", type=float, default=5e-4)
+    p.add_argument("--smoothing", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--cutout", type=int, default=8)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    start = time.time()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    t, meta = read_safetensors(a.data)
+    xtr, ytr = t["train_images"], torch.from_numpy(t["train_labels"].astype(np.int64))
+    xte, yte = t["test_images"], t["test_labels"]
+    counts = np.bincount(t["train_labels"], minlength=10).astype(np.float64)
+    log_prior = torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+    net = fastnet([int(w) for w in a.widths.split(",")])
+    decay = [p for p in net.parameters() if p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.dim() < 2]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0}],
+                          lr=a.lr, momentum=0.9, nesterov=True)
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    n = len(xtr)
+    for epoch in range(a.epochs):
+        if epoch < a.warmup:
+            factor = (epoch + 1) / a.warmup
+        else:
+            span = max(a.epochs - a.warmup, 1)
+            factor = (1 + math.cos(math.pi * min(epoch - a.warmup, span) / span)) / 2
+        for g in opt.param_groups:
+            g["lr"] = a.lr * factor
+        t0 = time.time()
+        perm = rng.permutation(n)
+        net.train()
+        for s in range(0, n, a.batch_size):
+            idx = perm[s:s + a.batch_size]
+            x, y = augment(xtr[idx], rng, a.cutout), ytr[idx]
+            loss = F.cross_entropy(net(x) + log_prior, y, label_smoothing=a.smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for k, v in net.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[k].mul_(a.ema).add_(v, alpha=1 - a.ema)
+                    else:
+                        ema[k].copy_(v)
+        print(f"epoch {epoch + 1}/{a.epochs} loss {loss.item():.4f} ({n / (time.time() - t0):.0f} img/s)", flush=True)
+    net.load_state_dict(ema)
+    net.eval()
+    correct = np.zeros(10)
+    with torch.no_grad():
+        for s in range(0, len(xte), 256):
+            x = torch.from_numpy((xte[s:s + 256].astype(np.float32) / 255.0 - MEAN) / STD)
+            logits = (net(x) + net(torch.flip(x, dims=[3]))) / 2
+            pred = logits.argmax(1).numpy()
+            for c in range(10):
+                correct[c] += np.sum((pred == c) & (yte[s:s + 256] == c))
+    per_class = correct / np.bincount(yte, minlength=10)
+    print("per class:", " ".join(f"{v:.3f}" for v in per_class))
+    print(f"test accuracy {correct.sum() / len(yte):.4f}; wall {time.time() - start:.1f} s "
+          f"(torch {torch.__version__}, {a.threads} threads)")
+
+
+if __name__ == "__main__":
+    main()
