@@ -77,9 +77,10 @@ if opts.quick then
   test = test:subset(cbnet.randperm(test:size(), g):narrow(1, 1, math.min(512, test:size())))
 end
 if not opts.run then
-  print(("CIFAR-10-LT (imbalance %g): %d training images; evaluated on the %s set (%d images) after "
-    .. "the last epoch; fastnet %s, %d epochs; output in %s"):format(opts.imbalance, train:size(), test_name,
-    test:size(), table.concat(opts.widths, "/"), opts.epochs, opts.out))
+  print(("CIFAR-10-LT (imbalance %g): %d training images; evaluated on the %s set (%d images) %s; "
+    .. "fastnet %s, %d epochs; output in %s"):format(opts.imbalance, train:size(), test_name, test:size(),
+    opts.tune and ("every %d epochs"):format(opts.eval_every) or "after the last epoch",
+    table.concat(opts.widths, "/"), opts.epochs, opts.out))
 end
 
 -- ---- runs: one per seed ----
