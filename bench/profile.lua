@@ -1,9 +1,9 @@
--- Per-layer profile of the seed CNN and ResNet-32 in training: the forward
+-- Per-layer profile of the seed CNN, ResNet-32 and fastnet in training: the forward
 -- and backward time of every layer (layers of the same kind and shape on one
 -- row), the GFLOP/s of convolutions and linear layers against this machine's
 -- sgemm rate, and what the rows leave out (residual adds, shortcuts, loss,
 -- optimizer: the whole step minus the layers).
---   build/bin/cbnet run bench/profile.lua [net = all|convnet|resnet32] [batch = 128] [repeats = 5]
+--   build/bin/cbnet run bench/profile.lua [net = all|convnet|resnet32|fastnet] [batch = 128] [repeats = 5]
 -- Each layer runs alone on the input it sees in the net (captured in one
 -- forward pass); times are the fastest of the repeats (on a shared machine
 -- the fastest is the one least disturbed by neighbours).
@@ -116,3 +116,4 @@ cbnet.manual_seed(0)
 local x, y = cbnet.randn(batch, 3, 32, 32), cbnet.randint(0, 10, {batch})
 if which == "all" or which == "convnet" then profile("seed CNN", models.convnet(), x, y) end
 if which == "all" or which == "resnet32" then profile("ResNet-32", models.resnet32(), x, y) end
+if which == "all" or which == "fastnet" then profile("fastnet 64/128/256", models.fastnet(), x, y) end

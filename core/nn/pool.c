@@ -151,14 +151,20 @@ static void pool_forward_planes(void *arg, int chunk, int64_t begin, int64_t end
 static void max_2x2_backward_plane(const pool_job *j, int64_t n, int64_t c) {
   const pool_geometry *g = j->g;
   float *gx = j->gx + n * j->gxs[0] + c * j->gxs[1];
-  for (int64_t i = 0; i < g->h; i++)
-    for (int64_t k = 0; k < g->w; k++) gx[i * j->gxs[2] + k * j->gxs[3]] = 0;
+  const int64_t rs = j->gxs[2], es = j->gxs[3];
+  for (int64_t i = 0; i < g->h; i++) {
+    if (es == 1) memset(gx + i * rs, 0, sizeof(float) * (size_t)g->w);
+    else for (int64_t k = 0; k < g->w; k++) gx[i * rs + k * es] = 0;
+  }
+  const int64_t *argmax = j->argmax + n * j->ys[0] + c * j->ys[1];
+  const float *gy = j->gy + n * j->gs[0] + c * j->gs[1];
   for (int64_t i = 0; i < g->oh; i++)
     for (int64_t k = 0; k < g->ow; k++) {
-      int64_t off = i * j->gs[2] + k * j->gs[3], aoff = i * j->ys[2] + k * j->ys[3];
-      int64_t where = j->argmax[n * j->ys[0] + c * j->ys[1] + aoff];
-      gx[(where / g->w) * j->gxs[2] + (where % g->w) * j->gxs[3]] =
-          j->gy[n * j->gs[0] + c * j->gs[1] + off];
+      /* the maximum is one of the window's 4 pixels: its offset from the
+       * window's corner is 0, 1, w or w + 1 (no division needed) */
+      int64_t d = argmax[i * j->ys[2] + k * j->ys[3]] - (2 * i * g->w + 2 * k);
+      int64_t row = 2 * i + (d >= g->w), col = 2 * k + (d >= g->w ? d - g->w : d);
+      gx[row * rs + col * es] = gy[i * j->gs[2] + k * j->gs[3]];
     }
 }
 

@@ -252,6 +252,7 @@ describe("pooling", function()
     assert.same({4, 5, 9, 8, 8, 9}, values(F.max_pool2d(x, 2, 1)))
     assert.same({1, 5, 3, 7, 8, 9}, values(F.max_pool2d(x, 2, 2, 1))) -- values from PyTorch
     assert.is_true(gradcheck(function(a) return F.max_pool2d(a, 2) end, {spread(2, 3, 4, 6)}))
+    assert.is_true(gradcheck(function(a) return F.max_pool2d(a, 2) end, {spread(2, 3, 5, 7)})) -- odd: last row/column unused
     assert.is_true(gradcheck(function(a) return F.max_pool2d(a, 3, 2, 1) end, {spread(1, 2, 5, 5)}))
     assert.is_true(gradcheck(function(a) return F.max_pool2d(a, 2) end, {spread(2, 2, 5, 7)}))
     local odd = F.max_pool2d(spread(1, 1, 5, 5):transpose(3, 4), 2) -- strided rows: the general path
