@@ -123,13 +123,14 @@ static int l_cross_entropy(lua_State *L) {
 }
 
 /* conv_path([name]) -> the convolution path in use, after switching to name
- * if given (im2col, avx2, avx512; see core/nn/conv_direct.h). */
+ * if given (im2col, avx2, avx512, avx2-winograd, avx512-winograd; see
+ * core/nn/conv_direct.h). */
 static int l_conv_path(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     const char *name = luaL_checkstring(L, 1);
     cb_conv_path path = cb_conv_path_from_name(name);
     if (path == CB_CONV_NUM_PATHS)
-      return luaL_argerror(L, 1, lua_pushfstring(L, "unknown conv path '%s' (im2col, avx2, avx512)",
+      return luaL_argerror(L, 1, lua_pushfstring(L, "unknown conv path '%s' (im2col, avx2, avx512, avx2-winograd, avx512-winograd)",
                                                  name));
     cbl_check(L, cb_conv_set_path(path));
   }

@@ -42,6 +42,7 @@ for _, o in ipairs{
   {"budget", 60, "minutes: 5, 15 or 60 (sets --epochs and --widths unless they are given)"},
   {"widths", {64, 128, 256}, "fastnet's block widths"},
   {"smoothing", 0.1, "label smoothing", type = "number"},
+  {"logit-scale", 0.125, "fastnet's logits are the linear layer's times this", type = "number"},
   {"tau", 1.0, "logit adjustment's tau (1: balanced softmax)", type = "number"},
   {"warmup", 2, "epochs of linear learning-rate warm-up"},
   {"cutout", 8, "cutout square's side in pixels (0: none)"},
@@ -94,7 +95,8 @@ local function train_run(r, o, out)
   return experiment.train{
     name = r.id, opts = run_opts, out = out, train = train, test = test, normalization = normalization,
     model = function()
-      return models.fastnet{classes = #classes, widths = o.widths, generator = cbnet.Generator(r.seed)}
+      return models.fastnet{classes = #classes, widths = o.widths, logit_scale = o.logit_scale,
+                            generator = cbnet.Generator(r.seed)}
     end,
     loss = function(logits, labels)
       return loss.logit_adjusted(logits, labels, counts, {tau = o.tau, label_smoothing = o.smoothing})
@@ -103,7 +105,8 @@ local function train_run(r, o, out)
     cutout = o.cutout > 0 and o.cutout or nil,
     predict = o.tta and experiment.flip_tta or nil,
     hparams = {seed = r.seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
-               batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema},
+               batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema,
+               logit_scale = o.logit_scale, cutout = o.cutout},
   }
 end
 

@@ -71,7 +71,8 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(const float *in, int64
 
 /* ---- choosing the path ---- */
 
-static const char *const path_names[CB_CONV_NUM_PATHS] = {"im2col", "avx2", "avx512"};
+static const char *const path_names[CB_CONV_NUM_PATHS] = {"im2col", "avx2", "avx512",
+                                                          "avx2-winograd", "avx512-winograd"};
 static cb_conv_path active_path;
 static pthread_once_t path_once = PTHREAD_ONCE_INIT;
 
@@ -89,8 +90,10 @@ bool cb_conv_path_supported(cb_conv_path path) {
   cb_cpu_features f = cb_cpu_detect();
   switch (path) {
   case CB_CONV_IM2COL: return true;
-  case CB_CONV_AVX2: return f.avx2 && f.fma;
-  case CB_CONV_AVX512: return f.avx512f;
+  case CB_CONV_AVX2:
+  case CB_CONV_AVX2_WINOGRAD: return f.avx2 && f.fma;
+  case CB_CONV_AVX512:
+  case CB_CONV_AVX512_WINOGRAD: return f.avx512f;
   default: return false;
   }
 }
@@ -101,8 +104,8 @@ static void path_init(void) {
     active_path = wanted;
     return;
   }
-  active_path = cb_conv_path_supported(CB_CONV_AVX512) ? CB_CONV_AVX512
-                : cb_conv_path_supported(CB_CONV_AVX2) ? CB_CONV_AVX2
+  active_path = cb_conv_path_supported(CB_CONV_AVX512) ? CB_CONV_AVX512_WINOGRAD
+                : cb_conv_path_supported(CB_CONV_AVX2) ? CB_CONV_AVX2_WINOGRAD
                                                        : CB_CONV_IM2COL;
 }
 
@@ -133,6 +136,11 @@ struct cb_direct_conv {
   int64_t xpad_floats, out_floats, scratch_floats; /* per worker */
   int ntaps, tile;
   bool weight_grad;
+  bool winograd;                   /* F(2x2, 3x3): see "Winograd" below */
+  int64_t tiles_r, tiles_c, tiles; /* 2x2 output tiles of the stack: rows, columns, all */
+  int64_t block;                   /* tiles transformed at once (a multiple of tile) */
+  int64_t v_xi, m_xi;              /* floats from one of the 16 positions xi to the next */
+  int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
   tile_fn kernel;
   int64_t *taps;                   /* ki*wp + kj */
   float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK] */
@@ -157,16 +165,142 @@ static int64_t stack_size(int64_t positions_per_image, int64_t batch, int worker
   return (share + stacks_per_worker - 1) / stacks_per_worker;
 }
 
+/* ---- Winograd F(2x2, 3x3) ----
+ * Lavin and Gray (2016): a 2x2 tile of outputs from a 4x4 tile d of the
+ * padded input is A^T [ sum over c of (G g G^T) .* (B^T d B) ] A, 16
+ * multiplications per tile and input channel where the direct sum takes 36:
+ * 2.25x fewer. The 16 elementwise products, summed over channels, are 16
+ * matrix products (out_c x in_c) @ (in_c x tiles), one per position xi of the
+ * 4x4 tile, which the direct path's micro-kernels compute as 1-tap
+ * convolutions. The tiles cover the stack's output grid (the rows between
+ * images are computed and dropped, as in the direct path); they are taken in
+ * blocks small enough that the transformed inputs and the products stay in
+ * L2. F(2x2, 3x3)'s transforms only add and halve, so it stays as exact as
+ * the direct sum to a few float ulps (checked against im2col in the specs).
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+ *   G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+ *   A^T = [1 1 1 0; 0 1 -1 -1] */
+
+/* U[xi][o / OBLOCK][c][o % OBLOCK] = (G g G^T)[xi] for the kernel g of (o, c). */
+static void winograd_weights(cb_direct_conv *d, const float *weight, bool transposed) {
+  int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK, per_xi = blocks * OBLOCK * d->in_c;
+  for (int64_t o = 0; o < d->out_c; o++)
+    for (int64_t c = 0; c < d->in_c; c++) {
+      float g[3][3], gg[4][3], u[4][4];
+      for (int t = 0; t < 9; t++) /* the input gradient takes the kernel flipped */
+        g[t / 3][t % 3] = transposed ? weight[(c * d->out_c + o) * 9 + (8 - t)]
+                                     : weight[(o * d->in_c + c) * 9 + t];
+      for (int j = 0; j < 3; j++) { /* G g */
+        gg[0][j] = g[0][j];
+        gg[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+        gg[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+        gg[3][j] = g[2][j];
+      }
+      for (int i = 0; i < 4; i++) { /* (G g) G^T */
+        u[i][0] = gg[i][0];
+        u[i][1] = 0.5f * (gg[i][0] + gg[i][1] + gg[i][2]);
+        u[i][2] = 0.5f * (gg[i][0] - gg[i][1] + gg[i][2]);
+        u[i][3] = gg[i][2];
+      }
+      for (int xi = 0; xi < 16; xi++)
+        d->weight[xi * per_xi + ((o / OBLOCK) * d->in_c + c) * OBLOCK + o % OBLOCK] = u[xi / 4][xi % 4];
+    }
+}
+
+/* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count) of the
+ * stack; tiles past the last are zero. */
+static void winograd_inputs(const cb_direct_conv *d, const float *xpad, float *v, int64_t first,
+                            int64_t count) {
+  int64_t per_xi = d->v_xi;
+  for (int64_t c = 0; c < d->in_c; c++) {
+    const float *plane = xpad + c * d->plane;
+    float *vc = v + c * d->block;
+    for (int64_t k = 0; k < count; k++) {
+      int64_t t = first + k;
+      if (t >= d->tiles) {
+        for (int xi = 0; xi < 16; xi++) vc[xi * per_xi + k] = 0;
+        continue;
+      }
+      const float *x = plane + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
+      float r[4][4]; /* d B, row by row */
+      for (int i = 0; i < 4; i++, x += d->wp) {
+        r[i][0] = x[0] - x[2];
+        r[i][1] = x[1] + x[2];
+        r[i][2] = x[2] - x[1];
+        r[i][3] = x[1] - x[3];
+      }
+      for (int j = 0; j < 4; j++) { /* B^T (d B) */
+        vc[(0 * 4 + j) * per_xi + k] = r[0][j] - r[2][j];
+        vc[(1 * 4 + j) * per_xi + k] = r[1][j] + r[2][j];
+        vc[(2 * 4 + j) * per_xi + k] = r[2][j] - r[1][j];
+        vc[(3 * 4 + j) * per_xi + k] = r[1][j] - r[3][j];
+      }
+    }
+  }
+}
+
+/* The 2x2 outputs A^T M A of tiles [first, first + count) onto the stack's
+ * output grid (rows of wp, channel rows out_ld apart). */
+static void winograd_outputs(const cb_direct_conv *d, const float *m, float *grid, int64_t first,
+                             int64_t count) {
+  int64_t per_xi = d->m_xi;
+  for (int64_t o = 0; o < d->out_c; o++) {
+    const float *mo = m + o * d->block;
+    for (int64_t k = 0; k < count && first + k < d->tiles; k++) {
+      int64_t t = first + k;
+      float s[2][4];
+      for (int j = 0; j < 4; j++) { /* A^T M */
+        float m0 = mo[(0 * 4 + j) * per_xi + k], m1 = mo[(1 * 4 + j) * per_xi + k];
+        float m2 = mo[(2 * 4 + j) * per_xi + k], m3 = mo[(3 * 4 + j) * per_xi + k];
+        s[0][j] = m0 + m1 + m2;
+        s[1][j] = m1 - m2 - m3;
+      }
+      float *y = grid + o * d->out_ld + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
+      for (int i = 0; i < 2; i++, y += d->wp) { /* (A^T M) A */
+        y[0] = s[i][0] + s[i][1] + s[i][2];
+        y[1] = s[i][1] - s[i][2] - s[i][3];
+      }
+    }
+  }
+}
+
+/* The stack's output grid by Winograd: per block of tiles, the input
+ * transform, 16 products by the micro-kernel, the output transform. */
+static void winograd_stack(const cb_direct_conv *d, const float *xpad, float *grid, float *v,
+                           float *m) {
+  static const int64_t no_shift[1] = {0};
+  int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
+  int64_t u_per_xi = blocks * OBLOCK * d->in_c;
+  for (int64_t first = 0; first < d->tiles; first += d->block) {
+    int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
+    int64_t whole = (count + d->tile - 1) / d->tile * d->tile;
+    winograd_inputs(d, xpad, v, first, whole);
+    for (int xi = 0; xi < 16; xi++)
+      for (int64_t t0 = 0; t0 < whole; t0 += d->tile)
+        for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
+          d->kernel(v + xi * d->v_xi + t0, d->block, d->in_c, no_shift, 1,
+                    d->weight + xi * u_per_xi + (o0 / OBLOCK) * d->in_c * OBLOCK,
+                    m + xi * d->m_xi + o0 * d->block + t0, d->block);
+    winograd_outputs(d, m, grid, first, count);
+  }
+}
+
 cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *weight,
                                    cb_direct_mode mode, int workers) {
   cb_direct_conv *d = calloc(1, sizeof *d);
   if (!d) return NULL;
   cb_conv_path path = cb_conv_get_path();
-  d->kernel = path == CB_CONV_AVX512 ? tile_avx512 : tile_avx2;
-  d->tile = path == CB_CONV_AVX512 ? 16 * NV16 : 8 * NV8;
+  bool avx512 = path == CB_CONV_AVX512 || path == CB_CONV_AVX512_WINOGRAD;
+  d->kernel = avx512 ? tile_avx512 : tile_avx2;
+  d->tile = avx512 ? 16 * NV16 : 8 * NV8;
   int64_t kh = shape->kh, kw = shape->kw;
   bool transposed = mode == CB_DIRECT_INPUT_GRAD;
   d->weight_grad = mode == CB_DIRECT_WEIGHT_GRAD;
+  /* Winograd's transforms cost more than they save below 32 channels (16
+   * channels: 0.65x the direct path's speed; 32: about the same; 64-256:
+   * 1.7-2x; bench/profile.lua) */
+  d->winograd = (path == CB_CONV_AVX2_WINOGRAD || path == CB_CONV_AVX512_WINOGRAD) &&
+                !d->weight_grad && kh == 3 && kw == 3 && shape->c >= 32 && shape->o >= 32;
   /* the input gradient convolves dY, padded by k - 1 - pad */
   d->in_c = transposed ? shape->o : shape->c;
   d->out_c = transposed ? shape->c : shape->o;
@@ -193,11 +327,29 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
    * multiple of 4 KiB apart would share L1 sets (4K aliasing) */
   d->out_ld = d->positions + 16;
   d->out_floats = d->weight_grad ? 0 : blocks * OBLOCK * d->out_ld;
-  d->scratch_floats = d->xpad_floats + d->out_floats;
+  if (d->winograd) {
+    int64_t out_rows = (d->images - 1) * d->hp + d->out_h;
+    d->tiles_r = (out_rows + 1) / 2, d->tiles_c = (d->out_w + 1) / 2;
+    d->tiles = d->tiles_r * d->tiles_c;
+    /* blocks of tiles whose transformed inputs (16 x in_c x block) fit in
+     * about 256 KiB, so they stay in L2 between the transform and the GEMMs */
+    d->block = 16384 / (16 * d->in_c) / d->tile * d->tile;
+    if (d->block < d->tile) d->block = d->tile;
+    int64_t whole = (d->tiles + d->tile - 1) / d->tile * d->tile;
+    if (d->block > whole) d->block = whole;
+    /* 64 bytes more than the data, so the 16 streams of a transform do not
+     * fall on the same L1 sets (4K aliasing when the data is 4 KiB) */
+    d->v_xi = d->in_c * d->block + 16, d->m_xi = blocks * OBLOCK * d->block + 16;
+    d->v_floats = 16 * d->v_xi, d->m_floats = 16 * d->m_xi;
+    d->out_ld = 2 * d->tiles_r * d->wp + 16; /* whole tiles' rows */
+    d->out_floats = blocks * OBLOCK * d->out_ld;
+  }
+  d->scratch_floats = d->xpad_floats + d->out_floats + d->v_floats + d->m_floats;
   if (d->weight_grad) /* the dY stack (out_c x grid), dW by tap (taps x out_c x in_c) */
     d->scratch_floats += d->out_c * d->grid + d->ntaps * d->out_c * d->in_c;
   d->taps = malloc(sizeof(int64_t) * (size_t)d->ntaps);
-  d->weight = calloc((size_t)(blocks * OBLOCK * d->in_c * d->ntaps), sizeof(float));
+  /* Winograd: 16 transformed 4x4 kernels in place of 9 taps */
+  d->weight = calloc((size_t)(blocks * OBLOCK * d->in_c * (d->winograd ? 16 : d->ntaps)), sizeof(float));
   d->scratch = calloc((size_t)(d->scratch_floats * workers), sizeof(float));
   if (!d->taps || !d->weight || !d->scratch) {
     cb_direct_conv_free(d);
@@ -206,6 +358,10 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   for (int t = 0; t < d->ntaps; t++) d->taps[t] = (t / kw) * d->wp + t % kw;
   /* Forward: weight[o][c][t]. Input gradient: output channel c of the
    * transposed convolution takes weight[o][c][flipped t] from input channel o. */
+  if (d->winograd) {
+    winograd_weights(d, weight, transposed);
+    return d;
+  }
   if (!d->weight_grad)
     for (int64_t o = 0; o < d->out_c; o++)
       for (int64_t c = 0; c < d->in_c; c++)
@@ -245,13 +401,18 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
   float *xpad = fill_stack(d, worker, in, count);
   float *stack_out = xpad + d->xpad_floats; /* out_c x positions, on the grid */
   int64_t weights_per_block = d->in_c * d->ntaps * OBLOCK;
-  /* tiles outside, channel blocks inside: the tile's input window (in_c runs
-   * of tile + the taps' reach) stays in L1 while every block reads it */
-  for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile)
-    for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
-      d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps,
-                d->weight + (o0 / OBLOCK) * weights_per_block,
-                stack_out + o0 * d->out_ld + p0, d->out_ld);
+  if (d->winograd) {
+    float *v = stack_out + d->out_floats;
+    winograd_stack(d, xpad, stack_out, v, v + d->v_floats);
+  } else {
+    /* tiles outside, channel blocks inside: the tile's input window (in_c
+     * runs of tile + the taps' reach) stays in L1 while every block reads it */
+    for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile)
+      for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
+        d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps,
+                  d->weight + (o0 / OBLOCK) * weights_per_block,
+                  stack_out + o0 * d->out_ld + p0, d->out_ld);
+  }
   /* the real outputs, row by row: every image's out_h rows of out_w */
   for (int64_t o = 0; o < d->out_c; o++) {
     float b = bias ? bias[o] : 0.0f;

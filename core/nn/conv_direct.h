@@ -20,7 +20,8 @@
  *
  * Paths, chosen at run time from CPUID: AVX-512 (16-float vectors), AVX2 with
  * FMA (8-float vectors), or im2col + sgemm (portable; also every convolution
- * the direct path does not take). CBNET_CONV=im2col|avx2|avx512 forces one,
+ * the direct path does not take). CBNET_CONV=im2col|avx2|avx512|avx2-winograd|
+ * avx512-winograd forces one,
  * as does cb_conv_set_path. */
 #ifndef CB_CONV_DIRECT_H
 #define CB_CONV_DIRECT_H
@@ -30,7 +31,17 @@
 
 #include "tensor/error.h"
 
-typedef enum { CB_CONV_IM2COL, CB_CONV_AVX2, CB_CONV_AVX512, CB_CONV_NUM_PATHS } cb_conv_path;
+/* The *_WINOGRAD paths compute forward and input gradient of 3x3 kernels by
+ * Winograd's F(2x2, 3x3) (2.25x fewer multiplications) with the same
+ * micro-kernels, everything else as their plain path. */
+typedef enum {
+  CB_CONV_IM2COL,
+  CB_CONV_AVX2,
+  CB_CONV_AVX512,
+  CB_CONV_AVX2_WINOGRAD,
+  CB_CONV_AVX512_WINOGRAD,
+  CB_CONV_NUM_PATHS
+} cb_conv_path;
 
 /* The path in use: CBNET_CONV if it names one this CPU runs, else the best. */
 cb_conv_path cb_conv_get_path(void);
@@ -38,7 +49,8 @@ cb_conv_path cb_conv_get_path(void);
 cb_status cb_conv_set_path(cb_conv_path path);
 bool cb_conv_path_supported(cb_conv_path path);
 const char *cb_conv_path_name(cb_conv_path path);
-/* The path named (im2col, avx2, avx512), or CB_CONV_NUM_PATHS. */
+/* The path named (im2col, avx2, avx512, avx2-winograd, avx512-winograd), or
+ * CB_CONV_NUM_PATHS. */
 cb_conv_path cb_conv_path_from_name(const char *name);
 
 /* Images' planes: element (image i, c, h, w) at base[i*ns + c*cs + h*rs + w*es]. */

@@ -107,6 +107,11 @@ describe("conv2d", function()
       {n = 1, c = 64, o = 64, h = 8, w = 24, kh = 3, kw = 3, pad = {1, 1}},
       {n = 7, c = 8, o = 8, h = 5, w = 4, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 2, c = 2, o = 3, h = 1, w = 1, kh = 1, kw = 1, pad = {0, 0}},
+      -- 32 channels and more: the *-winograd paths take 3x3 kernels (odd sizes: partial tiles)
+      {n = 3, c = 32, o = 36, h = 9, w = 13, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      {n = 2, c = 33, o = 32, h = 7, w = 5, kh = 3, kw = 3, pad = {0, 0}},
+      {n = 5, c = 40, o = 32, h = 4, w = 6, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
+      {n = 9, c = 32, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
     }
     local previous = cbnet.conv_path()
     local function run(case, path)
