@@ -207,59 +207,111 @@ static void winograd_weights(cb_direct_conv *d, const float *weight, bool transp
     }
 }
 
+/* Both transforms take 8 tiles of a tile row at once in AVX2 vectors
+ * (every Winograd path runs on AVX2): tile k's 4 input columns 2k..2k+3 are
+ * the even and odd elements of two overlapping loads, split by shuffles;
+ * the 2 output columns of the 8 tiles are interleaved back the same way.
+ * Tiles in shorter runs (rows of fewer than 8 tiles, ends of rows) go one
+ * at a time. */
+typedef int vec8i __attribute__((vector_size(32)));
+#define WINO_TARGET __attribute__((target("avx2,fma")))
+
+/* Tiles from t on that lie in t's tile row, at most limit. */
+static int64_t row_run(const cb_direct_conv *d, int64_t t, int64_t limit) {
+  int64_t run = d->tiles_c - t % d->tiles_c;
+  if (run > d->tiles - t) run = d->tiles - t;
+  return run < limit ? run : limit;
+}
+
 /* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count) of the
  * stack; tiles past the last are zero. */
-static void winograd_inputs(const cb_direct_conv *d, const float *xpad, float *v, int64_t first,
-                            int64_t count) {
+WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xpad, float *v,
+                                        int64_t first, int64_t count) {
+  const vec8i even = {0, 2, 4, 6, 8, 10, 12, 14}, odd = {1, 3, 5, 7, 9, 11, 13, 15};
   int64_t per_xi = d->v_xi;
   for (int64_t c = 0; c < d->in_c; c++) {
     const float *plane = xpad + c * d->plane;
     float *vc = v + c * d->block;
-    for (int64_t k = 0; k < count; k++) {
+    for (int64_t k = 0; k < count;) {
       int64_t t = first + k;
       if (t >= d->tiles) {
         for (int xi = 0; xi < 16; xi++) vc[xi * per_xi + k] = 0;
+        k++;
         continue;
       }
       const float *x = plane + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
-      float r[4][4]; /* d B, row by row */
-      for (int i = 0; i < 4; i++, x += d->wp) {
-        r[i][0] = x[0] - x[2];
-        r[i][1] = x[1] + x[2];
-        r[i][2] = x[2] - x[1];
-        r[i][3] = x[1] - x[3];
+      if (row_run(d, t, count - k) >= 8) {
+        vec8 r[4][4]; /* d B for 8 tiles */
+        for (int i = 0; i < 4; i++, x += d->wp) {
+          vec8 a = *(const vec8 *)x, b = *(const vec8 *)(x + 8);
+          vec8 a2 = *(const vec8 *)(x + 2), b2 = *(const vec8 *)(x + 10);
+          vec8 x0 = __builtin_shuffle(a, b, even), x1 = __builtin_shuffle(a, b, odd);
+          vec8 x2 = __builtin_shuffle(a2, b2, even), x3 = __builtin_shuffle(a2, b2, odd);
+          r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
+        }
+        for (int j = 0; j < 4; j++) { /* B^T (d B) */
+          *(vec8 *)(vc + (0 * 4 + j) * per_xi + k) = r[0][j] - r[2][j];
+          *(vec8 *)(vc + (1 * 4 + j) * per_xi + k) = r[1][j] + r[2][j];
+          *(vec8 *)(vc + (2 * 4 + j) * per_xi + k) = r[2][j] - r[1][j];
+          *(vec8 *)(vc + (3 * 4 + j) * per_xi + k) = r[1][j] - r[3][j];
+        }
+        k += 8;
+        continue;
       }
-      for (int j = 0; j < 4; j++) { /* B^T (d B) */
+      float r[4][4];
+      for (int i = 0; i < 4; i++, x += d->wp)
+        r[i][0] = x[0] - x[2], r[i][1] = x[1] + x[2], r[i][2] = x[2] - x[1], r[i][3] = x[1] - x[3];
+      for (int j = 0; j < 4; j++) {
         vc[(0 * 4 + j) * per_xi + k] = r[0][j] - r[2][j];
         vc[(1 * 4 + j) * per_xi + k] = r[1][j] + r[2][j];
         vc[(2 * 4 + j) * per_xi + k] = r[2][j] - r[1][j];
         vc[(3 * 4 + j) * per_xi + k] = r[1][j] - r[3][j];
       }
+      k++;
     }
   }
 }
 
 /* The 2x2 outputs A^T M A of tiles [first, first + count) onto the stack's
  * output grid (rows of wp, channel rows out_ld apart). */
-static void winograd_outputs(const cb_direct_conv *d, const float *m, float *grid, int64_t first,
-                             int64_t count) {
+WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m, float *grid,
+                                         int64_t first, int64_t count) {
+  const vec8i low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
   int64_t per_xi = d->m_xi;
+  if (count > d->tiles - first) count = d->tiles - first;
   for (int64_t o = 0; o < d->out_c; o++) {
     const float *mo = m + o * d->block;
-    for (int64_t k = 0; k < count && first + k < d->tiles; k++) {
+    for (int64_t k = 0; k < count;) {
       int64_t t = first + k;
+      float *y = grid + o * d->out_ld + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
+      if (row_run(d, t, count - k) >= 8) {
+        vec8 s[2][4]; /* A^T M for 8 tiles */
+        for (int j = 0; j < 4; j++) {
+          vec8 m0 = *(const vec8 *)(mo + (0 * 4 + j) * per_xi + k);
+          vec8 m1 = *(const vec8 *)(mo + (1 * 4 + j) * per_xi + k);
+          vec8 m2 = *(const vec8 *)(mo + (2 * 4 + j) * per_xi + k);
+          vec8 m3 = *(const vec8 *)(mo + (3 * 4 + j) * per_xi + k);
+          s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
+        }
+        for (int i = 0; i < 2; i++, y += d->wp) { /* (A^T M) A, columns interleaved */
+          vec8 y0 = s[i][0] + s[i][1] + s[i][2], y1 = s[i][1] - s[i][2] - s[i][3];
+          *(vec8 *)y = __builtin_shuffle(y0, y1, low);
+          *(vec8 *)(y + 8) = __builtin_shuffle(y0, y1, high);
+        }
+        k += 8;
+        continue;
+      }
       float s[2][4];
-      for (int j = 0; j < 4; j++) { /* A^T M */
+      for (int j = 0; j < 4; j++) {
         float m0 = mo[(0 * 4 + j) * per_xi + k], m1 = mo[(1 * 4 + j) * per_xi + k];
         float m2 = mo[(2 * 4 + j) * per_xi + k], m3 = mo[(3 * 4 + j) * per_xi + k];
-        s[0][j] = m0 + m1 + m2;
-        s[1][j] = m1 - m2 - m3;
+        s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
       }
-      float *y = grid + o * d->out_ld + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
-      for (int i = 0; i < 2; i++, y += d->wp) { /* (A^T M) A */
+      for (int i = 0; i < 2; i++, y += d->wp) {
         y[0] = s[i][0] + s[i][1] + s[i][2];
         y[1] = s[i][1] - s[i][2] - s[i][3];
       }
+      k++;
     }
   }
 }
@@ -296,11 +348,11 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   int64_t kh = shape->kh, kw = shape->kw;
   bool transposed = mode == CB_DIRECT_INPUT_GRAD;
   d->weight_grad = mode == CB_DIRECT_WEIGHT_GRAD;
-  /* Winograd's transforms cost more than they save below 32 channels (16
-   * channels: 0.65x the direct path's speed; 32: about the same; 64-256:
-   * 1.7-2x; bench/profile.lua) */
+  /* with fewer channels the transforms cost more than the products save
+   * (forward, batch 128, against the direct path: 16 channels at 32x32
+   * 1.6x, 32 at 16x16 1.4-2.4x, 128-256 at 16x16 and 8x8 about 2x) */
   d->winograd = (path == CB_CONV_AVX2_WINOGRAD || path == CB_CONV_AVX512_WINOGRAD) &&
-                !d->weight_grad && kh == 3 && kw == 3 && shape->c >= 32 && shape->o >= 32;
+                !d->weight_grad && kh == 3 && kw == 3 && shape->c >= 16 && shape->o >= 16;
   /* the input gradient convolves dY, padded by k - 1 - pad */
   d->in_c = transposed ? shape->o : shape->c;
   d->out_c = transposed ? shape->c : shape->o;

@@ -112,6 +112,7 @@ describe("conv2d", function()
       {n = 2, c = 33, o = 32, h = 7, w = 5, kh = 3, kw = 3, pad = {0, 0}},
       {n = 5, c = 40, o = 32, h = 4, w = 6, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
       {n = 9, c = 32, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 2, c = 32, o = 32, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}}, -- rows of 19 tiles: 8 + 8 + 3
     }
     local previous = cbnet.conv_path()
     local function run(case, path)
