@@ -316,6 +316,66 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
   }
 }
 
+/* The weight gradient by the same transforms: for one tile,
+ *   dg = G^T [ (A dy A^T) .* (B^T d B) ] G
+ * (the forward's bilinear form read the other way), so the sum over tiles is
+ * taken in the transformed domain: 16 GEMMs S[xi] (out_c x in_c) +=
+ * P[xi] (out_c x tiles) @ V[xi]^T, then one G^T S G per kernel at the end.
+ * P[xi][o][t - first] = (A dy A^T)[xi] for tiles [first, first + count). */
+static void winograd_dy(const cb_direct_conv *d, const float *dy_stack, float *p, int64_t first,
+                        int64_t count) {
+  for (int64_t o = 0; o < d->out_c; o++) {
+    float *po = p + o * d->block;
+    for (int64_t k = 0; k < count; k++) {
+      int64_t t = first + k;
+      const float *y = dy_stack + o * d->grid + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
+      float a = y[0], b = y[1], c = y[d->wp], e = y[d->wp + 1];
+      float r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
+      for (int i = 0; i < 4; i++) { /* (A dy) A^T */
+        po[(i * 4 + 0) * d->m_xi + k] = r[i][0];
+        po[(i * 4 + 1) * d->m_xi + k] = r[i][0] + r[i][1];
+        po[(i * 4 + 2) * d->m_xi + k] = r[i][0] - r[i][1];
+        po[(i * 4 + 3) * d->m_xi + k] = -r[i][1];
+      }
+    }
+  }
+}
+
+static void winograd_weight_grad(const cb_direct_conv *d, const float *xpad, const float *dy_stack,
+                                 float *v, float *p, float *s, bool accumulate) {
+  for (int64_t first = 0; first < d->tiles; first += d->block) {
+    int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
+    winograd_inputs(d, xpad, v, first, count);
+    winograd_dy(d, dy_stack, p, first, count);
+    for (int xi = 0; xi < 16; xi++)
+      cb_sgemm(false, true, d->out_c, d->in_c, count, 1.0f, p + xi * d->m_xi, d->block,
+               v + xi * d->v_xi, d->block, accumulate || first > 0 ? 1.0f : 0.0f,
+               s + xi * d->out_c * d->in_c, d->in_c);
+  }
+}
+
+/* dw[o][c] = G^T S[o][c] G, S summed over the workers' parts. */
+static void winograd_weight_grad_sum(const cb_direct_conv *d, const float *parts, int workers,
+                                     float *dw) {
+  int64_t per_xi = d->out_c * d->in_c;
+  for (int64_t oc = 0; oc < per_xi; oc++) {
+    float m[4][4] = {{0}}, t[3][4];
+    for (int xi = 0; xi < 16; xi++)
+      for (int k = 0; k < workers; k++) m[xi / 4][xi % 4] += parts[k * d->scratch_floats + xi * per_xi + oc];
+    for (int j = 0; j < 4; j++) { /* G^T S */
+      t[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
+      t[1][j] = 0.5f * (m[1][j] - m[2][j]);
+      t[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+    }
+    float *g = dw + oc * 9;
+    for (int i = 0; i < 3; i++) { /* (G^T S) G */
+      g[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+      g[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+      g[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+    }
+  }
+}
+
 /* The stack's output grid by Winograd: per block of tiles, the input
  * transform, 16 products by the micro-kernel, the output transform. */
 static void winograd_stack(const cb_direct_conv *d, const float *xpad, float *grid, float *v,
@@ -348,11 +408,6 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   int64_t kh = shape->kh, kw = shape->kw;
   bool transposed = mode == CB_DIRECT_INPUT_GRAD;
   d->weight_grad = mode == CB_DIRECT_WEIGHT_GRAD;
-  /* with fewer channels the transforms cost more than the products save
-   * (forward, batch 128, against the direct path: 16 channels at 32x32
-   * 1.6x, 32 at 16x16 1.4-2.4x, 128-256 at 16x16 and 8x8 about 2x) */
-  d->winograd = (path == CB_CONV_AVX2_WINOGRAD || path == CB_CONV_AVX512_WINOGRAD) &&
-                !d->weight_grad && kh == 3 && kw == 3 && shape->c >= 16 && shape->o >= 16;
   /* the input gradient convolves dY, padded by k - 1 - pad */
   d->in_c = transposed ? shape->o : shape->c;
   d->out_c = transposed ? shape->c : shape->o;
@@ -361,6 +416,15 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   d->pad_h = transposed ? kh - 1 - shape->pad_h : shape->pad_h;
   d->pad_w = transposed ? kw - 1 - shape->pad_w : shape->pad_w;
   d->out_h = d->in_h + 2 * d->pad_h - kh + 1, d->out_w = d->in_w + 2 * d->pad_w - kw + 1;
+  /* Winograd from 16 channels (32 for the weight gradient): with fewer the
+   * transforms cost more than the products save. Measured at batch 128
+   * against the direct path: forward 1.3-1.6x at 16 channels (32x32), 1.4-2x
+   * at 32-256 channels; input gradient 1.1x at 16, 1.7-2.1x at 32-256;
+   * weight gradient 0.8x at 16, 1.5-1.8x at 32-256. Padding over 1 would let
+   * the last tile of a row reach into the next. */
+  int64_t fewest = d->weight_grad ? 32 : 16;
+  d->winograd = (path == CB_CONV_AVX2_WINOGRAD || path == CB_CONV_AVX512_WINOGRAD) && kh == 3 &&
+                kw == 3 && d->pad_h <= 1 && d->pad_w <= 1 && shape->c >= fewest && shape->o >= fewest;
   /* Padding shared between neighbours: a row is pad_w zeros then the in_w
    * pixels, so the zeros left of a row are also right of the row before; an
    * image is its in_h rows then pad_h zero rows, shared with the next image
@@ -384,8 +448,9 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     d->tiles_r = (out_rows + 1) / 2, d->tiles_c = (d->out_w + 1) / 2;
     d->tiles = d->tiles_r * d->tiles_c;
     /* blocks of tiles whose transformed inputs (16 x in_c x block) fit in
-     * about 256 KiB, so they stay in L2 between the transform and the GEMMs */
-    d->block = 16384 / (16 * d->in_c) / d->tile * d->tile;
+     * about 256 KiB, so they stay in L2 between the transform and the GEMMs;
+     * the weight gradient's GEMMs sum over the tiles: longer blocks */
+    d->block = d->weight_grad ? 256 : 16384 / (16 * d->in_c) / d->tile * d->tile;
     if (d->block < d->tile) d->block = d->tile;
     int64_t whole = (d->tiles + d->tile - 1) / d->tile * d->tile;
     if (d->block > whole) d->block = whole;
@@ -393,12 +458,14 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
      * fall on the same L1 sets (4K aliasing when the data is 4 KiB) */
     d->v_xi = d->in_c * d->block + 16, d->m_xi = blocks * OBLOCK * d->block + 16;
     d->v_floats = 16 * d->v_xi, d->m_floats = 16 * d->m_xi;
-    d->out_ld = 2 * d->tiles_r * d->wp + 16; /* whole tiles' rows */
-    d->out_floats = blocks * OBLOCK * d->out_ld;
+    if (!d->weight_grad) {
+      d->out_ld = 2 * d->tiles_r * d->wp + 16; /* whole tiles' rows */
+      d->out_floats = blocks * OBLOCK * d->out_ld;
+    }
   }
   d->scratch_floats = d->xpad_floats + d->out_floats + d->v_floats + d->m_floats;
-  if (d->weight_grad) /* the dY stack (out_c x grid), dW by tap (taps x out_c x in_c) */
-    d->scratch_floats += d->out_c * d->grid + d->ntaps * d->out_c * d->in_c;
+  if (d->weight_grad) /* the dY stack (out_c x grid), dW by tap or by Winograd position */
+    d->scratch_floats += d->out_c * d->grid + (d->winograd ? 16 : d->ntaps) * d->out_c * d->in_c;
   d->taps = malloc(sizeof(int64_t) * (size_t)d->ntaps);
   /* Winograd: 16 transformed 4x4 kernels in place of 9 taps */
   d->weight = calloc((size_t)(blocks * OBLOCK * d->in_c * (d->winograd ? 16 : d->ntaps)), sizeof(float));
@@ -410,7 +477,7 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   for (int t = 0; t < d->ntaps; t++) d->taps[t] = (t / kw) * d->wp + t % kw;
   /* Forward: weight[o][c][t]. Input gradient: output channel c of the
    * transposed convolution takes weight[o][c][flipped t] from input channel o. */
-  if (d->winograd) {
+  if (d->winograd && !d->weight_grad) {
     winograd_weights(d, weight, transposed);
     return d;
   }
@@ -486,7 +553,8 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
 void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x, cb_planes dy,
                                 int64_t count, bool accumulate) {
   float *xpad = fill_stack(d, worker, x, count);
-  float *dy_stack = xpad + d->xpad_floats;
+  float *v = xpad + d->xpad_floats, *p = v + d->v_floats; /* Winograd's transforms */
+  float *dy_stack = p + d->m_floats;
   float *dw_taps = dy_stack + d->out_c * d->grid;
   for (int64_t o = 0; o < d->out_c; o++)
     for (int64_t i = 0; i < d->images; i++)
@@ -499,6 +567,10 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
         const float *src = dy.base + i * dy.ns + o * dy.cs + oh * dy.rs;
         for (int64_t w = 0; w < d->out_w; w++) dst[w] = src[w * dy.es];
       }
+  if (d->winograd) {
+    winograd_weight_grad(d, xpad, dy_stack, v, p, dw_taps, accumulate);
+    return;
+  }
   for (int t = 0; t < d->ntaps; t++)
     cb_sgemm(false, true, d->out_c, d->in_c, d->grid, 1.0f, dy_stack, d->grid,
              xpad + d->taps[t], d->plane, accumulate ? 1.0f : 0.0f,
@@ -507,8 +579,12 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
 
 void cb_direct_conv_weight_grad_sum(const cb_direct_conv *d, int workers, float *dw) {
   int64_t per_tap = d->out_c * d->in_c;
-  /* worker k's parts: dW by tap, after its padded stack and dY stack */
-  const float *parts = d->scratch + d->xpad_floats + d->out_c * d->grid;
+  /* worker k's parts: dW by tap, after its padded stack, transforms and dY stack */
+  const float *parts = d->scratch + d->xpad_floats + d->v_floats + d->m_floats + d->out_c * d->grid;
+  if (d->winograd) {
+    winograd_weight_grad_sum(d, parts, workers, dw);
+    return;
+  }
   for (int64_t o = 0; o < d->out_c; o++)
     for (int64_t c = 0; c < d->in_c; c++)
       for (int t = 0; t < d->ntaps; t++) {
