@@ -322,21 +322,38 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
  * taken in the transformed domain: 16 GEMMs S[xi] (out_c x in_c) +=
  * P[xi] (out_c x tiles) @ V[xi]^T, then one G^T S G per kernel at the end.
  * P[xi][o][t - first] = (A dy A^T)[xi] for tiles [first, first + count). */
-static void winograd_dy(const cb_direct_conv *d, const float *dy_stack, float *p, int64_t first,
-                        int64_t count) {
+WINO_TARGET static void winograd_dy(const cb_direct_conv *d, const float *dy_stack, float *p,
+                                    int64_t first, int64_t count) {
+  const vec8i even = {0, 2, 4, 6, 8, 10, 12, 14}, odd = {1, 3, 5, 7, 9, 11, 13, 15};
   for (int64_t o = 0; o < d->out_c; o++) {
     float *po = p + o * d->block;
-    for (int64_t k = 0; k < count; k++) {
+    for (int64_t k = 0; k < count;) {
       int64_t t = first + k;
       const float *y = dy_stack + o * d->grid + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
+      if (row_run(d, t, count - k) >= 8) { /* 8 tiles: dy's columns split into even and odd */
+        vec8 top = *(const vec8 *)y, top2 = *(const vec8 *)(y + 8);
+        vec8 bottom = *(const vec8 *)(y + d->wp), bottom2 = *(const vec8 *)(y + d->wp + 8);
+        vec8 a = __builtin_shuffle(top, top2, even), b = __builtin_shuffle(top, top2, odd);
+        vec8 c = __builtin_shuffle(bottom, bottom2, even), e = __builtin_shuffle(bottom, bottom2, odd);
+        vec8 r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
+        for (int i = 0; i < 4; i++) { /* (A dy) A^T */
+          *(vec8 *)(po + (i * 4 + 0) * d->m_xi + k) = r[i][0];
+          *(vec8 *)(po + (i * 4 + 1) * d->m_xi + k) = r[i][0] + r[i][1];
+          *(vec8 *)(po + (i * 4 + 2) * d->m_xi + k) = r[i][0] - r[i][1];
+          *(vec8 *)(po + (i * 4 + 3) * d->m_xi + k) = -r[i][1];
+        }
+        k += 8;
+        continue;
+      }
       float a = y[0], b = y[1], c = y[d->wp], e = y[d->wp + 1];
-      float r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
-      for (int i = 0; i < 4; i++) { /* (A dy) A^T */
+      float r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}};
+      for (int i = 0; i < 4; i++) {
         po[(i * 4 + 0) * d->m_xi + k] = r[i][0];
         po[(i * 4 + 1) * d->m_xi + k] = r[i][0] + r[i][1];
         po[(i * 4 + 2) * d->m_xi + k] = r[i][0] - r[i][1];
         po[(i * 4 + 3) * d->m_xi + k] = -r[i][1];
       }
+      k++;
     }
   }
 }
@@ -416,13 +433,13 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   d->pad_h = transposed ? kh - 1 - shape->pad_h : shape->pad_h;
   d->pad_w = transposed ? kw - 1 - shape->pad_w : shape->pad_w;
   d->out_h = d->in_h + 2 * d->pad_h - kh + 1, d->out_w = d->in_w + 2 * d->pad_w - kw + 1;
-  /* Winograd from 16 channels (32 for the weight gradient): with fewer the
-   * transforms cost more than the products save. Measured at batch 128
-   * against the direct path: forward 1.3-1.6x at 16 channels (32x32), 1.4-2x
-   * at 32-256 channels; input gradient 1.1x at 16, 1.7-2.1x at 32-256;
-   * weight gradient 0.8x at 16, 1.5-1.8x at 32-256. Padding over 1 would let
-   * the last tile of a row reach into the next. */
-  int64_t fewest = d->weight_grad ? 32 : 16;
+  /* Winograd from 16 channels: with fewer the transforms cost more than the
+   * products save. Measured at batch 128 against the direct path: forward
+   * 1.3-1.6x at 16 channels (32x32), 1.4-2x at 32-256 channels; input
+   * gradient 1.1-1.2x at 16, 1.5-2.1x at 32-256; weight gradient 1.1x at 16,
+   * 1.5-1.8x at 32-256. Padding over 1 would let the last tile of a row
+   * reach into the next. */
+  int64_t fewest = 16;
   d->winograd = (path == CB_CONV_AVX2_WINOGRAD || path == CB_CONV_AVX512_WINOGRAD) && kh == 3 &&
                 kw == 3 && d->pad_h <= 1 && d->pad_w <= 1 && shape->c >= fewest && shape->o >= fewest;
   /* Padding shared between neighbours: a row is pad_w zeros then the in_w
