@@ -113,6 +113,7 @@ describe("conv2d", function()
       {n = 5, c = 40, o = 32, h = 4, w = 6, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
       {n = 9, c = 32, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
       {n = 2, c = 32, o = 32, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}}, -- rows of 19 tiles: 8 + 8 + 3
+      {n = 2, c = 16, o = 16, h = 5, w = 7, kh = 3, kw = 3, pad = {2, 2}}, -- odd 7x9 output, padding 2
     }
     local previous = cbnet.conv_path()
     local function run(case, path)
