@@ -42,6 +42,8 @@ for _, o in ipairs{
   {"budget", 60, "minutes: 5, 15 or 60 (sets --epochs and --widths unless they are given)"},
   {"widths", {64, 128, 256}, "fastnet's block widths"},
   {"smoothing", 0.1, "label smoothing", type = "number"},
+  {"smoothing-prior", true, "spread the smoothing as the training prior (uniform in the balanced world; cbnet.loss.logit_adjusted)", type = "flag"},
+  {"no-smoothing-prior", false, "spread the smoothing uniformly over the adjusted logits"},
   {"logit-scale", 0.125, "fastnet's logits are the linear layer's times this", type = "number"},
   {"tau", 1.0, "logit adjustment's tau (1: balanced softmax)", type = "number"},
   {"warmup", 2, "epochs of linear learning-rate warm-up"},
@@ -60,6 +62,7 @@ if not preset then error("--budget must be 5, 15 or 60, got " .. tostring(opts.b
 if not opts._given.epochs and not opts.quick then opts.epochs = preset.epochs end
 if not opts._given.widths then opts.widths = preset.widths end
 if opts.no_tta then opts.tta = false end
+if opts.no_smoothing_prior then opts.smoothing_prior = false end
 
 -- ---- data: the test set is read only when it is the one reported ----
 local full = data.cifar10(opts.data, "train")
@@ -99,14 +102,15 @@ local function train_run(r, o, out)
                             generator = cbnet.Generator(r.seed)}
     end,
     loss = function(logits, labels)
-      return loss.logit_adjusted(logits, labels, counts, {tau = o.tau, label_smoothing = o.smoothing})
+      return loss.logit_adjusted(logits, labels, counts, {tau = o.tau, label_smoothing = o.smoothing,
+                                                          smoothing_prior = o.smoothing_prior})
     end,
     schedule = function(opt) return cbnet.optim.CosineLR(opt, {total = o.epochs, warmup = o.warmup}) end,
     cutout = o.cutout > 0 and o.cutout or nil,
     predict = o.tta and experiment.flip_tta or nil,
     hparams = {seed = r.seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
                batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema,
-               logit_scale = o.logit_scale, cutout = o.cutout},
+               logit_scale = o.logit_scale, cutout = o.cutout, smoothing_prior = o.smoothing_prior},
   }
 end
 

@@ -126,21 +126,36 @@ end
 --- Logit adjustment (Menon et al. 2021) / balanced softmax (Ren et al. 2020):
 -- training uses CE(x + tau log prior, y), prior_c = n_c / sum n; tau = 1 is
 -- balanced softmax. Predict with the plain logits. opts: tau (1),
--- label_smoothing (0), reduction.
+-- label_smoothing (0), smoothing_prior (false), reduction.
+-- Label smoothing spreads its mass uniformly over the classes of the
+-- adjusted logits, which in the plain logits (the balanced world predictions
+-- are made in) asks for tail classes ~ n_head / n_tail times more: an
+-- under-trained net then favours the tail. smoothing_prior = true spreads it
+-- as the training prior instead, which is uniform in the balanced world:
+-- (1 - e) CE(x + tau log prior, y) - e sum_k prior_k log softmax(x + tau log prior)_k
+-- (mean reduction only).
 function loss.logit_adjusted(logits, target, counts, opts)
   opts = opts or {}
   local prior = as_float_tensor(cbnet.is_tensor(counts) and counts or cbnet.tensor(counts, "float32"))
   prior = prior / prior:sum()
   local adjusted = logits + prior:log():view(1, -1) * (opts.tau or 1)
-  return F.cross_entropy(adjusted, target, {reduction = opts.reduction, label_smoothing = opts.label_smoothing})
+  local e = opts.label_smoothing or 0
+  if opts.smoothing_prior and e > 0 then
+    if opts.reduction and opts.reduction ~= "mean" then
+      error("logit_adjusted: smoothing_prior takes the mean reduction only", 2)
+    end
+    local spread = -(F.log_softmax(adjusted, 2) * prior:view(1, -1)):sum(2):mean()
+    return F.cross_entropy(adjusted, target) * (1 - e) + spread * e
+  end
+  return F.cross_entropy(adjusted, target, {reduction = opts.reduction, label_smoothing = e})
 end
 
---- balanced_softmax(logits, target, counts[, {label_smoothing, reduction}]):
--- logit_adjusted with tau = 1.
+--- balanced_softmax(logits, target, counts[, {label_smoothing, smoothing_prior,
+-- reduction}]): logit_adjusted with tau = 1.
 function loss.balanced_softmax(logits, target, counts, opts)
   opts = opts or {}
   return loss.logit_adjusted(logits, target, counts, {tau = 1, reduction = opts.reduction,
-    label_smoothing = opts.label_smoothing})
+    label_smoothing = opts.label_smoothing, smoothing_prior = opts.smoothing_prior})
 end
 
 return loss

@@ -200,6 +200,18 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     assert.near(expected, got, 1e-5)
     assert.near(loss.balanced_softmax(x, y, counts):item(),
       loss.logit_adjusted(x, y, counts, {tau = 1}):item(), 1e-7)
+    -- smoothing spread as the prior (0.5, 0.3, 0.2) instead of uniformly
+    local prior_expected = 0
+    for i = 1, 4 do
+      local row = logp[i]
+      prior_expected = prior_expected - (1 - e) * row[y:totable()[i] + 1]
+        - e * (0.5 * row[1] + 0.3 * row[2] + 0.2 * row[3])
+    end
+    got = loss.balanced_softmax(x, y, counts, {label_smoothing = e, smoothing_prior = true}):item()
+    assert.near(prior_expected / 4, got, 1e-5)
+    assert.error_matches(function()
+      loss.logit_adjusted(x, y, counts, {label_smoothing = e, smoothing_prior = true, reduction = "sum"})
+    end, "mean reduction only")
   end)
 
   it("flip_tta averages the logits of the images and their mirrors", function()
