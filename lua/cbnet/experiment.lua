@@ -18,7 +18,7 @@ function experiment.standard_options(defaults)
     {"data", cli.NONE, "the dataset's folder or a folder holding it (else CBNET_DATA, the search list; Fashion-MNIST if none)",
      type = "string", shown = "searched"},
     {"out", cli.NONE, "output folder", type = "string", shown = "runs/<experiment>-<time>"},
-    {"model", defaults.model or "convnet", "the network (cbnet.models): resnet20, resnet32, resnet44, resnet56 or convnet"},
+    {"model", defaults.model or "convnet", "the network (cbnet.models): resnet20, resnet32, resnet44, resnet56, convnet or fastnet"},
     {"epochs", defaults.epochs, "training epochs"},
     {"batch-size", defaults.batch_size, "batch size"},
     {"lr", defaults.lr, "learning rate", type = "number"},

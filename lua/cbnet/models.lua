@@ -85,16 +85,7 @@ function models.convnet(opts)
   return model
 end
 
---- fastnet: the fast-training CIFAR network of the speed-run work (the
--- ResNet-9-like nets of Page's DAWNBench entry and Jordan's airbench, 2018-24):
--- a 3x3 stem of opts.stem channels (BN + ReLU), then per width a block
--- conv3x3 -> max-pool 2 -> BN + ReLU -> conv3x3 -> BN + ReLU, global max
--- pooling and a bias-free linear classifier whose logits are scaled by
--- opts.logit_scale (1/8: BN'd, max-pooled features give large logits). Why
--- this shape: it has few layers at full resolution and does most of its work
--- in 64-256-channel convolutions, which run near the sgemm rate on a CPU
--- (ResNet-32's 16-channel layers do not), and it learns more per image seen.
--- opts.widths = {64, 128, 256} by default.
+-- fastnet (see models.fastnet)
 local FastNet = nn.Module:extend("FastNet")
 
 function FastNet:init(opts)
@@ -125,6 +116,17 @@ end
 
 function FastNet:extra_repr() return "widths " .. table.concat(self.widths, "/") end
 
+--- fastnet: the fast-training CIFAR network of the speed-run work (the
+-- ResNet-9-like nets of Page's DAWNBench entry and Jordan's airbench, 2018-24):
+-- a 3x3 stem of opts.stem channels (BN + ReLU), then per width a block
+-- conv3x3 -> max-pool 2 -> BN + ReLU -> conv3x3 -> BN + ReLU, global max
+-- pooling and a bias-free linear classifier whose logits are scaled by
+-- opts.logit_scale (1/8: BN'd, max-pooled features give large logits). Why
+-- this shape: it has few layers at full resolution and does most of its work
+-- in 64-256-channel convolutions, which run near the sgemm rate on a CPU
+-- (ResNet-32's 16-channel layers do not), and it learns more per image seen.
+-- opts.widths = {64, 128, 256} by default.
+-- opts: widths, stem, classes, in_channels, logit_scale, generator.
 function models.fastnet(opts) return FastNet(opts or {}) end
 
 models.names = {"resnet20", "resnet32", "resnet44", "resnet56", "convnet", "fastnet"}
