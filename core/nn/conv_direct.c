@@ -143,9 +143,11 @@ struct cb_direct_conv {
   int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
   tile_fn kernel;
   int64_t *taps;                   /* ki*wp + kj */
-  float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK] */
-  float *scratch;                  /* per worker: padded stack, then the stack's output
-                                    * (out_c x positions) or the dY stack and dW parts */
+  float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK]; Winograd:
+                                    * [16][out_c / OBLOCK][in_c][OBLOCK] */
+  float *scratch;                  /* per worker: padded stack, the stack's output (out_c x
+                                    * positions; none for dW), Winograd's blocks V and M
+                                    * (dW: P), then for dW the dY stack and dW parts */
 };
 
 void cb_direct_conv_free(cb_direct_conv *conv) {
