@@ -29,12 +29,14 @@ local report = require "cbnet.report"
 local started = report.now()
 
 -- the budgets: minutes -> the recipe's size, calibrated on the 2-core AMD EPYC
--- (fastnet 32/64/128 trains ~700 images/s there, 64/128/256 ~260, with the
--- Winograd convolutions); the EMA's decay spans about 2 epochs (5, 15) or 5 (60)
+-- with the Winograd convolutions (fastnet 32/64/128 trains ~1050 images/s
+-- there, 64/128/256 ~350, loading and EMA included), leaving ~10 % for data
+-- loading, evaluation and a slower hour; the EMA's decay spans about 2
+-- epochs (5, 15) or 5 (60)
 local BUDGETS = {
-  [5] = {epochs = 14, widths = {32, 64, 128}, ema = 0.995},
-  [15] = {epochs = 16, widths = {64, 128, 256}, ema = 0.995},
-  [60] = {epochs = 64, widths = {64, 128, 256}, ema = 0.998},
+  [5] = {epochs = 20, widths = {32, 64, 128}, ema = 0.995},
+  [15] = {epochs = 22, widths = {64, 128, 256}, ema = 0.995},
+  [60] = {epochs = 90, widths = {64, 128, 256}, ema = 0.998},
 }
 
 local options = experiment.standard_options{epochs = 64, batch_size = 128, lr = 0.2, wd = 5e-4,
