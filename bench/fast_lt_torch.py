@@ -7,7 +7,8 @@ time and accuracy on the same machine (issue 13). Not a test.
 
 The recipe, as fast_lt.lua's defaults: fastnet (3x3 stem, per width conv ->
 max-pool -> BN+ReLU -> conv -> BN+ReLU, global max pool, bias-free linear,
-logits / 8), balanced softmax with label smoothing 0.1, SGD lr 0.2 Nesterov
+logits / 8), balanced softmax with label smoothing 0.1 spread as the training
+prior, SGD lr 0.2 Nesterov
 momentum 0.9, weight decay 5e-4 on weights (not on BN parameters), batch 128,
 cosine schedule per epoch after 2 epochs of linear warm-up, pad-4 crop + flip +
 cutout 8, EMA of weights and BN statistics (decay 0.999) evaluated with
@@ -107,7 +108,8 @@ def main():
     xtr, ytr = t["train_images"], torch.from_numpy(t["train_labels"].astype(np.int64))
     xte, yte = t["test_images"], t["test_labels"]
     counts = np.bincount(t["train_labels"], minlength=10).astype(np.float64)
-    log_prior = torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+    prior = torch.tensor(counts / counts.sum(), dtype=torch.float32)
+    log_prior = prior.log()
     net = fastnet([int(w) for w in a.widths.split(",")])
     decay = [p for p in net.parameters() if p.dim() >= 2]
     no_decay = [p for p in net.parameters() if p.dim() < 2]
@@ -129,7 +131,10 @@ def main():
         for s in range(0, n, a.batch_size):
             idx = perm[s:s + a.batch_size]
             x, y = augment(xtr[idx], rng, a.cutout), ytr[idx]
-            loss = F.cross_entropy(net(x) + log_prior, y, label_smoothing=a.smoothing)
+            adjusted = net(x) + log_prior
+            # label smoothing spread as the training prior (cbnet's smoothing_prior)
+            spread = -(F.log_softmax(adjusted, 1) * prior).sum(1).mean()
+            loss = (1 - a.smoothing) * F.cross_entropy(adjusted, y) + a.smoothing * spread
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

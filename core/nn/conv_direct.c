@@ -215,8 +215,21 @@ static void winograd_weights(cb_direct_conv *d, const float *weight, bool transp
  * the 2 output columns of the 8 tiles are interleaved back the same way.
  * Tiles in shorter runs (rows of fewer than 8 tiles, ends of rows) go one
  * at a time. */
-typedef int vec8i __attribute__((vector_size(32)));
 #define WINO_TARGET __attribute__((target("avx2,fma")))
+
+/* The even / odd elements of a then b; a's and b's first (last) 4 interleaved. */
+WINO_TARGET static inline vec8 evens(vec8 a, vec8 b) {
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+WINO_TARGET static inline vec8 odds(vec8 a, vec8 b) {
+  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+WINO_TARGET static inline vec8 interleave_low(vec8 a, vec8 b) {
+  return __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+WINO_TARGET static inline vec8 interleave_high(vec8 a, vec8 b) {
+  return __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+}
 
 /* Tiles from t on that lie in t's tile row, at most limit. */
 static int64_t row_run(const cb_direct_conv *d, int64_t t, int64_t limit) {
@@ -229,7 +242,6 @@ static int64_t row_run(const cb_direct_conv *d, int64_t t, int64_t limit) {
  * stack; tiles past the last are zero. */
 WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xpad, float *v,
                                         int64_t first, int64_t count) {
-  const vec8i even = {0, 2, 4, 6, 8, 10, 12, 14}, odd = {1, 3, 5, 7, 9, 11, 13, 15};
   int64_t per_xi = d->v_xi;
   for (int64_t c = 0; c < d->in_c; c++) {
     const float *plane = xpad + c * d->plane;
@@ -247,8 +259,8 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
         for (int i = 0; i < 4; i++, x += d->wp) {
           vec8 a = *(const vec8 *)x, b = *(const vec8 *)(x + 8);
           vec8 a2 = *(const vec8 *)(x + 2), b2 = *(const vec8 *)(x + 10);
-          vec8 x0 = __builtin_shuffle(a, b, even), x1 = __builtin_shuffle(a, b, odd);
-          vec8 x2 = __builtin_shuffle(a2, b2, even), x3 = __builtin_shuffle(a2, b2, odd);
+          vec8 x0 = evens(a, b), x1 = odds(a, b);
+          vec8 x2 = evens(a2, b2), x3 = odds(a2, b2);
           r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
         }
         for (int j = 0; j < 4; j++) { /* B^T (d B) */
@@ -278,7 +290,6 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
  * output grid (rows of wp, channel rows out_ld apart). */
 WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m, float *grid,
                                          int64_t first, int64_t count) {
-  const vec8i low = {0, 8, 1, 9, 2, 10, 3, 11}, high = {4, 12, 5, 13, 6, 14, 7, 15};
   int64_t per_xi = d->m_xi;
   if (count > d->tiles - first) count = d->tiles - first;
   for (int64_t o = 0; o < d->out_c; o++) {
@@ -297,8 +308,8 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
         }
         for (int i = 0; i < 2; i++, y += d->wp) { /* (A^T M) A, columns interleaved */
           vec8 y0 = s[i][0] + s[i][1] + s[i][2], y1 = s[i][1] - s[i][2] - s[i][3];
-          *(vec8 *)y = __builtin_shuffle(y0, y1, low);
-          *(vec8 *)(y + 8) = __builtin_shuffle(y0, y1, high);
+          *(vec8 *)y = interleave_low(y0, y1);
+          *(vec8 *)(y + 8) = interleave_high(y0, y1);
         }
         k += 8;
         continue;
@@ -326,7 +337,6 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
  * P[xi][o][t - first] = (A dy A^T)[xi] for tiles [first, first + count). */
 WINO_TARGET static void winograd_dy(const cb_direct_conv *d, const float *dy_stack, float *p,
                                     int64_t first, int64_t count) {
-  const vec8i even = {0, 2, 4, 6, 8, 10, 12, 14}, odd = {1, 3, 5, 7, 9, 11, 13, 15};
   for (int64_t o = 0; o < d->out_c; o++) {
     float *po = p + o * d->block;
     for (int64_t k = 0; k < count;) {
@@ -335,8 +345,8 @@ WINO_TARGET static void winograd_dy(const cb_direct_conv *d, const float *dy_sta
       if (row_run(d, t, count - k) >= 8) { /* 8 tiles: dy's columns split into even and odd */
         vec8 top = *(const vec8 *)y, top2 = *(const vec8 *)(y + 8);
         vec8 bottom = *(const vec8 *)(y + d->wp), bottom2 = *(const vec8 *)(y + d->wp + 8);
-        vec8 a = __builtin_shuffle(top, top2, even), b = __builtin_shuffle(top, top2, odd);
-        vec8 c = __builtin_shuffle(bottom, bottom2, even), e = __builtin_shuffle(bottom, bottom2, odd);
+        vec8 a = evens(top, top2), b = odds(top, top2);
+        vec8 c = evens(bottom, bottom2), e = odds(bottom, bottom2);
         vec8 r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
         for (int i = 0; i < 4; i++) { /* (A dy) A^T */
           *(vec8 *)(po + (i * 4 + 0) * d->m_xi + k) = r[i][0];
