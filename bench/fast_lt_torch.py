@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32).reshape(1, 3, 1, 1)
-STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32).reshape(1, 3, 1, 1)
+from convnet_torch import MEAN, STD, batch  # the same crop, flip and normalisation
+
 DTYPES = {"U8": np.uint8, "I64": np.int64, "F32": np.float32}
 
 
@@ -68,21 +68,15 @@ def fastnet(widths, classes=10, stem=None):
 
 
 def augment(images, rng, cutout):
-    x = images.astype(np.float32) / 255.0
-    n, c, h, w = x.shape
-    padded = np.zeros((n, c, h + 8, w + 8), dtype=np.float32)
-    padded[:, :, 4:4 + h, 4:4 + w] = x
-    out = np.empty_like(x)
-    for i in range(n):
-        dy, dx = rng.integers(0, 9, size=2)
-        crop = padded[i, :, dy:dy + h, dx:dx + w]
-        crop = crop[:, :, ::-1] if rng.integers(0, 2) else crop
-        out[i] = crop
-        if cutout:
-            cy, cx = rng.integers(0, h), rng.integers(0, w)
-            y0, x0 = max(cy - cutout // 2, 0), max(cx - cutout // 2, 0)
-            out[i, :, y0:cy - cutout // 2 + cutout, x0:cx - cutout // 2 + cutout] = 0
-    return torch.from_numpy((out - MEAN) / STD)
+    """convnet_torch's pad-4 crop and flip, normalised; then cutout to 0 in the
+    normalised image (the mean colour), as cbnet's augment does."""
+    x = batch(images, rng, True)
+    n, _, h, w = x.shape
+    for i in range(n if cutout else 0):
+        cy, cx = rng.integers(0, h), rng.integers(0, w)
+        y0, x0 = max(cy - cutout // 2, 0), max(cx - cutout // 2, 0)
+        x[i, :, y0:cy - cutout // 2 + cutout, x0:cx - cutout // 2 + cutout] = 0
+    return x
 
 
 def main():
