@@ -134,6 +134,7 @@ struct cb_direct_conv {
   int64_t positions;               /* the stack's output rows * wp, whole tiles */
   int64_t out_ld;                  /* row length of the stack's output */
   int64_t xpad_floats, out_floats, scratch_floats; /* per worker */
+  int64_t dy_floats;               /* dW's dY stack per worker (none for Winograd) */
   int ntaps, tile;
   bool weight_grad;
   bool winograd;                   /* F(2x2, 3x3): see "Winograd" below */
@@ -209,12 +210,13 @@ static void winograd_weights(cb_direct_conv *d, const float *weight, bool transp
     }
 }
 
-/* Both transforms take 8 tiles of a tile row at once in AVX2 vectors
+/* The transforms take 8 tiles of a tile row at once in AVX2 vectors
  * (every Winograd path runs on AVX2): tile k's 4 input columns 2k..2k+3 are
  * the even and odd elements of two overlapping loads, split by shuffles;
  * the 2 output columns of the 8 tiles are interleaved back the same way.
- * Tiles in shorter runs (rows of fewer than 8 tiles, ends of rows) go one
- * at a time. */
+ * Rows of 4 tiles (8x8 outputs: ResNet-32's 64-channel stage) go two rows
+ * at a time, one load from each. Other short runs (rows of fewer than 8
+ * tiles, ends of rows) go one tile at a time. */
 #define WINO_TARGET __attribute__((target("avx2,fma")))
 
 /* The even / odd elements of a then b; a's and b's first (last) 4 interleaved. */
@@ -231,11 +233,15 @@ WINO_TARGET static inline vec8 interleave_high(vec8 a, vec8 b) {
   return __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
 }
 
-/* Tiles from t on that lie in t's tile row, at most limit. */
-static int64_t row_run(const cb_direct_conv *d, int64_t t, int64_t limit) {
-  int64_t run = d->tiles_c - t % d->tiles_c;
-  if (run > d->tiles - t) run = d->tiles - t;
-  return run < limit ? run : limit;
+/* How the vector transforms take the 8 tiles from t on (of at most limit):
+ * 1 when they lie in t's tile row; 2 when tile rows are 4 long (8x8 outputs)
+ * and t starts one: 4 in its row, 4 in the next, the even / odd split then
+ * taking one load from each row; 0 when tiles go one at a time. */
+static int eight_tiles(const cb_direct_conv *d, int64_t t, int64_t limit) {
+  if (limit > d->tiles - t) limit = d->tiles - t;
+  if (limit < 8) return 0;
+  if (d->tiles_c - t % d->tiles_c >= 8) return 1;
+  return d->tiles_c == 4 && t % 4 == 0 ? 2 : 0;
 }
 
 /* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count) of the
@@ -254,11 +260,14 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
         continue;
       }
       const float *x = plane + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
-      if (row_run(d, t, count - k) >= 8) {
+      int layout = eight_tiles(d, t, count - k);
+      if (layout) {
+        /* the second half: 8 columns on, or the next tile row's (2 rows down) */
+        int64_t second = layout == 1 ? 8 : 2 * d->wp;
         vec8 r[4][4]; /* d B for 8 tiles */
         for (int i = 0; i < 4; i++, x += d->wp) {
-          vec8 a = *(const vec8 *)x, b = *(const vec8 *)(x + 8);
-          vec8 a2 = *(const vec8 *)(x + 2), b2 = *(const vec8 *)(x + 10);
+          vec8 a = *(const vec8 *)x, b = *(const vec8 *)(x + second);
+          vec8 a2 = *(const vec8 *)(x + 2), b2 = *(const vec8 *)(x + second + 2);
           vec8 x0 = evens(a, b), x1 = odds(a, b);
           vec8 x2 = evens(a2, b2), x3 = odds(a2, b2);
           r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
@@ -286,18 +295,31 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
   }
 }
 
-/* The 2x2 outputs A^T M A of tiles [first, first + count) onto the stack's
- * output grid (rows of wp, channel rows out_ld apart). */
-WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m, float *grid,
-                                         int64_t first, int64_t count) {
+/* Row r of the stack's output grid (image r / hp, row r % hp) in channel ch of
+ * `planes`, whose first image is the stack's; NULL for the rows between
+ * images and past the count-th image. */
+static float *grid_row(const cb_direct_conv *d, cb_planes planes, int64_t ch, int64_t r,
+                       int64_t count) {
+  int64_t image = r / d->hp, row = r % d->hp;
+  if (image >= count || row >= d->out_h) return NULL;
+  return planes.base + image * planes.ns + ch * planes.cs + row * planes.rs;
+}
+
+/* The 2x2 outputs A^T M A (+ bias) of tiles [first, first + count) straight
+ * into `out` (the stack's first `images` images): no output grid, no copy. */
+WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m, cb_planes out,
+                                         int64_t images, const float *bias, int64_t first,
+                                         int64_t count) {
   int64_t per_xi = d->m_xi;
   if (count > d->tiles - first) count = d->tiles - first;
   for (int64_t o = 0; o < d->out_c; o++) {
     const float *mo = m + o * d->block;
+    float b = bias ? bias[o] : 0.0f;
     for (int64_t k = 0; k < count;) {
-      int64_t t = first + k;
-      float *y = grid + o * d->out_ld + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
-      if (row_run(d, t, count - k) >= 8) {
+      int64_t t = first + k, col = 2 * (t % d->tiles_c), r0 = 2 * (t / d->tiles_c);
+      float *rows[2] = {grid_row(d, out, o, r0, images), grid_row(d, out, o, r0 + 1, images)};
+      int layout = out.es == 1 ? eight_tiles(d, t, count - k) : 0;
+      if (layout == 1 ? col + 16 <= d->out_w : layout == 2 && d->out_w >= 8) {
         vec8 s[2][4]; /* A^T M for 8 tiles */
         for (int j = 0; j < 4; j++) {
           vec8 m0 = *(const vec8 *)(mo + (0 * 4 + j) * per_xi + k);
@@ -306,10 +328,13 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
           vec8 m3 = *(const vec8 *)(mo + (3 * 4 + j) * per_xi + k);
           s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
         }
-        for (int i = 0; i < 2; i++, y += d->wp) { /* (A^T M) A, columns interleaved */
-          vec8 y0 = s[i][0] + s[i][1] + s[i][2], y1 = s[i][1] - s[i][2] - s[i][3];
-          *(vec8 *)y = interleave_low(y0, y1);
-          *(vec8 *)(y + 8) = interleave_high(y0, y1);
+        for (int i = 0; i < 2; i++) { /* (A^T M) A, columns interleaved */
+          /* the 8 tiles' 16 columns: the first 4 tiles' and the last 4's */
+          float *low = rows[i] ? rows[i] + col : NULL;
+          float *high = layout == 1 ? (low ? low + 8 : NULL) : grid_row(d, out, o, r0 + 2 + i, images);
+          vec8 y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
+          if (low) *(vec8 *)low = interleave_low(y0, y1);
+          if (high) *(vec8 *)high = interleave_high(y0, y1);
         }
         k += 8;
         continue;
@@ -320,9 +345,10 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
         float m2 = mo[(2 * 4 + j) * per_xi + k], m3 = mo[(3 * 4 + j) * per_xi + k];
         s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
       }
-      for (int i = 0; i < 2; i++, y += d->wp) {
-        y[0] = s[i][0] + s[i][1] + s[i][2];
-        y[1] = s[i][1] - s[i][2] - s[i][3];
+      for (int i = 0; i < 2; i++) {
+        if (!rows[i]) continue;
+        rows[i][col * out.es] = s[i][0] + s[i][1] + s[i][2] + b;
+        if (col + 1 < d->out_w) rows[i][(col + 1) * out.es] = s[i][1] - s[i][2] - s[i][3] + b;
       }
       k++;
     }
@@ -335,18 +361,25 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
  * taken in the transformed domain: 16 GEMMs S[xi] (out_c x in_c) +=
  * P[xi] (out_c x tiles) @ V[xi]^T, then one G^T S G per kernel at the end.
  * P[xi][o][t - first] = (A dy A^T)[xi] for tiles [first, first + count). */
-WINO_TARGET static void winograd_dy(const cb_direct_conv *d, const float *dy_stack, float *p,
-                                    int64_t first, int64_t count) {
+WINO_TARGET static void winograd_dy(const cb_direct_conv *d, cb_planes dy, int64_t images,
+                                    float *p, int64_t first, int64_t count) {
+  static const float zeros[16] = {0}; /* the rows between images and past the last */
   for (int64_t o = 0; o < d->out_c; o++) {
     float *po = p + o * d->block;
     for (int64_t k = 0; k < count;) {
-      int64_t t = first + k;
-      const float *y = dy_stack + o * d->grid + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
-      if (row_run(d, t, count - k) >= 8) { /* 8 tiles: dy's columns split into even and odd */
-        vec8 top = *(const vec8 *)y, top2 = *(const vec8 *)(y + 8);
-        vec8 bottom = *(const vec8 *)(y + d->wp), bottom2 = *(const vec8 *)(y + d->wp + 8);
-        vec8 a = evens(top, top2), b = odds(top, top2);
-        vec8 c = evens(bottom, bottom2), e = odds(bottom, bottom2);
+      int64_t t = first + k, col = 2 * (t % d->tiles_c), r0 = 2 * (t / d->tiles_c);
+      const float *top = grid_row(d, dy, o, r0, images), *bottom = grid_row(d, dy, o, r0 + 1, images);
+      int layout = dy.es == 1 ? eight_tiles(d, t, count - k) : 0;
+      if (layout == 1 ? col + 16 <= d->out_w : layout == 2 && d->out_w >= 8) {
+        /* 8 tiles: dy's columns split into even and odd; the last 4 tiles'
+         * 8 columns on, or in the next tile row */
+        const float *top2 = layout == 1 ? (top ? top + col + 8 : NULL) : grid_row(d, dy, o, r0 + 2, images);
+        const float *bottom2 = layout == 1 ? (bottom ? bottom + col + 8 : NULL)
+                                           : grid_row(d, dy, o, r0 + 3, images);
+        vec8 t0 = *(const vec8 *)(top ? top + col : zeros), t1 = *(const vec8 *)(top2 ? top2 : zeros);
+        vec8 b0 = *(const vec8 *)(bottom ? bottom + col : zeros);
+        vec8 b1 = *(const vec8 *)(bottom2 ? bottom2 : zeros);
+        vec8 a = evens(t0, t1), b = odds(t0, t1), c = evens(b0, b1), e = odds(b0, b1);
         vec8 r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
         for (int i = 0; i < 4; i++) { /* (A dy) A^T */
           *(vec8 *)(po + (i * 4 + 0) * d->m_xi + k) = r[i][0];
@@ -357,7 +390,9 @@ WINO_TARGET static void winograd_dy(const cb_direct_conv *d, const float *dy_sta
         k += 8;
         continue;
       }
-      float a = y[0], b = y[1], c = y[d->wp], e = y[d->wp + 1];
+      bool second = col + 1 < d->out_w; /* an odd last column is zero */
+      float a = top ? top[col * dy.es] : 0, b = top && second ? top[(col + 1) * dy.es] : 0;
+      float c = bottom ? bottom[col * dy.es] : 0, e = bottom && second ? bottom[(col + 1) * dy.es] : 0;
       float r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}};
       for (int i = 0; i < 4; i++) {
         po[(i * 4 + 0) * d->m_xi + k] = r[i][0];
@@ -370,12 +405,12 @@ WINO_TARGET static void winograd_dy(const cb_direct_conv *d, const float *dy_sta
   }
 }
 
-static void winograd_weight_grad(const cb_direct_conv *d, const float *xpad, const float *dy_stack,
-                                 float *v, float *p, float *s, bool accumulate) {
+static void winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
+                                 int64_t images, float *v, float *p, float *s, bool accumulate) {
   for (int64_t first = 0; first < d->tiles; first += d->block) {
     int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
     winograd_inputs(d, xpad, v, first, count);
-    winograd_dy(d, dy_stack, p, first, count);
+    winograd_dy(d, dy, images, p, first, count);
     for (int xi = 0; xi < 16; xi++)
       cb_sgemm(false, true, d->out_c, d->in_c, count, 1.0f, p + xi * d->m_xi, d->block,
                v + xi * d->v_xi, d->block, accumulate || first > 0 ? 1.0f : 0.0f,
@@ -405,10 +440,10 @@ static void winograd_weight_grad_sum(const cb_direct_conv *d, const float *parts
   }
 }
 
-/* The stack's output grid by Winograd: per block of tiles, the input
+/* The stack's outputs by Winograd: per block of tiles, the input
  * transform, 16 products by the micro-kernel, the output transform. */
-static void winograd_stack(const cb_direct_conv *d, const float *xpad, float *grid, float *v,
-                           float *m) {
+static void winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out,
+                           int64_t images, const float *bias, float *v, float *m) {
   static const int64_t no_shift[1] = {0};
   int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
   int64_t u_per_xi = blocks * OBLOCK * d->in_c;
@@ -422,7 +457,7 @@ static void winograd_stack(const cb_direct_conv *d, const float *xpad, float *gr
           d->kernel(v + xi * d->v_xi + t0, d->block, d->in_c, no_shift, 1,
                     d->weight + xi * u_per_xi + (o0 / OBLOCK) * d->in_c * OBLOCK,
                     m + xi * d->m_xi + o0 * d->block + t0, d->block);
-    winograd_outputs(d, m, grid, first, count);
+    winograd_outputs(d, m, out, images, bias, first, count);
   }
 }
 
@@ -487,14 +522,14 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
      * fall on the same L1 sets (4K aliasing when the data is 4 KiB) */
     d->v_xi = d->in_c * d->block + 16, d->m_xi = blocks * OBLOCK * d->block + 16;
     d->v_floats = 16 * d->v_xi, d->m_floats = 16 * d->m_xi;
-    if (!d->weight_grad) {
-      d->out_ld = 2 * d->tiles_r * d->wp + 16; /* whole tiles' rows */
-      d->out_floats = blocks * OBLOCK * d->out_ld;
-    }
+    d->out_floats = 0; /* the output transform writes the outputs themselves */
   }
   d->scratch_floats = d->xpad_floats + d->out_floats + d->v_floats + d->m_floats;
-  if (d->weight_grad) /* the dY stack (out_c x grid), dW by tap or by Winograd position */
-    d->scratch_floats += d->out_c * d->grid + (d->winograd ? 16 : d->ntaps) * d->out_c * d->in_c;
+  if (d->weight_grad) { /* the dY stack (out_c x grid; Winograd reads dY itself), dW by tap or
+                        * by Winograd position */
+    d->dy_floats = d->winograd ? 0 : d->out_c * d->grid;
+    d->scratch_floats += d->dy_floats + (d->winograd ? 16 : d->ntaps) * d->out_c * d->in_c;
+  }
   d->taps = malloc(sizeof(int64_t) * (size_t)d->ntaps);
   /* Winograd: 16 transformed 4x4 kernels in place of 9 taps */
   d->weight = calloc((size_t)(blocks * OBLOCK * d->in_c * (d->winograd ? 16 : d->ntaps)), sizeof(float));
@@ -550,17 +585,16 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
   float *stack_out = xpad + d->xpad_floats; /* out_c x positions, on the grid */
   int64_t weights_per_block = d->in_c * d->ntaps * OBLOCK;
   if (d->winograd) {
-    float *v = stack_out + d->out_floats;
-    winograd_stack(d, xpad, stack_out, v, v + d->v_floats);
-  } else {
-    /* tiles outside, channel blocks inside: the tile's input window (in_c
-     * runs of tile + the taps' reach) stays in L1 while every block reads it */
-    for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile)
-      for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
-        d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps,
-                  d->weight + (o0 / OBLOCK) * weights_per_block,
-                  stack_out + o0 * d->out_ld + p0, d->out_ld);
+    winograd_stack(d, xpad, out, count, bias, stack_out, stack_out + d->v_floats);
+    return;
   }
+  /* tiles outside, channel blocks inside: the tile's input window (in_c
+   * runs of tile + the taps' reach) stays in L1 while every block reads it */
+  for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile)
+    for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
+      d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps,
+                d->weight + (o0 / OBLOCK) * weights_per_block,
+                stack_out + o0 * d->out_ld + p0, d->out_ld);
   /* the real outputs, row by row: every image's out_h rows of out_w */
   for (int64_t o = 0; o < d->out_c; o++) {
     float b = bias ? bias[o] : 0.0f;
@@ -584,7 +618,11 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
   float *xpad = fill_stack(d, worker, x, count);
   float *v = xpad + d->xpad_floats, *p = v + d->v_floats; /* Winograd's transforms */
   float *dy_stack = p + d->m_floats;
-  float *dw_taps = dy_stack + d->out_c * d->grid;
+  float *dw_taps = dy_stack + d->dy_floats;
+  if (d->winograd) {
+    winograd_weight_grad(d, xpad, dy, count, v, p, dw_taps, accumulate);
+    return;
+  }
   for (int64_t o = 0; o < d->out_c; o++)
     for (int64_t i = 0; i < d->images; i++)
       for (int64_t oh = 0; oh < d->out_h; oh++) {
@@ -596,10 +634,6 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
         const float *src = dy.base + i * dy.ns + o * dy.cs + oh * dy.rs;
         for (int64_t w = 0; w < d->out_w; w++) dst[w] = src[w * dy.es];
       }
-  if (d->winograd) {
-    winograd_weight_grad(d, xpad, dy_stack, v, p, dw_taps, accumulate);
-    return;
-  }
   for (int t = 0; t < d->ntaps; t++)
     cb_sgemm(false, true, d->out_c, d->in_c, d->grid, 1.0f, dy_stack, d->grid,
              xpad + d->taps[t], d->plane, accumulate ? 1.0f : 0.0f,
@@ -609,7 +643,7 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
 void cb_direct_conv_weight_grad_sum(const cb_direct_conv *d, int workers, float *dw) {
   int64_t per_tap = d->out_c * d->in_c;
   /* worker k's parts: dW by tap, after its padded stack, transforms and dY stack */
-  const float *parts = d->scratch + d->xpad_floats + d->v_floats + d->m_floats + d->out_c * d->grid;
+  const float *parts = d->scratch + d->xpad_floats + d->v_floats + d->m_floats + d->dy_floats;
   if (d->winograd) {
     winograd_weight_grad_sum(d, parts, workers, dw);
     return;

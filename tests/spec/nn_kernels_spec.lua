@@ -111,7 +111,8 @@ describe("conv2d", function()
       {n = 3, c = 32, o = 36, h = 9, w = 13, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 2, c = 33, o = 32, h = 7, w = 5, kh = 3, kw = 3, pad = {0, 0}},
       {n = 5, c = 40, o = 32, h = 4, w = 6, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
-      {n = 9, c = 32, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 9, c = 32, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}}, -- rows of 4 tiles: 2 at once
+      {n = 3, c = 32, o = 32, h = 8, w = 7, kh = 3, kw = 3, pad = {1, 1}, bias = true}, -- 4 tiles, odd width
       {n = 2, c = 32, o = 32, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}}, -- rows of 19 tiles: 8 + 8 + 3
       {n = 2, c = 16, o = 16, h = 5, w = 7, kh = 3, kw = 3, pad = {2, 2}}, -- odd 7x9 output, padding 2
     }
