@@ -13,7 +13,7 @@ LUA_INC ?= /usr/include/lua5.4
 BLAS_INC ?= /usr/include/x86_64-linux-gnu
 
 # -fno-math-errno: sqrtf and friends compile to instructions (cbnet never reads errno)
-OPT     ?= -O3 -march=x86-64-v2 -mtune=native -fno-math-errno
+OPT     ?= -O3 -march=x86-64-v2 -mtune=native -fno-math-errno -ffp-contract=fast
 CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC -Wall -Wextra -Wshadow -Wno-unused-parameter $(OPT) -g
 CPPFLAGS += -Icore -I$(BLAS_INC)
 LDLIBS  += -lz -lm -lpthread -ldl

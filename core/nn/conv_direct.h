@@ -1,6 +1,6 @@
 /* Direct convolution: the fast path of conv2d for stride-1, undilated,
  * ungrouped convolutions (every 3x3 layer of the CIFAR ResNets but the two
- * that downsample), forward and input gradient.
+ * that downsample), forward, input gradient and weight gradient.
  *
  * im2col + sgemm copies each input value kh*kw times, and BLAS then packs that
  * copy again; for 16- to 64-channel layers those copies cost as much as the
@@ -31,9 +31,10 @@
 
 #include "tensor/error.h"
 
-/* The *_WINOGRAD paths compute forward and input gradient of 3x3 kernels by
- * Winograd's F(2x2, 3x3) (2.25x fewer multiplications) with the same
- * micro-kernels, everything else as their plain path. */
+/* The *_WINOGRAD paths compute forward, input gradient and weight gradient
+ * of 3x3 kernels with 16 channels or more by Winograd's F(2x2, 3x3) (2.25x
+ * fewer multiplications) with the same micro-kernels, everything else as
+ * their plain path. */
 typedef enum {
   CB_CONV_IM2COL,
   CB_CONV_AVX2,

@@ -115,6 +115,12 @@ describe("conv2d", function()
       {n = 3, c = 32, o = 32, h = 8, w = 7, kh = 3, kw = 3, pad = {1, 1}, bias = true}, -- 4 tiles, odd width
       {n = 2, c = 32, o = 32, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}}, -- rows of 19 tiles: 8 + 8 + 3
       {n = 2, c = 16, o = 16, h = 5, w = 7, kh = 3, kw = 3, pad = {2, 2}}, -- odd 7x9 output, padding 2
+      -- 64 channels and more: F(4x4, 3x3), 8 tiles at a time wherever they lie
+      {n = 3, c = 64, o = 68, h = 9, w = 13, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      {n = 2, c = 65, o = 64, h = 7, w = 5, kh = 3, kw = 3, pad = {0, 0}},
+      {n = 5, c = 64, o = 64, h = 4, w = 6, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
+      {n = 9, c = 64, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 2, c = 64, o = 64, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}},
     }
     local previous = cbnet.conv_path()
     local function run(case, path)
