@@ -33,8 +33,9 @@
 
 /* The *_WINOGRAD paths compute forward, input gradient and weight gradient
  * of 3x3 kernels with 16 channels or more by Winograd's F(2x2, 3x3) (2.25x
- * fewer multiplications) with the same micro-kernels, everything else as
- * their plain path. */
+ * fewer multiplications), or F(4x4, 3x3) (4x fewer) from 64 channels in and
+ * out, with the same micro-kernels, everything else as their plain path.
+ * CBNET_WINOGRAD_TILE=2|4 forces one tile size for every Winograd layer. */
 typedef enum {
   CB_CONV_IM2COL,
   CB_CONV_AVX2,
