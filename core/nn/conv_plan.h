@@ -1,0 +1,69 @@
+/* The direct convolution's plan, shared by its two files: conv_direct.c
+ * (paths, plans, the micro-kernels, the direct sum) and winograd.c (the
+ * Winograd transforms, which feed the same micro-kernels). Internal to
+ * core/nn: the public interface is conv_direct.h. */
+#ifndef CB_CONV_PLAN_H
+#define CB_CONV_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nn/conv_direct.h"
+
+#define OBLOCK 4 /* output channels per micro-kernel tile */
+
+typedef float vec16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float vec8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float vec4 __attribute__((vector_size(16), aligned(4), may_alias));
+
+/* out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
+ * in[c*plane + taps[t] + v], for o < OBLOCK and v < the kernel's tile. */
+typedef void (*tile_fn)(const float *in, int64_t plane, int64_t channels, const int64_t *taps,
+                        int ntaps, const float *w, float *out, int64_t ld);
+
+struct cb_direct_conv {
+  int64_t in_c, in_h, in_w, out_c, out_h, out_w;
+  int64_t pad_h, pad_w, hp, wp;    /* stacked images: hp rows of wp floats each */
+  int64_t images;                  /* images stacked in one buffer */
+  int64_t grid;                    /* positions of the stack: images * hp * wp */
+  int64_t plane;                   /* one channel of the stack: the grid and its margins */
+  int64_t positions;               /* the stack's output rows * wp, whole tiles */
+  int64_t out_ld;                  /* row length of the stack's output */
+  int64_t xpad_floats, out_floats, scratch_floats; /* per worker */
+  int64_t dy_floats;               /* dW's dY stack per worker (none for Winograd) */
+  int ntaps, tile;
+  bool weight_grad;
+  bool winograd;                   /* 3x3 by Winograd: winograd.c */
+  int wino_m, wino_n;              /* F(m x m, 3x3): 2 or 4; (m + 2)^2 products per tile */
+  int64_t tiles_r, tiles_c, tiles; /* m x m output tiles of the stack: rows, columns, all */
+  int64_t block;                   /* tiles transformed at once (a multiple of tile) */
+  int64_t v_xi, m_xi;              /* floats from one of the wino_n positions xi to the next */
+  int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
+  tile_fn kernel;
+  int64_t *taps;                   /* ki*wp + kj */
+  float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK]; Winograd:
+                                    * [wino_n][out_c / OBLOCK][in_c][OBLOCK] */
+  float *scratch;                  /* per worker: padded stack, the stack's output (out_c x
+                                    * positions; none for dW), Winograd's blocks V and M
+                                    * (dW: P), then for dW the dY stack and dW parts */
+};
+
+/* ---- winograd.c ---- */
+
+/* The output tile m (2 or 4) for a layer of in_c -> out_c channels. */
+int cb_winograd_tile(int64_t in_c, int64_t out_c);
+/* d->weight = the kernels' transforms (transposed: the input gradient's). */
+void cb_winograd_weights(cb_direct_conv *d, const float *weight, bool transposed);
+/* The outputs of the stack in xpad, written into `out` (+ bias) for its
+ * first `images` images; v and m: the worker's transform blocks. */
+void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out, int64_t images,
+                       const float *bias, float *v, float *m);
+/* s (wino_n x out_c x in_c) = (accumulate ? s : 0) + the stack's weight
+ * gradient in the transformed domain. */
+void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
+                             int64_t images, float *v, float *p, float *s, bool accumulate);
+/* dw = the workers' parts summed and transformed back to 3x3 kernels. */
+void cb_winograd_weight_grad_sum(const cb_direct_conv *d, const float *parts, int workers,
+                                 float *dw);
+
+#endif

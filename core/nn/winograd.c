@@ -1,0 +1,640 @@
+/* Winograd convolutions for the direct path's 3x3 layers: F(2x2, 3x3) and
+ * F(4x4, 3x3), forward, input gradient and weight gradient, their products
+ * computed by the direct path's micro-kernels (see conv_plan.h). */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/conv_plan.h"
+#include "tensor/blas.h"
+#include "tensor/threadpool.h"
+
+/* ---- Winograd F(2x2, 3x3) ----
+ * Lavin and Gray (2016): a 2x2 tile of outputs from a 4x4 tile d of the
+ * padded input is A^T [ sum over c of (G g G^T) .* (B^T d B) ] A, 16
+ * multiplications per tile and input channel where the direct sum takes 36:
+ * 2.25x fewer. The 16 elementwise products, summed over channels, are 16
+ * matrix products (out_c x in_c) @ (in_c x tiles), one per position xi of the
+ * 4x4 tile, which the direct path's micro-kernels compute as 1-tap
+ * convolutions. The tiles cover the stack's output grid (the rows between
+ * images are computed and dropped, as in the direct path); they are taken in
+ * blocks small enough that the transformed inputs and the products stay in
+ * L2. F(2x2, 3x3)'s transforms only add and halve, so it stays as exact as
+ * the direct sum to a few float ulps (checked against im2col in the specs).
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+ *   G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+ *   A^T = [1 1 1 0; 0 1 -1 -1] */
+
+typedef struct {
+  cb_direct_conv *plan;
+  const float *weight;
+  bool transposed;
+} winograd_weights_job;
+
+/* U[xi][o / OBLOCK][c][o % OBLOCK] = (G g G^T)[xi] for the kernel g of (o, c),
+ * output channels [begin, end): the pool's workers share them (a 256 x 256
+ * layer has 65,536 kernels, each transformed on every call). */
+static void winograd_weights(void *arg, int worker, int64_t begin, int64_t end) {
+  const winograd_weights_job *job = arg;
+  cb_direct_conv *d = job->plan;
+  const float *weight = job->weight;
+  bool transposed = job->transposed;
+  int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK, per_xi = blocks * OBLOCK * d->in_c;
+  for (int64_t o = begin; o < end; o++)
+    for (int64_t c = 0; c < d->in_c; c++) {
+      float g[3][3], gg[4][3], u[4][4];
+      for (int t = 0; t < 9; t++) /* the input gradient takes the kernel flipped */
+        g[t / 3][t % 3] = transposed ? weight[(c * d->out_c + o) * 9 + (8 - t)]
+                                     : weight[(o * d->in_c + c) * 9 + t];
+      for (int j = 0; j < 3; j++) { /* G g */
+        gg[0][j] = g[0][j];
+        gg[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+        gg[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+        gg[3][j] = g[2][j];
+      }
+      for (int i = 0; i < 4; i++) { /* (G g) G^T */
+        u[i][0] = gg[i][0];
+        u[i][1] = 0.5f * (gg[i][0] + gg[i][1] + gg[i][2]);
+        u[i][2] = 0.5f * (gg[i][0] - gg[i][1] + gg[i][2]);
+        u[i][3] = gg[i][2];
+      }
+      for (int xi = 0; xi < 16; xi++)
+        d->weight[xi * per_xi + ((o / OBLOCK) * d->in_c + c) * OBLOCK + o % OBLOCK] = u[xi / 4][xi % 4];
+    }
+}
+
+/* The transforms take 8 tiles of a tile row at once in AVX2 vectors
+ * (every Winograd path runs on AVX2): tile k's 4 input columns 2k..2k+3 are
+ * the even and odd elements of two overlapping loads, split by shuffles;
+ * the 2 output columns of the 8 tiles are interleaved back the same way.
+ * Rows of 4 tiles (8x8 outputs: ResNet-32's 64-channel stage) go two rows
+ * at a time, one load from each. Other short runs (rows of fewer than 8
+ * tiles, ends of rows) go one tile at a time. */
+#define WINO_TARGET __attribute__((target("avx2,fma")))
+
+/* The even / odd elements of a then b; a's and b's first (last) 4 interleaved. */
+WINO_TARGET static inline vec8 evens(vec8 a, vec8 b) {
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+WINO_TARGET static inline vec8 odds(vec8 a, vec8 b) {
+  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+WINO_TARGET static inline vec8 interleave_low(vec8 a, vec8 b) {
+  return __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+WINO_TARGET static inline vec8 interleave_high(vec8 a, vec8 b) {
+  return __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+/* How the vector transforms take the 8 tiles from t on (of at most limit):
+ * 1 when they lie in t's tile row; 2 when tile rows are 4 long (8x8 outputs)
+ * and t starts one: 4 in its row, 4 in the next, the even / odd split then
+ * taking one load from each row; 0 when tiles go one at a time. */
+static int eight_tiles(const cb_direct_conv *d, int64_t t, int64_t limit) {
+  if (limit > d->tiles - t) limit = d->tiles - t;
+  if (limit < 8) return 0;
+  if (d->tiles_c - t % d->tiles_c >= 8) return 1;
+  return d->tiles_c == 4 && t % 4 == 0 ? 2 : 0;
+}
+
+/* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count) of the
+ * stack; tiles past the last are zero. */
+WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xpad, float *v,
+                                        int64_t first, int64_t count) {
+  int64_t per_xi = d->v_xi;
+  for (int64_t c = 0; c < d->in_c; c++) {
+    const float *plane = xpad + c * d->plane;
+    float *vc = v + c * d->block;
+    for (int64_t k = 0; k < count;) {
+      int64_t t = first + k;
+      if (t >= d->tiles) {
+        for (int xi = 0; xi < 16; xi++) vc[xi * per_xi + k] = 0;
+        k++;
+        continue;
+      }
+      const float *x = plane + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
+      int layout = eight_tiles(d, t, count - k);
+      if (layout) {
+        /* the second half: 8 columns on, or the next tile row's (2 rows down) */
+        int64_t second = layout == 1 ? 8 : 2 * d->wp;
+        vec8 r[4][4]; /* d B for 8 tiles */
+        for (int i = 0; i < 4; i++, x += d->wp) {
+          vec8 a = *(const vec8 *)x, b = *(const vec8 *)(x + second);
+          vec8 a2 = *(const vec8 *)(x + 2), b2 = *(const vec8 *)(x + second + 2);
+          vec8 x0 = evens(a, b), x1 = odds(a, b);
+          vec8 x2 = evens(a2, b2), x3 = odds(a2, b2);
+          r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
+        }
+        for (int j = 0; j < 4; j++) { /* B^T (d B) */
+          *(vec8 *)(vc + (0 * 4 + j) * per_xi + k) = r[0][j] - r[2][j];
+          *(vec8 *)(vc + (1 * 4 + j) * per_xi + k) = r[1][j] + r[2][j];
+          *(vec8 *)(vc + (2 * 4 + j) * per_xi + k) = r[2][j] - r[1][j];
+          *(vec8 *)(vc + (3 * 4 + j) * per_xi + k) = r[1][j] - r[3][j];
+        }
+        k += 8;
+        continue;
+      }
+      float r[4][4];
+      for (int i = 0; i < 4; i++, x += d->wp)
+        r[i][0] = x[0] - x[2], r[i][1] = x[1] + x[2], r[i][2] = x[2] - x[1], r[i][3] = x[1] - x[3];
+      for (int j = 0; j < 4; j++) {
+        vc[(0 * 4 + j) * per_xi + k] = r[0][j] - r[2][j];
+        vc[(1 * 4 + j) * per_xi + k] = r[1][j] + r[2][j];
+        vc[(2 * 4 + j) * per_xi + k] = r[2][j] - r[1][j];
+        vc[(3 * 4 + j) * per_xi + k] = r[1][j] - r[3][j];
+      }
+      k++;
+    }
+  }
+}
+
+/* Row r of the stack's output grid (image r / hp, row r % hp) in channel ch of
+ * `planes`, whose first image is the stack's; NULL for the rows between
+ * images and past the count-th image. */
+static float *grid_row(const cb_direct_conv *d, cb_planes planes, int64_t ch, int64_t r,
+                       int64_t count) {
+  int64_t image = r / d->hp, row = r % d->hp;
+  if (image >= count || row >= d->out_h) return NULL;
+  return planes.base + image * planes.ns + ch * planes.cs + row * planes.rs;
+}
+
+/* The 2x2 outputs A^T M A (+ bias) of tiles [first, first + count) straight
+ * into `out` (the stack's first `images` images): no output grid, no copy. */
+WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m, cb_planes out,
+                                         int64_t images, const float *bias, int64_t first,
+                                         int64_t count) {
+  int64_t per_xi = d->m_xi;
+  if (count > d->tiles - first) count = d->tiles - first;
+  for (int64_t o = 0; o < d->out_c; o++) {
+    const float *mo = m + o * d->block;
+    float b = bias ? bias[o] : 0.0f;
+    for (int64_t k = 0; k < count;) {
+      int64_t t = first + k, col = 2 * (t % d->tiles_c), r0 = 2 * (t / d->tiles_c);
+      float *rows[2] = {grid_row(d, out, o, r0, images), grid_row(d, out, o, r0 + 1, images)};
+      int layout = out.es == 1 ? eight_tiles(d, t, count - k) : 0;
+      if (layout == 1 ? col + 16 <= d->out_w : layout == 2 && d->out_w >= 8) {
+        vec8 s[2][4]; /* A^T M for 8 tiles */
+        for (int j = 0; j < 4; j++) {
+          vec8 m0 = *(const vec8 *)(mo + (0 * 4 + j) * per_xi + k);
+          vec8 m1 = *(const vec8 *)(mo + (1 * 4 + j) * per_xi + k);
+          vec8 m2 = *(const vec8 *)(mo + (2 * 4 + j) * per_xi + k);
+          vec8 m3 = *(const vec8 *)(mo + (3 * 4 + j) * per_xi + k);
+          s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
+        }
+        for (int i = 0; i < 2; i++) { /* (A^T M) A, columns interleaved */
+          /* the 8 tiles' 16 columns: the first 4 tiles' and the last 4's */
+          float *low = rows[i] ? rows[i] + col : NULL;
+          float *high = layout == 1 ? (low ? low + 8 : NULL) : grid_row(d, out, o, r0 + 2 + i, images);
+          vec8 y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
+          if (low) *(vec8 *)low = interleave_low(y0, y1);
+          if (high) *(vec8 *)high = interleave_high(y0, y1);
+        }
+        k += 8;
+        continue;
+      }
+      float s[2][4];
+      for (int j = 0; j < 4; j++) {
+        float m0 = mo[(0 * 4 + j) * per_xi + k], m1 = mo[(1 * 4 + j) * per_xi + k];
+        float m2 = mo[(2 * 4 + j) * per_xi + k], m3 = mo[(3 * 4 + j) * per_xi + k];
+        s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
+      }
+      for (int i = 0; i < 2; i++) {
+        if (!rows[i]) continue;
+        rows[i][col * out.es] = s[i][0] + s[i][1] + s[i][2] + b;
+        if (col + 1 < d->out_w) rows[i][(col + 1) * out.es] = s[i][1] - s[i][2] - s[i][3] + b;
+      }
+      k++;
+    }
+  }
+}
+
+/* The weight gradient by the same transforms: for one tile,
+ *   dg = G^T [ (A dy A^T) .* (B^T d B) ] G
+ * (the forward's bilinear form read the other way), so the sum over tiles is
+ * taken in the transformed domain: 16 GEMMs S[xi] (out_c x in_c) +=
+ * P[xi] (out_c x tiles) @ V[xi]^T, then one G^T S G per kernel at the end.
+ * P[xi][o][t - first] = (A dy A^T)[xi] for tiles [first, first + count). */
+WINO_TARGET static void winograd_dy(const cb_direct_conv *d, cb_planes dy, int64_t images,
+                                    float *p, int64_t first, int64_t count) {
+  static const float zeros[16] = {0}; /* the rows between images and past the last */
+  for (int64_t o = 0; o < d->out_c; o++) {
+    float *po = p + o * d->block;
+    for (int64_t k = 0; k < count;) {
+      int64_t t = first + k, col = 2 * (t % d->tiles_c), r0 = 2 * (t / d->tiles_c);
+      const float *top = grid_row(d, dy, o, r0, images), *bottom = grid_row(d, dy, o, r0 + 1, images);
+      int layout = dy.es == 1 ? eight_tiles(d, t, count - k) : 0;
+      if (layout == 1 ? col + 16 <= d->out_w : layout == 2 && d->out_w >= 8) {
+        /* 8 tiles: dy's columns split into even and odd; the last 4 tiles'
+         * 8 columns on, or in the next tile row */
+        const float *top2 = layout == 1 ? (top ? top + col + 8 : NULL) : grid_row(d, dy, o, r0 + 2, images);
+        const float *bottom2 = layout == 1 ? (bottom ? bottom + col + 8 : NULL)
+                                           : grid_row(d, dy, o, r0 + 3, images);
+        vec8 t0 = *(const vec8 *)(top ? top + col : zeros), t1 = *(const vec8 *)(top2 ? top2 : zeros);
+        vec8 b0 = *(const vec8 *)(bottom ? bottom + col : zeros);
+        vec8 b1 = *(const vec8 *)(bottom2 ? bottom2 : zeros);
+        vec8 a = evens(t0, t1), b = odds(t0, t1), c = evens(b0, b1), e = odds(b0, b1);
+        vec8 r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
+        for (int i = 0; i < 4; i++) { /* (A dy) A^T */
+          *(vec8 *)(po + (i * 4 + 0) * d->m_xi + k) = r[i][0];
+          *(vec8 *)(po + (i * 4 + 1) * d->m_xi + k) = r[i][0] + r[i][1];
+          *(vec8 *)(po + (i * 4 + 2) * d->m_xi + k) = r[i][0] - r[i][1];
+          *(vec8 *)(po + (i * 4 + 3) * d->m_xi + k) = -r[i][1];
+        }
+        k += 8;
+        continue;
+      }
+      bool second = col + 1 < d->out_w; /* an odd last column is zero */
+      float a = top ? top[col * dy.es] : 0, b = top && second ? top[(col + 1) * dy.es] : 0;
+      float c = bottom ? bottom[col * dy.es] : 0, e = bottom && second ? bottom[(col + 1) * dy.es] : 0;
+      float r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}};
+      for (int i = 0; i < 4; i++) {
+        po[(i * 4 + 0) * d->m_xi + k] = r[i][0];
+        po[(i * 4 + 1) * d->m_xi + k] = r[i][0] + r[i][1];
+        po[(i * 4 + 2) * d->m_xi + k] = r[i][0] - r[i][1];
+        po[(i * 4 + 3) * d->m_xi + k] = -r[i][1];
+      }
+      k++;
+    }
+  }
+}
+
+typedef struct {
+  const cb_direct_conv *plan;
+  const float *parts;
+  int parts_count;
+  float *dw;
+} winograd_sum_job;
+
+/* dw[o][c] = G^T S[o][c] G for the kernels oc = o * in_c + c in [begin, end),
+ * S summed over the workers' parts. */
+static void winograd_weight_grad_sum(void *arg, int worker, int64_t begin, int64_t end) {
+  const winograd_sum_job *job = arg;
+  const cb_direct_conv *d = job->plan;
+  const float *parts = job->parts;
+  int workers = job->parts_count;
+  float *dw = job->dw;
+  int64_t per_xi = d->out_c * d->in_c;
+  for (int64_t oc = begin; oc < end; oc++) {
+    float m[4][4] = {{0}}, t[3][4];
+    for (int xi = 0; xi < 16; xi++)
+      for (int k = 0; k < workers; k++) m[xi / 4][xi % 4] += parts[k * d->scratch_floats + xi * per_xi + oc];
+    for (int j = 0; j < 4; j++) { /* G^T S */
+      t[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
+      t[1][j] = 0.5f * (m[1][j] - m[2][j]);
+      t[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+    }
+    float *g = dw + oc * 9;
+    for (int i = 0; i < 3; i++) { /* (G^T S) G */
+      g[i * 3 + 0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+      g[i * 3 + 1] = 0.5f * (t[i][1] - t[i][2]);
+      g[i * 3 + 2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+    }
+  }
+}
+
+/* ---- Winograd F(4x4, 3x3) ----
+ * A 4x4 output tile from a 6x6 input tile: 36 multiplications per tile and
+ * channel pair where the direct sum takes 144 (4x fewer; F(2x2, 3x3): 2.25x),
+ * and 2.25 transformed floats per output instead of 4. Its transforms scale
+ * by up to 8 and 1/24, so its sums round a little more than F(2x2, 3x3)'s
+ * (about 1e-6 relative; the specs check every path against im2col).
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+ *          0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *   G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+ *          1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * The transforms take 8 tiles at once, wherever they lie (rows of 1, 2, 4
+ * or 8 tiles alike): the input's 6x6 windows by gathers from the padded
+ * stack, the 4x4 outputs and dY tiles by 4-float rows per tile, transposed
+ * to and from vectors of 8 tiles with unpack shuffles. */
+
+/* B^T x for 6 vectors (one row or column of 8 windows). */
+WINO_TARGET static inline void f4_input_1d(const vec8 x[6], vec8 r[6]) {
+  vec8 t0 = x[4] - 4.0f * x[2], t1 = x[3] - 4.0f * x[1];
+  vec8 t2 = x[4] - x[2], t3 = 2.0f * (x[3] - x[1]);
+  r[0] = 4.0f * x[0] - 5.0f * x[2] + x[4];
+  r[1] = t0 + t1, r[2] = t0 - t1, r[3] = t2 + t3, r[4] = t2 - t3;
+  r[5] = 4.0f * x[1] - 5.0f * x[3] + x[5];
+}
+
+/* A^T m for 6 vectors: 4. */
+WINO_TARGET static inline void f4_output_1d(const vec8 m[6], vec8 y[4]) {
+  vec8 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+  y[0] = m[0] + s12 + s34, y[1] = d12 + 2.0f * d34;
+  y[2] = s12 + 4.0f * s34, y[3] = d12 + 8.0f * d34 + m[5];
+}
+
+/* A y for 4 vectors: 6 (dY's transform, A = (A^T)^T). */
+WINO_TARGET static inline void f4_dy_1d(const vec8 y[4], vec8 p[6]) {
+  vec8 e = y[0] + y[2], o = y[1] + y[3], e4 = y[0] + 4.0f * y[2], o8 = 2.0f * y[1] + 8.0f * y[3];
+  p[0] = y[0], p[1] = e + o, p[2] = e - o, p[3] = e4 + o8, p[4] = e4 - o8, p[5] = y[3];
+}
+
+/* Where the rows of the stack's 8 tiles from t on start in `planes` (channel
+ * 0; -1: rows between images or past the count-th image, or tiles past the
+ * last) and how many of their 4 columns are outputs. */
+typedef struct {
+  int64_t row[8][4];
+  int columns[8];
+} f4_tiles;
+
+static void f4_locate(const cb_direct_conv *d, cb_planes planes, int64_t images, int64_t t,
+                      f4_tiles *at) {
+  for (int l = 0; l < 8; l++, t++) {
+    int64_t tr = t / d->tiles_c, col = 4 * (t % d->tiles_c);
+    at->columns[l] = t >= d->tiles ? 0 : d->out_w - col < 4 ? (int)(d->out_w - col) : 4;
+    for (int r = 0; r < 4; r++) {
+      int64_t grid_r = 4 * tr + r, image = grid_r / d->hp, oh = grid_r % d->hp;
+      at->row[l][r] = at->columns[l] == 0 || image >= images || oh >= d->out_h
+                          ? -1
+                          : image * planes.ns + oh * planes.rs + col * planes.es;
+    }
+  }
+}
+
+/* Columns 0..5 of 8 rows of 8 floats (rows[l] from tile l's window): the
+ * first 6 columns of their 8x8 transpose, lanes = tiles. */
+WINO_TARGET static void f4_columns(const float *const rows[8], vec8 x[6]) {
+  __m256 r[8], t[8], u[8];
+  for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(rows[l]);
+  for (int l = 0; l < 8; l += 2) {
+    t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
+    t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
+  }
+  for (int l = 0; l < 8; l += 4) {
+    u[l] = _mm256_shuffle_ps(t[l], t[l + 2], 0x44);
+    u[l + 1] = _mm256_shuffle_ps(t[l], t[l + 2], 0xEE);
+    u[l + 2] = _mm256_shuffle_ps(t[l + 1], t[l + 3], 0x44);
+    u[l + 3] = _mm256_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; j++) x[j] = (vec8)_mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
+  for (int j = 4; j < 6; j++) x[j] = (vec8)_mm256_permute2f128_ps(u[j - 4], u[j], 0x31);
+}
+
+/* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count), count
+ * a multiple of 8 (tiles past the last read tile 0: their products are
+ * never used). Each window row is one 8-float load per tile (2 floats past
+ * the window: the stack's margins cover them), transposed. */
+WINO_TARGET static void f4_inputs(const cb_direct_conv *d, const float *xpad, float *v,
+                                  int64_t first, int64_t count) {
+  for (int64_t k = 0; k < count; k += 8) {
+    int64_t corner[8]; /* the windows' top-left corners in a plane */
+    for (int l = 0; l < 8; l++) {
+      int64_t t = first + k + l;
+      corner[l] = t < d->tiles ? 4 * (t / d->tiles_c) * d->wp + 4 * (t % d->tiles_c) : 0;
+    }
+    for (int64_t c = 0; c < d->in_c; c++) {
+      const float *plane = xpad + c * d->plane;
+      vec8 r[6][6], x[6], col[6], out[6];
+      for (int i = 0; i < 6; i++) { /* d B, row by row */
+        const float *rows[8];
+        for (int l = 0; l < 8; l++) rows[l] = plane + corner[l] + i * d->wp;
+        f4_columns(rows, x);
+        f4_input_1d(x, r[i]);
+      }
+      for (int j = 0; j < 6; j++) { /* B^T (d B), column by column */
+        for (int i = 0; i < 6; i++) col[i] = r[i][j];
+        f4_input_1d(col, out);
+        for (int i = 0; i < 6; i++) *(vec8 *)(v + (i * 6 + j) * d->v_xi + c * d->block + k) = out[i];
+      }
+    }
+  }
+}
+
+/* Four vectors of 8 tiles (q0..q3: a row's 4 columns) as 8 rows of 4 floats,
+ * tile l in rows[l], and back. */
+WINO_TARGET static void f4_to_rows(const vec8 q[4], vec4 rows[8]) {
+  __m256 t0 = _mm256_unpacklo_ps((__m256)q[0], (__m256)q[1]);
+  __m256 t1 = _mm256_unpackhi_ps((__m256)q[0], (__m256)q[1]);
+  __m256 t2 = _mm256_unpacklo_ps((__m256)q[2], (__m256)q[3]);
+  __m256 t3 = _mm256_unpackhi_ps((__m256)q[2], (__m256)q[3]);
+  __m256 a[4] = {_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(t0), _mm256_castps_pd(t2))),
+                 _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t0), _mm256_castps_pd(t2))),
+                 _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(t1), _mm256_castps_pd(t3))),
+                 _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t1), _mm256_castps_pd(t3)))};
+  for (int l = 0; l < 4; l++) {
+    rows[l] = (vec4)_mm256_castps256_ps128(a[l]);
+    rows[l + 4] = (vec4)_mm256_extractf128_ps(a[l], 1);
+  }
+}
+
+WINO_TARGET static void f4_from_rows(const vec4 rows[8], vec8 q[4]) {
+  __m256 a[4];
+  for (int l = 0; l < 4; l++)
+    a[l] = _mm256_insertf128_ps(_mm256_castps128_ps256((__m128)rows[l]), (__m128)rows[l + 4], 1);
+  __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
+  __m256 t2 = _mm256_unpacklo_ps(a[2], a[3]), t3 = _mm256_unpackhi_ps(a[2], a[3]);
+  q[0] = (vec8)_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(t0), _mm256_castps_pd(t2)));
+  q[1] = (vec8)_mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t0), _mm256_castps_pd(t2)));
+  q[2] = (vec8)_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(t1), _mm256_castps_pd(t3)));
+  q[3] = (vec8)_mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t1), _mm256_castps_pd(t3)));
+}
+
+/* The 4x4 outputs A^T M A (+ bias) of tiles [first, first + count) into
+ * `out` (the stack's first `images` images). */
+WINO_TARGET static void f4_outputs(const cb_direct_conv *d, const float *m, cb_planes out,
+                                   int64_t images, const float *bias, int64_t first,
+                                   int64_t count) {
+  if (count > d->tiles - first) count = d->tiles - first;
+  for (int64_t k = 0; k < count; k += 8) {
+    f4_tiles at;
+    f4_locate(d, out, images, first + k, &at);
+    for (int64_t o = 0; o < d->out_c; o++) {
+      const float *mo = m + o * d->block + k;
+      float b = bias ? bias[o] : 0.0f;
+      vec8 s[4][6], row[6], y[4];
+      for (int j = 0; j < 6; j++) { /* A^T M, column by column */
+        vec8 col[6];
+        for (int i = 0; i < 6; i++) col[i] = *(const vec8 *)(mo + (i * 6 + j) * d->m_xi);
+        f4_output_1d(col, y);
+        for (int i = 0; i < 4; i++) s[i][j] = y[i];
+      }
+      for (int i = 0; i < 4; i++) { /* (A^T M) A, row i of the 8 tiles */
+        for (int j = 0; j < 6; j++) row[j] = s[i][j];
+        f4_output_1d(row, y);
+        for (int q = 0; q < 4; q++) y[q] += b;
+        vec4 rows[8];
+        f4_to_rows(y, rows);
+        for (int l = 0; l < 8; l++) {
+          if (at.row[l][i] < 0) continue;
+          float *dst = out.base + o * out.cs + at.row[l][i];
+          if (at.columns[l] == 4 && out.es == 1) {
+            *(vec4 *)dst = rows[l];
+            continue;
+          }
+          for (int q = 0; q < at.columns[l]; q++) dst[q * out.es] = rows[l][q];
+        }
+      }
+    }
+  }
+}
+
+/* P[xi][o][t - first] = (A dy A^T)[xi] for tiles [first, first + count),
+ * count a multiple of 8 (dY outside the outputs is zero). */
+WINO_TARGET static void f4_dy(const cb_direct_conv *d, cb_planes dy, int64_t images, float *p,
+                              int64_t first, int64_t count) {
+  for (int64_t k = 0; k < count; k += 8) {
+    f4_tiles at;
+    f4_locate(d, dy, images, first + k, &at);
+    for (int64_t o = 0; o < d->out_c; o++) {
+      float *po = p + o * d->block + k;
+      vec8 r[6][4], y[4], col[4], out[6];
+      for (int i = 0; i < 4; i++) { /* row i of the 8 tiles, then A y over its columns */
+        vec4 rows[8];
+        for (int l = 0; l < 8; l++) {
+          rows[l] = (vec4){0, 0, 0, 0};
+          if (at.row[l][i] < 0) continue;
+          const float *src = dy.base + o * dy.cs + at.row[l][i];
+          if (at.columns[l] == 4 && dy.es == 1) rows[l] = *(const vec4 *)src;
+          else
+            for (int q = 0; q < at.columns[l]; q++) rows[l][q] = src[q * dy.es];
+        }
+        f4_from_rows(rows, y);
+        f4_dy_1d(y, out);
+        for (int j = 0; j < 6; j++) r[j][i] = out[j]; /* r[j][i]: (dy A^T)[i][j] */
+      }
+      for (int j = 0; j < 6; j++) { /* A (dy A^T), column j */
+        for (int i = 0; i < 4; i++) col[i] = r[j][i];
+        f4_dy_1d(col, out);
+        for (int i = 0; i < 6; i++) *(vec8 *)(po + (i * 6 + j) * d->m_xi) = out[i];
+      }
+    }
+  }
+}
+
+/* G x for 3 vectors: 6 (the kernel's transform). */
+static inline void f4_kernel_1d(const vec4 g[3], vec4 r[6]) {
+  vec4 e = g[0] + g[2], f = g[0] * (1.0f / 24) + g[2] * (1.0f / 6), h = g[1] * (1.0f / 12);
+  r[0] = g[0] * 0.25f, r[1] = (e + g[1]) * (-1.0f / 6), r[2] = (e - g[1]) * (-1.0f / 6);
+  r[3] = f + h, r[4] = f - h, r[5] = g[2];
+}
+
+/* U[xi][o / OBLOCK][c][o % OBLOCK] = (G g G^T)[xi] for the kernels of the
+ * output channel blocks [begin, end), the OBLOCK channels of a block in the
+ * lanes of 4-float vectors. */
+static void f4_weights(void *arg, int worker, int64_t begin, int64_t end) {
+  const winograd_weights_job *job = arg;
+  cb_direct_conv *d = job->plan;
+  int64_t per_xi = (d->out_c + OBLOCK - 1) / OBLOCK * OBLOCK * d->in_c;
+  for (int64_t block = begin; block < end; block++)
+    for (int64_t c = 0; c < d->in_c; c++) {
+      vec4 g[3][3] = {{{0}}}, col[3], gg[6][3], u[6];
+      for (int l = 0; l < OBLOCK && block * OBLOCK + l < d->out_c; l++) {
+        int64_t o = block * OBLOCK + l;
+        for (int t = 0; t < 9; t++) /* the input gradient takes the kernel flipped */
+          g[t / 3][t % 3][l] = job->transposed ? job->weight[(c * d->out_c + o) * 9 + (8 - t)]
+                                               : job->weight[(o * d->in_c + c) * 9 + t];
+      }
+      for (int q = 0; q < 3; q++) { /* G g, column by column */
+        vec4 r[6];
+        for (int p = 0; p < 3; p++) col[p] = g[p][q];
+        f4_kernel_1d(col, r);
+        for (int a = 0; a < 6; a++) gg[a][q] = r[a];
+      }
+      for (int a = 0; a < 6; a++) { /* (G g) G^T, row by row */
+        f4_kernel_1d(gg[a], u);
+        for (int b = 0; b < 6; b++)
+          *(vec4 *)(d->weight + (a * 6 + b) * per_xi + (block * d->in_c + c) * OBLOCK) = u[b];
+      }
+    }
+}
+
+/* G^T s for 6 vectors: 3. */
+WINO_TARGET static inline void f4_kernel_grad_1d(const vec8 s[6], vec8 g[3]) {
+  vec8 s12 = s[1] + s[2], s34 = s[3] + s[4];
+  g[0] = s[0] * 0.25f - s12 * (1.0f / 6) + s34 * (1.0f / 24);
+  g[1] = (s[2] - s[1]) * (1.0f / 6) + (s[3] - s[4]) * (1.0f / 12);
+  g[2] = (s34 - s12) * (1.0f / 6) + s[5];
+}
+
+/* dw[o][c] = G^T S[o][c] G for the kernels oc = o * in_c + c in [begin, end),
+ * S summed over the workers' parts; 8 kernels in the lanes of a vector. */
+WINO_TARGET static void f4_weight_grad_sum(void *arg, int worker, int64_t begin, int64_t end) {
+  const winograd_sum_job *job = arg;
+  const cb_direct_conv *d = job->plan;
+  int64_t per_xi = d->out_c * d->in_c;
+  for (int64_t oc = begin; oc < end; oc += 8) {
+    int n = end - oc < 8 ? (int)(end - oc) : 8;
+    vec8 s[6][6] = {{{0}}}, t[3][6], g[3][3], col[6];
+    for (int xi = 0; xi < 36; xi++)
+      for (int k = 0; k < job->parts_count; k++) {
+        const float *part = job->parts + k * d->scratch_floats + xi * per_xi + oc;
+        if (n == 8) s[xi / 6][xi % 6] += *(const vec8 *)part;
+        else
+          for (int l = 0; l < n; l++) s[xi / 6][xi % 6][l] += part[l];
+      }
+    for (int b = 0; b < 6; b++) { /* G^T S, column by column */
+      vec8 r[3];
+      for (int a = 0; a < 6; a++) col[a] = s[a][b];
+      f4_kernel_grad_1d(col, r);
+      for (int p = 0; p < 3; p++) t[p][b] = r[p];
+    }
+    for (int p = 0; p < 3; p++) f4_kernel_grad_1d(t[p], g[p]); /* (G^T S) G */
+    for (int l = 0; l < n; l++)
+      for (int p = 0; p < 3; p++)
+        for (int q = 0; q < 3; q++) job->dw[(oc + l) * 9 + p * 3 + q] = g[p][q][l];
+  }
+}
+
+void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
+                             int64_t images, float *v, float *p, float *s, bool accumulate) {
+  for (int64_t first = 0; first < d->tiles; first += d->block) {
+    int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
+    if (d->wino_m == 4) { /* 8 tiles at a time: the last few are zero in P */
+      f4_inputs(d, xpad, v, first, (count + 7) / 8 * 8);
+      f4_dy(d, dy, images, p, first, (count + 7) / 8 * 8);
+    } else {
+      winograd_inputs(d, xpad, v, first, count);
+      winograd_dy(d, dy, images, p, first, count);
+    }
+    for (int xi = 0; xi < d->wino_n; xi++)
+      cb_sgemm(false, true, d->out_c, d->in_c, count, 1.0f, p + xi * d->m_xi, d->block,
+               v + xi * d->v_xi, d->block, accumulate || first > 0 ? 1.0f : 0.0f,
+               s + xi * d->out_c * d->in_c, d->in_c);
+  }
+}
+
+/* The stack's outputs by Winograd: per block of tiles, the input
+ * transform, 16 products by the micro-kernel, the output transform. */
+void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out, int64_t images,
+                       const float *bias, float *v, float *m) {
+  static const int64_t no_shift[1] = {0};
+  int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
+  int64_t u_per_xi = blocks * OBLOCK * d->in_c;
+  for (int64_t first = 0; first < d->tiles; first += d->block) {
+    int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
+    int64_t whole = (count + d->tile - 1) / d->tile * d->tile;
+    if (d->wino_m == 4) f4_inputs(d, xpad, v, first, whole);
+    else winograd_inputs(d, xpad, v, first, whole);
+    for (int xi = 0; xi < d->wino_n; xi++)
+      for (int64_t t0 = 0; t0 < whole; t0 += d->tile)
+        for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
+          d->kernel(v + xi * d->v_xi + t0, d->block, d->in_c, no_shift, 1,
+                    d->weight + xi * u_per_xi + (o0 / OBLOCK) * d->in_c * OBLOCK,
+                    m + xi * d->m_xi + o0 * d->block + t0, d->block);
+    if (d->wino_m == 4) f4_outputs(d, m, out, images, bias, first, count);
+    else winograd_outputs(d, m, out, images, bias, first, count);
+  }
+}
+
+/* Winograd's output tile m for a layer: F(4x4, 3x3) from 64 channels in
+ * and out, where the products outweigh the transforms, F(2x2, 3x3) below;
+ * CBNET_WINOGRAD_TILE=2|4 forces one (for measuring). */
+int cb_winograd_tile(int64_t in_c, int64_t out_c) {
+  const char *forced = getenv("CBNET_WINOGRAD_TILE");
+  if (forced && (!strcmp(forced, "2") || !strcmp(forced, "4"))) return forced[0] - '0';
+  return in_c >= 64 && out_c >= 64 ? 4 : 2;
+}
+
+void cb_winograd_weights(cb_direct_conv *d, const float *weight, bool transposed) {
+  winograd_weights_job job = {d, weight, transposed};
+  if (d->wino_m == 4) cb_parallel_for((d->out_c + OBLOCK - 1) / OBLOCK, 4, f4_weights, &job);
+  else cb_parallel_for(d->out_c, 16, winograd_weights, &job);
+}
+
+void cb_winograd_weight_grad_sum(const cb_direct_conv *d, const float *parts, int workers,
+                                 float *dw) {
+  winograd_sum_job job = {d, parts, workers, dw};
+  cb_parallel_for(d->out_c * d->in_c, 4096,
+                  d->wino_m == 4 ? f4_weight_grad_sum : winograd_weight_grad_sum, &job);
+}
