@@ -52,6 +52,7 @@ for _, o in ipairs{
   {"tau", 1.0, "logit adjustment's tau (1: balanced softmax)", type = "number"},
   {"warmup", 2, "epochs of linear learning-rate warm-up"},
   {"cutout", 8, "cutout square's side in pixels (0: none)"},
+  {"posthoc", {0}, "post-hoc logit adjustment on top of the loss's: predictions from logits - d * log prior; --tune evaluates each d given on the validation set, a test run takes one"},
   {"tta", true, "evaluate with left-right flip test-time augmentation", type = "flag"},
   {"no-tta", false, "evaluate without test-time augmentation"},
   {"seeds", {0}, "seeds: one run each; tables show mean +- std"},
@@ -67,6 +68,9 @@ for _, name in ipairs{"epochs", "widths", "ema"} do -- before setup, so config.j
   if not parsed._given[name] then parsed[name] = preset[name] end
 end
 if parsed.no_tta then parsed.tta = false end
+if not parsed.tune and #parsed.posthoc ~= 1 then
+  error("--posthoc: a test run takes one value (choose it on the validation set with --tune)", 0)
+end
 if parsed.no_smoothing_prior then parsed.smoothing_prior = false end
 local opts = experiment.setup("fast_lt", parsed)
 
@@ -97,11 +101,35 @@ end
 local runs = {}
 for _, seed in ipairs(opts.seeds) do runs[#runs + 1] = {id = ("seed%d"):format(seed), seed = seed} end
 
+-- post-hoc adjustment by d: logits - d * log prior
+local log_prior = longtail.log_prior(counts)
+local function posthoc(d)
+  if d == 0 then return nil end
+  local shift = log_prior * d
+  return function(logits) return logits - shift end
+end
+
+-- --tune: the last epoch's model (its EMA) on the validation set with every
+-- --posthoc value; recorded in the run's result.json
+local function evaluate_posthoc(result, model, ema, o, out)
+  local rows = {}
+  local function run_all()
+    for _, d in ipairs(o.posthoc) do
+      local acc, per_class = experiment.evaluate(model, test, normalization, 256, nil,
+        ("posthoc %g"):format(d), posthoc(d), o.tta and experiment.flip_tta or nil)
+      rows[#rows + 1] = {d = d, accuracy = acc, per_class = per_class}
+    end
+  end
+  if ema then ema:apply(run_all) else run_all() end
+  result.posthoc = rows
+  report.write_json(out .. "/result.json", result)
+end
+
 local function train_run(r, o, out)
   local run_opts = setmetatable({seed = r.seed, nesterov = true,
                                  eval_every = o.tune and o.eval_every or o.epochs},
                                 {__index = o})
-  return experiment.train{
+  local result, model, ema = experiment.train{
     name = r.id, opts = run_opts, out = out, train = train, test = test, normalization = normalization,
     model = function()
       return models.fastnet{classes = #classes, widths = o.widths, logit_scale = o.logit_scale,
@@ -114,10 +142,14 @@ local function train_run(r, o, out)
     schedule = function(opt) return cbnet.optim.CosineLR(opt, {total = o.epochs, warmup = o.warmup}) end,
     cutout = o.cutout > 0 and o.cutout or nil,
     predict = o.tta and experiment.flip_tta or nil,
+    adjust = posthoc(o.posthoc[1]),
     hparams = {seed = r.seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
                batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema,
-               logit_scale = o.logit_scale, cutout = o.cutout, smoothing_prior = o.smoothing_prior},
+               logit_scale = o.logit_scale, cutout = o.cutout, smoothing_prior = o.smoothing_prior,
+               posthoc = o.posthoc},
   }
+  if o.tune and #o.posthoc > 1 then evaluate_posthoc(result, model, ema, o, out) end
+  return result
 end
 
 local results, failures, interrupted = experiment.sweep(runs, opts, train_run, arg)
@@ -147,6 +179,23 @@ local text = ("# fast_lt: CIFAR-10-LT-%g, budget %d min (fastnet %s, %d epochs)\
   (report.now() - started) / 60)
   .. report.markdown_table({"top-1", "many", "medium", "few", "runs", "minutes per run"},
     {{pm(last, 100), pm(many, 100), pm(medium, 100), pm(few, 100), #last, pm(minutes, 1)}}) .. "\n"
+if opts.tune and #opts.posthoc > 1 then -- the validation accuracy of every post-hoc adjustment
+  local rows = {}
+  for i, d in ipairs(opts.posthoc) do
+    local acc, shots_many, shots_medium = {}, {}, {}
+    for _, r in ipairs(runs) do
+      local row = results[r.id] and results[r.id].posthoc and results[r.id].posthoc[i]
+      if row then
+        local shots = longtail.shot_accuracy(row.per_class, counts, 100, 20)
+        acc[#acc + 1], shots_many[#shots_many + 1], shots_medium[#shots_medium + 1] =
+          row.accuracy, shots.many, shots.medium
+      end
+    end
+    rows[#rows + 1] = {("%g"):format(d), pm(acc, 100), pm(shots_many, 100), pm(shots_medium, 100)}
+  end
+  text = text .. "\nPost-hoc adjustment (logits - d log prior), the last epoch on the " .. test_name
+    .. " set:\n\n" .. report.markdown_table({"d", "top-1", "many", "medium"}, rows) .. "\n"
+end
 for _, f in ipairs(failures) do text = text .. ("- run %s FAILED: %s\n"):format(f.id, f.error) end
 print(text)
 report.write_atomic(opts.out .. "/results.md", text)

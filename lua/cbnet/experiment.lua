@@ -371,7 +371,8 @@ end
 -- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,
 -- out/best.safetensors (weights of the best epoch) and out/result.json at
 -- the end (last and best epoch, per-class accuracy, confusion matrices);
--- resumes from out/checkpoint.safetensors.
+-- resumes from out/checkpoint.safetensors. Returns the result, the model and
+-- (with --ema) its optim.EMA, whose apply() evaluates what was evaluated.
 function experiment.train(spec)
   local opts, out = spec.opts, spec.out
   report.mkdir(out)
@@ -466,7 +467,7 @@ function experiment.train(spec)
                   final = {accuracy = last.test_accuracy, per_class = last.per_class, epoch = last.epoch,
                            confusion = last_confusion}}
   report.write_json(out .. "/result.json", result)
-  return result, model
+  return result, model, ema
 end
 
 -- ---- sweeps ----

@@ -29,7 +29,9 @@ local longtail = {}
 longtail.methods = {"ce", "focal", "cb-softmax", "cb-sigmoid", "cb-focal", "ce-drw", "ldam", "ldam-drw",
                     "balanced-softmax", "la-loss", "la-posthoc", "cb-resample", "drs"}
 
-local function log_prior(counts)
+--- log(n_c / n) of the class counts, as a 1 x classes tensor (the shift of
+-- logit adjustment).
+function longtail.log_prior(counts)
   local total = 0
   for _, n in ipairs(counts) do total = total + n end
   local l = {}
@@ -71,7 +73,7 @@ function longtail.method(name, counts, opts)
   elseif name == "la-loss" then
     m.loss = function(x, y) return loss.logit_adjusted(x, y, counts, {tau = tau}) end
   elseif name == "la-posthoc" then
-    local shift = log_prior(counts) * tau
+    local shift = longtail.log_prior(counts) * tau
     m.loss = function(x, y) return ce(x, y) end
     m.adjust = function(logits) return logits - shift end
   elseif name == "cb-resample" then
