@@ -7,7 +7,8 @@ bench/parity.lua (cbnet computes forward outputs and gradients, convolutions
 once per conv path the CPU has), computes the same in PyTorch (float64, so the
 reference is exact to float32's precision), and prints the relative error of
 each output: max |cbnet - torch| / max |torch|. Exit status 1 if any exceeds
-1e-4 (for the whole nets: or 10x PyTorch float32's own error, see main). Cases: conv2d (stride 1/2, padding 0/1, odd sizes, with and without
+1e-4 (for the whole nets, over several batches: or 10x PyTorch float32's own
+worst error, see net_errors). Cases: conv2d (stride 1/2, padding 0/1, odd sizes, with and without
 bias), batch norm (training, with running statistics), max/avg/adaptive
 pooling, linear, cross-entropy (plain and label-smoothed), and the seed CNN
 and ResNet-32 whole (cbnet's initial weights loaded into the PyTorch model):
@@ -96,10 +97,16 @@ def make_cases(rng):
     target = rng.integers(0, 10, size=(16,)).astype(np.int64)
     cases["ce"] = ("cross_entropy smoothing=0", {"x": randn(16, 10) * 3, "target": target})
     cases["ce_smooth"] = ("cross_entropy smoothing=0.1", {"x": randn(16, 10) * 3, "target": target})
-    images, labels = randn(8, 3, 32, 32), rng.integers(0, 10, size=(8,)).astype(np.int64)
-    cases["convnet"] = ("net name=convnet seed=1", {"x": images, "target": labels})
-    cases["resnet32"] = ("net name=resnet32 seed=2", {"x": images, "target": labels})
+    # each net on NET_DRAWS batches: whether a ReLU lands within rounding of
+    # zero (see net_errors) depends on the draw
+    for draw in range(NET_DRAWS):
+        images, labels = randn(8, 3, 32, 32), rng.integers(0, 10, size=(8,)).astype(np.int64)
+        cases[f"convnet_d{draw}"] = ("net name=convnet seed=1", {"x": images, "target": labels})
+        cases[f"resnet32_d{draw}"] = ("net name=resnet32 seed=2", {"x": images, "target": labels})
     return cases
+
+
+NET_DRAWS = 4
 
 
 def t64(array, grad=False):
@@ -164,7 +171,11 @@ def net_reference(params, arrays, results, case, dtype=torch.float64):
 def net_errors(got, want):
     """Relative errors of a net's outputs; gradients relative to the net's
     largest gradient (a conv bias followed by batch norm has a gradient that is
-    zero up to rounding, so its own scale means nothing)."""
+    zero up to rounding, so its own scale means nothing). A ReLU whose
+    pre-activation is within rounding of zero flips in float32 (PyTorch's too,
+    depending on the inputs) and moves the gradients of the layers before it
+    by up to ~3e-3 of the largest: so the nets are judged over several draws
+    against PyTorch float32's own error."""
     scale = max(np.abs(v).max() for k, v in want.items() if k.startswith("grad/"))
     errors = {}
     for name, value in want.items():
@@ -203,25 +214,33 @@ def main():
                         os.path.join(tmp, "in.safetensors"), os.path.join(tmp, "out.safetensors")],
                        check=True)
         results = load_safetensors(os.path.join(tmp, "out.safetensors"))
-    worst, failures = 0.0, 0
+    worst, failures, nets = 0.0, 0, {}
     print(f"torch {torch.__version__}; tolerance {args.tolerance:g} (max abs error / max abs value)")
     for case, (spec, arrays) in cases.items():
         kind = spec.split()[0]
         params = dict(kv.split("=") for kv in spec.split()[1:])
         if kind == "net":
-            # A whole net: ReLU masks flip where a pre-activation is within
-            # rounding of zero, in PyTorch's own float32 too, so the bar is
-            # PyTorch float32's error against float64 (or the tolerance).
+            # A whole net, on several draws (the last one judges them all):
+            # the worst gradient error over the draws against the tolerance
+            # or 10x PyTorch float32's own worst on the same draws.
             want = net_reference(params, arrays, results, case)
-            ours = net_errors({k[len(case) + 1:]: v for k, v in results.items()
-                               if k.startswith(case + "/")}, want)
-            theirs = net_errors(net_reference(params, arrays, results, case, torch.float32), want)
-            top, bar = max(ours.values()), max(args.tolerance, 10 * max(theirs.values()))
-            failures += top > bar
-            worst = max(worst, top)
-            print(f"{'FAIL' if top > bar else 'ok  '} {case:22s} {spec:40s} logits {ours['logits']:.1e}, "
-                  f"loss {ours['loss']:.1e}, {len(ours) - 2} gradients max {top:.1e} "
-                  f"(PyTorch float32: {max(theirs.values()):.1e})")
+            mine = {k[len(case) + 1:]: v for k, v in results.items() if k.startswith(case + "/")}
+            theirs32 = net_reference(params, arrays, results, case, torch.float32)
+            ours, theirs = net_errors(mine, want), net_errors(theirs32, want)
+            net = case.rsplit("_d", 1)[0]
+            seen = nets.setdefault(net, {"ours": 0.0, "theirs": 0.0, "draws": 0})
+            seen["ours"] = max(seen["ours"], max(ours.values()))
+            seen["theirs"] = max(seen["theirs"], max(theirs.values()))
+            seen["draws"] += 1
+            print(f"     {case:22s} {spec:40s} logits {ours['logits']:.1e}, loss {ours['loss']:.1e}, "
+                  f"{len(ours) - 2} gradients {max(ours.values()):.1e} (PyTorch float32: "
+                  f"{max(theirs.values()):.1e})")
+            if seen["draws"] == NET_DRAWS:
+                top, bar = seen["ours"], max(args.tolerance, 10 * seen["theirs"])
+                failures += top > bar
+                worst = max(worst, top)
+                print(f"{'FAIL' if top > bar else 'ok  '} {net:22s} worst of {NET_DRAWS} draws: "
+                      f"gradients {top:.1e}, PyTorch float32's {seen['theirs']:.1e}")
             continue
         want = reference(kind, params, arrays)
         prefixes = sorted({k.split("/")[0] for k in results if k.split("/")[0].split("@")[0] == case})
