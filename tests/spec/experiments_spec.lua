@@ -454,13 +454,21 @@ describe("experiments/fast_lt.lua (issue 13)", function()
       :format(no_test, DATA, no_test, no_test)))
     local out = tmp .. "/fast_lt_tune"
     local code, output = run("fast_lt.lua", ("--quick --tune --val 2 --imbalance 10 --budget 5 --widths 8,16 "
-      .. "--seeds 0,1 --data %s --out %s"):format(no_test, out))
+      .. "--seeds 0,1 --posthoc 0,1 --data %s --out %s"):format(no_test, out))
     assert.equal(0, code, output)
     local md = report.read_file(out .. "/results.md")
     assert.matches("validation (2 per class, held out)", md, 1, true)
     local tuned = json.decode(report.read_file(out .. "/results.json"))
     assert.truthy(tuned.runs.seed0 and tuned.runs.seed1) -- two seeds, mean ± std in the table
     assert.matches("± ", md, 1, true)
+    -- --posthoc: every value on the validation set; d = 0 is the last epoch's own evaluation
+    assert.matches("Post-hoc adjustment", md, 1, true)
+    for _, id in ipairs{"seed0", "seed1"} do
+      local rows = tuned.runs[id].posthoc
+      assert.same({0, 1}, {rows[1].d, rows[2].d})
+      assert.equal(tuned.runs[id].final.accuracy, rows[1].accuracy)
+      assert.equal(10, #rows[2].per_class)
+    end
     out = tmp .. "/fast_lt"
     code, output = run("fast_lt.lua", ("--quick --imbalance 10 --budget 5 --widths 8,16 --data %s --out %s")
       :format(DATA, out))
@@ -472,6 +480,10 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     local results = json.decode(report.read_file(out .. "/results.json"))
     assert.same({50, 38, 29, 23, 17, 13, 10, 8, 6, 5}, results.counts)
     assert.equal("test", results.evaluated_on)
+    -- a test run takes one post-hoc adjustment: choosing among several is tuning on the test set
+    code, output = run("fast_lt.lua", ("--quick --posthoc 0,1 --data %s --out %s/fast_lt_2"):format(DATA, tmp))
+    assert.is_not.equal(0, code)
+    assert.matches("--posthoc: a test run takes one value", output, 1, true)
   end)
 end)
 
