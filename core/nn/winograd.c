@@ -2,6 +2,7 @@
  * F(4x4, 3x3), forward, input gradient and weight gradient, their products
  * computed by the direct path's micro-kernels (see conv_plan.h). */
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -620,9 +621,17 @@ void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out
 /* Winograd's output tile m for a layer: F(4x4, 3x3) from 64 channels in
  * and out, where the products outweigh the transforms, F(2x2, 3x3) below;
  * CBNET_WINOGRAD_TILE=2|4 forces one (for measuring). */
-int cb_winograd_tile(int64_t in_c, int64_t out_c) {
+static int forced_tile; /* 0: by the rule; read once, as CBNET_CONV is */
+static pthread_once_t forced_once = PTHREAD_ONCE_INIT;
+
+static void read_forced_tile(void) {
   const char *forced = getenv("CBNET_WINOGRAD_TILE");
-  if (forced && (!strcmp(forced, "2") || !strcmp(forced, "4"))) return forced[0] - '0';
+  if (forced && (!strcmp(forced, "2") || !strcmp(forced, "4"))) forced_tile = forced[0] - '0';
+}
+
+int cb_winograd_tile(int64_t in_c, int64_t out_c) {
+  pthread_once(&forced_once, read_forced_tile);
+  if (forced_tile) return forced_tile;
   return in_c >= 64 && out_c >= 64 ? 4 : 2;
 }
 
