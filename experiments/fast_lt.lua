@@ -104,14 +104,6 @@ end
 local runs = {}
 for _, seed in ipairs(opts.seeds) do runs[#runs + 1] = {id = ("seed%d"):format(seed), seed = seed} end
 
--- post-hoc adjustment by d: logits - d * log prior
-local log_prior = longtail.log_prior(counts)
-local function posthoc(d)
-  if d == 0 then return nil end
-  local shift = log_prior * d
-  return function(logits) return logits - shift end
-end
-
 -- --tune: the last epoch's model (its EMA) on the validation set with every
 -- --posthoc value; recorded in the run's result.json
 local function evaluate_posthoc(result, model, ema, o, out)
@@ -119,7 +111,7 @@ local function evaluate_posthoc(result, model, ema, o, out)
   local function run_all()
     for _, d in ipairs(o.posthoc) do
       local acc, per_class = experiment.evaluate(model, test, normalization, 256, nil,
-        ("posthoc %g"):format(d), posthoc(d), o.tta and experiment.flip_tta or nil)
+        ("posthoc %g"):format(d), longtail.posthoc_adjust(counts, d), o.tta and experiment.flip_tta or nil)
       rows[#rows + 1] = {d = d, accuracy = acc, per_class = per_class}
     end
   end
@@ -145,7 +137,7 @@ local function train_run(r, o, out)
     schedule = function(opt) return cbnet.optim.CosineLR(opt, {total = o.epochs, warmup = o.warmup}) end,
     cutout = o.cutout > 0 and o.cutout or nil,
     predict = o.tta and experiment.flip_tta or nil,
-    adjust = posthoc(o.posthoc[1]),
+    adjust = longtail.posthoc_adjust(counts, o.posthoc[1]),
     hparams = {seed = r.seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
                batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema,
                logit_scale = o.logit_scale, cutout = o.cutout, smoothing_prior = o.smoothing_prior,

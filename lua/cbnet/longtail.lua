@@ -39,6 +39,14 @@ function longtail.log_prior(counts)
   return cbnet.tensor(l, "float32"):view(1, -1)
 end
 
+--- Post-hoc logit adjustment (Menon et al. 2021): a function mapping logits
+-- to logits - tau * log prior, or nil when tau is 0.
+function longtail.posthoc_adjust(counts, tau)
+  if tau == 0 then return nil end
+  local shift = longtail.log_prior(counts) * tau
+  return function(logits) return logits - shift end
+end
+
 function longtail.method(name, counts, opts)
   opts = opts or {}
   local beta, gamma, tau = opts.beta or 0.9999, opts.gamma or 1, opts.tau or 1
@@ -73,9 +81,8 @@ function longtail.method(name, counts, opts)
   elseif name == "la-loss" then
     m.loss = function(x, y) return loss.logit_adjusted(x, y, counts, {tau = tau}) end
   elseif name == "la-posthoc" then
-    local shift = longtail.log_prior(counts) * tau
     m.loss = function(x, y) return ce(x, y) end
-    m.adjust = function(logits) return logits - shift end
+    m.adjust = longtail.posthoc_adjust(counts, tau)
   elseif name == "cb-resample" then
     m.loss = function(x, y) return ce(x, y) end
     m.sampler = function() return balanced_sampler() end
