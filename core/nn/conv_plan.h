@@ -9,12 +9,10 @@
 #include <stdint.h>
 
 #include "nn/conv_direct.h"
+#include "tensor/vectorize.h"
 
 #define OBLOCK 4 /* output channels per micro-kernel tile */
 
-typedef float vec16 __attribute__((vector_size(64), aligned(4), may_alias));
-typedef float vec8 __attribute__((vector_size(32), aligned(4), may_alias));
-typedef float vec4 __attribute__((vector_size(16), aligned(4), may_alias));
 
 /* out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
  * in[c*plane + taps[t] + v], for o < OBLOCK and v < the kernel's tile. */

@@ -17,6 +17,7 @@ typedef struct {
   pool_kind kind;
   cb_pool_params p;
   int64_t n, c, h, w, oh, ow;
+  bool saved_argmax; /* max pooling off the 2x2 path: the maxima's positions were saved */
 } pool_geometry;
 
 /* Rows [h0, h1) x cols [w0, w1) of output (i, j)'s window, clipped to the
@@ -64,20 +65,77 @@ static bool is_max_2x2(const pool_geometry *g, const int64_t *xs) {
          g->p.padding[1] == 0 && xs[3] == 1;
 }
 
-/* One output row of 2x2 maxima from input rows r0 and r1, branch-free
- * (selects vectorise; data-dependent branches mispredict half the time).
- * A NaN wins its window, as in PyTorch. */
-CB_VECTOR_CLONES static void max_2x2_row(int64_t ow, const float *restrict r0,
-                                         const float *restrict r1, float *restrict y,
-                                         int64_t *restrict at, int64_t top, int64_t width) {
-  for (int64_t k = 0; k < ow; k++) {
-    float a = r0[2 * k], b = r0[2 * k + 1], c = r1[2 * k], d = r1[2 * k + 1];
-    bool pick_b = b > a || (b != b && a == a), pick_d = d > c || (d != d && c == c);
-    float top_max = pick_b ? b : a, bottom_max = pick_d ? d : c;
-    bool pick_bottom = bottom_max > top_max || (bottom_max != bottom_max && top_max == top_max);
-    y[k] = pick_bottom ? bottom_max : top_max;
-    int64_t col = 2 * k + (pick_bottom ? pick_d : pick_b);
-    at[k] = (top + pick_bottom) * width + col;
+/* 2x2 maxima, 4 windows at a time in vectors (GCC leaves a scalar loop
+ * unvectorised, its loads and stores interleaving two columns, and branches
+ * on every comparison), the last 1-3 windows of a row through zero-padded
+ * copies. Memory-bound: wider vectors gain nothing. The first of equal
+ * values wins and a NaN wins its window, as in PyTorch; the backward pass
+ * finds the maxima again from the saved input, so no argmax is stored. */
+static inline ivec4 wins4(vec4 challenger, vec4 holder) {
+  return (holder == holder) & ~(challenger <= holder);
+}
+
+static inline vec4 select4(ivec4 mask, vec4 yes, vec4 no) {
+  return (vec4)((mask & (ivec4)yes) | (~mask & (ivec4)no));
+}
+
+/* The 4 windows of 8 columns of rows r0 and r1: their maxima and, per
+ * window, whether it is in the right column (*right) and bottom row (*bottom). */
+static inline vec4 max_2x2_4(const float *r0, const float *r1, ivec4 *right, ivec4 *bottom) {
+  vec4 x0 = *(const vec4 *)r0, x1 = *(const vec4 *)(r0 + 4);
+  vec4 x2 = *(const vec4 *)r1, x3 = *(const vec4 *)(r1 + 4);
+  vec4 a = __builtin_shufflevector(x0, x1, 0, 2, 4, 6), b = __builtin_shufflevector(x0, x1, 1, 3, 5, 7);
+  vec4 c = __builtin_shufflevector(x2, x3, 0, 2, 4, 6), d = __builtin_shufflevector(x2, x3, 1, 3, 5, 7);
+  ivec4 pick_b = wins4(b, a), pick_d = wins4(d, c);
+  vec4 top = select4(pick_b, b, a), bot = select4(pick_d, d, c);
+  *bottom = wins4(bot, top);
+  *right = (ivec4)select4(*bottom, (vec4)pick_d, (vec4)pick_b);
+  return select4(*bottom, bot, top);
+}
+
+/* One output row of 2x2 maxima from input rows r0 and r1. */
+static void max_2x2_row(int64_t ow, const float *r0, const float *r1, float *y) {
+  ivec4 right, bottom;
+  int64_t k = 0;
+  for (; k + 4 <= ow; k += 4) *(vec4 *)(y + k) = max_2x2_4(r0 + 2 * k, r1 + 2 * k, &right, &bottom);
+  if (k < ow) {
+    float p0[8] = {0}, p1[8] = {0}, out[4];
+    memcpy(p0, r0 + 2 * k, sizeof(float) * 2 * (size_t)(ow - k));
+    memcpy(p1, r1 + 2 * k, sizeof(float) * 2 * (size_t)(ow - k));
+    *(vec4 *)out = max_2x2_4(p0, p1, &right, &bottom);
+    memcpy(y + k, out, sizeof(float) * (size_t)(ow - k));
+  }
+}
+
+/* The input gradient of one row of 2x2 maxima (rows g0 and g1 of it): each
+ * output's gradient to its window's maximum, zeros to the other three. */
+static void max_2x2_backward_4(const float *r0, const float *r1, const float *gy, float *g0,
+                               float *g1) {
+  ivec4 right, bottom;
+  (void)max_2x2_4(r0, r1, &right, &bottom);
+  vec4 g = *(const vec4 *)gy, zero = {0};
+  vec4 top = select4(bottom, zero, g), bot = select4(bottom, g, zero);
+  vec4 tl = select4(right, zero, top), tr = select4(right, top, zero);
+  vec4 bl = select4(right, zero, bot), br = select4(right, bot, zero);
+  *(vec4 *)g0 = __builtin_shufflevector(tl, tr, 0, 4, 1, 5);
+  *(vec4 *)(g0 + 4) = __builtin_shufflevector(tl, tr, 2, 6, 3, 7);
+  *(vec4 *)g1 = __builtin_shufflevector(bl, br, 0, 4, 1, 5);
+  *(vec4 *)(g1 + 4) = __builtin_shufflevector(bl, br, 2, 6, 3, 7);
+}
+
+static void max_2x2_backward_row(int64_t ow, const float *r0, const float *r1, const float *gy,
+                                 float *g0, float *g1) {
+  int64_t k = 0;
+  for (; k + 4 <= ow; k += 4) max_2x2_backward_4(r0 + 2 * k, r1 + 2 * k, gy + k, g0 + 2 * k, g1 + 2 * k);
+  if (k < ow) {
+    size_t n = (size_t)(ow - k);
+    float p0[8] = {0}, p1[8] = {0}, pg[4] = {0}, o0[8], o1[8];
+    memcpy(p0, r0 + 2 * k, sizeof(float) * 2 * n);
+    memcpy(p1, r1 + 2 * k, sizeof(float) * 2 * n);
+    memcpy(pg, gy + k, sizeof(float) * n);
+    max_2x2_backward_4(p0, p1, pg, o0, o1);
+    memcpy(g0 + 2 * k, o0, sizeof(float) * 2 * n);
+    memcpy(g1 + 2 * k, o1, sizeof(float) * 2 * n);
   }
 }
 
@@ -86,18 +144,12 @@ static void max_2x2_plane(const pool_job *j, const float *x, int64_t yoff) {
   for (int64_t i = 0; i < g->oh; i++) {
     const float *r0 = x + 2 * i * j->xs[2];
     float *y = j->y + yoff + i * j->ys[2];
-    int64_t *at = j->argmax + yoff + i * j->ys[2];
     if (j->ys[3] == 1) {
-      max_2x2_row(g->ow, r0, r0 + j->xs[2], y, at, 2 * i, g->w);
+      max_2x2_row(g->ow, r0, r0 + j->xs[2], y);
       continue;
     }
-    for (int64_t k = 0; k < g->ow; k++) { /* strided output: one at a time */
-      float v;
-      int64_t where;
-      max_2x2_row(1, r0 + 2 * k, r0 + 2 * k + j->xs[2], &v, &where, 2 * i, g->w);
-      y[k * j->ys[3]] = v;
-      at[k * j->ys[3]] = where + 2 * k;
-    }
+    for (int64_t k = 0; k < g->ow; k++) /* strided output: one at a time */
+      max_2x2_row(1, r0 + 2 * k, r0 + 2 * k + j->xs[2], y + k * j->ys[3]);
   }
 }
 
@@ -105,7 +157,7 @@ static void pool_forward_planes(void *arg, int chunk, int64_t begin, int64_t end
   (void)chunk;
   const pool_job *j = arg;
   const pool_geometry *g = j->g;
-  if (is_max_2x2(g, j->xs)) {
+  if (g->kind == POOL_MAX && !g->saved_argmax) {
     for (int64_t plane = begin; plane < end; plane++)
       max_2x2_plane(j, j->x + (plane / g->c) * j->xs[0] + (plane % g->c) * j->xs[1],
                     (plane / g->c) * j->ys[0] + (plane % g->c) * j->ys[1]);
@@ -145,34 +197,39 @@ static void pool_forward_planes(void *arg, int chunk, int64_t begin, int64_t end
   }
 }
 
-/* 2x2, stride 2: the windows do not overlap, so each output's gradient is
- * stored (not added) at its maximum, after zeroing the plane while it is in
- * cache; the tensor needs no separate zero fill. */
+/* 2x2, stride 2: the windows do not overlap, so every input pixel gets
+ * one output's gradient or zero, written once (no zero fill, no adds); a
+ * last odd row or column, which no window reads, gets zeros. */
 static void max_2x2_backward_plane(const pool_job *j, int64_t n, int64_t c) {
   const pool_geometry *g = j->g;
-  float *gx = j->gx + n * j->gxs[0] + c * j->gxs[1];
-  const int64_t rs = j->gxs[2], es = j->gxs[3];
-  for (int64_t i = 0; i < g->h; i++) {
-    if (es == 1) memset(gx + i * rs, 0, sizeof(float) * (size_t)g->w);
-    else for (int64_t k = 0; k < g->w; k++) gx[i * rs + k * es] = 0;
-  }
-  const int64_t *argmax = j->argmax + n * j->ys[0] + c * j->ys[1];
+  const float *x = j->x + n * j->xs[0] + c * j->xs[1];
   const float *gy = j->gy + n * j->gs[0] + c * j->gs[1];
-  for (int64_t i = 0; i < g->oh; i++)
-    for (int64_t k = 0; k < g->ow; k++) {
-      /* the maximum is one of the window's 4 pixels: its offset from the
-       * window's corner is 0, 1, w or w + 1 (no division needed) */
-      int64_t d = argmax[i * j->ys[2] + k * j->ys[3]] - (2 * i * g->w + 2 * k);
-      int64_t row = 2 * i + (d >= g->w), col = 2 * k + (d >= g->w ? d - g->w : d);
-      gx[row * rs + col * es] = gy[i * j->gs[2] + k * j->gs[3]];
+  float *gx = j->gx + n * j->gxs[0] + c * j->gxs[1];
+  const int64_t rs = j->gxs[2];
+  const int64_t es = j->gxs[3];
+  float pair[2][2];
+  for (int64_t i = 0; i < g->oh; i++) {
+    const float *r0 = x + 2 * i * j->xs[2], *r1 = r0 + j->xs[2], *gy_row = gy + i * j->gs[2];
+    float *g0 = gx + 2 * i * rs, *g1 = g0 + rs;
+    if (j->gs[3] == 1 && es == 1) {
+      max_2x2_backward_row(g->ow, r0, r1, gy_row, g0, g1);
+    } else {
+      for (int64_t k = 0; k < g->ow; k++) { /* strided gradients: one window at a time */
+        max_2x2_backward_row(1, r0 + 2 * k, r1 + 2 * k, gy_row + k * j->gs[3], pair[0], pair[1]);
+        for (int b = 0; b < 2; b++) g0[(2 * k + b) * es] = pair[0][b], g1[(2 * k + b) * es] = pair[1][b];
+      }
     }
+    if (g->w % 2) g0[(g->w - 1) * es] = g1[(g->w - 1) * es] = 0.0f;
+  }
+  if (g->h % 2)
+    for (int64_t k = 0; k < g->w; k++) gx[(g->h - 1) * rs + k * es] = 0.0f;
 }
 
 static void pool_backward_planes(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   const pool_job *j = arg;
   const pool_geometry *g = j->g;
-  if (is_max_2x2(g, j->gxs)) {
+  if (g->kind == POOL_MAX && !g->saved_argmax) { /* the forward pass's 2x2 path */
     for (int64_t plane = begin; plane < end; plane++)
       max_2x2_backward_plane(j, plane / g->c, plane % g->c);
     return;
@@ -210,12 +267,12 @@ static cb_status pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   g = *CB_NODE_CTX(node, pool_geometry);
   const cb_tensor *argmax = NULL, *x = NULL;
   cb_status st = CB_OK;
-  if (g.kind == POOL_MAX && (st = cb_node_saved(node, 0, &argmax)) != CB_OK) return st;
-  if ((st = cb_node_saved(node, g.kind == POOL_MAX ? 1 : 0, &x)) != CB_OK) return st;
+  if (g.saved_argmax && (st = cb_node_saved(node, 0, &argmax)) != CB_OK) return st;
+  if ((st = cb_node_saved(node, g.saved_argmax ? 1 : 0, &x)) != CB_OK) return st;
   if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
-  if (!is_max_2x2(&g, grad_in[0]->stride) && (st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK)
-    return st;
-  pool_job j = {.g = &g, .argmax = argmax ? cb_tensor_data(argmax) : NULL,
+  bool writes_all = g.kind == POOL_MAX && !g.saved_argmax; /* the 2x2 path */
+  if (!writes_all && (st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) return st;
+  pool_job j = {.g = &g, .x = cb_tensor_data(x), .xs = x->stride, .argmax = argmax ? cb_tensor_data(argmax) : NULL,
                 .ys = argmax ? argmax->stride : NULL, .gy = cb_tensor_data(grad),
                 .gs = grad->stride, .gx = cb_tensor_data(grad_in[0]), .gxs = grad_in[0]->stride};
   cb_parallel_for(g.n * g.c, 1, pool_backward_planes, &j);
@@ -259,8 +316,9 @@ static cb_status pool(cb_tensor **out, const cb_tensor *x, pool_kind kind,
   if ((st = cb_check_shape(name, 4, (int64_t[]){g.n, g.c, g.oh, g.ow}, &numel)) != CB_OK)
     return st;
   cb_tensor *argmax = NULL;
+  g.saved_argmax = kind == POOL_MAX && !is_max_2x2(&g, x->stride);
   st = empty_like_planes(out, x, g.oh, g.ow, CB_FLOAT32);
-  if (st == CB_OK && kind == POOL_MAX) st = empty_like_planes(&argmax, x, g.oh, g.ow, CB_INT64);
+  if (st == CB_OK && g.saved_argmax) st = empty_like_planes(&argmax, x, g.oh, g.ow, CB_INT64);
   if (st != CB_OK) return cb_release_on_error(st, out);
   pool_job j = {.g = &g, .x = cb_tensor_data(x), .y = cb_tensor_data(*out),
                 .argmax = argmax ? cb_tensor_data(argmax) : NULL, .xs = x->stride,

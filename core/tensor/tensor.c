@@ -87,17 +87,81 @@ static void tune_malloc(void) {
   mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
 }
 
+/* Blocks over that ceiling are mmap()ed whatever we ask, so freed ones are
+ * kept here for the next request of the same size (a training step asks for
+ * the same sizes every step: 128 x 64 x 32 x 32 floats is 32 MiB and a bit),
+ * at most LARGE_SLOTS blocks and LARGE_BYTES in all; a failed allocation
+ * empties the cache and tries again. */
+#define LARGE_BLOCK (32LL << 20)
+#define LARGE_SLOTS 16
+#define LARGE_BYTES (1LL << 30)
+
+static struct {
+  pthread_mutex_t lock;
+  void *data[LARGE_SLOTS];
+  int64_t nbytes[LARGE_SLOTS];
+  int count;
+  int64_t total;
+} large_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void *large_take(int64_t padded) {
+  void *data = NULL;
+  pthread_mutex_lock(&large_cache.lock);
+  for (int i = large_cache.count - 1; i >= 0; i--)
+    if (large_cache.nbytes[i] == padded) {
+      data = large_cache.data[i];
+      large_cache.total -= padded;
+      large_cache.count--;
+      large_cache.data[i] = large_cache.data[large_cache.count];
+      large_cache.nbytes[i] = large_cache.nbytes[large_cache.count];
+      break;
+    }
+  pthread_mutex_unlock(&large_cache.lock);
+  return data;
+}
+
+/* Keeps a freed block, or frees it when the cache is full. */
+static void large_give_back(void *data, int64_t padded) {
+  pthread_mutex_lock(&large_cache.lock);
+  bool kept = large_cache.count < LARGE_SLOTS && large_cache.total + padded <= LARGE_BYTES;
+  if (kept) {
+    large_cache.data[large_cache.count] = data;
+    large_cache.nbytes[large_cache.count++] = padded;
+    large_cache.total += padded;
+  }
+  pthread_mutex_unlock(&large_cache.lock);
+  if (!kept) free(data);
+}
+
+static void large_empty(void) {
+  pthread_mutex_lock(&large_cache.lock);
+  for (int i = 0; i < large_cache.count; i++) free(large_cache.data[i]);
+  large_cache.count = 0;
+  large_cache.total = 0;
+  pthread_mutex_unlock(&large_cache.lock);
+}
+
+/* 64-byte alignment for AVX-512 loads; aligned_alloc wants a multiple. */
+static int64_t padded_size(int64_t nbytes) { return nbytes > 0 ? (nbytes + 63) / 64 * 64 : 64; }
+
+static void *block_alloc(int64_t padded) {
+  void *data = padded > LARGE_BLOCK ? large_take(padded) : NULL;
+  if (!data) data = aligned_alloc(64, (size_t)padded);
+  if (!data) {
+    large_empty();
+    data = aligned_alloc(64, (size_t)padded);
+  }
+  return data;
+}
+
 static cb_status storage_new(cb_storage **out, int64_t nbytes) {
   *out = NULL;
   static pthread_once_t malloc_once = PTHREAD_ONCE_INIT;
   pthread_once(&malloc_once, tune_malloc);
   cb_storage *s = malloc(sizeof *s);
-  /* 64-byte alignment for AVX-512 loads; aligned_alloc wants a multiple. */
-  int64_t padded = (nbytes + 63) / 64 * 64;
-  void *data = aligned_alloc(64, padded > 0 ? (size_t)padded : 64);
+  void *data = s ? block_alloc(padded_size(nbytes)) : NULL;
   if (!s || !data) {
     free(s);
-    free(data);
     return cb_fail(CB_ENOMEM, "out of memory allocating %lld bytes", (long long)nbytes);
   }
   s->data = data;
@@ -112,7 +176,9 @@ static cb_status storage_new(cb_storage **out, int64_t nbytes) {
 static void storage_release(cb_storage *s) {
   if (s && atomic_fetch_sub(&s->refcount, 1) == 1) {
     atomic_fetch_sub(&live_bytes, s->nbytes);
-    free(s->data);
+    int64_t padded = padded_size(s->nbytes);
+    if (padded > LARGE_BLOCK) large_give_back(s->data, padded);
+    else free(s->data);
     free(s);
   }
 }

@@ -1,6 +1,12 @@
 /* CB_VECTOR_CLONES: compile a hot loop for AVX-512, AVX2 and plain x86-64;
  * the dynamic loader picks the best one the CPU has (the default build
- * targets x86-64-v2 so that the binaries run on any machine). */
+ * targets x86-64-v2 so that the binaries run on any machine).
+ *
+ * vec16, vec8, vec4: GCC's generic vectors of floats (unaligned, may alias
+ * float data), for kernels the auto-vectoriser leaves scalar; inside a
+ * clone or a target attribute each compiles to that target's registers
+ * (a vec16 is one AVX-512 register, two AVX2 ones, four SSE ones).
+ * ivec4: the 32-bit lanes of a vec4's comparisons (-1 true, 0 false). */
 #ifndef CB_VECTORIZE_H
 #define CB_VECTORIZE_H
 
@@ -9,5 +15,12 @@
 #else
 #define CB_VECTOR_CLONES
 #endif
+
+#include <stdint.h>
+
+typedef float vec16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float vec8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float vec4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef int32_t ivec4 __attribute__((vector_size(16), aligned(4), may_alias));
 
 #endif

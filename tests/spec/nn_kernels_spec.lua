@@ -273,6 +273,48 @@ describe("pooling", function()
     assert.same({1, 1, 2, 2}, odd:size())
   end)
 
+  it("max_pool2d sends a tie's gradient to the first maximum and a NaN's to the NaN, as PyTorch", function()
+    local nan = 0 / 0
+    -- windows: all equal; right column larger (tied); bottom row ties the top; a NaN; a
+    -- NaN in the bottom row; then an odd last column and row that no window reads
+    local x = cbnet.tensor{{{{1.0, 1.0, 1.0, 2.0, 3.0, 1.0, 1.0, nan, 0.0, 5.0, 9.0},
+                             {1.0, 1.0, 1.0, 2.0, 1.0, 3.0, 2.0, 0.0, nan, 4.0, 9.0},
+                             {9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0}}}}
+    for _, upstream in ipairs{"dense", "expanded"} do
+      local a = x:clone():requires_grad_()
+      local y = F.max_pool2d(a, 2)
+      local gy = upstream == "dense" and cbnet.arange(1, 6):float():view(1, 1, 1, 5)
+                 or cbnet.ones(1):expand(1, 1, 1, 5) -- strides 0: the one-window-at-a-time path
+      y:backward(gy)
+      local g = upstream == "dense" and {1, 2, 3, 4, 5} or {1, 1, 1, 1, 1}
+      assert.same({{{{g[1], 0, 0, g[2], g[3], 0, 0, g[4], 0, 0, 0},
+                      {0, 0, 0, 0, 0, 0, 0, 0, g[5], 0, 0},
+                      {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}}}, a.grad:totable())
+    end
+  end)
+
+  it("max_pool2d 2x2's vector path picks what the general path picks, ties and NaNs included", function()
+    local g = cbnet.Generator(5)
+    for _, w in ipairs{32, 37, 70} do -- whole vectors of 16 windows, then one at a time
+      -- values from {0, 1, 2} (ties everywhere) with some NaNs
+      local base = cbnet.randint(0, 3, {2, 3, w, 9}, g):float()
+      base:masked_fill_(cbnet.rand({2, 3, w, 9}, g):lt(0.05), 0 / 0)
+      local strided = base:transpose(3, 4) -- rows not contiguous: the general path, with argmax
+      local dense = strided:contiguous()   -- the 2x2 path
+      local gy = cbnet.randn({2, 3, 4, w // 2}, g)
+      local grads, outs = {}, {}
+      for i, x in ipairs{strided, dense} do
+        local a = x:detach():requires_grad_()
+        local y = F.max_pool2d(a, 2)
+        y:backward(gy)
+        local yv = y:detach():clone()
+        outs[i], grads[i] = yv:masked_fill_(yv:ne(yv), -1):totable(), a.grad:totable()
+      end
+      assert.same(outs[1], outs[2])
+      assert.same(grads[1], grads[2])
+    end
+  end)
+
   it("avg_pool2d and adaptive_avg_pool2d average their windows", function()
     local x = cbnet.arange(16):float():view(1, 1, 4, 4)
     assert.same({2.5, 4.5, 10.5, 12.5}, values(F.avg_pool2d(x, 2)))
