@@ -49,9 +49,10 @@ local function capture(model, x)
   for _, m in ipairs(model:modules()) do
     if #m._modules == 0 then
       local forward = m.forward
-      m.forward = function(self, input)
-        seen[#seen + 1] = {module = self, input = input:detach(), needs_grad = input.requires_grad}
-        return forward(self, input)
+      m.forward = function(self, input, ...) -- ... : a batch norm's fused ReLU
+        seen[#seen + 1] = {module = self, input = input:detach(), needs_grad = input.requires_grad,
+                           extra = table.pack(...)}
+        return forward(self, input, ...)
       end
     end
   end
@@ -70,19 +71,20 @@ local function profile(name, model, x, y)
   local rows, order = {}, {}
   for _, s in ipairs(capture(model, x)) do
     local m, input = s.module, s.input
-    local key = ("%s %s <- %s"):format(m.name, m:extra_repr(), shape_str(input))
+    local fused = s.extra[1] and " +ReLU" or "" -- a batch norm with the ReLU after it (nn.Sequential)
+    local key = ("%s %s%s <- %s"):format(m.name, m:extra_repr(), fused, shape_str(input))
     local row = rows[key]
     if not row then
       local inp = input:clone()
       if s.needs_grad then inp:requires_grad_() end
-      local out = m(inp)
+      local out = m(inp, table.unpack(s.extra, 1, s.extra.n))
       -- a gradient in the output's layout, as the next layer would pass it
       local gy = out:detach() * 0 + cbnet.randn(table.unpack(out:size()))
-      local fwd = best_time(function() m(inp) end)
+      local fwd = best_time(function() m(inp, table.unpack(s.extra, 1, s.extra.n)) end)
       local both = best_time(function()
         if s.needs_grad then inp.grad = nil end
         m:zero_grad()
-        m(inp):backward(gy)
+        m(inp, table.unpack(s.extra, 1, s.extra.n)):backward(gy)
       end)
       local flop = forward_flop(m, input, out)
       -- backward: the weight gradient, plus the input gradient when needed

@@ -26,6 +26,36 @@ describe("nn.Module", function()
     for _, p in ipairs(m:parameters()) do assert.is_true(p.requires_grad) end
   end)
 
+  it("runs a batch norm and the ReLU after it as one layer, with the values and gradients of two", function()
+    cbnet.manual_seed(3)
+    local bn, relu = nn.BatchNorm2d(4), nn.ReLU()
+    local seq = nn.Sequential(nn.Conv2d(2, 4, 3, {padding = 1}), bn, relu, nn.Flatten())
+    local fused_calls = 0
+    local bn_forward = bn.forward
+    bn.forward = function(self, x, fuse)
+      if fuse then fused_calls = fused_calls + 1 end
+      return bn_forward(self, x, fuse)
+    end
+    relu.forward = function() error("the ReLU should have been fused into the batch norm") end
+    local x = cbnet.randn(3, 2, 5, 5)
+    local y = seq(x)
+    assert.equal(1, fused_calls)
+    bn.forward, relu.forward = nil, nil -- the classes' own: batch norm, then ReLU, separately
+    local conv_grads = {}
+    y:sum():backward()
+    for _, p in ipairs(seq:parameters()) do conv_grads[#conv_grads + 1] = p.grad:clone() end
+    seq:zero_grad()
+    local apart = bn(seq:get(1)(x)):relu():flatten(2)
+    apart:sum():backward()
+    assert.near(0, (y - apart):abs():max():item(), 1e-6)
+    assert.is_true(y:min():item() == 0 and y:max():item() > 0)
+    for i, p in ipairs(seq:parameters()) do
+      assert.near(0, (conv_grads[i] - p.grad):abs():max():item(), 1e-5)
+    end
+    -- the running statistics moved once per forward pass, fused or not
+    assert.equal(2, bn.num_batches_tracked:item())
+  end)
+
   it("prints the architecture with parameter counts", function()
     local text = tostring(small_cnn())
     assert.matches("(1): Conv2d(3, 8, kernel_size=3x3, stride=1, padding=1)  -- 224 parameters", text, 1, true)

@@ -30,7 +30,9 @@ local function batch_norm_class(name, dims)
     end
   end
 
-  function class:forward(x)
+  class.fuses_relu = true -- nn.Sequential calls forward(x, true) for this layer and a ReLU after it
+
+  function class:forward(x, relu)
     local ok = false
     for _, d in ipairs(dims) do ok = ok or x:dim() == d end
     if not ok then
@@ -48,7 +50,7 @@ local function batch_norm_class(name, dims)
     end
     return cbnet.F.batch_norm(x, self.running_mean, self.running_var, {weight = self.weight,
       bias = self.bias, training = use_batch, momentum = self.momentum, eps = self.eps,
-      relu = self.relu, sync = reducer})
+      relu = relu or self.relu, sync = reducer})
   end
 
   function class:extra_repr()

@@ -1,6 +1,9 @@
 --- nn.Sequential(m1, m2, ...): applies its children in order (named "1",
 -- "2", ...; or nn.Sequential{name = module, ...} with an explicit order via
--- add_module). nn.Flatten(start_dim = 2, end_dim = -1) and nn.Identity.
+-- add_module). A batch norm followed by an nn.ReLU runs as one layer (the
+-- batch norm's relu option: the same values in one pass over memory instead
+-- of two, forward and backward). nn.Flatten(start_dim = 2, end_dim = -1) and
+-- nn.Identity.
 local Module = require "cbnet.nn.module"
 
 local Sequential = Module:extend("Sequential")
@@ -10,7 +13,15 @@ function Sequential:init(...)
 end
 
 function Sequential:forward(x)
-  for _, name in ipairs(self._modules) do x = self[name](x) end
+  local names, i = self._modules, 1
+  while i <= #names do
+    local m, after = self[names[i]], self[names[i + 1]]
+    if m.fuses_relu and after and after.name == "ReLU" then
+      x, i = m:forward(x, true), i + 2
+    else
+      x, i = m(x), i + 1
+    end
+  end
   return x
 end
 
