@@ -186,6 +186,7 @@ fuzz-smoke: fuzz $(CMD)
 	@$(CMD) run tests/fuzz/make_seeds.lua build/fuzz/corpus
 	@for t in $(FUZZ_TARGETS); do \
 	  build/fuzz/fuzz_$$t -runs=20000 -max_total_time=8 -max_len=8192 -timeout=10 \
+	    -artifact_prefix=build/fuzz/$$t- \
 	    build/fuzz/corpus/$$t > build/fuzz/$$t.log 2>&1 \
 	    || { tail -40 build/fuzz/$$t.log; echo "fuzz_$$t: FAILED"; exit 1; }; \
 	  echo "fuzz_$$t: $$(grep -o 'Done [0-9]* runs' build/fuzz/$$t.log || echo 'ran'), no crash"; \

@@ -25,11 +25,18 @@ cb_status cb_decode_image(cb_tensor **out, const uint8_t *bytes, size_t size, co
   int w, h, c;
   if (!stbi_info_from_memory(bytes, (int)size, &w, &h, &c))
     return cb_fail(CB_EFORMAT, "%s: cannot decode (%s)", name, stbi_failure_reason());
-  if ((int64_t)w * h > 1 << 26)
-    return cb_fail(CB_EFORMAT, "%s: %d x %d pixels is more than cbnet decodes", name, w, h);
+  /* stb_image reports a top-down BMP's height as negative: the cap is on
+   * the size, or a 38-byte BMP would decode to 80 million pixels */
+  int64_t pixels_claimed = llabs((int64_t)w) * llabs((int64_t)h);
+  if (pixels_claimed > 1 << 26)
+    return cb_fail(CB_EFORMAT, "%s: %d x %d pixels is more than cbnet decodes", name, w, h < 0 ? -h : h);
   int want = (c == 1 || c == 2) ? 1 : 3; /* grey stays grey; alpha is dropped */
   uint8_t *pixels = stbi_load_from_memory(bytes, (int)size, &w, &h, &c, want);
   if (!pixels) return cb_fail(CB_EFORMAT, "%s: cannot decode (%s)", name, stbi_failure_reason());
+  if (w <= 0 || h <= 0 || (int64_t)w * h > 1 << 26) {
+    stbi_image_free(pixels);
+    return cb_fail(CB_EFORMAT, "%s: decoded to %d x %d pixels", name, w, h);
+  }
   int64_t shape[3] = {want, h, w};
   cb_status st = cb_tensor_empty(out, 3, shape, CB_UINT8);
   if (st == CB_OK) { /* interleaved HWC to planes CHW */

@@ -135,6 +135,24 @@ describe("hostile files", function()
     local f = assert(io.open(p, "rb")); local s = f:read("a"); f:close(); return s
   end
 
+  it("a tiny BMP claiming a huge top-down image is refused before decoding", function()
+    local core = require "cbnet.core"
+    -- 38 bytes (found by fuzz_image): 5 pixels wide, height -16777162 (a negative height
+    -- is a top-down BMP, which stb_image's header reader reports as negative): 84 million pixels
+    local bmp = "BMr\0\0\1\0\0M\0\172\0\0\0(\0\0\0\5\0\0\0006\0\0\255\1\0\1\0\253\255?\255\255\255\216\255"
+    assert.equal(38, #bmp)
+    assert.error_matches(function() core.decode_image(bmp, "tiny.bmp") end,
+      "tiny.bmp: 5 x 16777162 pixels is more than cbnet decodes")
+    -- a real top-down BMP still decodes: 2 x 2, 24 bits, height -2
+    local function le32(v) return string.pack("<i4", v) end
+    local rows = "\1\2\3\4\5\6\0\0" .. "\7\8\9\10\11\12\0\0" -- BGR, rows padded to 4 bytes
+    local top_down = "BM" .. le32(54 + #rows) .. le32(0) .. le32(54) .. le32(40) .. le32(2) .. le32(-2)
+      .. string.pack("<i2i2", 1, 24) .. le32(0) .. le32(#rows) .. le32(0) .. le32(0) .. le32(0) .. le32(0) .. rows
+    local img = core.decode_image(top_down, "top_down.bmp")
+    assert.same({3, 2, 2}, img:size())
+    assert.same({{3, 6}, {9, 12}}, img[1]:totable()) -- red, the first row first
+  end)
+
   it("a corrupt decoded-image cache is rebuilt, never trusted (row 13)", function()
     local core = require "cbnet.core"
     for _, c in ipairs{"a", "b"} do os.execute("mkdir -p " .. dir .. "/f/" .. c) end
