@@ -42,7 +42,8 @@ static int l_linear(lua_State *L) {
   return 1;
 }
 
-/* batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps) */
+/* batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, relu,
+ * sync, residual) */
 static int l_batch_norm(lua_State *L) {
   cb_tensor *x = cbl_check_tensor(L, 1), *y;
   cb_tensor *w = cbl_opt_tensor(L, 2), *b = cbl_opt_tensor(L, 3);
@@ -52,7 +53,8 @@ static int l_batch_norm(lua_State *L) {
   bool relu = lua_toboolean(L, 9);
   const cb_reducer *sync = NULL;
   if (!lua_isnoneornil(L, 10)) sync = luaL_checkudata(L, 10, REDUCER_MT);
-  cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps, relu, sync));
+  cb_tensor *residual = cbl_opt_tensor(L, 11);
+  cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps, relu, residual, sync));
   cbl_push_tensor(L, y);
   return 1;
 }

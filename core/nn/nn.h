@@ -39,14 +39,18 @@ typedef struct {
  * Evaluation: the running statistics. weight/bias may be NULL. relu: the
  * output is max(0, .), the ReLU that follows most batch norms, computed in
  * the same passes forward and backward (the gradient is masked by the
- * output's sign) instead of two more passes over memory each way. sync
+ * output's sign) instead of two more passes over memory each way. residual
+ * (NULL for none; the input's shape, any layout): added before the ReLU,
+ * y = max(0, batch norm(x) + residual), the end of a ResNet block; it gets
+ * the masked gradient. sync
  * (training only; NULL for none): synchronised batch norm, the statistics
  * and in backward the gradient sums taken over every process's batch, so N
  * processes train as one with their batches together. */
 cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                         const cb_tensor *bias, cb_tensor *running_mean,
                         cb_tensor *running_var, bool training, double momentum,
-                        double eps, bool relu, const cb_reducer *sync);
+                        double eps, bool relu, const cb_tensor *residual,
+                        const cb_reducer *sync);
 
 /* ---- pool.c ---- */
 typedef struct {

@@ -6,7 +6,11 @@
  * running statistics. Backward (training), per channel over its M elements:
  *   dbeta = sum g, dgamma = sum g xhat,
  *   dx = gamma invstd (g - dbeta/M - xhat dgamma/M);
- * in evaluation the statistics are constants: dx = gamma invstd g. */
+ * in evaluation the statistics are constants: dx = gamma invstd g.
+ *
+ * Optionally a residual r is added to the output and a ReLU applied,
+ * y = max(0, batch norm(x) + r), the end of a ResNet block in one pass: the
+ * gradient reaching the normalisation, g masked by y's sign, is also r's. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +47,8 @@ static bool planes_of(const cb_tensor *x, bn_layout *l) {
 typedef struct {
   bn_layout l;
   const float *x, *gamma, *beta;
+  const float *r;   /* the residual added before the ReLU, or NULL */
+  bn_layout rl;     /* its layout */
   float *y;
   float *mean, *invstd;       /* batch statistics out (training) or in (eval) */
   float *running_mean, *running_var;
@@ -57,13 +63,15 @@ typedef struct {
   /* backward */
   const float *g;
   float *dx, *dgamma, *dbeta;
-  bn_layout gl, dl; /* layouts of g and dx */
+  float *masked;    /* relu: where g masked by the output's sign goes (dx, or the
+                     * residual's gradient); NULL when no one needs it */
+  bn_layout gl, dl, ml; /* layouts of g, dx and masked */
 } bn_job;
 
 /* What backward needs besides the saved tensors: x, mean, invstd, then
  * gamma and the output (relu) when present. */
 typedef struct {
-  bool training, relu;
+  bool training, relu, residual;
   int gamma_slot, output_slot; /* -1 when not saved */
   double count;                /* values per channel the statistics came from */
   cb_reducer sync;             /* sync.sum == NULL: this process's batch only */
@@ -108,7 +116,7 @@ static void bn_finish_statistics(bn_job *j, double count) {
   }
 }
 
-/* Phase 2: y = (x - mean) * invstd * gamma + beta (then the ReLU). */
+/* Phase 2: y = (x - mean) * invstd * gamma + beta (+ the residual, then the ReLU). */
 CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
@@ -119,7 +127,16 @@ CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t b
     for (int64_t n = 0; n < l->n; n++) {
       const float *p = j->x + n * l->sn + c * l->sc;
       float *q = j->y + n * l->sn + c * l->sc;
-      if (j->relu) /* a comparison, as the ReLU op, where fmaxf would not vectorise */
+      if (j->r) {
+        const float *r = j->r + n * j->rl.sn + c * j->rl.sc;
+        if (j->relu)
+          for (int64_t i = 0; i < l->s; i++) {
+            float v = p[i] * scale + shift + r[i];
+            q[i] = v > 0 ? v : 0.0f;
+          }
+        else
+          for (int64_t i = 0; i < l->s; i++) q[i] = p[i] * scale + shift + r[i];
+      } else if (j->relu) /* a comparison, as the ReLU op, where fmaxf would not vectorise */
         for (int64_t i = 0; i < l->s; i++) {
           float v = p[i] * scale + shift;
           q[i] = v > 0 ? v : 0.0f;
@@ -133,7 +150,8 @@ CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t b
 /* Backward, phase 1: per channel, the sums of the gradient g reaching the
  * normalisation and of g * (x - mean) (stats[2c], stats[2c+1]). With the
  * ReLU fused in, that g is masked by the output's sign; the masked copy is
- * written into dx (when dx is wanted) and dx is computed from it in place. */
+ * written into `masked` (dx, computed from it in place then, or the
+ * residual's gradient) when there is one. */
 CB_VECTOR_CLONES static void bn_gradient_sums_channels(void *arg, int chunk, int64_t begin,
                                                        int64_t end) {
   (void)chunk;
@@ -141,7 +159,7 @@ CB_VECTOR_CLONES static void bn_gradient_sums_channels(void *arg, int chunk, int
   const bn_layout *l = &j->l;
   for (int64_t c = begin; c < end; c++) {
     double mean = j->mean[c], sum_g = 0, sum_gx = 0;
-    if (j->relu && !j->dx) {
+    if (j->relu && !j->masked) {
       for (int64_t n = 0; n < l->n; n++) {
         const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
         const float *y = j->y_saved + n * l->sn + c * l->sc;
@@ -157,7 +175,7 @@ CB_VECTOR_CLONES static void bn_gradient_sums_channels(void *arg, int chunk, int
         const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
         if (j->relu) {
           const float *y = j->y_saved + n * l->sn + c * l->sc;
-          float *masked = j->dx + n * j->dl.sn + c * j->dl.sc;
+          float *masked = j->masked + n * j->ml.sn + c * j->ml.sc;
           for (int64_t i = 0; i < l->s; i++) masked[i] = y[i] > 0 ? g[i] : 0.0f;
           g = masked;
         }
@@ -192,8 +210,8 @@ CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t 
     float m = j->mean[c];
     for (int64_t n = 0; n < l->n; n++) {
       const float *x = j->x + n * l->sn + c * l->sc;
-      /* the gradient reaching the normalisation: masked into dx already */
-      const float *g = j->relu ? j->dx + n * j->dl.sn + c * j->dl.sc : j->g + n * j->gl.sn + c * j->gl.sc;
+      /* the gradient reaching the normalisation: masked already */
+      const float *g = j->relu ? j->masked + n * j->ml.sn + c * j->ml.sc : j->g + n * j->gl.sn + c * j->gl.sc;
       float *dx = j->dx + n * j->dl.sn + c * j->dl.sc;
       for (int64_t i = 0; i < l->s; i++) dx[i] = k * (g[i] - a - (x[i] - m) * b);
     }
@@ -251,6 +269,15 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
   if (st == CB_OK && cb_node_needs_grad(node, 2) &&
       (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
     j.dbeta = cb_tensor_data(grad_in[2]);
+  j.masked = j.dx, j.ml = j.dl;
+  if (st == CB_OK && ctx->residual && cb_node_needs_grad(node, 3)) {
+    if (!ctx->relu) { /* d(bn + r)/dr = 1: the gradient passes through, shared */
+      grad_in[3] = cb_tensor_retain((cb_tensor *)grad);
+    } else if ((st = cb_tensor_empty_same_layout(&grad_in[3], x, CB_FLOAT32)) == CB_OK) {
+      j.masked = cb_tensor_data(grad_in[3]); /* the masked g, for dx to read too */
+      planes_of(grad_in[3], &j.ml);
+    }
+  }
   double *stats = NULL;
   if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c))))
     st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
@@ -276,7 +303,7 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
 cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                         const cb_tensor *bias, cb_tensor *running_mean, cb_tensor *running_var,
                         bool training, double momentum, double eps, bool relu,
-                        const cb_reducer *sync) {
+                        const cb_tensor *residual, const cb_reducer *sync) {
   if (x->dtype != CB_FLOAT32) return cb_fail(CB_ETYPE, "batch_norm: expected a float32 input");
   if (x->ndim < 2) {
     char xs[128];
@@ -292,7 +319,14 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
   int64_t c = x->shape[1];
   if (training && cb_tensor_numel(x) / (c ? c : 1) < 2)
     return cb_fail(CB_EINVAL, "batch_norm: training needs more than one value per channel");
-  cb_tensor *xd = NULL, *gamma = NULL, *beta = NULL, *mean = NULL, *invstd = NULL;
+  if (residual && (residual->dtype != CB_FLOAT32 || residual->ndim != x->ndim ||
+                   memcmp(residual->shape, x->shape, sizeof(int64_t) * (size_t)x->ndim))) {
+    char xs[128], rs[128];
+    return cb_fail(CB_ESHAPE, "batch_norm: the residual must be float32 of the input's shape %s, got %s %s",
+                   cb_shape_str(xs, 128, x->ndim, x->shape), cb_dtype_name(residual->dtype),
+                   cb_shape_str(rs, 128, residual->ndim, residual->shape));
+  }
+  cb_tensor *xd = NULL, *rd = NULL, *gamma = NULL, *beta = NULL, *mean = NULL, *invstd = NULL;
   cb_status st;
   bn_job j = {.training = training, .momentum = momentum, .eps = eps, .relu = relu,
               .sync = training && sync && sync->sum};
@@ -301,6 +335,12 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
   if (planes_of(x, &j.l)) xd = cb_tensor_retain((cb_tensor *)x);
   else if ((st = cb_tensor_contiguous(&xd, x)) != CB_OK) return st;
   planes_of(xd, &j.l);
+  if (residual) {
+    if (planes_of(residual, &j.rl)) rd = cb_tensor_retain((cb_tensor *)residual);
+    else if ((st = cb_tensor_contiguous(&rd, residual)) != CB_OK) goto done;
+    planes_of(rd, &j.rl);
+    j.r = cb_tensor_data(rd);
+  }
   if ((st = channel_vector("weight", weight, c, &gamma)) != CB_OK ||
       (st = channel_vector("bias", bias, c, &beta)) != CB_OK)
     goto done;
@@ -347,20 +387,21 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
     bn_finish_statistics(&j, j.count);
   }
   cb_parallel_for(c, 1, bn_forward_channels, &j);
-  const cb_tensor *inputs[3] = {x, weight, bias}, *save[5] = {xd, mean, invstd};
-  batch_norm_ctx ctx = {training, relu, -1, -1, j.count, {NULL, NULL}};
+  const cb_tensor *inputs[4] = {x, weight, bias, residual}, *save[5] = {xd, mean, invstd};
+  batch_norm_ctx ctx = {training, relu, residual != NULL, -1, -1, j.count, {NULL, NULL}};
   if (j.sync) ctx.sync = *sync;
   int nsave = 3;
   if (gamma) save[ctx.gamma_slot = nsave++] = gamma;
   if (relu) save[ctx.output_slot = nsave++] = *out;
   cb_node *node;
-  st = cb_record(*out, relu ? "BatchNormReluBackward" : "BatchNormBackward", bn_backward, 3,
-                 inputs, nsave, save, &node);
+  st = cb_record(*out, relu ? "BatchNormReluBackward" : "BatchNormBackward", bn_backward,
+                 residual ? 4 : 3, inputs, nsave, save, &node);
   if (node) *CB_NODE_CTX(node, batch_norm_ctx) = ctx;
   cb_release_on_error(st, out);
 done:
   free(stats);
   cb_tensor_release(xd);
+  cb_tensor_release(rd);
   cb_tensor_release(gamma);
   cb_tensor_release(beta);
   cb_tensor_release(mean);

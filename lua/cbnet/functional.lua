@@ -24,12 +24,14 @@ F.linear = core.linear
 
 --- batch_norm(x, running_mean, running_var[, opts]); opts: weight, bias,
 -- training (default false), momentum (0.1), eps (1e-5), relu (false: true
--- gives max(0, batch_norm(x)) in the same passes over memory), sync (a
--- reducer from cbnet.mpi.reducer(): statistics over every rank's batch).
+-- gives max(0, batch_norm(x)) in the same passes over memory), residual (a
+-- tensor of x's shape added before the ReLU: max(0, batch_norm(x) + residual),
+-- the end of a ResNet block in one pass), sync (a reducer from
+-- cbnet.mpi.reducer(): statistics over every rank's batch).
 function F.batch_norm(x, running_mean, running_var, opts)
   opts = options(opts)
   return core.batch_norm(x, opts.weight, opts.bias, running_mean, running_var,
-    opts.training or false, opts.momentum, opts.eps, opts.relu or false, opts.sync)
+    opts.training or false, opts.momentum, opts.eps, opts.relu or false, opts.sync, opts.residual)
 end
 
 --- max_pool2d(x, kernel[, stride[, padding]]), stride defaults to kernel.

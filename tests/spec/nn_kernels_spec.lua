@@ -250,6 +250,52 @@ describe("batch_norm", function()
       return F.batch_norm(a, nil, nil, {weight = c, bias = d, training = true, relu = true})
     end, {randn(4, 3, 2, 2), w, b}))
   end)
+
+  it("with a residual is max(0, batch norm + residual), forward and backward, in any layout", function()
+    for _, case in ipairs{
+      {shape = {5, 3, 4, 6}, training = true, relu = true},
+      {shape = {5, 3, 4, 6}, training = true, relu = false},
+      {shape = {3, 2, 5, 5}, training = false, relu = true},
+      {shape = {4, 3, 3, 3}, training = true, relu = true, transposed = true}, -- residual not in planes
+      {shape = {4, 3, 3, 3}, training = true, relu = true, residual_only = true}, -- no dx wanted
+    } do
+      local c = case.shape[2]
+      local x, w, b, gy = randn(table.unpack(case.shape)), randn(c), randn(c), randn(table.unpack(case.shape))
+      local r = randn(table.unpack(case.shape))
+      if case.transposed then r = r:transpose(3, 4):contiguous():transpose(3, 4) end
+      local rm, rv = randn(c), cbnet.rand({c}, g) + 0.5
+      local results = {}
+      for k, fused in ipairs{true, false} do
+        local xi, wi, bi = x:clone(), w:clone():requires_grad_(), b:clone():requires_grad_()
+        if not case.residual_only then xi:requires_grad_() end
+        local ri = r:detach():requires_grad_()
+        local opts = {weight = wi, bias = bi, training = case.training, relu = fused and case.relu,
+                      residual = fused and ri or nil}
+        local y = F.batch_norm(xi, case.training and nil or rm, case.training and nil or rv, opts)
+        if not fused then
+          y = y + ri
+          if case.relu then y = y:relu() end
+        end
+        y:backward(gy)
+        results[k] = {y:detach(), ri.grad, wi.grad, bi.grad, xi.grad or cbnet.zeros(1)}
+      end
+      for i = 1, 5 do
+        assert.near(0, (results[1][i] - results[2][i]):abs():max():item(), 1e-5)
+      end
+      if case.relu then assert.is_true(results[1][2]:eq(0):float():sum():item() > 0) end -- masked somewhere
+    end
+    -- finite differences: without the ReLU everywhere; with it, away from its kink
+    assert.is_true(gradcheck(function(a, c, d, r)
+      return F.batch_norm(a, nil, nil, {weight = c, bias = d, training = true, residual = r})
+    end, {randn(3, 2, 2, 3), randn(2), randn(2), randn(3, 2, 2, 3)}))
+    assert.is_true(gradcheck(function(a, c, d, r)
+      return F.batch_norm(a, nil, nil, {weight = c, bias = d, training = true, relu = true, residual = r})
+    end, {randn(4, 3, 2, 2), cbnet.tensor{0.5, 0.5, 0.5}, cbnet.tensor{3.0, -3.0, 2.5},
+          randn(4, 3, 2, 2) * 0.1}))
+    assert.error_matches(function()
+      F.batch_norm(randn(2, 3, 4, 4), nil, nil, {training = true, residual = randn(2, 3, 4, 5)})
+    end, "residual must be float32 of the input's shape {2, 3, 4, 4}, got float32 {2, 3, 4, 5}")
+  end)
 end)
 
 describe("pooling", function()

@@ -45,12 +45,12 @@ end
 
 function BasicBlock:forward(x)
   local out = self.bn1(self.conv1(x))
-  out = self.bn2(self.conv2(out))
   local identity
   if self.shortcut then identity = self.shortcut(x)
   elseif self.stride ~= 1 or self.in_planes ~= self.planes then identity = self:pad_shortcut(x)
   else identity = x end
-  return (out + identity):relu()
+  -- relu(bn2(conv2(out)) + identity) in one pass over memory
+  return self.bn2(self.conv2(out), true, identity)
 end
 
 function BasicBlock:extra_repr()

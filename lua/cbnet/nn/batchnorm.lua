@@ -5,6 +5,9 @@
 -- over memory; the parameters and state are the same), sync (false: true
 -- takes the statistics over every rank's batch in data-parallel training
 -- under mpirun, as PyTorch's SyncBatchNorm; alone it changes nothing).
+-- forward(x[, relu[, residual]]): relu = true adds the ReLU for this call
+-- (nn.Sequential fuses a following nn.ReLU so), residual a tensor of x's
+-- shape added before it (a ResNet block's end: max(0, bn(x) + residual)).
 -- Training uses batch statistics and updates the running ones; eval() uses
 -- the running ones.
 local cbnet = require "cbnet"
@@ -32,7 +35,7 @@ local function batch_norm_class(name, dims)
 
   class.fuses_relu = true -- nn.Sequential calls forward(x, true) for this layer and a ReLU after it
 
-  function class:forward(x, relu)
+  function class:forward(x, relu, residual)
     local ok = false
     for _, d in ipairs(dims) do ok = ok or x:dim() == d end
     if not ok then
@@ -50,7 +53,7 @@ local function batch_norm_class(name, dims)
     end
     return cbnet.F.batch_norm(x, self.running_mean, self.running_var, {weight = self.weight,
       bias = self.bias, training = use_batch, momentum = self.momentum, eps = self.eps,
-      relu = relu or self.relu, sync = reducer})
+      relu = relu or self.relu, residual = residual, sync = reducer})
   end
 
   function class:extra_repr()
