@@ -22,7 +22,7 @@ static void check_pair(lua_State *L, int arg, int64_t def, int64_t *pair) {
   }
 }
 
-/* conv2d(x, weight, bias, stride, padding, dilation, groups) */
+/* conv2d(x, weight, bias, stride, padding, dilation, groups, relu) */
 static int l_conv2d(lua_State *L) {
   cb_tensor *x = cbl_check_tensor(L, 1), *w = cbl_check_tensor(L, 2), *b = cbl_opt_tensor(L, 3), *y;
   cb_conv_params p;
@@ -30,6 +30,7 @@ static int l_conv2d(lua_State *L) {
   check_pair(L, 5, 0, p.padding);
   check_pair(L, 6, 1, p.dilation);
   p.groups = luaL_optinteger(L, 7, 1);
+  p.relu = lua_toboolean(L, 8);
   cbl_check(L, cb_conv2d(&y, x, w, b, &p));
   cbl_push_tensor(L, y);
   return 1;

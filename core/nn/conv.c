@@ -24,6 +24,7 @@
 #include "tensor/blas.h"
 #include "nn/conv_direct.h"
 #include "nn/nn.h"
+#include "ops/pointwise.h"
 #include "ops/reduce.h"
 #include "tensor/threadpool.h"
 
@@ -198,7 +199,7 @@ typedef struct {
   const cb_tensor *x;      /* input */
   const float *w;          /* weight, contiguous O x K */
   float *y;                /* forward: output, O x M; holds the bias if has_bias */
-  bool has_bias;
+  bool has_bias, relu;     /* forward: clamp each piece's outputs at 0 */
   const float *dy;         /* backward: output gradient, O x M */
   cb_tensor *dx;           /* backward: input gradient (zeroed), or NULL */
   float *dw;               /* backward: one O x K part per worker, or NULL */
@@ -210,6 +211,16 @@ typedef struct {
 static void piece_images(const conv_job *j, int64_t piece, int64_t *n0, int64_t *n1) {
   *n0 = piece * j->b.images;
   *n1 = *n0 + j->b.images < j->g->n ? *n0 + j->b.images : j->g->n;
+}
+
+/* Outputs of images [n0, n1) clamped at 0, while they are in cache: y is
+ * CNHW, so each channel's are one run. */
+static void relu_images(float *y, int64_t channels, int64_t m, int64_t plane, int64_t n0,
+                        int64_t n1) {
+  for (int64_t o = 0; o < channels; o++) {
+    float *run = y + o * m + n0 * plane;
+    for (int64_t i = 0; i < (n1 - n0) * plane; i++) run[i] = run[i] > 0 ? run[i] : 0.0f;
+  }
 }
 
 /* Pieces [begin, end) of the batch, forward. */
@@ -228,6 +239,7 @@ static void conv_forward_pieces(void *arg, int worker, int64_t begin, int64_t en
       st = cb_sgemm(false, false, g->og, cols, g->k, 1.0f, j->w + grp * g->og * g->k, g->k, col,
                     cols, j->has_bias ? 1.0f : 0.0f, j->y + grp * g->og * g->m + n0 * plane, g->m);
     }
+    if (j->relu && st == CB_OK) relu_images(j->y, g->o, g->m, plane, n0, n1);
   }
   j->status[worker] = st;
 }
@@ -293,6 +305,8 @@ typedef struct {
   cb_planes in, out; /* WEIGHT_GRAD: in is x, out is dY */
   int64_t n;
   const float *bias;
+  bool relu;        /* forward: clamp each stack's outputs at 0 (out is CNHW) */
+  int64_t channels; /* forward with relu: the output's */
 } direct_job;
 
 static void direct_stacks(void *arg, int worker, int64_t begin, int64_t end) {
@@ -307,6 +321,7 @@ static void direct_stacks(void *arg, int worker, int64_t begin, int64_t end) {
       cb_direct_conv_weight_grad(j->conv, worker, in, out, count, s != begin);
     else
       cb_direct_conv_images(j->conv, worker, in, out, count, j->bias);
+    if (j->relu) relu_images(j->out.base, j->channels, j->out.cs, j->out.ns, n0, n0 + count);
   }
 }
 
@@ -344,13 +359,16 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
   if ((st = cb_tensor_empty_images(&y, g.n, g.o, g.oh, g.ow, CB_FLOAT32, CB_LAYOUT_CNHW)) != CB_OK)
     goto done;
   float *yp = cb_tensor_data(y);
+  const cb_tensor *inputs[3] = {x, weight, bias};
+  /* with a gradient to record, the ReLU is its own op (it keeps its mask) */
+  bool fused_relu = g.p.relu && !cb_needs_record(3, inputs);
   if (direct_applies(&g)) {
     cb_tensor *bc = NULL;
     if (bias && (st = cb_tensor_contiguous(&bc, bias)) != CB_OK) goto done;
     const int64_t *xs = x->stride;
     direct_job job = {.mode = CB_DIRECT_FORWARD, .in = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
                       .out = {yp, g.oh * g.ow, g.m, g.ow, 1},
-                      .bias = bc ? cb_tensor_data(bc) : NULL};
+                      .bias = bc ? cb_tensor_data(bc) : NULL, .relu = fused_relu, .channels = g.o};
     st = direct_run(&g, cb_tensor_data(w), job, NULL);
     cb_tensor_release(bc);
     goto record;
@@ -365,18 +383,24 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
   }
   cb_status status[CB_MAX_THREADS];
   conv_job job = {.g = &g, .b = b, .x = x, .w = cb_tensor_data(w), .y = yp,
-                  .has_bias = bias != NULL, .col = cb_tensor_data(col), .status = status};
+                  .has_bias = bias != NULL, .relu = fused_relu, .col = cb_tensor_data(col),
+                  .status = status};
   int used = cb_parallel_for(b.count, 1, conv_forward_pieces, &job);
   st = first_failure(status, used);
 record:
   if (st == CB_OK) *out = cb_tensor_retain(y);
   if (st == CB_OK) {
-    const cb_tensor *inputs[3] = {x, weight, bias};
     const cb_tensor *save[2] = {x, w};
     cb_node *node;
     st = cb_record(*out, "Conv2dBackward", conv_backward, 3, inputs, 2, save, &node);
     if (node) *CB_NODE_CTX(node, cb_conv_params) = g.p;
     cb_release_on_error(st, out);
+  }
+  if (st == CB_OK && g.p.relu && !fused_relu) {
+    cb_tensor *linear = *out;
+    st = cb_unary(out, CB_RELU, linear);
+    cb_tensor_release(linear);
+    if (st != CB_OK) *out = NULL;
   }
 done:
   cb_tensor_release(w);

@@ -13,6 +13,8 @@
 /* ---- conv.c ---- */
 typedef struct {
   int64_t stride[2], padding[2], dilation[2], groups;
+  bool relu; /* the output is max(0, conv + bias): clamped as each worker writes its
+              * images when no gradient is recorded, else by a ReLU op after */
 } cb_conv_params;
 
 /* x: N x C x H x W; weight: O x C/groups x kh x kw; bias: O or NULL. */

@@ -13,10 +13,13 @@ local function options(opts)
   return opts
 end
 
---- conv2d(x, weight[, bias[, opts]]); opts: stride, padding, dilation, groups.
+--- conv2d(x, weight[, bias[, opts]]); opts: stride, padding, dilation, groups,
+-- relu (false: true gives max(0, conv2d(x)), clamped as the output is written
+-- when no gradient is recorded).
 function F.conv2d(x, weight, bias, opts)
   opts = options(opts)
-  return core.conv2d(x, weight, bias, opts.stride, opts.padding, opts.dilation, opts.groups)
+  return core.conv2d(x, weight, bias, opts.stride, opts.padding, opts.dilation, opts.groups,
+    opts.relu or false)
 end
 
 --- linear(x, weight[, bias]): x W^T + b.

@@ -154,6 +154,31 @@ describe("conv2d", function()
     cbnet.conv_path(previous)
   end)
 
+  it("with relu = true is conv2d then ReLU on every path, with and without gradients", function()
+    local previous = cbnet.conv_path()
+    -- direct, Winograd F(2x2) and F(4x4) shapes (9 images: several stacks), and stride 2 (im2col)
+    for _, case in ipairs{{c = 3, o = 8, stride = 1}, {c = 16, o = 16, stride = 1},
+                          {c = 64, o = 64, stride = 1}, {c = 8, o = 8, stride = 2}} do
+      local x, w, b = randn(9, case.c, 10, 10), randn(case.o, case.c, 3, 3), randn(case.o)
+      for _, path in ipairs(cbnet.conv_paths()) do
+        cbnet.conv_path(path)
+        local opts = {padding = 1, stride = case.stride}
+        local reference = F.conv2d(x, w, b, opts):relu()
+        opts.relu = true
+        local fused = cbnet.no_grad(function() return F.conv2d(x, w, b, opts) end)
+        assert.equal(0, (fused - reference):abs():max():item(), path)
+        local wg = w:clone():requires_grad_()
+        local recorded = F.conv2d(x, wg, b, opts) -- a gradient to record: the ReLU op after
+        assert.equal(0, (recorded:detach() - reference):abs():max():item(), path)
+        recorded:sum():backward()
+        local wr = w:clone():requires_grad_()
+        F.conv2d(x, wr, b, {padding = 1, stride = case.stride}):relu():sum():backward()
+        assert.equal(0, (wg.grad - wr.grad):abs():max():item(), path)
+      end
+    end
+    cbnet.conv_path(previous)
+  end)
+
   it("gives the same results when the batch is split into chunks internally", function()
     -- 16 x 3 x 3 = 144 rows of 32 x 32 columns per image: the kernel works in
     -- chunks of 7 images, so 9 images take two chunks

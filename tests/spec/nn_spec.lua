@@ -56,6 +56,35 @@ describe("nn.Module", function()
     assert.equal(2, bn.num_batches_tracked:item())
   end)
 
+  it("folds a batch norm into the convolution before it in evaluation without gradients", function()
+    cbnet.manual_seed(4)
+    for _, case in ipairs{{relu = "module"}, {relu = "fused"}, {relu = "none"}, {stride = 2}, {bias = false}} do
+      local bn = nn.BatchNorm2d(6, {relu = case.relu == "fused"})
+      local conv = nn.Conv2d(3, 6, 3, {padding = 1, stride = case.stride, bias = case.bias})
+      local seq = nn.Sequential(conv, bn)
+      if case.relu == "module" or case.stride or case.bias == false then seq:append(nn.ReLU()) end
+      seq:append(nn.Flatten())
+      for _ = 1, 3 do seq(cbnet.randn(4, 3, 8, 8) * 2 + 1) end -- running statistics away from 0 and 1
+      cbnet.no_grad(function() bn.weight:uniform_(0.5, 2); bn.bias:uniform_(-1, 1) end)
+      seq:eval()
+      local x = cbnet.randn(5, 3, 8, 8)
+      local fold_calls, bn_fold = 0, bn.fold
+      bn.fold = function(...) fold_calls = fold_calls + 1; return bn_fold(...) end
+      local y = cbnet.no_grad(function() return seq(x) end)
+      assert.equal(1, fold_calls)
+      local apart = cbnet.no_grad(function()
+        local z = F.batch_norm(conv(x), bn.running_mean, bn.running_var, {weight = bn.weight, bias = bn.bias})
+        if #seq > 3 or case.relu == "fused" then z = z:relu() end
+        return z:flatten(2)
+      end)
+      assert.near(0, (y - apart):abs():max():item(), 1e-5 * apart:abs():max():item())
+      -- with gradients recorded nothing is folded, and the gradients reach the batch norm
+      local with_grad = seq(x)
+      assert.equal(1, fold_calls)
+      assert.near(0, (with_grad:detach() - apart):abs():max():item(), 1e-5 * apart:abs():max():item())
+    end
+  end)
+
   it("prints the architecture with parameter counts", function()
     local text = tostring(small_cnn())
     assert.matches("(1): Conv2d(3, 8, kernel_size=3x3, stride=1, padding=1)  -- 224 parameters", text, 1, true)

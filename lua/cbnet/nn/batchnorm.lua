@@ -56,6 +56,21 @@ local function batch_norm_class(name, dims)
       relu = relu or self.relu, residual = residual, sync = reducer})
   end
 
+  --- The weight and bias of a convolution followed by this layer in
+  -- evaluation: (w, b) scaled by gamma / sqrt(running_var + eps) and shifted,
+  -- so that conv(x; w', b') = bn(conv(x; w, b)). Nil in training or without
+  -- running statistics.
+  function class:fold(weight, bias)
+    if self.training or not self.running_mean then return nil end
+    return cbnet.no_grad(function()
+      local scale = (self.running_var + self.eps):rsqrt()
+      if self.weight then scale = scale * self.weight end
+      local shift = bias and (bias - self.running_mean) * scale or -self.running_mean * scale
+      if self.bias then shift = shift + self.bias end
+      return weight * scale:view(-1, 1, 1, 1), shift
+    end)
+  end
+
   function class:extra_repr()
     return ("%d, eps=%g, momentum=%g%s%s"):format(self.num_features, self.eps, self.momentum,
       self.relu and ", relu" or "", self.sync and ", sync" or "")

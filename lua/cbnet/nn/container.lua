@@ -2,8 +2,10 @@
 -- "2", ...; or nn.Sequential{name = module, ...} with an explicit order via
 -- add_module). A batch norm followed by an nn.ReLU runs as one layer (the
 -- batch norm's relu option: the same values in one pass over memory instead
--- of two, forward and backward). nn.Flatten(start_dim = 2, end_dim = -1) and
--- nn.Identity.
+-- of two, forward and backward); in evaluation without gradients a Conv2d,
+-- batch norm (and ReLU) run as one convolution with the batch norm folded in.
+-- nn.Flatten(start_dim = 2, end_dim = -1) and nn.Identity.
+local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
 
 local Sequential = Module:extend("Sequential")
@@ -12,11 +14,25 @@ function Sequential:init(...)
   for i, m in ipairs{...} do self:add_module(tostring(i), m) end
 end
 
+-- Evaluation without gradients: a convolution, the batch norm after it and
+-- a ReLU after that are one convolution with the batch norm folded into its
+-- weights, clamped as it is written (one pass over the output, not three).
+local function folded(conv, bn, relu)
+  if conv.name ~= "Conv2d" or not (bn and bn.fuses_relu) or cbnet.is_grad_enabled() then return nil end
+  local weight, bias = bn:fold(conv.weight, conv.bias)
+  if not weight then return nil end
+  return weight, bias, bn.relu or (relu ~= nil and relu.name == "ReLU")
+end
+
 function Sequential:forward(x)
   local names, i = self._modules, 1
   while i <= #names do
     local m, after = self[names[i]], self[names[i + 1]]
-    if m.fuses_relu and after and after.name == "ReLU" then
+    local weight, bias, relu = folded(m, after, self[names[i + 2]])
+    if weight then
+      x = m:forward(x, weight, bias, relu)
+      i = i + ((relu and not after.relu) and 3 or 2)
+    elseif m.fuses_relu and after and after.name == "ReLU" then
       x, i = m:forward(x, true), i + 2
     else
       x, i = m(x), i + 1

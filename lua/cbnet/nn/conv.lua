@@ -26,9 +26,13 @@ function Conv2d:init(in_channels, out_channels, kernel_size, opts)
   end
 end
 
-function Conv2d:forward(x)
-  return cbnet.F.conv2d(x, self.weight, self.bias, {stride = self.stride,
-    padding = self.padding, dilation = self.dilation, groups = self.groups})
+--- forward(x[, weight, bias, relu]): weight and bias in place of the
+-- layer's (nn.Sequential passes them with a batch norm folded in), relu the
+-- output clamped at 0.
+function Conv2d:forward(x, weight, bias, relu)
+  if weight == nil then weight, bias = self.weight, self.bias end
+  return cbnet.F.conv2d(x, weight, bias, {stride = self.stride, padding = self.padding,
+    dilation = self.dilation, groups = self.groups, relu = relu})
 end
 
 function Conv2d:extra_repr()
