@@ -56,6 +56,7 @@ for _, o in ipairs{
   {"warmup", 2, "epochs of linear learning-rate warm-up"},
   {"cutout", 8, "cutout square's side in pixels (0: none)"},
   {"mixup", 0, "mixup's alpha (0: off)", type = "number"},
+  {"cutmix", 0, "CutMix's alpha (0: off; not with --mixup)", type = "number"},
   {"posthoc", {0}, "(set by --budget) post-hoc logit adjustment on top of the loss's: predictions from logits - d * log prior; --tune evaluates each d given on the validation set, a test run takes one"},
   {"tta", true, "evaluate with left-right flip test-time augmentation", type = "flag"},
   {"no-tta", false, "evaluate without test-time augmentation"},
@@ -138,11 +139,12 @@ local function train_run(r, o, out)
     schedule = function(opt) return cbnet.optim.CosineLR(opt, {total = o.epochs, warmup = o.warmup}) end,
     cutout = o.cutout > 0 and o.cutout or nil,
     mixup = o.mixup,
+    cutmix = o.cutmix,
     predict = o.tta and experiment.flip_tta or nil,
     adjust = longtail.posthoc_adjust(counts, o.posthoc[1]),
     hparams = {seed = r.seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
                batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema,
-               logit_scale = o.logit_scale, cutout = o.cutout, mixup = o.mixup, smoothing_prior = o.smoothing_prior,
+               logit_scale = o.logit_scale, cutout = o.cutout, mixup = o.mixup, cutmix = o.cutmix, smoothing_prior = o.smoothing_prior,
                posthoc = o.posthoc},
   }
   if o.tune and #o.posthoc > 1 then evaluate_posthoc(result, model, ema, o, out) end

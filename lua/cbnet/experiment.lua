@@ -212,6 +212,26 @@ function experiment.beta_draw(alpha, g)
   return a / (a + b)
 end
 
+--- CutMix (Yun et al. 2019): images (N x C x H x W) with a box of each
+-- replaced by the same box of images[perm]; the box covers about 1 - lambda
+-- of the image, centred anywhere (clipped at the borders), drawn from g.
+-- Returns the mixed images and lambda corrected to the box's true area
+-- (the share of each image that is its own).
+function experiment.cutmix(images, perm, lambda, g)
+  local h, w = images:size(3), images:size(4)
+  local ratio = math.sqrt(1 - lambda)
+  local cy, cx = math.floor(g:random() * h), math.floor(g:random() * w)
+  local half_h, half_w = math.floor(h * ratio / 2), math.floor(w * ratio / 2)
+  local y0, y1 = math.max(cy - half_h, 0), math.min(cy + half_h, h)
+  local x0, x1 = math.max(cx - half_w, 0), math.min(cx + half_w, w)
+  local mixed = images:clone()
+  if y1 > y0 and x1 > x0 then
+    local box = function(t) return t:narrow(3, y0 + 1, y1 - y0):narrow(4, x0 + 1, x1 - x0) end
+    box(mixed):copy_(box(images:index_select(1, perm)))
+  end
+  return mixed, 1 - (y1 - y0) * (x1 - x0) / (h * w)
+end
+
 -- ---- one training run, in its steps ----
 
 --- The optimizer and (optional) learning-rate schedule that opts ask for
@@ -243,7 +263,8 @@ end
 -- the training accuracy and images/s. label names the run in the progress
 -- line. With mixup = {alpha, generator} each batch is mixed with a shuffle
 -- of itself (Zhang et al. 2018): x = l x + (1 - l) x[perm], l ~ Beta(alpha,
--- alpha), loss = l loss(y) + (1 - l) loss(y[perm]).
+-- alpha), loss = l loss(y) + (1 - l) loss(y[perm]); with mixup.cutmix, a box
+-- of x[perm] pasted into x instead (experiment.cutmix), l its complement.
 function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches, mixup, sync,
                                 after_step)
   local progress = report.progress(label, max_batches or #loader)
@@ -253,7 +274,10 @@ function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_b
     if mixup then
       local lambda = experiment.beta_draw(mixup.alpha, mixup.generator)
       local perm = cbnet.randperm(labels:size(1), mixup.generator)
-      logits = model(images * lambda + images:index_select(1, perm) * (1 - lambda))
+      local mixed
+      if mixup.cutmix then mixed, lambda = experiment.cutmix(images, perm, lambda, mixup.generator)
+      else mixed = images * lambda + images:index_select(1, perm) * (1 - lambda) end
+      logits = model(mixed)
       loss = loss_fn(logits, labels, epoch) * lambda
         + loss_fn(logits, labels:index_select(1, perm), epoch) * (1 - lambda)
     else
@@ -363,7 +387,7 @@ end
 -- optionally: param_groups (function(model) -> groups), schedule
 -- (function(optimizer) -> a schedule, instead of --schedule), sampler
 -- (function(epoch) -> a sampler for that epoch, or nil to shuffle), mixup
--- (alpha), val (a dataset: the best epoch is chosen on it, not on the test
+-- (alpha), cutmix (alpha; mixup or cutmix, not both), val (a dataset: the best epoch is chosen on it, not on the test
 -- set), adjust (function(logits) -> logits, applied before predictions),
 -- predict (function(model, images) -> logits at evaluation, e.g.
 -- experiment.flip_tta), crop_padding (4), cutout (a square's side, 0: none),
@@ -410,7 +434,10 @@ function experiment.train(spec)
       transform = transform, sampler = sampler})
   end
   local writer = not dist or dist.rank == 0
-  local mixup = spec.mixup and spec.mixup > 0 and {alpha = spec.mixup, generator = cbnet.Generator(opts.seed + 7)}
+  if (spec.mixup or 0) > 0 and (spec.cutmix or 0) > 0 then error("mixup or cutmix, not both", 0) end
+  local mix_alpha = (spec.mixup or 0) > 0 and spec.mixup or spec.cutmix
+  local mixup = mix_alpha and mix_alpha > 0 and
+    {alpha = mix_alpha, cutmix = (spec.cutmix or 0) > 0, generator = cbnet.Generator(opts.seed + 7)}
   local max_batches = opts.quick and 4 or nil
   local ckpt_path, metrics_path = out .. "/checkpoint.safetensors", out .. "/metrics.jsonl"
   -- --ema: the moving average of the weights is what gets evaluated

@@ -226,6 +226,45 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     assert.is_true((experiment.flip_tta(model, x) - expected):abs():max():item() < 1e-6)
   end)
 
+  it("beta_draw has Beta(alpha, alpha)'s mean and variance", function()
+    local g = cbnet.Generator(11)
+    for _, alpha in ipairs{0.2, 1, 3} do
+      local n, sum, sq = 4000, 0, 0
+      for _ = 1, n do
+        local v = experiment.beta_draw(alpha, g)
+        assert.is_true(v >= 0 and v <= 1)
+        sum, sq = sum + v, sq + v * v
+      end
+      local mean = sum / n
+      local var = sq / n - mean * mean
+      assert.near(0.5, mean, 0.025)
+      assert.near(1 / (4 * (2 * alpha + 1)), var, 0.12 / (4 * (2 * alpha + 1)))
+    end
+  end)
+
+  it("cutmix pastes one box of the shuffled batch and returns its own share", function()
+    local g = cbnet.Generator(3)
+    -- image i is all i: every pixel tells where it came from
+    local images = cbnet.arange(1, 5):float():view(4, 1, 1, 1):expand(4, 2, 8, 10):contiguous()
+    local perm = cbnet.tensor{2, 3, 0, 1}
+    local seen_clipped = false
+    for _ = 1, 30 do
+      local lambda = experiment.beta_draw(1, g)
+      local mixed, own = experiment.cutmix(images, perm, lambda, g)
+      assert.same({4, 2, 8, 10}, mixed:size())
+      for i = 1, 4 do
+        local from_self = mixed[i]:eq(i):float():mean():item()
+        local from_other = mixed[i]:eq(perm:totable()[i] + 1):float():mean():item()
+        assert.near(own, from_self, 1e-6)       -- the share that is its own
+        assert.near(1, from_self + from_other, 1e-6) -- the rest from images[perm]
+      end
+      -- the box is (nearly) 1 - lambda of the image unless a border clips it
+      if own > lambda + 0.15 then seen_clipped = true else assert.near(lambda, own, 0.15) end
+    end
+    assert.is_true(seen_clipped)
+    assert.same(cbnet.arange(1, 5):float():totable(), images:select(2, 1):select(2, 1):select(2, 1):totable()) -- untouched
+  end)
+
   it("experiment.optimizer passes opts.nesterov to SGD", function()
     local model = cbnet.nn.Linear(2, 2)
     local opt = experiment.optimizer(model, {optimizer = "sgd", lr = 0.1, momentum = 0.9, wd = 0, nesterov = true,
