@@ -57,6 +57,8 @@ for _, o in ipairs{
   {"cutout", 8, "cutout square's side in pixels (0: none)"},
   {"mixup", 0, "mixup's alpha (0: off)", type = "number"},
   {"cutmix", 0, "CutMix's alpha (0: off; not with --mixup)", type = "number"},
+  {"mix-source", "batch", "where --mixup / --cutmix take the other images: batch (the batch shuffled) or balanced (a class-balanced sampler, pasting rare classes into frequent ones' images: CMO, Park et al. 2022)"},
+  {"mix-prob", 1, "share of the batches mixed", type = "number"},
   {"posthoc", {0}, "(set by --budget) post-hoc logit adjustment on top of the loss's: predictions from logits - d * log prior; --tune evaluates each d given on the validation set, a test run takes one"},
   {"tta", true, "evaluate with left-right flip test-time augmentation", type = "flag"},
   {"no-tta", false, "evaluate without test-time augmentation"},
@@ -77,6 +79,9 @@ if not parsed.tune and #parsed.posthoc ~= 1 then
   error("--posthoc: a test run takes one value (choose it on the validation set with --tune)", 0)
 end
 if parsed.no_smoothing_prior then parsed.smoothing_prior = false end
+if parsed.mix_source ~= "batch" and parsed.mix_source ~= "balanced" then
+  error("--mix-source must be batch or balanced, got " .. tostring(parsed.mix_source), 0)
+end
 local opts = experiment.setup("fast_lt", parsed)
 
 -- ---- data: the test set is read only when it is the one reported ----
@@ -140,11 +145,14 @@ local function train_run(r, o, out)
     cutout = o.cutout > 0 and o.cutout or nil,
     mixup = o.mixup,
     cutmix = o.cutmix,
+    mix_source = o.mix_source == "balanced" and data.ClassBalancedSampler(train, {seed = r.seed}) or nil,
+    mix_prob = o.mix_prob < 1 and o.mix_prob or nil,
     predict = o.tta and experiment.flip_tta or nil,
     adjust = longtail.posthoc_adjust(counts, o.posthoc[1]),
     hparams = {seed = r.seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
                batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema,
-               logit_scale = o.logit_scale, cutout = o.cutout, mixup = o.mixup, cutmix = o.cutmix, smoothing_prior = o.smoothing_prior,
+               logit_scale = o.logit_scale, cutout = o.cutout, mixup = o.mixup, cutmix = o.cutmix, mix_source = o.mix_source,
+               mix_prob = o.mix_prob, smoothing_prior = o.smoothing_prior,
                posthoc = o.posthoc},
   }
   if o.tune and #o.posthoc > 1 then evaluate_posthoc(result, model, ema, o, out) end

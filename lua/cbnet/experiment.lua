@@ -213,11 +213,11 @@ function experiment.beta_draw(alpha, g)
 end
 
 --- CutMix (Yun et al. 2019): images (N x C x H x W) with a box of each
--- replaced by the same box of images[perm]; the box covers about 1 - lambda
--- of the image, centred anywhere (clipped at the borders), drawn from g.
--- Returns the mixed images and lambda corrected to the box's true area
--- (the share of each image that is its own).
-function experiment.cutmix(images, perm, lambda, g)
+-- replaced by the same box of source (the batch shuffled, or other images);
+-- the box covers about 1 - lambda of the image, centred anywhere (clipped at
+-- the borders), drawn from g. Returns the mixed images and lambda corrected
+-- to the box's true area (the share of each image that is its own).
+function experiment.cutmix(images, source, lambda, g)
   local h, w = images:size(3), images:size(4)
   local ratio = math.sqrt(1 - lambda)
   local cy, cx = math.floor(g:random() * h), math.floor(g:random() * w)
@@ -227,7 +227,7 @@ function experiment.cutmix(images, perm, lambda, g)
   local mixed = images:clone()
   if y1 > y0 and x1 > x0 then
     local box = function(t) return t:narrow(3, y0 + 1, y1 - y0):narrow(4, x0 + 1, x1 - x0) end
-    box(mixed):copy_(box(images:index_select(1, perm)))
+    box(mixed):copy_(box(source))
   end
   return mixed, 1 - (y1 - y0) * (x1 - x0) / (h * w)
 end
@@ -264,22 +264,37 @@ end
 -- line. With mixup = {alpha, generator} each batch is mixed with a shuffle
 -- of itself (Zhang et al. 2018): x = l x + (1 - l) x[perm], l ~ Beta(alpha,
 -- alpha), loss = l loss(y) + (1 - l) loss(y[perm]); with mixup.cutmix, a box
--- of x[perm] pasted into x instead (experiment.cutmix), l its complement.
+-- of x[perm] pasted into x instead (experiment.cutmix), l its complement, and
+-- with mixup.source (a Loader) the boxes come from its batches instead (CMO:
+-- a class-balanced source pastes the rare classes into the frequent ones'
+-- images); mixup.prob: the share of batches mixed (1 unless given).
 function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_batches, mixup, sync,
                                 after_step)
   local progress = report.progress(label, max_batches or #loader)
   local loss_sum, hits, seen = 0, 0, 0
+  local source = mixup and mixup.source and mixup.source:batches(epoch)
   for images, labels in loader:batches(epoch) do
     local logits, loss
-    if mixup then
+    local other_images, other_labels
+    if source then other_images, other_labels = source() end
+    local mixing = mixup and (not mixup.prob or mixup.generator:random() < mixup.prob)
+    if mixing and source and not (other_images and other_images:size(1) >= labels:size(1)) then
+      mixing = false -- the source ran short (a smaller epoch than the loader's): this batch unmixed
+    end
+    if mixing then
       local lambda = experiment.beta_draw(mixup.alpha, mixup.generator)
-      local perm = cbnet.randperm(labels:size(1), mixup.generator)
+      if source then
+        other_images = other_images:narrow(1, 1, labels:size(1))
+        other_labels = other_labels:narrow(1, 1, labels:size(1))
+      else
+        local perm = cbnet.randperm(labels:size(1), mixup.generator)
+        other_images, other_labels = images:index_select(1, perm), labels:index_select(1, perm)
+      end
       local mixed
-      if mixup.cutmix then mixed, lambda = experiment.cutmix(images, perm, lambda, mixup.generator)
-      else mixed = images * lambda + images:index_select(1, perm) * (1 - lambda) end
+      if mixup.cutmix then mixed, lambda = experiment.cutmix(images, other_images, lambda, mixup.generator)
+      else mixed = images * lambda + other_images * (1 - lambda) end
       logits = model(mixed)
-      loss = loss_fn(logits, labels, epoch) * lambda
-        + loss_fn(logits, labels:index_select(1, perm), epoch) * (1 - lambda)
+      loss = loss_fn(logits, labels, epoch) * lambda + loss_fn(logits, other_labels, epoch) * (1 - lambda)
     else
       logits = model(images)
       loss = loss_fn(logits, labels, epoch)
@@ -387,7 +402,9 @@ end
 -- optionally: param_groups (function(model) -> groups), schedule
 -- (function(optimizer) -> a schedule, instead of --schedule), sampler
 -- (function(epoch) -> a sampler for that epoch, or nil to shuffle), mixup
--- (alpha), cutmix (alpha; mixup or cutmix, not both), val (a dataset: the best epoch is chosen on it, not on the test
+-- (alpha), cutmix (alpha; mixup or cutmix, not both), mix_source (a sampler
+-- over train: the other images of mixup / cutmix come from it, e.g.
+-- data.ClassBalancedSampler for CMO), mix_prob (the share of batches mixed), val (a dataset: the best epoch is chosen on it, not on the test
 -- set), adjust (function(logits) -> logits, applied before predictions),
 -- predict (function(model, images) -> logits at evaluation, e.g.
 -- experiment.flip_tta), crop_padding (4), cutout (a square's side, 0: none),
@@ -437,7 +454,9 @@ function experiment.train(spec)
   if (spec.mixup or 0) > 0 and (spec.cutmix or 0) > 0 then error("mixup or cutmix, not both", 0) end
   local mix_alpha = (spec.mixup or 0) > 0 and spec.mixup or spec.cutmix
   local mixup = mix_alpha and mix_alpha > 0 and
-    {alpha = mix_alpha, cutmix = (spec.cutmix or 0) > 0, generator = cbnet.Generator(opts.seed + 7)}
+    {alpha = mix_alpha, cutmix = (spec.cutmix or 0) > 0, generator = cbnet.Generator(opts.seed + 7),
+     prob = spec.mix_prob, source = spec.mix_source and data.Loader(spec.train, {batch_size = batch_size,
+       transform = transform, sampler = spec.mix_source, seed = opts.seed + 13 + (dist and dist.rank or 0)})}
   local max_batches = opts.quick and 4 or nil
   local ckpt_path, metrics_path = out .. "/checkpoint.safetensors", out .. "/metrics.jsonl"
   -- --ema: the moving average of the weights is what gets evaluated

@@ -470,10 +470,11 @@ describe("experiments/fast_lt.lua (issue 13)", function()
       assert.equal(10, #rows[2].per_class)
     end
     out = tmp .. "/fast_lt"
-    code, output = run("fast_lt.lua", ("--quick --imbalance 10 --budget 5 --widths 8,16 --cutmix 1 --data %s --out %s")
-      :format(DATA, out))
+    code, output = run("fast_lt.lua", ("--quick --imbalance 10 --budget 5 --widths 8,16 --cutmix 1 --mix-source balanced "
+      .. "--mix-prob 0.5 --data %s --out %s"):format(DATA, out))
     assert.equal(0, code, output)
-    assert.equal(1, report.read_json(out .. "/config.json").cutmix)
+    local config = report.read_json(out .. "/config.json")
+    assert.same({1, "balanced", 0.5}, {config.cutmix, config.mix_source, config.mix_prob})
     local records = report.read_metrics(out .. "/runs/seed0/metrics.jsonl")
     assert.equal(2, #records)
     assert.is_nil(records[1].test_accuracy)

@@ -250,7 +250,7 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     local seen_clipped = false
     for _ = 1, 30 do
       local lambda = experiment.beta_draw(1, g)
-      local mixed, own = experiment.cutmix(images, perm, lambda, g)
+      local mixed, own = experiment.cutmix(images, images:index_select(1, perm), lambda, g)
       assert.same({4, 2, 8, 10}, mixed:size())
       for i = 1, 4 do
         local from_self = mixed[i]:eq(i):float():mean():item()
@@ -263,6 +263,28 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     end
     assert.is_true(seen_clipped)
     assert.same(cbnet.arange(1, 5):float():totable(), images:select(2, 1):select(2, 1):select(2, 1):totable()) -- untouched
+  end)
+
+  it("train_epoch takes mixing's other images from mixup.source when given (CMO)", function()
+    local data = require "cbnet.data"
+    -- 12 images: class 0 all 0.0, class 1 all 1.0 (as uint8 0 / 255)
+    local labels = cbnet.tensor({0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1}, "int64")
+    local images = (labels:view(12, 1, 1, 1):expand(12, 1, 4, 4) * 255):byte():contiguous()
+    local ds = data.dataset(images, labels, {"a", "b"})
+    local only_b = data.WeightedSampler(cbnet.tensor{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1}, {seed = 1})
+    local model = cbnet.nn.Sequential(cbnet.nn.Flatten(), cbnet.nn.Linear(16, 2))
+    local opt = cbnet.optim.SGD(model:parameters(), {lr = 0})
+    local seen = {}
+    local function loss_fn(logits, y)
+      seen[#seen + 1] = y:totable()
+      return logits:sum() * 0
+    end
+    local mixup = {alpha = 1, cutmix = true, generator = cbnet.Generator(2),
+                   source = data.Loader(ds, {batch_size = 4, sampler = only_b})}
+    experiment.train_epoch(model, data.Loader(ds, {batch_size = 4, shuffle = true}), loss_fn, opt, 1,
+      "test", nil, mixup)
+    assert.equal(6, #seen) -- 3 batches, each loss twice: own labels, then the source's
+    for k = 2, 6, 2 do assert.same({1, 1, 1, 1}, seen[k]) end
   end)
 
   it("experiment.optimizer passes opts.nesterov to SGD", function()
