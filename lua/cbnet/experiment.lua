@@ -276,10 +276,12 @@ function experiment.train_epoch(model, loader, loss_fn, opt, epoch, label, max_b
   for images, labels in loader:batches(epoch) do
     local logits, loss
     local other_images, other_labels
-    if source then other_images, other_labels = source() end
     local mixing = mixup and (not mixup.prob or mixup.generator:random() < mixup.prob)
-    if mixing and source and not (other_images and other_images:size(1) >= labels:size(1)) then
-      mixing = false -- the source ran short (a smaller epoch than the loader's): this batch unmixed
+    if mixing and source then -- a source batch only for the batches mixed
+      other_images, other_labels = source()
+      if not (other_images and other_images:size(1) >= labels:size(1)) then
+        mixing = false -- the source ran short (a smaller epoch than the loader's): this batch unmixed
+      end
     end
     if mixing then
       local lambda = experiment.beta_draw(mixup.alpha, mixup.generator)

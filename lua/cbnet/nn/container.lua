@@ -18,7 +18,9 @@ end
 -- a ReLU after that are one convolution with the batch norm folded into its
 -- weights, clamped as it is written (one pass over the output, not three).
 local function folded(conv, bn, relu)
-  if conv.name ~= "Conv2d" or not (bn and bn.fuses_relu) or cbnet.is_grad_enabled() then return nil end
+  if conv.name ~= "Conv2d" or not (bn and bn.name == "BatchNorm2d") or cbnet.is_grad_enabled() then
+    return nil
+  end
   local weight, bias = bn:fold(conv.weight, conv.bias)
   if not weight then return nil end
   return weight, bias, bn.relu or (relu ~= nil and relu.name == "ReLU")
