@@ -77,14 +77,15 @@ local function profile(name, model, x, y)
     if not row then
       local inp = input:clone()
       if s.needs_grad then inp:requires_grad_() end
-      local out = m(inp, table.unpack(s.extra, 1, s.extra.n))
+      local function run() return m(inp, table.unpack(s.extra, 1, s.extra.n)) end
+      local out = run()
       -- a gradient in the output's layout, as the next layer would pass it
       local gy = out:detach() * 0 + cbnet.randn(table.unpack(out:size()))
-      local fwd = best_time(function() m(inp, table.unpack(s.extra, 1, s.extra.n)) end)
+      local fwd = best_time(run)
       local both = best_time(function()
         if s.needs_grad then inp.grad = nil end
         m:zero_grad()
-        m(inp, table.unpack(s.extra, 1, s.extra.n)):backward(gy)
+        run():backward(gy)
       end)
       local flop = forward_flop(m, input, out)
       -- backward: the weight gradient, plus the input gradient when needed

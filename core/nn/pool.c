@@ -17,7 +17,8 @@ typedef struct {
   pool_kind kind;
   cb_pool_params p;
   int64_t n, c, h, w, oh, ow;
-  bool saved_argmax; /* max pooling off the 2x2 path: the maxima's positions were saved */
+  bool max_2x2; /* max pooling by the 2x2 path: the backward pass finds the maxima again
+                 * from the input (else their positions are saved) */
 } pool_geometry;
 
 /* Rows [h0, h1) x cols [w0, w1) of output (i, j)'s window, clipped to the
@@ -157,7 +158,7 @@ static void pool_forward_planes(void *arg, int chunk, int64_t begin, int64_t end
   (void)chunk;
   const pool_job *j = arg;
   const pool_geometry *g = j->g;
-  if (g->kind == POOL_MAX && !g->saved_argmax) {
+  if (g->max_2x2) {
     for (int64_t plane = begin; plane < end; plane++)
       max_2x2_plane(j, j->x + (plane / g->c) * j->xs[0] + (plane % g->c) * j->xs[1],
                     (plane / g->c) * j->ys[0] + (plane % g->c) * j->ys[1]);
@@ -229,7 +230,7 @@ static void pool_backward_planes(void *arg, int chunk, int64_t begin, int64_t en
   (void)chunk;
   const pool_job *j = arg;
   const pool_geometry *g = j->g;
-  if (g->kind == POOL_MAX && !g->saved_argmax) { /* the forward pass's 2x2 path */
+  if (g->max_2x2) {
     for (int64_t plane = begin; plane < end; plane++)
       max_2x2_backward_plane(j, plane / g->c, plane % g->c);
     return;
@@ -267,11 +268,12 @@ static cb_status pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   g = *CB_NODE_CTX(node, pool_geometry);
   const cb_tensor *argmax = NULL, *x = NULL;
   cb_status st = CB_OK;
-  if (g.saved_argmax && (st = cb_node_saved(node, 0, &argmax)) != CB_OK) return st;
-  if ((st = cb_node_saved(node, g.saved_argmax ? 1 : 0, &x)) != CB_OK) return st;
+  bool saved_argmax = g.kind == POOL_MAX && !g.max_2x2;
+  if (saved_argmax && (st = cb_node_saved(node, 0, &argmax)) != CB_OK) return st;
+  if ((st = cb_node_saved(node, saved_argmax ? 1 : 0, &x)) != CB_OK) return st;
   if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) return st;
-  bool writes_all = g.kind == POOL_MAX && !g.saved_argmax; /* the 2x2 path */
-  if (!writes_all && (st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) return st;
+  /* the 2x2 path writes every element of the gradient */
+  if (!g.max_2x2 && (st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) return st;
   pool_job j = {.g = &g, .x = cb_tensor_data(x), .xs = x->stride, .argmax = argmax ? cb_tensor_data(argmax) : NULL,
                 .ys = argmax ? argmax->stride : NULL, .gy = cb_tensor_data(grad),
                 .gs = grad->stride, .gx = cb_tensor_data(grad_in[0]), .gxs = grad_in[0]->stride};
@@ -316,9 +318,9 @@ static cb_status pool(cb_tensor **out, const cb_tensor *x, pool_kind kind,
   if ((st = cb_check_shape(name, 4, (int64_t[]){g.n, g.c, g.oh, g.ow}, &numel)) != CB_OK)
     return st;
   cb_tensor *argmax = NULL;
-  g.saved_argmax = kind == POOL_MAX && !is_max_2x2(&g, x->stride);
+  g.max_2x2 = is_max_2x2(&g, x->stride);
   st = empty_like_planes(out, x, g.oh, g.ow, CB_FLOAT32);
-  if (st == CB_OK && g.saved_argmax) st = empty_like_planes(&argmax, x, g.oh, g.ow, CB_INT64);
+  if (st == CB_OK && kind == POOL_MAX && !g.max_2x2) st = empty_like_planes(&argmax, x, g.oh, g.ow, CB_INT64);
   if (st != CB_OK) return cb_release_on_error(st, out);
   pool_job j = {.g = &g, .x = cb_tensor_data(x), .y = cb_tensor_data(*out),
                 .argmax = argmax ? cb_tensor_data(argmax) : NULL, .xs = x->stride,
