@@ -50,8 +50,15 @@ local function capture(model, x)
     if #m._modules == 0 then
       local forward = m.forward
       m.forward = function(self, input, ...) -- ... : a batch norm's fused ReLU
+        -- extra tensors (a batch norm's residual) are cut from the net's graph, as the input is
+        local extra = table.pack(...)
+        for i = 1, extra.n do
+          if cbnet.is_tensor(extra[i]) then
+            extra[i] = extra[i]:detach():requires_grad_(extra[i].requires_grad)
+          end
+        end
         seen[#seen + 1] = {module = self, input = input:detach(), needs_grad = input.requires_grad,
-                           extra = table.pack(...)}
+                           extra = extra}
         return forward(self, input, ...)
       end
     end
