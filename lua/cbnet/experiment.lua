@@ -26,6 +26,9 @@ function experiment.standard_options(defaults)
     {"momentum", defaults.momentum or 0.9, "SGD momentum", type = "number"},
     {"schedule", defaults.schedule or "none", "learning-rate schedule: none, cosine (to 0 over the epochs) or step (linear warm-up, x0.01 at 80% and 90% of the epochs)"},
     {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)", type = "number"},
+    {"time-limit", 0, "minutes each run may take, training and evaluation (0: no limit): when the "
+     .. "epochs so far say the run would end later, its schedule is shortened to the epochs that fit "
+     .. "(the metrics record planned_epochs)", type = "number"},
     {"eval-every", 1, "evaluate (test set, and validation set) every N epochs and after the last; the best epoch is chosen among those"},
     {"sync-bn", false, "under mpirun: batch-norm statistics over every rank's batch, as one process with the whole batch (default: each rank its own)"},
     {"ema", defaults.ema or 0, "decay of an exponential moving average of the weights (e.g. 0.999), which is then what is evaluated and saved as best (0: off)", type = "number"},
@@ -246,16 +249,31 @@ function experiment.optimizer(model, opts, groups)
   elseif opts.optimizer == "sgd" then
     opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum, nesterov = opts.nesterov})
   else error("--optimizer must be sgd or adam, got " .. tostring(opts.optimizer), 0) end
-  local schedule
-  if opts.schedule == "cosine" then schedule = cbnet.optim.CosineLR(opt, {total = opts.epochs})
+  return opt, experiment.schedule(opt, opts, opts.epochs)
+end
+
+--- The learning-rate schedule opts.schedule names (none: nil) for a run of
+-- `epochs` epochs.
+function experiment.schedule(opt, opts, epochs)
+  if opts.schedule == "cosine" then return cbnet.optim.CosineLR(opt, {total = epochs})
   elseif opts.schedule == "step" then
     -- LDAM-DRW's: warm-up over 5/200 of the epochs, x0.01 at 160/200, x0.0001 at 180/200
-    local milestones, warmup = require("cbnet.longtail").schedule(opts.epochs)
-    schedule = cbnet.optim.MultiStepLR(opt, {milestones = milestones, gamma = 0.01, warmup = warmup})
+    local milestones, warmup = require("cbnet.longtail").schedule(epochs)
+    return cbnet.optim.MultiStepLR(opt, {milestones = milestones, gamma = 0.01, warmup = warmup})
   elseif opts.schedule ~= "none" then
     error("--schedule must be none, cosine or step, got " .. tostring(opts.schedule), 0)
   end
-  return opt, schedule
+end
+
+--- The epochs a run with a time limit can have: after `epoch` of `epochs`,
+-- `elapsed` seconds spent, `train_seconds` the mean training time of an
+-- epoch and `eval_seconds` what the last epoch's evaluation will take, the
+-- largest total that ends within `limit` seconds (never more than epochs,
+-- never fewer than epoch: at worst this epoch is the last).
+function experiment.fit_epochs(epoch, epochs, elapsed, train_seconds, eval_seconds, limit)
+  local left = limit - elapsed - eval_seconds
+  local more = train_seconds > 0 and math.floor(left / train_seconds) or epochs
+  return math.max(epoch, math.min(epochs, epoch + more))
 end
 
 --- One epoch of training: every batch of loader (at most max_batches),
@@ -402,11 +420,16 @@ end
 -- loss (function(logits, labels, epoch)), train, test (datasets),
 -- normalization, opts (the parsed options), out (this run's folder), and
 -- optionally: param_groups (function(model) -> groups), schedule
--- (function(optimizer) -> a schedule, instead of --schedule), sampler
+-- (function(optimizer, epochs) -> a schedule over that many epochs, instead
+-- of --schedule), time_limit (seconds, instead of --time-limit: when the
+-- epochs would end later, the run is shortened to those that fit and the
+-- schedule made again for them; epoch-numbered switches such as a sampler's
+-- or a loss's keep their epochs), sampler
 -- (function(epoch) -> a sampler for that epoch, or nil to shuffle), mixup
 -- (alpha), cutmix (alpha; mixup or cutmix, not both), mix_source (a sampler
 -- over train: the other images of mixup / cutmix come from it, e.g.
--- data.ClassBalancedSampler for CMO), mix_prob (the share of batches mixed), val (a dataset: the best epoch is chosen on it, not on the test
+-- data.ClassBalancedSampler for CMO), mix_prob (the share of batches
+-- mixed), val (a dataset: the best epoch is chosen on it, not on the test
 -- set), adjust (function(logits) -> logits, applied before predictions),
 -- predict (function(model, images) -> logits at evaluation, e.g.
 -- experiment.flip_tta), crop_padding (4), cutout (a square's side, 0: none),
@@ -426,8 +449,12 @@ function experiment.train(spec)
       if m.name == "BatchNorm1d" or m.name == "BatchNorm2d" then m.sync = true end
     end
   end
-  local opt, schedule = experiment.optimizer(model, opts, spec.param_groups and spec.param_groups(model))
-  if spec.schedule then schedule = spec.schedule(opt) end
+  local opt = experiment.optimizer(model, opts, spec.param_groups and spec.param_groups(model))
+  -- spec.schedule(opt, epochs) or the one --schedule names, remade when a time limit shortens the run
+  local function make_schedule(epochs)
+    if spec.schedule then return spec.schedule(opt, epochs) end
+    return experiment.schedule(opt, opts, epochs)
+  end
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then
     transform.crop_padding, transform.flip, transform.cutout = (spec.crop_padding or 4), true, spec.cutout
@@ -471,37 +498,74 @@ function experiment.train(spec)
   local last_confusion = best.confusion
   local metrics = writer and report.metrics(metrics_path, start_epoch > 1)
   local sync = dist and gradient_sync(model, dist)
-  for epoch = start_epoch, opts.epochs do
-    if schedule then schedule:set_epoch(epoch - 1) end
-    local t0 = report.now()
-    local label = ("%s epoch %d/%d"):format(spec.name, epoch, opts.epochs)
-    if mixup then mixup.generator:seed(opts.seed * 1000003 + epoch) end -- the same draws on resume
-    local loss, train_acc, speed = experiment.train_epoch(model, loader_for(epoch), spec.loss, opt,
-      epoch, label, max_batches, mixup, sync, ema and function() ema:update() end)
-    if not writer then goto next_epoch end
-    local norm = {mean = transform.mean, std = transform.std}
-    -- --eval-every N: the test (and validation) set every N epochs and after the last
-    local every = math.max(opts.eval_every or 1, 1)
-    local test_acc, per_class, confusion
-    if epoch % every == 0 or epoch == opts.epochs then
-      test_acc, per_class, confusion = evaluated(experiment.evaluate, model, spec.test, norm, 256,
-        nil, label .. " evaluating", spec.adjust, spec.predict)
+  -- a time limit (spec.time_limit seconds, else --time-limit minutes) counts
+  -- the seconds of the epochs before a resume too, and keeps a shortened plan
+  local time_limit = spec.time_limit or ((opts.time_limit or 0) > 0 and opts.time_limit * 60) or nil
+  local epochs = history[#history] and history[#history].planned_epochs or opts.epochs
+  local schedule = make_schedule(epochs)
+  local elapsed, train_seconds, eval_seconds = 0, {}, nil
+  for _, h in ipairs(history) do elapsed = elapsed + h.seconds end
+  local epoch = start_epoch
+  while epoch <= epochs do
+    do -- a block: its end is where the ranks that do not write skip to
+      if schedule then schedule:set_epoch(epoch - 1) end
+      local t0 = report.now()
+      local label = ("%s epoch %d/%d"):format(spec.name, epoch, epochs)
+      if mixup then mixup.generator:seed(opts.seed * 1000003 + epoch) end -- the same draws on resume
+      local loss, train_acc, speed = experiment.train_epoch(model, loader_for(epoch), spec.loss, opt,
+        epoch, label, max_batches, mixup, sync, ema and function() ema:update() end)
+      train_seconds[#train_seconds + 1] = report.now() - t0
+      if time_limit and epoch < epochs then
+        -- the last epoch's evaluation: as long as one measured, else guessed from the training
+        -- speed (a forward pass costs about a third of a training step; test-time augmentation x2)
+        local evaluated_images = (spec.test:size() + (spec.val and spec.val:size() or 0)) * (spec.predict and 2 or 1)
+        local guess = eval_seconds or train_seconds[#train_seconds] * evaluated_images / (3 * spec.train:size())
+        local mean = 0
+        for _, t in ipairs(train_seconds) do mean = mean + t / #train_seconds end
+        local fit = experiment.fit_epochs(epoch, epochs, elapsed + train_seconds[#train_seconds], mean,
+          guess, time_limit)
+        if dist then -- every rank takes rank 0's plan
+          local plan = cbnet.tensor({dist.rank == 0 and fit or 0}, "float32")
+          dist.mpi.allreduce_sum_(plan)
+          fit = math.floor(plan:item() + 0.5)
+        end
+        if fit < epochs then
+          print(("%s: %d epochs will not fit in the time limit (%.1f min): shortened to %d"):format(
+            spec.name, epochs, time_limit / 60, fit))
+          epochs, schedule = fit, make_schedule(fit)
+          label = ("%s epoch %d/%d"):format(spec.name, epoch, epochs)
+        end
+      end
+      if not writer then goto next_epoch end
+      local norm = {mean = transform.mean, std = transform.std}
+      -- --eval-every N: the test (and validation) set every N epochs and after the last
+      local every = math.max(opts.eval_every or 1, 1)
+      local test_acc, per_class, confusion
+      if epoch % every == 0 or epoch == epochs then
+        local e0 = report.now()
+        test_acc, per_class, confusion = evaluated(experiment.evaluate, model, spec.test, norm, 256,
+          nil, label .. " evaluating", spec.adjust, spec.predict)
+        eval_seconds = math.max(eval_seconds or 0, report.now() - e0)
+      end
+      local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
+                      test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
+                      seconds = report.now() - t0, lr = opt.param_groups[1].lr,
+                      planned_epochs = time_limit and epochs or nil}
+      if spec.val and test_acc then
+        record.val_accuracy = evaluated(experiment.evaluate, model, spec.val, norm, 256, nil,
+          label .. " validating", spec.adjust, spec.predict)
+      end
+      history[#history + 1] = record
+      elapsed = elapsed + record.seconds
+      print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  %s%s(%.0f img/s, %.1f s)"):format(
+        spec.name, epoch, epochs, loss, train_acc,
+        record.val_accuracy and ("val acc %.4f  "):format(record.val_accuracy) or "",
+        test_acc and ("test acc %.4f  "):format(test_acc) or "", speed, record.seconds))
+      best = save_epoch(out, metrics, record, model, opt, history, best, confusion, ema)
+      last_confusion = confusion or last_confusion
+      ::next_epoch::
     end
-    local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
-                    test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
-                    seconds = report.now() - t0, lr = opt.param_groups[1].lr}
-    if spec.val and test_acc then
-      record.val_accuracy = evaluated(experiment.evaluate, model, spec.val, norm, 256, nil,
-        label .. " validating", spec.adjust, spec.predict)
-    end
-    history[#history + 1] = record
-    print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  %s%s(%.0f img/s, %.1f s)"):format(
-      spec.name, epoch, opts.epochs, loss, train_acc,
-      record.val_accuracy and ("val acc %.4f  "):format(record.val_accuracy) or "",
-      test_acc and ("test acc %.4f  "):format(test_acc) or "", speed, record.seconds))
-    best = save_epoch(out, metrics, record, model, opt, history, best, confusion, ema)
-    last_confusion = confusion or last_confusion
-    ::next_epoch::
+    epoch = epoch + 1
   end
   if dist then -- one data-parallel training per process: the ranks part here
     dist.mpi.barrier()

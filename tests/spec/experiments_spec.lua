@@ -482,6 +482,16 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     local results = json.decode(report.read_file(out .. "/results.json"))
     assert.same({50, 38, 29, 23, 17, 13, 10, 8, 6, 5}, results.counts)
     assert.equal("test", results.evaluated_on)
+    -- a time limit no epoch fits in: the run ends after its first epoch, evaluated, and says so
+    code, output = run("fast_lt.lua", ("--quick --imbalance 10 --widths 8,16 --time-limit 1e-6 --data %s --out %s/fast_lt_limited")
+      :format(DATA, tmp))
+    assert.equal(0, code, output)
+    assert.matches("2 epochs will not fit in the time limit", output, 1, true)
+    records = report.read_metrics(tmp .. "/fast_lt_limited/runs/seed0/metrics.jsonl")
+    assert.equal(1, #records)
+    assert.same({1, 1}, {records[1].planned_epochs, records[1].epoch})
+    assert.is_number(records[1].test_accuracy)
+    assert.matches(" 1 |\n$", report.read_file(tmp .. "/fast_lt_limited/results.md")) -- epochs run
     -- a test run takes one post-hoc adjustment: choosing among several is tuning on the test set
     code, output = run("fast_lt.lua", ("--quick --posthoc 0,1 --data %s --out %s/fast_lt_2"):format(DATA, tmp))
     assert.is_not.equal(0, code)

@@ -287,6 +287,48 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     for k = 2, 6, 2 do assert.same({1, 1, 1, 1}, seen[k]) end
   end)
 
+  it("a time limit shortens the epochs to those that fit, and a resume keeps the shortened plan", function()
+    -- after epoch 1 of 90, 30 s spent, 25 s an epoch, 15 s for the last evaluation, 3600 s allowed
+    assert.equal(90, experiment.fit_epochs(1, 90, 30, 25, 15, 3600)) -- 142 more would fit
+    assert.equal(74, experiment.fit_epochs(1, 90, 40, 40, 15, 3000)) -- floor(2945 / 40) = 73 more
+    assert.equal(5, experiment.fit_epochs(5, 90, 1000, 10, 100, 500)) -- already late: this epoch is the last
+    -- a run with a limit no epoch fits in: epoch 1 becomes the last, evaluated, and the
+    -- schedule is made again for 1 epoch
+    local data = require "cbnet.data"
+    local labels = cbnet.tensor({0, 1, 0, 1, 0, 1, 0, 1}, "int64")
+    local ds = data.dataset(cbnet.randint(0, 256, {8, 1, 4, 4}):byte(), labels, {"a", "b"})
+    local out = require("shell").fresh_dir() .. "/limited"
+    local totals = {}
+    local function spec(opts, limit)
+      return {name = "limited", out = out, train = ds, test = ds, normalization = {mean = {0.5}, std = {0.25}},
+        opts = setmetatable(opts, {__index = {seed = 0, optimizer = "sgd", lr = 0.1, momentum = 0, wd = 0,
+                                              batch_size = 4, schedule = "none"}}),
+        model = function() return cbnet.nn.Sequential(cbnet.nn.Flatten(), cbnet.nn.Linear(16, 2)) end,
+        loss = function(logits, y) return cbnet.F.cross_entropy(logits, y) end,
+        schedule = function(opt, epochs)
+          totals[#totals + 1] = epochs
+          return cbnet.optim.CosineLR(opt, {total = epochs})
+        end,
+        time_limit = limit}
+    end
+    local result = experiment.train(spec({epochs = 3}, 1e-9))
+    assert.same({3, 1}, totals)
+    assert.equal(1, result.final.epoch)
+    assert.is_number(result.final.accuracy)
+    assert.equal(1, #result.history)
+    assert.equal(1, result.history[1].planned_epochs)
+    totals = {}
+    result = experiment.train(spec({epochs = 3, resume = true}, nil)) -- no limit now: the plan stands
+    assert.same({1}, totals)
+    assert.equal(1, result.final.epoch)
+    assert.equal(1, #report.read_metrics(out .. "/metrics.jsonl"))
+    -- with room to spare nothing changes
+    totals = {}
+    result = experiment.train(spec({epochs = 2}, 1e9))
+    assert.same({2}, totals)
+    assert.equal(2, result.final.epoch)
+  end)
+
   it("experiment.optimizer passes opts.nesterov to SGD", function()
     local model = cbnet.nn.Linear(2, 2)
     local opt = experiment.optimizer(model, {optimizer = "sgd", lr = 0.1, momentum = 0.9, wd = 0, nesterov = true,
