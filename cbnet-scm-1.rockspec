@@ -45,6 +45,7 @@ build = {
       ["cbnet.functional"] = "lua/cbnet/functional.lua",
       ["cbnet.gradcheck"] = "lua/cbnet/gradcheck.lua",
       ["cbnet.json"] = "lua/cbnet/json.lua",
+      ["cbnet.options"] = "lua/cbnet/options.lua",
       ["cbnet.launch"] = "lua/cbnet/launch.lua",
       ["cbnet.longtail"] = "lua/cbnet/longtail.lua",
       ["cbnet.loss"] = "lua/cbnet/loss.lua",

@@ -17,6 +17,8 @@
 -- 2), never ignored. An option's table may also hold type = "number" (a
 -- whole-number default that takes fractions too), shown = "text" (the
 -- default as --help shows it) and hidden = true (left out of --help).
+local options = require "cbnet.options"
+
 local cli = {}
 
 --- Default for an option that has no value unless given.
@@ -61,32 +63,6 @@ function cli.usage(spec)
   end
   lines[#lines + 1] = ("  %-28s %s"):format("--help", "this text")
   return table.concat(lines, "\n")
-end
-
--- Levenshtein distance (option names are short).
-local function distance(a, b)
-  local row = {}
-  for j = 0, #b do row[j] = j end
-  for i = 1, #a do
-    local diagonal = row[0]
-    row[0] = i
-    for j = 1, #b do
-      local above = row[j]
-      row[j] = math.min(above + 1, row[j - 1] + 1, diagonal + (a:sub(i, i) == b:sub(j, j) and 0 or 1))
-      diagonal = above
-    end
-  end
-  return row[#b]
-end
-
---- The name in names nearest to name, if close enough to be a typo.
-function cli.nearest(name, names)
-  local best, nearest = #name // 3 + 2, nil
-  for _, candidate in ipairs(names) do
-    local d = distance(name, candidate)
-    if d < best then best, nearest = d, candidate end
-  end
-  return nearest
 end
 
 local function usage_error(spec, message)
@@ -154,7 +130,7 @@ function cli.parse(args, spec)
     if not option then
       local names = {"help"}
       for _, o in ipairs(spec.options) do if not o.hidden then names[#names + 1] = o[1] end end
-      local near = cli.nearest(name, names)
+      local near = options.nearest(name, names)
       usage_error(spec, ("unknown option --%s%s"):format(name, near and (" (did you mean --%s?)"):format(near) or ""))
     end
     local key = name:gsub("-", "_")
@@ -194,7 +170,7 @@ function cli.grid(text, spec)
     if not option or option.hidden or name == "sweep" then
       local names = {}
       for _, o in ipairs(spec.options) do if not o.hidden then names[#names + 1] = o[1] end end
-      local near = cli.nearest(name, names)
+      local near = options.nearest(name, names)
       usage_error(spec, ("--sweep: unknown option %s%s"):format(name, near and (" (did you mean %s?)"):format(near) or ""))
     end
     local kind = kind_of(option)

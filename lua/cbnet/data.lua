@@ -12,6 +12,7 @@
 -- positions given as Lua numbers (ds:get(i)) are 1-based.
 local cbnet = require "cbnet"
 local core = require "cbnet.core"
+local options = require "cbnet.options"
 
 local data = {}
 
@@ -200,7 +201,7 @@ end
 -- classes sorted by name. The decoded images are cached (see above) unless
 -- cache = false.
 function data.image_folder(root, opts)
-  opts = opts or {}
+  opts = options.check(opts, "image_folder", {"cache", "name"})
   local cache, source = nil, nil
   if opts.cache ~= false then cache, source = cache_file(root) end
   local images, labels, classes = core.read_image_folder(root, cache)
@@ -300,7 +301,7 @@ end
 local MAX_CLASSES = 1000000
 
 function data.longtail_counts(n_max, classes, opts)
-  opts = opts or {}
+  opts = options.check(opts, "longtail_counts", {"profile", "imbalance", "reverse"})
   if math.type(n_max) ~= "integer" or n_max < 0 then
     error("longtail_counts: n_max must be a non-negative integer, got " .. tostring(n_max), 2)
   end
@@ -338,11 +339,12 @@ end
 -- for training (CIFAR-10's head class at any imbalance: 5000 - k). For CIFAR-10 at imbalance 100: 5000, 2997, 1796, 1077,
 -- 645, 387, 232, 139, 83, 50 (12,406 images).
 function data.longtail(ds, opts)
-  opts = opts or {}
+  opts = options.check(opts, "longtail", {"profile", "imbalance", "seed", "reverse", "holdout"})
   local have = ds:counts()
   local n_max = 0
   for _, n in ipairs(have) do n_max = math.max(n_max, n) end
-  local want = data.longtail_counts(n_max, #have, opts)
+  local want = data.longtail_counts(n_max, #have, {profile = opts.profile, imbalance = opts.imbalance,
+                                                   reverse = opts.reverse})
   local g = cbnet.Generator(opts.seed or 0)
   local labels = ds.labels
   local holdout = opts.holdout or 0
@@ -408,7 +410,7 @@ end
 
 --- A fresh random permutation every epoch (or draws with replacement).
 function data.RandomSampler(ds, opts)
-  opts = opts or {}
+  opts = options.check(opts, "RandomSampler", {"num_samples", "replacement", "seed"})
   local n = type(ds) == "number" and ds or ds:size()
   local count = opts.num_samples or n
   if opts.replacement then
@@ -424,7 +426,7 @@ end
 -- list); opts: num_samples (default: as many as weights), replacement
 -- (default true), seed.
 function data.WeightedSampler(weights, opts)
-  opts = opts or {}
+  opts = options.check(opts, "WeightedSampler", {"num_samples", "replacement", "seed"})
   if not cbnet.is_tensor(weights) then weights = cbnet.tensor(weights, "float32") end
   weights = weights:float()
   local count = opts.num_samples or weights:size(1)
@@ -459,18 +461,21 @@ end
 
 -- ---- augmentation and loading ----
 
+-- what a Loader's transform holds (core.augment_batch reads these)
+local TRANSFORM = {"crop_padding", "flip", "cutout", "scale", "mean", "std"}
+
 --- The standard CIFAR training augmentation: pad-4 random crop, horizontal
 -- flip, per-channel normalisation (CIFAR-10 statistics unless given), and
 -- optional cutout (side in pixels).
 function data.cifar_augmentation(opts)
-  opts = opts or {}
+  opts = options.check(opts, "cifar_augmentation", TRANSFORM)
   return {crop_padding = opts.crop_padding or 4, flip = opts.flip ~= false, cutout = opts.cutout or 0,
           mean = opts.mean or {0.4914, 0.4822, 0.4465}, std = opts.std or {0.2470, 0.2435, 0.2616}}
 end
 
 --- Normalisation only (for evaluation): the same mean and std.
 function data.normalization(opts)
-  opts = opts or {}
+  opts = options.check(opts, "normalization", {"mean", "std"})
   return {mean = opts.mean or {0.4914, 0.4822, 0.4465}, std = opts.std or {0.2470, 0.2435, 0.2616}}
 end
 
@@ -480,7 +485,8 @@ Loader.__index = Loader
 --- data.Loader(ds, {batch_size = 128, shuffle = false, sampler, drop_last = false,
 -- transform (crop_padding, flip, cutout, mean, std; see augment), seed = 0}).
 function data.Loader(ds, opts)
-  opts = opts or {}
+  opts = options.check(opts, "Loader", {"batch_size", "shuffle", "sampler", "drop_last", "transform", "seed"})
+  if opts.transform then options.check(opts.transform, "Loader: transform", TRANSFORM) end
   local self = setmetatable({dataset = ds, batch_size = opts.batch_size or 128,
     drop_last = opts.drop_last or false, transform = opts.transform, seed = opts.seed or 0}, Loader)
   assert(self.batch_size >= 1, "Loader: batch_size must be >= 1")

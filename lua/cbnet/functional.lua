@@ -1,23 +1,15 @@
 --- cbnet.functional (also cbnet.F): the neural-network kernels as functions,
 -- differentiable through autograd. Sizes may be a number or a {h, w} pair.
 local core = require "cbnet.core"
+local options = require "cbnet.options"
 
 local F = {}
-
--- The options table of an F function (nil means none).
-local function options(opts)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error("expected an options table as the last argument, got a " .. type(opts), 3)
-  end
-  return opts
-end
 
 --- conv2d(x, weight[, bias[, opts]]); opts: stride, padding, dilation, groups,
 -- relu (false: true gives max(0, conv2d(x)), clamped as the output is written
 -- when no gradient is recorded).
 function F.conv2d(x, weight, bias, opts)
-  opts = options(opts)
+  opts = options.check(opts, "conv2d", {"stride", "padding", "dilation", "groups", "relu"})
   return core.conv2d(x, weight, bias, opts.stride, opts.padding, opts.dilation, opts.groups,
     opts.relu or false)
 end
@@ -32,7 +24,8 @@ F.linear = core.linear
 -- the end of a ResNet block in one pass), sync (a reducer from
 -- cbnet.mpi.reducer(): statistics over every rank's batch).
 function F.batch_norm(x, running_mean, running_var, opts)
-  opts = options(opts)
+  opts = options.check(opts, "batch_norm",
+    {"weight", "bias", "training", "momentum", "eps", "relu", "sync", "residual"})
   return core.batch_norm(x, opts.weight, opts.bias, running_mean, running_var,
     opts.training or false, opts.momentum, opts.eps, opts.relu or false, opts.sync, opts.residual)
 end
@@ -63,7 +56,7 @@ F.log_softmax = core.log_softmax
 -- label_smoothing (0), reduction ("mean" | "sum" | "none"). As PyTorch's:
 -- "mean" with weights divides by the sum of the targets' weights.
 function F.cross_entropy(logits, target, opts)
-  opts = options(opts)
+  opts = options.check(opts, "cross_entropy", {"weight", "label_smoothing", "reduction"})
   return core.cross_entropy(logits, target, opts.weight, opts.label_smoothing, opts.reduction)
 end
 

@@ -8,6 +8,7 @@
 -- rounding is in fn itself; eps = 1e-2 keeps that rounding small against the
 -- difference, and the functions checked are smooth at the points used.
 local cbnet = require "cbnet"
+local options = require "cbnet.options"
 
 local function flat_values(t)
   return t:detach():contiguous():view(-1):totable()
@@ -20,7 +21,7 @@ local function weighted_sum(out, weights)
 end
 
 local function gradcheck(fn, inputs, opts)
-  opts = opts or {}
+  opts = options.check(opts, "gradcheck", {"eps", "atol", "rtol"})
   local eps, atol, rtol = opts.eps or 1e-2, opts.atol or 2e-3, opts.rtol or 1e-2
   for _, x in ipairs(inputs) do
     x.grad = nil

@@ -23,6 +23,7 @@
 local cbnet = require "cbnet"
 local data = require "cbnet.data"
 local loss = require "cbnet.loss"
+local options = require "cbnet.options"
 
 local longtail = {}
 
@@ -48,7 +49,7 @@ function longtail.posthoc_adjust(counts, tau)
 end
 
 function longtail.method(name, counts, opts)
-  opts = opts or {}
+  opts = options.check(opts, "longtail.method", {"beta", "gamma", "tau", "defer", "max_margin", "s", "dataset", "seed"})
   local beta, gamma, tau = opts.beta or 0.9999, opts.gamma or 1, opts.tau or 1
   local defer = opts.defer or 160
   local function ce(logits, labels, weight) return cbnet.F.cross_entropy(logits, labels, {weight = weight}) end

@@ -7,6 +7,7 @@
 -- autograd differentiates it (see experiments/custom_loss.lua).
 local cbnet = require "cbnet"
 local F = require "cbnet.functional"
+local options = require "cbnet.options"
 
 local loss = {}
 
@@ -26,7 +27,7 @@ end
 -- Focal loss on softmax probabilities (Lin et al. 2017):
 --   FL_i = -w[y_i] (1 - p_i[y_i])^gamma log p_i[y_i];   "mean": the batch mean of FL_i.
 function loss.focal(logits, target, opts)
-  opts = opts or {}
+  opts = options.check(opts, "focal", {"gamma", "weight", "reduction"})
   local gamma = opts.gamma or 1
   local log_p = F.log_softmax(logits, 2):gather(2, target:view(-1, 1)):view(-1)
   local per_sample = -((1 - log_p:exp()) ^ gamma) * log_p
@@ -77,7 +78,7 @@ end
 -- For the sigmoid forms the paper starts the last layer's bias at -log(C - 1)
 -- (loss.init_sigmoid_bias) and leaves that bias out of weight decay.
 function loss.class_balanced(logits, target, weights, opts)
-  opts = opts or {}
+  opts = options.check(opts, "class_balanced", {"type", "gamma"})
   local kind, gamma = opts.type or "focal", opts.gamma or 1
   local n, classes = logits:size(1), logits:size(2)
   local w = sample_weights(weights, target)
@@ -116,7 +117,7 @@ function loss.ldam_margins(counts, max_margin)
 end
 
 function loss.ldam(logits, target, margins, opts)
-  opts = opts or {}
+  opts = options.check(opts, "ldam", {"s", "weight", "reduction"})
   local m = as_float_tensor(margins):index_select(1, target):view(-1, 1)
   local z = one_hot(target, logits:size(2))
   local adjusted = (logits - z * m) * (opts.s or 30)
@@ -135,7 +136,7 @@ end
 -- (1 - e) CE(x + tau log prior, y) - e sum_k prior_k log softmax(x + tau log prior)_k
 -- (mean reduction only).
 function loss.logit_adjusted(logits, target, counts, opts)
-  opts = opts or {}
+  opts = options.check(opts, "logit_adjusted", {"tau", "label_smoothing", "smoothing_prior", "reduction"})
   local prior = as_float_tensor(cbnet.is_tensor(counts) and counts or cbnet.tensor(counts, "float32"))
   prior = prior / prior:sum()
   local adjusted = logits + prior:log():view(1, -1) * (opts.tau or 1)
@@ -153,7 +154,7 @@ end
 --- balanced_softmax(logits, target, counts[, {label_smoothing, smoothing_prior,
 -- reduction}]): logit_adjusted with tau = 1.
 function loss.balanced_softmax(logits, target, counts, opts)
-  opts = opts or {}
+  opts = options.check(opts, "balanced_softmax", {"label_smoothing", "smoothing_prior", "reduction"})
   return loss.logit_adjusted(logits, target, counts, {tau = 1, reduction = opts.reduction,
     label_smoothing = opts.label_smoothing, smoothing_prior = opts.smoothing_prior})
 end

@@ -14,11 +14,21 @@
 --   fastnet: a wide, shallow network for training in a time budget
 --     (models.fastnet below).
 --
--- models.get(name, {classes, in_channels, image_size, normed, widths}).
+-- models.get(name, opts): opts may hold any model's options (classes,
+-- in_channels, image_size, normed, widths, ...); the model gets those it
+-- takes. Called by itself, a model rejects options it does not take.
 local cbnet = require "cbnet"
 local nn = require "cbnet.nn"
+local options = require "cbnet.options"
 
 local models = {}
+
+-- the options each model takes
+local TAKES = {
+  resnet = {"classes", "in_channels", "normed", "generator"},
+  convnet = {"classes", "in_channels", "image_size", "widths", "second_pool"},
+  fastnet = {"classes", "in_channels", "widths", "stem", "logit_scale", "generator"},
+}
 
 local ResNet = nn.Module:extend("ResNet")
 
@@ -63,13 +73,15 @@ end
 function ResNet:extra_repr() return ("depth %d"):format(self.depth) end
 
 for depth, n in pairs{[20] = 3, [32] = 5, [44] = 7, [56] = 9} do
-  models["resnet" .. depth] = function(opts) return ResNet(n, opts or {}) end
+  models["resnet" .. depth] = function(opts)
+    return ResNet(n, options.check(opts, "resnet" .. depth, TAKES.resnet))
+  end
 end
 
 --- The seed study's CNN: conv3x3 + BN + ReLU + maxpool2, conv3x3 + BN + ReLU
 -- (+ maxpool2 unless second_pool is false), a linear classifier.
 function models.convnet(opts)
-  opts = opts or {}
+  opts = options.check(opts, "convnet", TAKES.convnet)
   local w1, w2 = table.unpack(opts.widths or {32, 64})
   local c, side = opts.in_channels or 3, opts.image_size or 32
   local model = nn.Sequential(
@@ -127,7 +139,7 @@ function FastNet:extra_repr() return "widths " .. table.concat(self.widths, "/")
 -- (ResNet-32's 16-channel layers do not), and it learns more per image seen.
 -- opts.widths = {64, 128, 256} by default.
 -- opts: widths, stem, classes, in_channels, logit_scale, generator.
-function models.fastnet(opts) return FastNet(opts or {}) end
+function models.fastnet(opts) return FastNet(options.check(opts, "fastnet", TAKES.fastnet)) end
 
 models.names = {"resnet20", "resnet32", "resnet44", "resnet56", "convnet", "fastnet"}
 
@@ -137,7 +149,17 @@ function models.get(name, opts)
   if type(make) ~= "function" or name == "get" then
     error(("unknown model '%s' (known: %s)"):format(tostring(name), table.concat(models.names, ", ")), 2)
   end
-  return make(opts)
+  local any, seen = {}, {}
+  for _, names in pairs(TAKES) do
+    for _, key in ipairs(names) do
+      if not seen[key] then any[#any + 1], seen[key] = key, true end
+    end
+  end
+  table.sort(any)
+  opts = options.check(opts, "models.get", any)
+  local takes, own = TAKES[name:match("^resnet") and "resnet" or name], {}
+  for _, key in ipairs(takes) do own[key] = opts[key] end
+  return make(own)
 end
 
 return models

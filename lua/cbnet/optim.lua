@@ -7,6 +7,7 @@
 --   loss:backward(); opt:step(); opt:zero_grad()
 local cbnet = require "cbnet"
 local core = require "cbnet.core"
+local options = require "cbnet.options"
 
 local optim = {}
 
@@ -14,13 +15,15 @@ local Optimizer = {}
 Optimizer.__index = Optimizer
 
 -- A list of tensors, or a list of groups {params = {...}, option = value, ...}.
-local function make_groups(params, defaults, name)
+local function make_groups(params, defaults, name, names)
   assert(type(params) == "table" and #params > 0, name .. ": expected a non-empty list of parameters")
   local groups = {}
+  local group_names = {"params", "initial_lr", table.unpack(names)}
   if cbnet.is_tensor(params[1]) then params = {{params = params}} end
   for i, g in ipairs(params) do
     assert(type(g) == "table" and type(g.params) == "table",
       ("%s: parameter group %d needs a params list"):format(name, i))
+    options.check(g, ("%s: parameter group %d"):format(name, i), group_names)
     local group = {params = {}}
     for k, v in pairs(defaults) do group[k] = v end
     for k, v in pairs(g) do if k ~= "params" then group[k] = v end end
@@ -35,13 +38,11 @@ local function make_groups(params, defaults, name)
 end
 
 local function new_optimizer(class, name, params, defaults, opts)
-  local merged = {}
-  for k, v in pairs(defaults) do merged[k] = v end
-  for k, v in pairs(opts or {}) do
-    assert(defaults[k] ~= nil, ("%s: unknown option '%s'"):format(name, k))
-    merged[k] = v
-  end
-  local self = setmetatable({name = name, param_groups = make_groups(params, merged, name),
+  local merged, names = {}, {}
+  for k, v in pairs(defaults) do merged[k], names[#names + 1] = v, k end
+  table.sort(names)
+  for k, v in pairs(options.check(opts, name, names)) do merged[k] = v end
+  local self = setmetatable({name = name, param_groups = make_groups(params, merged, name, names),
                              state = {}}, class)
   return self
 end
@@ -212,6 +213,7 @@ end
 -- warmup over `warmup` epochs (lr * (e + 1) / warmup), then lr * gamma^k
 -- after k milestones. opts: milestones (list of epochs), gamma = 0.1, warmup = 0.
 function optim.MultiStepLR(optimizer, opts)
+  opts = options.check(opts, "MultiStepLR", {"milestones", "gamma", "warmup"})
   local milestones, gamma = opts.milestones or {}, opts.gamma or 0.1
   return new_schedule(optimizer, function(epoch)
     local w = warmup_factor(epoch, opts.warmup)
@@ -226,7 +228,8 @@ end
 -- linear warmup): lr_e = eta_min + (lr - eta_min) (1 + cos(pi t / T)) / 2.
 -- opts: total (epochs), eta_min = 0 (absolute), warmup = 0.
 function optim.CosineLR(optimizer, opts)
-  assert(opts and opts.total, "CosineLR: total (the number of epochs) is required")
+  opts = options.check(opts, "CosineLR", {"total", "eta_min", "warmup"})
+  assert(opts.total, "CosineLR: total (the number of epochs) is required")
   local warmup = opts.warmup or 0
   local base = optimizer.param_groups[1].initial_lr
   local floor = (opts.eta_min or 0) / base
@@ -250,7 +253,7 @@ local EMA = {}
 EMA.__index = EMA
 
 function optim.EMA(model, opts)
-  opts = opts or {}
+  opts = options.check(opts, "EMA", {"decay"})
   local decay = opts.decay or 0.999
   assert(type(decay) == "number" and decay >= 0 and decay <= 1, "EMA: decay must be in [0, 1]")
   local self = setmetatable({model = model, decay = decay, shadow = {}}, EMA)

@@ -263,3 +263,52 @@ describe("hostile calls found by the API fuzzer (second round)", function()
     assert.equal('{"a":[1],"b":[1]}', json.encode({a = shared, b = shared})) -- shared, not cyclic
   end)
 end)
+
+describe("options tables", function()
+  -- a misspelt option would otherwise do nothing: {wieght = w} trains unweighted
+  local data, loss, models = require "cbnet.data", require "cbnet.loss", require "cbnet.models"
+  local options = require "cbnet.options"
+
+  it("an unknown key is an error naming the function, the key and the nearest known one", function()
+    local x, y = cbnet.randn(4, 3), cbnet.tensor({0, 1, 2, 0}, "int64")
+    assert.error_matches(function() F.cross_entropy(x, y, {wieght = cbnet.ones(3)}) end,
+      "cross_entropy: unknown option 'wieght' %(did you mean 'weight'%?%)")
+    assert.error_matches(function() F.conv2d(cbnet.randn(1, 1, 3, 3), cbnet.randn(1, 1, 3, 3), nil, {pad = 1}) end,
+      "conv2d: unknown option 'pad'.*it takes stride, padding, dilation, groups, relu")
+    assert.error_matches(function() loss.focal(x, y, {gama = 2}) end, "focal: unknown option 'gama'.*'gamma'")
+    assert.error_matches(function() loss.balanced_softmax(x, y, {3, 2, 1}, {tau = 2}) end,
+      "balanced_softmax: unknown option 'tau'")
+    assert.error_matches(function() cbnet.nn.Conv2d(1, 2, 3, {paddin = 1}) end, "Conv2d: unknown option 'paddin'")
+    assert.error_matches(function() cbnet.nn.BatchNorm2d(4, {momentun = 0.2}) end,
+      "BatchNorm2d: unknown option 'momentun'")
+    local m = cbnet.nn.Linear(2, 2)
+    assert.error_matches(function() cbnet.optim.SGD(m:parameters(), {lr = 0.1, weigth_decay = 1e-4}) end,
+      "SGD: unknown option 'weigth_decay' %(did you mean 'weight_decay'%?%)")
+    assert.error_matches(function() cbnet.optim.SGD({{params = m:parameters(), wd = 0}}, {lr = 0.1}) end,
+      "SGD: parameter group 1: unknown option 'wd'")
+    local opt = cbnet.optim.SGD(m:parameters(), {lr = 0.1})
+    assert.error_matches(function() cbnet.optim.CosineLR(opt, {total = 5, warm_up = 1}) end,
+      "CosineLR: unknown option 'warm_up'")
+    assert.error_matches(function() cbnet.optim.EMA(m, {decai = 0.9}) end, "EMA: unknown option 'decai'")
+    local ds = data.dataset(cbnet.zeros(4, 1, 2, 2):byte(), cbnet.tensor({0, 1, 0, 1}, "int64"), {"a", "b"})
+    assert.error_matches(function() data.Loader(ds, {batchsize = 2}) end, "Loader: unknown option 'batchsize'")
+    assert.error_matches(function() data.Loader(ds, {transform = {crop_pading = 4}}) end,
+      "Loader: transform: unknown option 'crop_pading'")
+    assert.error_matches(function() data.longtail(ds, {imbalnce = 10}) end, "longtail: unknown option 'imbalnce'")
+    assert.error_matches(function() options.check(5, "f", {}) end, "f: expected an options table, got a number")
+  end)
+
+  it("known keys pass through, and models.get gives each model the options it takes", function()
+    local ds = data.dataset(cbnet.zeros(4, 1, 2, 2):byte(), cbnet.tensor({0, 1, 0, 1}, "int64"), {"a", "b"})
+    local loader = data.Loader(ds, {batch_size = 2, transform = data.cifar_augmentation{mean = {0}, std = {1}}})
+    local n = 0
+    for images in loader:batches(1) do n = n + images:size(1) end
+    assert.equal(4, n)
+    -- the experiments pass the convnet's widths to every model through models.get
+    local net = models.get("resnet20", {classes = 7, widths = {8, 16}, image_size = 32})
+    assert.same({2, 7}, net(cbnet.randn(2, 3, 32, 32)):size())
+    assert.error_matches(function() models.resnet20{widths = {8, 16}} end, "resnet20: unknown option 'widths'")
+    assert.error_matches(function() models.get("resnet20", {clases = 7}) end,
+      "models.get: unknown option 'clases' %(did you mean 'classes'%?%)")
+  end)
+end)

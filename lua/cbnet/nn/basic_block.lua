@@ -6,13 +6,14 @@
 --          (option A, as the CIFAR ResNet-32 of LDAM-DRW and Cui et al. use).
 local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
+local options = require "cbnet.options"
 local Conv2d = require("cbnet.nn.conv").Conv2d
 local BatchNorm2d = require("cbnet.nn.batchnorm").BatchNorm2d
 
 local BasicBlock = Module:extend("BasicBlock")
 
 function BasicBlock:init(in_planes, planes, stride, opts)
-  opts = opts or {}
+  opts = options.check(opts, "BasicBlock", {"shortcut", "generator"})
   stride = stride or 1
   self.shortcut_kind = opts.shortcut or "conv"
   assert(self.shortcut_kind == "conv" or self.shortcut_kind == "pad",

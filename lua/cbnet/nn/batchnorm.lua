@@ -12,12 +12,13 @@
 -- the running ones.
 local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
+local options = require "cbnet.options"
 
 local function batch_norm_class(name, dims)
   local class = Module:extend(name)
 
   function class:init(num_features, opts)
-    opts = opts or {}
+    opts = options.check(opts, name, {"eps", "momentum", "affine", "track_running_stats", "relu", "sync"})
     self.num_features = num_features
     self.eps, self.momentum = opts.eps or 1e-5, opts.momentum or 0.1
     self.relu = opts.relu or false

@@ -4,13 +4,14 @@
 local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
 local init = require "cbnet.nn.initializers"
+local options = require "cbnet.options"
 
 local Conv2d = Module:extend("Conv2d")
 
 local function pair(v) return type(v) == "table" and v or {v, v} end
 
 function Conv2d:init(in_channels, out_channels, kernel_size, opts)
-  opts = opts or {}
+  opts = options.check(opts, "Conv2d", {"stride", "padding", "dilation", "groups", "bias", "generator"})
   local k = pair(kernel_size)
   self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
   self.stride, self.padding = pair(opts.stride or 1), pair(opts.padding or 0)

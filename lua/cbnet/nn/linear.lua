@@ -3,11 +3,12 @@
 local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
 local init = require "cbnet.nn.initializers"
+local options = require "cbnet.options"
 
 local Linear = Module:extend("Linear")
 
 function Linear:init(in_features, out_features, opts)
-  opts = opts or {}
+  opts = options.check(opts, "Linear", {"bias", "generator"})
   self.in_features, self.out_features = in_features, out_features
   local w = self:register_parameter("weight", cbnet.empty(out_features, in_features))
   init.kaiming_uniform_(w, math.sqrt(5), "leaky_relu", opts.generator)

@@ -6,11 +6,12 @@
 local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
 local init = require "cbnet.nn.initializers"
+local options = require "cbnet.options"
 
 local NormedLinear = Module:extend("NormedLinear")
 
 function NormedLinear:init(in_features, out_features, opts)
-  opts = opts or {}
+  opts = options.check(opts, "NormedLinear", {"generator"})
   self.in_features, self.out_features = in_features, out_features
   local w = self:register_parameter("weight", cbnet.empty(in_features, out_features))
   cbnet.no_grad(function()
