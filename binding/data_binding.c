@@ -100,8 +100,8 @@ static void channel_list(lua_State *L, int table, const char *key, double *value
   lua_pop(L, 1);
 }
 
-/* augment_batch(images, indices, {crop_padding, flip, cutout, scale, mean,
- * std}[, generator]) -> float32 batch */
+/* augment_batch(images, indices, {crop_padding, flip, cutout, trivial_augment,
+ * scale, mean, std}[, generator]) -> float32 batch */
 static int l_augment_batch(lua_State *L) {
   cb_tensor *images = cbl_check_tensor(L, 1), *indices = cbl_check_tensor(L, 2), *out;
   cb_augment_options o = {0};
@@ -109,6 +109,9 @@ static int l_augment_batch(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     o.crop_padding = (int64_t)opt_number_field(L, 3, "crop_padding", 0);
     o.cutout = (int64_t)opt_number_field(L, 3, "cutout", 0);
+    lua_getfield(L, 3, "trivial_augment");
+    o.trivial_augment = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     o.scale = opt_number_field(L, 3, "scale", 1.0 / 255);
     lua_getfield(L, 3, "flip");
     o.flip = lua_toboolean(L, -1);

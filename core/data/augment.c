@@ -1,5 +1,7 @@
 #include "data/augment.h"
 
+#include "data/image_ops.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,12 +10,15 @@
 typedef struct {
   int64_t dy, dx, cy, cx;
   bool flip;
+  cb_image_op op; /* TrivialAugment's, at magnitude */
+  double magnitude;
 } draw;
 
 typedef struct {
   const uint8_t *images;
   const int64_t *index;
   const draw *draws;
+  uint8_t *scratch; /* TrivialAugment's output, an image per batch slot */
   float *out;
   int64_t c, h, w;
   const cb_augment_options *o;
@@ -27,6 +32,11 @@ static void augment_range(void *arg, int chunk, int64_t begin, int64_t end) {
   for (int64_t s = begin; s < end; s++) {
     const draw *d = &j->draws[s];
     const uint8_t *src = j->images + j->index[s] * j->c * plane;
+    if (j->scratch) {
+      uint8_t *changed = j->scratch + s * j->c * plane;
+      cb_image_op_apply(changed, src, j->c, h, w, d->op, d->magnitude);
+      src = changed;
+    }
     float *dst = j->out + s * j->c * plane;
     int64_t oy = d->dy - pad, ox = d->dx - pad; /* source offset of the crop */
     for (int64_t c = 0; c < j->c; c++) {
@@ -84,7 +94,9 @@ cb_status cb_augment_batch(cb_tensor **out, const cb_tensor *images, const cb_te
                      (long long)ip[i], (long long)images->shape[0]);
     }
   draw *draws = calloc((size_t)(n > 0 ? n : 1), sizeof *draws);
-  if (!draws) {
+  uint8_t *scratch = o->trivial_augment ? malloc((size_t)(n > 0 ? n * c * h * w : 1)) : NULL;
+  if (!draws || (o->trivial_augment && !scratch)) {
+    free(draws);
     cb_tensor_release(idx);
     return cb_fail(CB_ENOMEM, "augment: out of memory");
   }
@@ -97,10 +109,15 @@ cb_status cb_augment_batch(cb_tensor **out, const cb_tensor *images, const cb_te
       d->cy = (int64_t)cb_random_below(g, (uint64_t)h);
       d->cx = (int64_t)cb_random_below(g, (uint64_t)w);
     }
+    if (o->trivial_augment) {
+      d->op = (cb_image_op)cb_random_below(g, CB_IMAGE_OP_COUNT);
+      int bin = (int)cb_random_below(g, CB_TRIVIAL_AUGMENT_BINS);
+      d->magnitude = cb_trivial_augment_magnitude(d->op, bin, cb_random_below(g, 2) == 1);
+    }
   }
   int64_t shape[4] = {n, c, h, w};
   if ((st = cb_tensor_empty(out, 4, shape, CB_FLOAT32)) == CB_OK) {
-    augment_job j = {cb_tensor_data(images), ip, draws, cb_tensor_data(*out), c, h, w, o, {0}, {0}};
+    augment_job j = {cb_tensor_data(images), ip, draws, scratch, cb_tensor_data(*out), c, h, w, o, {0}, {0}};
     for (int64_t i = 0; i < c; i++) {
       double mean = o->normalize ? o->mean[i] : 0, std = o->normalize ? o->std[i] : 1;
       j.gain[i] = (float)(o->scale / std);
@@ -109,6 +126,7 @@ cb_status cb_augment_batch(cb_tensor **out, const cb_tensor *images, const cb_te
     cb_parallel_for(n, 16, augment_range, &j);
   }
   free(draws);
+  free(scratch);
   cb_tensor_release(idx);
   return st;
 }

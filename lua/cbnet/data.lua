@@ -462,15 +462,18 @@ end
 -- ---- augmentation and loading ----
 
 -- what a Loader's transform holds (core.augment_batch reads these)
-local TRANSFORM = {"crop_padding", "flip", "cutout", "scale", "mean", "std"}
+local TRANSFORM = {"crop_padding", "flip", "cutout", "trivial_augment", "scale", "mean", "std"}
 
 --- The standard CIFAR training augmentation: pad-4 random crop, horizontal
 -- flip, per-channel normalisation (CIFAR-10 statistics unless given), and
--- optional cutout (side in pixels).
+-- optional cutout (side in pixels) and trivial_augment (true: one
+-- TrivialAugmentWide operation per image before the crop: shear, translate,
+-- rotate, brightness, colour, contrast, sharpness, posterize, solarize,
+-- autocontrast, equalize or none, at a random strength; Mueller & Hutter 2021).
 function data.cifar_augmentation(opts)
   opts = options.check(opts, "cifar_augmentation", TRANSFORM)
   return {crop_padding = opts.crop_padding or 4, flip = opts.flip ~= false, cutout = opts.cutout or 0,
-          mean = opts.mean or {0.4914, 0.4822, 0.4465}, std = opts.std or {0.2470, 0.2435, 0.2616}}
+          trivial_augment = opts.trivial_augment or false, mean = opts.mean or {0.4914, 0.4822, 0.4465}, std = opts.std or {0.2470, 0.2435, 0.2616}}
 end
 
 --- Normalisation only (for evaluation): the same mean and std.
@@ -483,7 +486,8 @@ local Loader = {}
 Loader.__index = Loader
 
 --- data.Loader(ds, {batch_size = 128, shuffle = false, sampler, drop_last = false,
--- transform (crop_padding, flip, cutout, mean, std; see augment), seed = 0}).
+-- transform (crop_padding, flip, cutout, trivial_augment, mean, std: see
+-- data.cifar_augmentation), seed = 0}).
 function data.Loader(ds, opts)
   opts = options.check(opts, "Loader", {"batch_size", "shuffle", "sampler", "drop_last", "transform", "seed"})
   if opts.transform then options.check(opts.transform, "Loader: transform", TRANSFORM) end

@@ -433,6 +433,7 @@ end
 -- set), adjust (function(logits) -> logits, applied before predictions),
 -- predict (function(model, images) -> logits at evaluation, e.g.
 -- experiment.flip_tta), crop_padding (4), cutout (a square's side, 0: none),
+-- trivial_augment (true: data.cifar_augmentation's),
 -- hparams (recorded with the result).
 -- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,
 -- out/best.safetensors (weights of the best epoch) and out/result.json at
@@ -458,6 +459,7 @@ function experiment.train(spec)
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then
     transform.crop_padding, transform.flip, transform.cutout = (spec.crop_padding or 4), true, spec.cutout
+    transform.trivial_augment = spec.trivial_augment
   end
   -- data-parallel (under mpirun): each rank takes its shard of the same
   -- per-epoch permutation, batch_size / ranks images a step; gradients are

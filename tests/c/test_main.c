@@ -42,11 +42,13 @@ void test_reduce(void);
 void test_matmul(void);
 void test_index(void);
 void test_generator(void);
+void test_image_ops(void);
 
 int main(void) {
   static const struct { const char *name; void (*fn)(void); } tests[] = {
       {"tensor", test_tensor},   {"pointwise", test_pointwise}, {"reduce", test_reduce},
-      {"matmul", test_matmul},   {"index", test_index},         {"generator", test_generator}};
+      {"matmul", test_matmul},   {"index", test_index},         {"generator", test_generator},
+      {"image_ops", test_image_ops}};
   for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
     int before = checks_failed;
     tests[i].fn();

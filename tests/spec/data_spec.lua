@@ -272,6 +272,49 @@ describe("batch transforms", function()
     assert.error_matches(function() core.augment_batch(big, cbnet.tensor{1}) end, "index 1 out of range for 1 images")
   end)
 
+  it("TrivialAugment: one operation per image, drawn after the crop and flip, as the draws say", function()
+    -- 200 copies of one random 3 x 6 x 6 image, TrivialAugment alone (scale 1: the bytes out)
+    local n = 200
+    local source = cbnet.randint(0, 256, {1, 3, 6, 6}, cbnet.Generator(4)):byte()
+    local images = source:expand(n, 3, 6, 6):contiguous()
+    local idx = cbnet.arange(n)
+    local got = core.augment_batch(images, idx, {trivial_augment = true, scale = 1}, cbnet.Generator(9))
+    assert.same(got:totable(), core.augment_batch(images, idx, {trivial_augment = true, scale = 1},
+      cbnet.Generator(9)):totable())
+    local src = source:float():view(-1):totable()
+    local g, checked, changed = cbnet.Generator(9), {}, 0
+    for i = 1, n do
+      -- augment.h's order: the operation (0..13), the magnitude bin (0..30), the sign
+      local op, bin = g:random(14) - 1, g:random(31) - 1
+      g:random(2)
+      local out = got[i]:view(-1):totable()
+      local want
+      if op == 0 then -- identity
+        want = src
+      elseif op == 10 then -- posterize: 8 - round(6 bin / 30) bits
+        local drop = 2 ^ math.floor(6 * bin / 30 + 0.5) -- 2^(8 - bits)
+        want = {}
+        for k, v in ipairs(src) do want[k] = v - v % drop end
+      elseif op == 11 then -- solarize at 255 (1 - bin / 30)
+        local threshold = 255 * (1 - bin / 30)
+        want = {}
+        for k, v in ipairs(src) do want[k] = v >= threshold and 255 - v or v end
+      end
+      if want then
+        assert.same(want, out)
+        checked[op] = true
+      end
+      local same = true
+      for k, v in ipairs(src) do same = same and out[k] == v end
+      if not same then changed = changed + 1 end
+    end
+    assert.is_true(checked[0] and checked[10] and checked[11]) -- each seen at least once
+    assert.is_true(changed > n / 2) -- most operations change a random image
+    local loader = data.Loader(data.dataset(images, cbnet.zeros({n}, "int64"), 1),
+      {batch_size = 8, transform = data.cifar_augmentation{trivial_augment = true}})
+    for x in loader:batches(1) do assert.same({8, 3, 6, 6}, x:size()) break end
+  end)
+
   it("the loader is deterministic for a seed and covers every sample once", function()
     local images = cbnet.arange(10):byte():view(10, 1, 1, 1):contiguous()
     local ds = data.dataset(images, cbnet.arange(10):remainder(2), 2)
