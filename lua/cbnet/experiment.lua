@@ -36,6 +36,7 @@ function experiment.standard_options(defaults)
     {"threads", cbnet.get_num_threads(), "threads"},
     {"augment", true, "CIFAR augmentation: pad-4 crop, flip (normalisation always)", type = "flag"},
     {"no-augment", false, "train without crop and flip"},
+    {"trivial-augment", false, "with the augmentation: TrivialAugmentWide, one random image operation per training image (Mueller & Hutter 2021)"},
     {"quick", false, "smoke run: 2 epochs of 4 batches on a subset, seconds long"},
     {"jobs", 1, "runs of a sweep at once, in separate processes (threads divided)"},
     {"launcher", "local", "where a sweep's runs go: local (--jobs processes here), slurm (one job "
@@ -459,7 +460,7 @@ function experiment.train(spec)
   local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
   if opts.augment then
     transform.crop_padding, transform.flip, transform.cutout = (spec.crop_padding or 4), true, spec.cutout
-    transform.trivial_augment = spec.trivial_augment
+    transform.trivial_augment = spec.trivial_augment or opts.trivial_augment
   end
   -- data-parallel (under mpirun): each rank takes its shard of the same
   -- per-epoch permutation, batch_size / ranks images a step; gradients are

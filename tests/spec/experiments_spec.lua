@@ -471,10 +471,10 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     end
     out = tmp .. "/fast_lt"
     code, output = run("fast_lt.lua", ("--quick --imbalance 10 --budget 5 --widths 8,16 --cutmix 1 --mix-source balanced "
-      .. "--mix-prob 0.5 --data %s --out %s"):format(DATA, out))
+      .. "--mix-prob 0.5 --trivial-augment --data %s --out %s"):format(DATA, out))
     assert.equal(0, code, output)
     local config = report.read_json(out .. "/config.json")
-    assert.same({1, "balanced", 0.5}, {config.cutmix, config.mix_source, config.mix_prob})
+    assert.same({1, "balanced", 0.5, true}, {config.cutmix, config.mix_source, config.mix_prob, config.trivial_augment})
     local records = report.read_metrics(out .. "/runs/seed0/metrics.jsonl")
     assert.equal(2, #records)
     assert.is_nil(records[1].test_accuracy)
