@@ -1,7 +1,8 @@
 -- The long-tailed CIFAR benchmark of the literature, as LDAM-DRW (Cao et al.,
 -- NeurIPS 2019) defines it: ResNet-32 on CIFAR-10-LT / CIFAR-100-LT
 -- (n_i = n_max imb^(-i/(C-1)) images of class i, drawn with seed 0: 12,406 at
--- imbalance 100), SGD lr 0.1, momentum 0.9, weight decay 2e-4, batch 128,
+-- imbalance 100), SGD lr 0.1, momentum 0.9, weight decay 2e-4 (on every
+-- parameter, batch norm's too, as its code; --no-wd-norms spares them), batch 128,
 -- 200 epochs, linear warm-up over 5, lr x0.01 at epoch 160 and x0.0001 at 180
 -- (all scaled with --epochs), DRW/DRS switched on at the first step.
 --
@@ -24,9 +25,10 @@ local longtail = require "cbnet.longtail"
 local models = require "cbnet.models"
 local report = require "cbnet.report"
 
+-- LDAM-DRW's code decays every parameter (torch.optim.SGD(model.parameters(), weight_decay=2e-4))
 local options = experiment.standard_options{epochs = 200, batch_size = 128, lr = 0.1, wd = 2e-4,
-                                           momentum = 0.9, optimizer = "sgd", schedule = "step",
-                                           model = "resnet32"}
+                                           wd_norms = true, momentum = 0.9, optimizer = "sgd",
+                                           schedule = "step", model = "resnet32"}
 for _, o in ipairs{
   {"dataset", "cifar10", "cifar10 or cifar100"},
   {"imbalance", 100, "largest / smallest class size"},

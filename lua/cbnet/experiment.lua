@@ -25,7 +25,9 @@ function experiment.standard_options(defaults)
     {"optimizer", defaults.optimizer or "sgd", "sgd (with momentum) or adam"},
     {"momentum", defaults.momentum or 0.9, "SGD momentum", type = "number"},
     {"schedule", defaults.schedule or "none", "learning-rate schedule: none, cosine (to 0 over the epochs) or step (linear warm-up, x0.01 at 80% and 90% of the epochs)"},
-    {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters)", type = "number"},
+    {"wd", defaults.wd, "weight decay (not on biases and batch-norm parameters unless --wd-norms)", type = "number"},
+    {"wd-norms", defaults.wd_norms or false, "weight decay on every parameter, biases and batch norm's too", type = "flag"},
+    {"no-wd-norms", false, "no weight decay on biases and batch norm's parameters"},
     {"time-limit", 0, "minutes each run may take, training and evaluation (0: no limit): when the "
      .. "epochs so far say the run would end later, its schedule is shortened to the epochs that fit "
      .. "(the metrics record planned_epochs)", type = "number"},
@@ -112,6 +114,7 @@ function experiment.setup(name, opts)
   cbnet.set_num_threads(opts.threads)
   if opts.resume then return opts end -- the saved config.json is the run's, unchanged
   if opts.no_augment then opts.augment = false end
+  if opts.no_wd_norms then opts.wd_norms = false end
   if opts.quick and not opts._given.epochs then opts.epochs = 2 end
   if not opts.run then
     local config = {}
@@ -241,9 +244,10 @@ end
 --- The optimizer and (optional) learning-rate schedule that opts ask for
 -- (--optimizer sgd|adam, --lr, --momentum, --schedule none|cosine; a
 -- script may set opts.nesterov), over
--- the parameter groups given (weight decay split from biases and norms by
--- default).
+-- the parameter groups given (default: weight decay on the weights, not on
+-- biases and norms, unless opts.wd_norms).
 function experiment.optimizer(model, opts, groups)
+  if not groups and opts.wd_norms then groups = {{params = model:parameters(), weight_decay = opts.wd}} end
   groups = groups or cbnet.optim.split_decay(model, opts.wd)
   local opt
   if opts.optimizer == "adam" then opt = cbnet.optim.Adam(groups, {lr = opts.lr})

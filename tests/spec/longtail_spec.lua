@@ -329,6 +329,18 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     assert.equal(2, result.final.epoch)
   end)
 
+  it("experiment.optimizer decays every parameter with opts.wd_norms, else the weights only", function()
+    local model = cbnet.nn.Sequential(cbnet.nn.Linear(2, 3), cbnet.nn.BatchNorm1d(3))
+    local base = {optimizer = "sgd", lr = 0.1, momentum = 0.9, wd = 2e-4, schedule = "none"}
+    local split = experiment.optimizer(model, base)
+    assert.same({2e-4, 0}, {split.param_groups[1].weight_decay, split.param_groups[2].weight_decay})
+    assert.equal(1, #split.param_groups[1].params) -- the linear layer's weight
+    local all = experiment.optimizer(model, setmetatable({wd_norms = true}, {__index = base}))
+    assert.equal(1, #all.param_groups)
+    assert.equal(4, #all.param_groups[1].params) -- weight, bias, BN weight, BN bias
+    assert.equal(2e-4, all.param_groups[1].weight_decay)
+  end)
+
   it("experiment.optimizer passes opts.nesterov to SGD", function()
     local model = cbnet.nn.Linear(2, 2)
     local opt = experiment.optimizer(model, {optimizer = "sgd", lr = 0.1, momentum = 0.9, wd = 0, nesterov = true,
