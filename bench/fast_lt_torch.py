@@ -67,6 +67,33 @@ def fastnet(widths, classes=10, stem=None):
     return Net()
 
 
+def setup(a):
+    """Threads and seeds from the arguments, then the exported images:
+    (numpy generator, train images, train labels (torch), test images, test
+    labels, per-class training counts)."""
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    t, _ = read_safetensors(a.data)
+    counts = np.bincount(t["train_labels"], minlength=10).astype(np.float64)
+    return (np.random.default_rng(a.seed), t["train_images"], torch.from_numpy(t["train_labels"].astype(np.int64)),
+            t["test_images"], t["test_labels"], counts)
+
+
+def test_accuracy(net, images, labels, flip):
+    """Accuracy and per-class accuracy of net (in eval mode) on uint8 images,
+    with left-right flip test-time augmentation when flip."""
+    net.eval()
+    correct = np.zeros(10)
+    with torch.no_grad():
+        for s in range(0, len(images), 256):
+            x = torch.from_numpy((images[s:s + 256].astype(np.float32) / 255.0 - MEAN) / STD)
+            logits = (net(x) + net(torch.flip(x, dims=[3]))) / 2 if flip else net(x)
+            pred = logits.argmax(1).numpy()
+            for c in range(10):
+                correct[c] += np.sum((pred == c) & (labels[s:s + 256] == c))
+    return correct.sum() / len(labels), correct / np.bincount(labels, minlength=10)
+
+
 def augment(images, rng, cutout):
     """convnet_torch's pad-4 crop and flip, normalised; then cutout to 0 in the
     normalised image (the mean colour), as cbnet's augment does."""
@@ -95,13 +122,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     start = time.time()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    rng = np.random.default_rng(a.seed)
-    t, meta = read_safetensors(a.data)
-    xtr, ytr = t["train_images"], torch.from_numpy(t["train_labels"].astype(np.int64))
-    xte, yte = t["test_images"], t["test_labels"]
-    counts = np.bincount(t["train_labels"], minlength=10).astype(np.float64)
+    rng, xtr, ytr, xte, yte, counts = setup(a)
     prior = torch.tensor(counts / counts.sum(), dtype=torch.float32)
     log_prior = prior.log()
     net = fastnet([int(w) for w in a.widths.split(",")])
@@ -140,18 +161,9 @@ def main():
                         ema[k].copy_(v)
         print(f"epoch {epoch + 1}/{a.epochs} loss {loss.item():.4f} ({n / (time.time() - t0):.0f} img/s)", flush=True)
     net.load_state_dict(ema)
-    net.eval()
-    correct = np.zeros(10)
-    with torch.no_grad():
-        for s in range(0, len(xte), 256):
-            x = torch.from_numpy((xte[s:s + 256].astype(np.float32) / 255.0 - MEAN) / STD)
-            logits = (net(x) + net(torch.flip(x, dims=[3]))) / 2
-            pred = logits.argmax(1).numpy()
-            for c in range(10):
-                correct[c] += np.sum((pred == c) & (yte[s:s + 256] == c))
-    per_class = correct / np.bincount(yte, minlength=10)
+    accuracy, per_class = test_accuracy(net, xte, yte, flip=True)
     print("per class:", " ".join(f"{v:.3f}" for v in per_class))
-    print(f"test accuracy {correct.sum() / len(yte):.4f}; wall {time.time() - start:.1f} s "
+    print(f"test accuracy {accuracy:.4f}; wall {time.time() - start:.1f} s "
           f"(torch {torch.__version__}, {a.threads} threads)")
 
 
