@@ -97,6 +97,7 @@ cb_status cb_augment_batch(cb_tensor **out, const cb_tensor *images, const cb_te
   uint8_t *scratch = o->trivial_augment ? malloc((size_t)(n > 0 ? n * c * h * w : 1)) : NULL;
   if (!draws || (o->trivial_augment && !scratch)) {
     free(draws);
+    free(scratch);
     cb_tensor_release(idx);
     return cb_fail(CB_ENOMEM, "augment: out of memory");
   }
