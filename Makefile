@@ -55,6 +55,10 @@ $(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard binding/*.h)
 
 $(BUILD)/binding/%.o: CPPFLAGS += -I$(LUA_INC)
 
+# The image operations round to uint8 as torchvision does: a * x + b * y with
+# two roundings, not one fused multiply-add (bench/parity_augment.py checks).
+$(BUILD)/core/data/image_ops.o: OPT += -ffp-contract=off
+
 # stb_image_write's JPEG encoder shifts signed ints left (upstream code): keep
 # UBSan's shift check for cbnet's own files only.
 ifeq ($(SAN),1)
@@ -105,7 +109,7 @@ ctest: $(CTESTS)
 # the per-layer profile. BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 3".
 BENCH_VENV := build/torch-venv
 bench: deps all
-	@missing=$$(for p in python3-torch python3-venv; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in python3-torch python3-torchvision python3-venv; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

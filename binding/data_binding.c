@@ -8,6 +8,7 @@
 
 #include "io/file.h"
 #include "data/augment.h"
+#include "data/image_ops.h"
 #include "binding.h"
 #include "data/data.h"
 #include "io/safetensors.h"
@@ -264,6 +265,27 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* image_op(images, name, magnitude) -> uint8 images (data/image_ops.h) */
+static int l_image_op(lua_State *L) {
+  cb_tensor *images = cbl_check_tensor(L, 1), *out;
+  const char *name = luaL_checkstring(L, 2);
+  double magnitude = luaL_optnumber(L, 3, 0);
+  int op = cb_image_op_from_name(name);
+  if (op < 0) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 0; i < CB_IMAGE_OP_COUNT; i++) {
+      luaL_addstring(&b, i ? ", " : "");
+      luaL_addstring(&b, cb_image_op_names[i]);
+    }
+    luaL_pushresult(&b);
+    return luaL_error(L, "image_op: unknown operation '%s' (known: %s)", name, lua_tostring(L, -1));
+  }
+  cbl_check(L, cb_image_op_batch(&out, images, (cb_image_op)op, magnitude));
+  cbl_push_tensor(L, out);
+  return 1;
+}
+
 static const luaL_Reg data_functions[] = {
     {"write_file_atomic", l_write_file_atomic}, {"file_info", l_file_info},
     {"save_safetensors", l_save_safetensors}, {"load_safetensors", l_load_safetensors},
@@ -271,7 +293,7 @@ static const luaL_Reg data_functions[] = {
     {"read_cifar10", l_read_cifar10}, {"read_cifar100", l_read_cifar100},
     {"read_image_folder", l_read_image_folder},
     {"read_idx", l_read_idx}, {"parse_idx", l_parse_idx}, {"decode_image", l_decode_image},
-    {"write_image", l_write_image}, {"augment_batch", l_augment_batch},
+    {"write_image", l_write_image}, {"augment_batch", l_augment_batch}, {"image_op", l_image_op},
     {"multinomial", l_multinomial}, {NULL, NULL}};
 
 void cbl_open_data(lua_State *L) { luaL_setfuncs(L, data_functions, 0); }

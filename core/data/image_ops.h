@@ -4,17 +4,22 @@
  * operation drawn uniformly, at a magnitude drawn uniformly from 31 bins,
  * negated with probability 1/2 where the operation has a sign.
  *
- * The operations follow torchvision's tensor implementations (which
- * TrivialAugmentWide calls), so that a recipe carries over:
+ * The operations compute what torchvision's tensor implementations compute
+ * (the calls TrivialAugmentWide makes), pixel for pixel
+ * (bench/parity_augment.py), so that a recipe carries over:
  *   - geometric ones (shear, translate, rotate) map every output pixel back
- *     to its source pixel (nearest neighbour; outside the image: 0). Shear
- *     is about the top-left pixel, rotation about the image centre,
- *     counter-clockwise for a positive angle;
+ *     to its source pixel, nearest neighbour with half-way rounding to even
+ *     (grid_sample's), 0 outside the image. Shear is about the image's
+ *     top-left corner (half a pixel before the first pixel's centre),
+ *     rotation about its centre, counter-clockwise for a positive angle.
+ *     Where a source lies exactly half-way, torch's float32 grid may round
+ *     the other way;
  *   - blends (brightness, color = saturation, contrast, sharpness) compute
- *     r * image + (1 - r) * degenerate in float, clamp to 0..255 and
- *     truncate, degenerate being black, the grayscale image
- *     (0.2989 R + 0.587 G + 0.114 B, truncated), the grayscale mean, or the
- *     3x3 smoothing [1 1 1; 1 5 1; 1 1 1] / 13 (rounded; border pixels kept);
+ *     r * image + (1 - r) * degenerate in float with r and 1 - r rounded
+ *     from double and no fused multiply-add, clamp to 0..255 and truncate,
+ *     degenerate being black, the grayscale image (0.2989 R + 0.587 G +
+ *     0.114 B, truncated), the grayscale mean, or the 3x3 smoothing
+ *     [1 1 1; 1 5 1; 1 1 1] / 13 (rounded; the border is its own degenerate);
  *   - posterize keeps the top `bits` bits, solarize inverts values at or
  *     above the threshold, autocontrast stretches each channel's range to
  *     0..255, equalize flattens each channel's histogram (PIL's algorithm).
@@ -24,6 +29,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "tensor/tensor.h"
 
 typedef enum {
   CB_IMAGE_IDENTITY,
@@ -52,5 +59,15 @@ void cb_image_op_apply(uint8_t *dst, const uint8_t *src, int64_t c, int64_t h, i
 double cb_trivial_augment_magnitude(cb_image_op op, int bin, bool negative);
 
 #define CB_TRIVIAL_AUGMENT_BINS 31
+
+/* The operation named name ("identity", "shear_x", "shear_y", "translate_x",
+ * "translate_y", "rotate", "brightness", "color", "contrast", "sharpness",
+ * "posterize", "solarize", "autocontrast", "equalize"), or -1. */
+int cb_image_op_from_name(const char *name);
+extern const char *const cb_image_op_names[CB_IMAGE_OP_COUNT];
+
+/* *out = op at magnitude m applied to every image of a contiguous uint8
+ * C x H x W or N x C x H x W tensor (C = 1 or 3), in parallel. */
+cb_status cb_image_op_batch(cb_tensor **out, const cb_tensor *images, cb_image_op op, double m);
 
 #endif

@@ -476,6 +476,17 @@ function data.cifar_augmentation(opts)
           trivial_augment = opts.trivial_augment or false, mean = opts.mean or {0.4914, 0.4822, 0.4465}, std = opts.std or {0.2470, 0.2435, 0.2616}}
 end
 
+--- data.image_op(images, name, magnitude): one image operation of
+-- TrivialAugment's vocabulary on uint8 images (C x H x W or N x C x H x W,
+-- C = 1 or 3), computed as torchvision.transforms.functional does (nearest
+-- neighbour, fill 0): "identity", "shear_x" / "shear_y" (factor), "translate_x"
+-- / "translate_y" (pixels), "rotate" (degrees, counter-clockwise), the blends
+-- "brightness", "color", "contrast", "sharpness" (factor - 1), "posterize"
+-- (bits kept), "solarize" (threshold), "autocontrast", "equalize". For
+-- policies of one's own; data.cifar_augmentation{trivial_augment = true}
+-- draws them per image.
+function data.image_op(images, name, magnitude) return core.image_op(images, name, magnitude) end
+
 --- Normalisation only (for evaluation): the same mean and std.
 function data.normalization(opts)
   opts = options.check(opts, "normalization", {"mean", "std"})

@@ -62,11 +62,16 @@ static void test_geometric(void) {
   CHECK(same(out, (uint8_t[]){20, 30, 0}, 3));
   cb_image_op_apply(out, row, 1, 3, 1, CB_IMAGE_TRANSLATE_Y, 2); /* the same numbers as a column */
   CHECK(same(out, (uint8_t[]){0, 0, 10}, 3));
-  /* shear x by 1: output (x, y) from (x + y, y) */
-  cb_image_op_apply(out, (uint8_t[]){1, 2, 3, 4}, 1, 2, 2, CB_IMAGE_SHEAR_X, 1);
+  /* shear x by 0.5 about the top-left corner: output (x, y) from (x + 0.5 (y + 0.5), y),
+   * rounded: row 0 from x, row 1 from x + 1 */
+  cb_image_op_apply(out, (uint8_t[]){1, 2, 3, 4}, 1, 2, 2, CB_IMAGE_SHEAR_X, 0.5);
   CHECK(same(out, (uint8_t[]){1, 2, 4, 0}, 4));
-  cb_image_op_apply(out, (uint8_t[]){1, 2, 3, 4}, 1, 2, 2, CB_IMAGE_SHEAR_Y, 1); /* from (x, y + x) */
+  cb_image_op_apply(out, (uint8_t[]){1, 2, 3, 4}, 1, 2, 2, CB_IMAGE_SHEAR_Y, 0.5); /* from (x, y + 0.5 (x + 0.5)) */
   CHECK(same(out, (uint8_t[]){1, 4, 3, 0}, 4));
+  /* a source exactly half-way rounds to the even pixel (grid_sample's nearbyint): by 1,
+   * row 0 samples x + 0.5, so x = 0 takes pixel 0 and x = 1 pixel 2 (outside) */
+  cb_image_op_apply(out, (uint8_t[]){1, 2, 3, 4}, 1, 2, 2, CB_IMAGE_SHEAR_X, 1);
+  CHECK(same(out, (uint8_t[]){1, 0, 0, 0}, 4));
   /* 90 degrees counter-clockwise: the top row becomes the left column, read upwards */
   uint8_t grid[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
   cb_image_op_apply(out, grid, 1, 3, 3, CB_IMAGE_ROTATE, 90);

@@ -298,6 +298,17 @@ describe("options tables", function()
     assert.error_matches(function() options.check(5, "f", {}) end, "f: expected an options table, got a number")
   end)
 
+  it("data.image_op names an unknown operation and the known ones, and takes uint8 images only", function()
+    local img = cbnet.tensor{{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}}:byte()
+    assert.same({{{3, 6, 9}, {2, 5, 8}, {1, 4, 7}}}, data.image_op(img, "rotate", 90):totable())
+    assert.error_matches(function() data.image_op(img, "rotat", 1) end,
+      "image_op: unknown operation 'rotat' %(known: identity, shear_x, .*, equalize%)")
+    assert.error_matches(function() data.image_op(img:float(), "rotate", 1) end, "image_op: images must be a contiguous uint8")
+    assert.error_matches(function() data.image_op(cbnet.zeros({2, 2, 2}, "uint8"), "equalize") end,
+      "image_op: images must have 1 or 3 channels, got 2")
+    assert.error_matches(function() data.image_op(img, "rotate", 0 / 0) end, "image_op: the magnitude must be finite")
+  end)
+
   it("known keys pass through, and models.get gives each model the options it takes", function()
     local ds = data.dataset(cbnet.zeros(4, 1, 2, 2):byte(), cbnet.tensor({0, 1, 0, 1}, "int64"), {"a", "b"})
     local loader = data.Loader(ds, {batch_size = 2, transform = data.cifar_augmentation{mean = {0}, std = {1}}})
