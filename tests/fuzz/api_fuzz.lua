@@ -28,7 +28,8 @@ local ints = {0, 1, 2, 3, 4, 5, 7, 16, 32, -1, -2, -3, math.maxinteger, math.min
 local floats = {0.0, -0.0, 0.5, -0.5, 1e-8, 1e308, -1e308, 0 / 0, math.huge, -math.huge, 2.5, 1e-45}
 local strings = {"float32", "int64", "uint8", "bool", "float", "long", "byte", "", "a\0b", "sum",
                  "mean", "none", "exp", "step", "sgd", "adam", "x.safetensors", "out.json",
-                 "img.png", "img.jpg", "dir/x.bin", "nan", string.rep("z", 5000), "%s%n", "\255\254"}
+                 "img.png", "img.jpg", "dir/x.bin", "nan", string.rep("z", 5000), "%s%n", "\255\254",
+                 "rotate", "shear_x", "sharpness", "equalize", "posterize", "autocontrast"}
 local function hostile_table()
   return pick{
     function() return {} end,
@@ -41,6 +42,7 @@ local function hostile_table()
     function() return {stride = math.maxinteger, padding = 1 << 62, dilation = -1} end,
     function() return {lr = 0.1, momentum = 0.9, weight_decay = 1e-4, batch_size = 4} end,
     function() return {beta = 0.9999, gamma = 2, imbalance = 10, profile = "exp"} end,
+    function() return {trivial_augment = true, crop_padding = 4, flip = true, cutout = 8} end,
     function() return setmetatable({}, {__len = function() return 1 << 40 end}) end,
     function() return setmetatable({1, 2}, {__len = function() error("len raised") end}) end,
     function() return setmetatable({}, {__index = function() error("index raised") end}) end,
@@ -61,6 +63,7 @@ local function base_tensors()
     cbnet.tensor{{1, 2}, {3, 4}}, cbnet.arange(6):byte(), cbnet.zeros(1):expand(5),
     cbnet.randn(4, 3):t(), cbnet.randn(6):slice(1, 1, -1, 2), cbnet.tensor{math.maxinteger, -1},
     cbnet.full({2, 2}, 0 / 0), cbnet.randint(0, 3, {4}), cbnet.randn(4, 3),
+    cbnet.randint(0, 256, {2, 3, 5, 7}):byte(), cbnet.zeros({3, 1, 2}, "uint8"), -- images
   }
   local g = cbnet.randn(3, 3)
   g.requires_grad = true
