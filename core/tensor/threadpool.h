@@ -5,7 +5,10 @@
  * when all are done. Work smaller than grain, calls made from inside a
  * parallel region, and calls made while another thread uses the pool run
  * serially in the caller, so the pool never oversubscribes the cores. It is
- * the only set of threads: OpenBLAS runs single-threaded inside its chunks. */
+ * the only set of threads: OpenBLAS runs single-threaded inside its chunks.
+ * Idle workers, and a caller waiting for them, spin briefly before they
+ * sleep: loops come back to back in a training step, and a wake-up per loop
+ * cost ResNet-32 5-10 % of its step on 2 threads. */
 #ifndef CB_THREADPOOL_H
 #define CB_THREADPOOL_H
 
