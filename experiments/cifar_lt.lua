@@ -47,9 +47,11 @@ for _, o in ipairs{
   {"many", 100, "many-shot: classes with more training images than this (Liu et al. 2019)"},
   {"few", 20, "few-shot: classes with fewer training images than this"},
 } do options[#options + 1] = o end
+-- --many and --few shape only the tables: a finished sweep's are made again with
+-- --resume OUT --many N --few M
 local opts = experiment.setup("cifar_lt", cli.parse(arg, {name = "cifar_lt",
   script = "experiments/cifar_lt.lua", summary = "Long-tailed CIFAR: the methods of the literature on ResNet-32.",
-  options = options}))
+  options = options}), {"many", "few"})
 
 -- ---- data ----
 local full, test, dataset, normalization

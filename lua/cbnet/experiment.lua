@@ -96,14 +96,19 @@ local LAUNCH_OPTIONS = {resume = true, jobs = true, threads = true, launcher = t
                         wait = true, hosts = true}
 
 --- Prepares the output folder and writes config.json; on --resume, reads
--- the options of the run being resumed instead (the folder's config.json).
-function experiment.setup(name, opts)
+-- the options of the run being resumed instead (the folder's config.json),
+-- except how to run it (--jobs, --threads, ...) and the options named in
+-- report_options (ones that change only the tables, e.g. thresholds) when
+-- the resuming command gives them.
+function experiment.setup(name, opts, report_options)
   if opts.resume then
     local saved = report.read_json(opts.resume .. "/config.json")
     if not saved then error(("--resume: %s/config.json not found"):format(opts.resume), 0) end
+    local own = {}
+    for _, k in ipairs(report_options or {}) do own[k] = opts._given[k] end
     for k, v in pairs(saved) do
       -- how to run (not what to run) is the resuming command's own choice
-      if not LAUNCH_OPTIONS[k] then opts[k] = v end
+      if not LAUNCH_OPTIONS[k] and not own[k] then opts[k] = v end
     end
     opts.out = opts.resume
   end

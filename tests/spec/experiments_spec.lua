@@ -443,6 +443,14 @@ describe("experiments/cifar_lt.lua (issue 10)", function()
     assert.matches("cifar_lt.lua", config.provenance.command, 1, true)
     assert.matches("^%x+", config.provenance.commit)
     assert.equal(cbnet.version, config.provenance.cbnet)
+    -- the finished sweep's tables again with other many/few thresholds, nothing trained
+    assert.matches("classes with > 100, 20%-100, < 20 training images", md)
+    code, output = run("cifar_lt.lua", ("--resume %s --many 20 --few 8"):format(out))
+    assert.equal(0, code, output)
+    assert.is_nil(output:find("epoch 1/", 1, true))
+    md = report.read_file(out .. "/results.md")
+    assert.matches("classes with > 20, 8%-20, < 8 training images", md)
+    assert.equal(100, report.read_json(out .. "/config.json").many) -- the run's own config, unchanged
   end)
 end)
 
