@@ -1,6 +1,6 @@
 -- Batch assembly throughput: CIFAR-10-sized images through the loader with
--- the standard augmentation (pad-4 crop, flip, normalisation), on one core
--- and on all. Uses the real CIFAR-10 when it is found, random images else.
+-- the standard augmentation (pad-4 crop, flip, normalisation), then with
+-- TrivialAugment too, on one core and on all. Uses the real CIFAR-10 when it is found, random images else.
 -- Run: build/bin/cbnet run bench/loader.lua [epochs=3] [batch=128]
 local cbnet = require "cbnet"
 local data = cbnet.data
@@ -19,17 +19,20 @@ end
 print(tostring(ds))
 
 local all = cbnet.get_num_threads()
-for _, threads in ipairs{1, all} do
-  cbnet.set_num_threads(threads)
-  local loader = data.Loader(ds, {batch_size = batch, shuffle = true, transform = data.cifar_augmentation()})
-  local rates = {}
-  for epoch = 1, epochs do
-    local t0, n = wall(), 0
-    for images in loader:batches(epoch) do n = n + images:size(1) end
-    rates[epoch] = n / (wall() - t0)
+for _, trivial in ipairs{false, true} do
+  for _, threads in ipairs{1, all} do
+    cbnet.set_num_threads(threads)
+    local loader = data.Loader(ds, {batch_size = batch, shuffle = true,
+                                    transform = data.cifar_augmentation{trivial_augment = trivial}})
+    local rates = {}
+    for epoch = 1, epochs do
+      local t0, n = wall(), 0
+      for images in loader:batches(epoch) do n = n + images:size(1) end
+      rates[epoch] = n / (wall() - t0)
+    end
+    table.sort(rates)
+    print(("%d thread(s)%s: %.0f images/s (median of %d epochs, batch %d)"):format(threads,
+      trivial and ", TrivialAugment" or "", rates[(epochs + 1) // 2], epochs, batch))
   end
-  table.sort(rates)
-  print(("%d thread(s): %.0f images/s (median of %d epochs, batch %d)"):format(threads,
-    rates[(epochs + 1) // 2], epochs, batch))
 end
 cbnet.set_num_threads(all)
