@@ -122,7 +122,7 @@ void cb_direct_conv_free(cb_direct_conv *conv) {
   if (!conv) return;
   free(conv->taps);
   free(conv->weight);
-  free(conv->scratch);
+  cb_tensor_release(conv->scratch_storage);
   free(conv);
 }
 
@@ -209,7 +209,23 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   /* Winograd: 16 transformed 4x4 kernels in place of 9 taps */
   d->weight = calloc((size_t)(blocks * OBLOCK * d->in_c * (d->winograd ? d->wino_n : d->ntaps)),
                      sizeof(float));
-  d->scratch = calloc((size_t)(d->scratch_floats * workers), sizeof(float));
+  /* The scratch comes from tensor storage rather than calloc: the weight
+   * gradient's of a 256-channel layer is over 32 MiB, which glibc would map
+   * afresh for every call (fastnet spent 6 % of its step in page faults);
+   * tensor.c keeps such blocks for the next step. Only what is read before
+   * it is written starts at zero: each worker's padded stack (its borders)
+   * and dY stack (between the outputs); the transforms, products and parts
+   * are written whole (tiles past the last as zeros) before they are read. */
+  int64_t scratch_all = d->scratch_floats * workers;
+  if (d->taps && d->weight && cb_tensor_empty(&d->scratch_storage, 1, &scratch_all, CB_FLOAT32) == CB_OK) {
+    d->scratch = cb_tensor_data(d->scratch_storage);
+    for (int k = 0; k < workers; k++) {
+      float *mine = d->scratch + k * d->scratch_floats;
+      memset(mine, 0, sizeof(float) * (size_t)d->xpad_floats);
+      if (d->dy_floats)
+        memset(mine + d->xpad_floats + d->v_floats + d->m_floats, 0, sizeof(float) * (size_t)d->dy_floats);
+    }
+  }
   if (!d->taps || !d->weight || !d->scratch) {
     cb_direct_conv_free(d);
     return NULL;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "nn/conv_direct.h"
+#include "tensor/tensor.h"
 #include "tensor/vectorize.h"
 
 #define OBLOCK 4 /* output channels per micro-kernel tile */
@@ -41,6 +42,8 @@ struct cb_direct_conv {
   int64_t *taps;                   /* ki*wp + kj */
   float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK]; Winograd:
                                     * [wino_n][out_c / OBLOCK][in_c][OBLOCK] */
+  cb_tensor *scratch_storage;      /* owns scratch: a tensor's storage, whose large
+                                    * blocks are kept for reuse (tensor.c) */
   float *scratch;                  /* per worker: padded stack, the stack's output (out_c x
                                     * positions; none for dW), Winograd's blocks V and M
                                     * (dW: P), then for dW the dY stack and dW parts */

@@ -96,6 +96,12 @@ static void tune_malloc(void) {
 #define LARGE_SLOTS 16
 #define LARGE_BYTES (1LL << 30)
 
+/* Whether glibc would map the block afresh: it maps requests whose chunk
+ * (the block, alignment slack and a header) reaches the threshold, so a block
+ * of exactly 32 MiB (128 x 64 x 32 x 32 floats, fastnet's first activations)
+ * is one. */
+static bool mapped_by_glibc(int64_t padded) { return padded + 4096 >= LARGE_BLOCK; }
+
 static struct {
   pthread_mutex_t lock;
   void *data[LARGE_SLOTS];
@@ -145,7 +151,7 @@ static void large_empty(void) {
 static int64_t padded_size(int64_t nbytes) { return nbytes > 0 ? (nbytes + 63) / 64 * 64 : 64; }
 
 static void *block_alloc(int64_t padded) {
-  void *data = padded > LARGE_BLOCK ? large_take(padded) : NULL;
+  void *data = mapped_by_glibc(padded) ? large_take(padded) : NULL;
   if (!data) data = aligned_alloc(64, (size_t)padded);
   if (!data) {
     large_empty();
@@ -177,7 +183,7 @@ static void storage_release(cb_storage *s) {
   if (s && atomic_fetch_sub(&s->refcount, 1) == 1) {
     atomic_fetch_sub(&live_bytes, s->nbytes);
     int64_t padded = padded_size(s->nbytes);
-    if (padded > LARGE_BLOCK) large_give_back(s->data, padded);
+    if (mapped_by_glibc(padded)) large_give_back(s->data, padded);
     else free(s->data);
     free(s);
   }
