@@ -48,7 +48,7 @@ local options = experiment.standard_options{epochs = 64, batch_size = 128, lr = 
                                            momentum = 0.9, optimizer = "sgd", schedule = "cosine",
                                            model = "fastnet", ema = 0.999}
 for _, o in ipairs{
-  {"budget", 60, "minutes: 5, 15 or 60 (sets --epochs, --widths, --ema and --posthoc unless they are given, and a time limit: on a slower machine the schedule is shortened to fit)"},
+  {"budget", 60, "minutes: 5, 15 or 60 (sets --epochs, --widths, --ema and --posthoc unless they are given, and, except with --tune, a time limit: on a slower machine the schedule is shortened to fit)"},
   {"widths", {64, 128, 256}, "fastnet's block widths"},
   {"smoothing", 0.1, "label smoothing", type = "number"},
   {"smoothing-prior", true, "spread the smoothing as the training prior (uniform in the balanced world; cbnet.loss.logit_adjusted)", type = "flag"},
@@ -112,8 +112,9 @@ end
 -- ---- the budget is a time limit: each run's schedule is shortened if the
 -- epochs would not fit on a slower machine (the data loading above counts;
 -- 2 % is kept for writing the results). --time-limit MINUTES instead, 0: none.
+-- Tuning runs (often 1 thread each, two at a time) train the whole recipe.
 local time_limit
-if not opts._given.time_limit then
+if not opts._given.time_limit and not opts.tune then
   time_limit = opts.budget * 60 * 0.98 - (report.now() - started)
 elseif opts.time_limit > 0 then
   time_limit = opts.time_limit * 60

@@ -471,6 +471,8 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     assert.matches("± ", md, 1, true)
     -- --posthoc: every value on the validation set; d = 0 is the last epoch's own evaluation
     assert.matches("Post-hoc adjustment", md, 1, true)
+    -- tuning trains the whole recipe: no time limit unless one is given
+    assert.is_nil(report.read_metrics(out .. "/runs/seed0/metrics.jsonl")[1].planned_epochs)
     for _, id in ipairs{"seed0", "seed1"} do
       local rows = tuned.runs[id].posthoc
       assert.same({0, 1}, {rows[1].d, rows[2].d})
@@ -485,6 +487,7 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     assert.same({1, "balanced", 0.5, true}, {config.cutmix, config.mix_source, config.mix_prob, config.trivial_augment})
     local records = report.read_metrics(out .. "/runs/seed0/metrics.jsonl")
     assert.equal(2, #records)
+    assert.equal(2, records[1].planned_epochs) -- the budget's time limit, with room to spare
     assert.is_nil(records[1].test_accuracy)
     assert.is_number(records[2].test_accuracy)
     local results = json.decode(report.read_file(out .. "/results.json"))
