@@ -78,6 +78,8 @@ cb_status cb_augment_batch(cb_tensor **out, const cb_tensor *images, const cb_te
   int64_t c = images->shape[1], h = images->shape[2], w = images->shape[3];
   if (c > CB_AUGMENT_MAX_CHANNELS)
     return cb_fail(CB_ESHAPE, "augment: at most %d channels", CB_AUGMENT_MAX_CHANNELS);
+  if (o->trivial_augment && c != 1 && c != 3)
+    return cb_fail(CB_ESHAPE, "augment: TrivialAugment takes 1- or 3-channel images, got %lld channels", (long long)c);
   if (o->crop_padding < 0 || o->cutout < 0 || !(o->scale > 0))
     return cb_fail(CB_EINVAL, "augment: padding and cutout must be >= 0 and scale > 0");
   for (int64_t i = 0; o->normalize && i < c; i++)

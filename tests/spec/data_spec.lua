@@ -310,6 +310,9 @@ describe("batch transforms", function()
     end
     assert.is_true(checked[0] and checked[10] and checked[11]) -- each seen at least once
     assert.is_true(changed > n / 2) -- most operations change a random image
+    assert.error_matches(function()
+      core.augment_batch(cbnet.zeros({1, 2, 4, 4}, "uint8"), cbnet.tensor{0}, {trivial_augment = true})
+    end, "TrivialAugment takes 1%- or 3%-channel images, got 2 channels")
     local loader = data.Loader(data.dataset(images, cbnet.zeros({n}, "int64"), 1),
       {batch_size = 8, transform = data.cifar_augmentation{trivial_augment = true}})
     for x in loader:batches(1) do assert.same({8, 3, 6, 6}, x:size()) break end
