@@ -246,11 +246,10 @@ end
 
 -- ---- one training run, in its steps ----
 
---- The optimizer and (optional) learning-rate schedule that opts ask for
--- (--optimizer sgd|adam, --lr, --momentum, --schedule none|cosine; a
--- script may set opts.nesterov), over
--- the parameter groups given (default: weight decay on the weights, not on
--- biases and norms, unless opts.wd_norms).
+--- The optimizer that opts ask for (--optimizer sgd|adam, --lr, --momentum;
+-- a script may set opts.nesterov), over the parameter groups given (default:
+-- weight decay on the weights, not on biases and norms, unless
+-- opts.wd_norms). Its learning-rate schedule is experiment.schedule's.
 function experiment.optimizer(model, opts, groups)
   if not groups and opts.wd_norms then groups = {{params = model:parameters(), weight_decay = opts.wd}} end
   groups = groups or cbnet.optim.split_decay(model, opts.wd)
@@ -259,7 +258,7 @@ function experiment.optimizer(model, opts, groups)
   elseif opts.optimizer == "sgd" then
     opt = cbnet.optim.SGD(groups, {lr = opts.lr, momentum = opts.momentum, nesterov = opts.nesterov})
   else error("--optimizer must be sgd or adam, got " .. tostring(opts.optimizer), 0) end
-  return opt, experiment.schedule(opt, opts, opts.epochs)
+  return opt
 end
 
 --- The learning-rate schedule opts.schedule names (none: nil) for a run of
@@ -426,6 +425,60 @@ local function gradient_sync(model, dist)
   end
 end
 
+-- The training images' transform: normalization, and with opts.augment the
+-- crop, flip, cutout and TrivialAugment the spec asks for.
+local function train_transform(spec, opts)
+  local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
+  if opts.augment then
+    transform.crop_padding, transform.flip, transform.cutout = (spec.crop_padding or 4), true, spec.cutout
+    transform.trivial_augment = spec.trivial_augment or opts.trivial_augment
+  end
+  return transform
+end
+
+-- experiment.train_epoch's mixup argument from spec.mixup / spec.cutmix
+-- (alpha), spec.mix_prob and spec.mix_source (a sampler), or nil.
+local function mix_settings(spec, opts, transform, batch_size, dist)
+  if (spec.mixup or 0) > 0 and (spec.cutmix or 0) > 0 then error("mixup or cutmix, not both", 0) end
+  local alpha = (spec.mixup or 0) > 0 and spec.mixup or spec.cutmix
+  if not (alpha and alpha > 0) then return nil end
+  return {alpha = alpha, cutmix = (spec.cutmix or 0) > 0, generator = cbnet.Generator(opts.seed + 7),
+    prob = spec.mix_prob, source = spec.mix_source and data.Loader(spec.train, {batch_size = batch_size,
+      transform = transform, sampler = spec.mix_source, seed = opts.seed + 13 + (dist and dist.rank or 0)})}
+end
+
+-- The epochs a time-limited run can have after `epoch`, from the seconds
+-- spent before it and each epoch's training time so far (experiment.fit_epochs);
+-- under mpirun every rank takes rank 0's plan.
+local function replan(spec, dist, epoch, epochs, elapsed, train_seconds, eval_seconds, time_limit)
+  -- the last epoch's evaluation: as long as one measured, else guessed from the training
+  -- speed (a forward pass costs about a third of a training step; test-time augmentation x2)
+  local evaluated_images = (spec.test:size() + (spec.val and spec.val:size() or 0)) * (spec.predict and 2 or 1)
+  local this_epoch = train_seconds[#train_seconds]
+  local guess = eval_seconds or this_epoch * evaluated_images / (3 * spec.train:size())
+  local mean = 0
+  for _, t in ipairs(train_seconds) do mean = mean + t / #train_seconds end
+  local fit = experiment.fit_epochs(epoch, epochs, elapsed + this_epoch, mean, guess, time_limit)
+  if dist then
+    local plan = cbnet.tensor({dist.rank == 0 and fit or 0}, "float32")
+    dist.mpi.allreduce_sum_(plan)
+    fit = math.floor(plan:item() + 0.5)
+  end
+  return fit
+end
+
+-- The test set's accuracy, per-class accuracy and confusion matrix, and the
+-- validation set's accuracy if the spec has one, through `evaluated` (the
+-- EMA's weights when there is one).
+local function evaluate_sets(spec, model, transform, label, evaluated)
+  local norm = {mean = transform.mean, std = transform.std}
+  local test_acc, per_class, confusion = evaluated(experiment.evaluate, model, spec.test, norm, 256,
+    nil, label .. " evaluating", spec.adjust, spec.predict)
+  local val_acc = spec.val and evaluated(experiment.evaluate, model, spec.val, norm, 256, nil,
+    label .. " validating", spec.adjust, spec.predict)
+  return test_acc, per_class, confusion, val_acc or nil
+end
+
 --- Trains one run; spec: name, model (a function returning a fresh model),
 -- loss (function(logits, labels, epoch)), train, test (datasets),
 -- normalization, opts (the parsed options), out (this run's folder), and
@@ -466,11 +519,7 @@ function experiment.train(spec)
     if spec.schedule then return spec.schedule(opt, epochs) end
     return experiment.schedule(opt, opts, epochs)
   end
-  local transform = {mean = spec.normalization.mean, std = spec.normalization.std}
-  if opts.augment then
-    transform.crop_padding, transform.flip, transform.cutout = (spec.crop_padding or 4), true, spec.cutout
-    transform.trivial_augment = spec.trivial_augment or opts.trivial_augment
-  end
+  local transform = train_transform(spec, opts)
   -- data-parallel (under mpirun): each rank takes its shard of the same
   -- per-epoch permutation, batch_size / ranks images a step; gradients are
   -- averaged; batch-norm statistics stay local unless --sync-bn; rank 0 alone
@@ -492,12 +541,7 @@ function experiment.train(spec)
       transform = transform, sampler = sampler})
   end
   local writer = not dist or dist.rank == 0
-  if (spec.mixup or 0) > 0 and (spec.cutmix or 0) > 0 then error("mixup or cutmix, not both", 0) end
-  local mix_alpha = (spec.mixup or 0) > 0 and spec.mixup or spec.cutmix
-  local mixup = mix_alpha and mix_alpha > 0 and
-    {alpha = mix_alpha, cutmix = (spec.cutmix or 0) > 0, generator = cbnet.Generator(opts.seed + 7),
-     prob = spec.mix_prob, source = spec.mix_source and data.Loader(spec.train, {batch_size = batch_size,
-       transform = transform, sampler = spec.mix_source, seed = opts.seed + 13 + (dist and dist.rank or 0)})}
+  local mixup = mix_settings(spec, opts, transform, batch_size, dist)
   local max_batches = opts.quick and 4 or nil
   local ckpt_path, metrics_path = out .. "/checkpoint.safetensors", out .. "/metrics.jsonl"
   -- --ema: the moving average of the weights is what gets evaluated
@@ -528,19 +572,7 @@ function experiment.train(spec)
         epoch, label, max_batches, mixup, sync, ema and function() ema:update() end)
       train_seconds[#train_seconds + 1] = report.now() - t0
       if time_limit and epoch < epochs then
-        -- the last epoch's evaluation: as long as one measured, else guessed from the training
-        -- speed (a forward pass costs about a third of a training step; test-time augmentation x2)
-        local evaluated_images = (spec.test:size() + (spec.val and spec.val:size() or 0)) * (spec.predict and 2 or 1)
-        local guess = eval_seconds or train_seconds[#train_seconds] * evaluated_images / (3 * spec.train:size())
-        local mean = 0
-        for _, t in ipairs(train_seconds) do mean = mean + t / #train_seconds end
-        local fit = experiment.fit_epochs(epoch, epochs, elapsed + train_seconds[#train_seconds], mean,
-          guess, time_limit)
-        if dist then -- every rank takes rank 0's plan
-          local plan = cbnet.tensor({dist.rank == 0 and fit or 0}, "float32")
-          dist.mpi.allreduce_sum_(plan)
-          fit = math.floor(plan:item() + 0.5)
-        end
+        local fit = replan(spec, dist, epoch, epochs, elapsed, train_seconds, eval_seconds, time_limit)
         if fit < epochs then
           print(("%s: %d epochs will not fit in the time limit (%.1f min): shortened to %d"):format(
             spec.name, epochs, time_limit / 60, fit))
@@ -549,24 +581,17 @@ function experiment.train(spec)
         end
       end
       if not writer then goto next_epoch end
-      local norm = {mean = transform.mean, std = transform.std}
       -- --eval-every N: the test (and validation) set every N epochs and after the last
-      local every = math.max(opts.eval_every or 1, 1)
-      local test_acc, per_class, confusion
-      if epoch % every == 0 or epoch == epochs then
+      local test_acc, per_class, confusion, val_acc
+      if epoch % math.max(opts.eval_every or 1, 1) == 0 or epoch == epochs then
         local e0 = report.now()
-        test_acc, per_class, confusion = evaluated(experiment.evaluate, model, spec.test, norm, 256,
-          nil, label .. " evaluating", spec.adjust, spec.predict)
+        test_acc, per_class, confusion, val_acc = evaluate_sets(spec, model, transform, label, evaluated)
         eval_seconds = math.max(eval_seconds or 0, report.now() - e0)
       end
       local record = {epoch = epoch, train_loss = loss, train_accuracy = train_acc,
-                      test_accuracy = test_acc, per_class = per_class, images_per_second = speed,
-                      seconds = report.now() - t0, lr = opt.param_groups[1].lr,
+                      test_accuracy = test_acc, per_class = per_class, val_accuracy = val_acc,
+                      images_per_second = speed, seconds = report.now() - t0, lr = opt.param_groups[1].lr,
                       planned_epochs = time_limit and epochs or nil}
-      if spec.val and test_acc then
-        record.val_accuracy = evaluated(experiment.evaluate, model, spec.val, norm, 256, nil,
-          label .. " validating", spec.adjust, spec.predict)
-      end
       history[#history + 1] = record
       elapsed = elapsed + record.seconds
       print(("%s epoch %2d/%d  loss %.4f  train acc %.4f  %s%s(%.0f img/s, %.1f s)"):format(

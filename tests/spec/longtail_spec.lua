@@ -75,11 +75,12 @@ describe("cbnet.longtail", function()
     milestones, warmup = longtail.schedule(40)
     assert.same({32, 36}, milestones)
     assert.equal(1, warmup)
-    -- the learning rate epoch by epoch, through experiment.optimizer
+    -- the learning rate epoch by epoch, through experiment.optimizer and experiment.schedule
     local experiment = require "cbnet.experiment"
     local model = cbnet.nn.Linear(2, 2)
-    local opt, schedule = experiment.optimizer(model, {optimizer = "sgd", lr = 0.1, momentum = 0.9, wd = 0,
-                                                       schedule = "step", epochs = 200})
+    local opts = {optimizer = "sgd", lr = 0.1, momentum = 0.9, wd = 0, schedule = "step"}
+    local opt = experiment.optimizer(model, opts)
+    local schedule = experiment.schedule(opt, opts, 200)
     local lr = {}
     for epoch = 0, 199 do schedule:set_epoch(epoch); lr[epoch + 1] = opt.param_groups[1].lr end
     assert.is_true(math.abs(lr[1] - 0.02) < 1e-12 and math.abs(lr[5] - 0.1) < 1e-12)
