@@ -10,56 +10,79 @@
 
 /* ---- micro-kernels ----
  * out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
- * in[c*plane + taps[t] + v], for o < OBLOCK and v < the kernel's tile; out has
- * rows of ld floats. The two differ only in vector width and tile: 4 x 4
- * vectors of 16 (16 of AVX-512's 32 registers) and 4 x 2 vectors of 8 (8 of
- * AVX2's 16: with 4 x 3, the 12 accumulators, 3 inputs and the broadcast
- * weight took all 16 and GCC spilled an accumulator to the stack). */
+ * in[c*plane + taps[t] + v], for o < OBLOCK and v < vectors * the vector
+ * length; out has rows of ld floats. The two widths differ only in vector
+ * length and full tile: 4 x 4 vectors of 16 (16 of AVX-512's 32 registers)
+ * and 4 x 2 vectors of 8 (8 of AVX2's 16: with 4 x 3, the 12 accumulators, 3
+ * inputs and the broadcast weight took all 16 and GCC spilled an
+ * accumulator to the stack). Narrower tiles (fewer vectors) serve the last
+ * tiles of a Winograd block: a stack of small images (8x8, 4x4) has a few
+ * dozen tiles, and rounding them up to whole 64-position tiles computed up
+ * to 40 % zeros. Each body is an always-inlined function whose vector count
+ * is a constant at each call of the switch, so every variant is unrolled. */
 
 #define NV16 4
-__attribute__((target("avx512f"))) static void tile_avx512(const float *in, int64_t plane,
-                                                          int64_t channels, const int64_t *taps,
-                                                          int ntaps, const float *w, float *out,
-                                                          int64_t ld) {
+__attribute__((target("avx512f"), always_inline)) static inline void
+tile16(const float *in, int64_t plane, int64_t channels, const int64_t *taps, int ntaps,
+       const float *w, float *out, int64_t ld, const int nv) {
   vec16 acc[OBLOCK][NV16] = {{{0}}};
   for (int64_t c = 0; c < channels; c++, in += plane)
     for (int t = 0; t < ntaps; t++, w += OBLOCK) {
       const float *src = in + taps[t];
       vec16 x[NV16];
 #pragma GCC unroll 8
-      for (int v = 0; v < NV16; v++) x[v] = *(const vec16 *)(src + 16 * v);
+      for (int v = 0; v < nv; v++) x[v] = *(const vec16 *)(src + 16 * v);
 #pragma GCC unroll 4
       for (int o = 0; o < OBLOCK; o++)
 #pragma GCC unroll 8
-        for (int v = 0; v < NV16; v++) acc[o][v] += w[o] * x[v];
+        for (int v = 0; v < nv; v++) acc[o][v] += w[o] * x[v];
     }
 #pragma GCC unroll 4
   for (int o = 0; o < OBLOCK; o++)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV16; v++) *(vec16 *)(out + o * ld + 16 * v) = acc[o][v];
+    for (int v = 0; v < nv; v++) *(vec16 *)(out + o * ld + 16 * v) = acc[o][v];
+}
+
+__attribute__((target("avx512f"))) static void tile_avx512(const float *in, int64_t plane,
+                                                          int64_t channels, const int64_t *taps,
+                                                          int ntaps, const float *w, float *out,
+                                                          int64_t ld, int vectors) {
+  switch (vectors) {
+  case 1: tile16(in, plane, channels, taps, ntaps, w, out, ld, 1); break;
+  case 2: tile16(in, plane, channels, taps, ntaps, w, out, ld, 2); break;
+  case 3: tile16(in, plane, channels, taps, ntaps, w, out, ld, 3); break;
+  default: tile16(in, plane, channels, taps, ntaps, w, out, ld, NV16); break;
+  }
 }
 
 #define NV8 2
-__attribute__((target("avx2,fma"))) static void tile_avx2(const float *in, int64_t plane,
-                                                         int64_t channels, const int64_t *taps,
-                                                         int ntaps, const float *w, float *out,
-                                                         int64_t ld) {
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+tile8(const float *in, int64_t plane, int64_t channels, const int64_t *taps, int ntaps,
+      const float *w, float *out, int64_t ld, const int nv) {
   vec8 acc[OBLOCK][NV8] = {{{0}}};
   for (int64_t c = 0; c < channels; c++, in += plane)
     for (int t = 0; t < ntaps; t++, w += OBLOCK) {
       const float *src = in + taps[t];
       vec8 x[NV8];
 #pragma GCC unroll 8
-      for (int v = 0; v < NV8; v++) x[v] = *(const vec8 *)(src + 8 * v);
+      for (int v = 0; v < nv; v++) x[v] = *(const vec8 *)(src + 8 * v);
 #pragma GCC unroll 4
       for (int o = 0; o < OBLOCK; o++)
 #pragma GCC unroll 8
-        for (int v = 0; v < NV8; v++) acc[o][v] += w[o] * x[v];
+        for (int v = 0; v < nv; v++) acc[o][v] += w[o] * x[v];
     }
 #pragma GCC unroll 4
   for (int o = 0; o < OBLOCK; o++)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV8; v++) *(vec8 *)(out + o * ld + 8 * v) = acc[o][v];
+    for (int v = 0; v < nv; v++) *(vec8 *)(out + o * ld + 8 * v) = acc[o][v];
+}
+
+__attribute__((target("avx2,fma"))) static void tile_avx2(const float *in, int64_t plane,
+                                                         int64_t channels, const int64_t *taps,
+                                                         int ntaps, const float *w, float *out,
+                                                         int64_t ld, int vectors) {
+  if (vectors == 1) tile8(in, plane, channels, taps, ntaps, w, out, ld, 1);
+  else tile8(in, plane, channels, taps, ntaps, w, out, ld, NV8);
 }
 
 /* ---- choosing the path ---- */
@@ -141,6 +164,7 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   cb_conv_path path = cb_conv_get_path();
   bool avx512 = path == CB_CONV_AVX512 || path == CB_CONV_AVX512_WINOGRAD;
   d->kernel = avx512 ? tile_avx512 : tile_avx2;
+  d->lanes = avx512 ? 16 : 8;
   d->tile = avx512 ? 16 * NV16 : 8 * NV8;
   int64_t kh = shape->kh, kw = shape->kw;
   bool transposed = mode == CB_DIRECT_INPUT_GRAD;
@@ -286,7 +310,7 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
     for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
       d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps,
                 d->weight + (o0 / OBLOCK) * weights_per_block,
-                stack_out + o0 * d->out_ld + p0, d->out_ld);
+                stack_out + o0 * d->out_ld + p0, d->out_ld, d->tile / d->lanes);
   /* the real outputs, row by row: every image's out_h rows of out_w */
   for (int64_t o = 0; o < d->out_c; o++) {
     float b = bias ? bias[o] : 0.0f;

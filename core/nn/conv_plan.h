@@ -16,9 +16,10 @@
 
 
 /* out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
- * in[c*plane + taps[t] + v], for o < OBLOCK and v < the kernel's tile. */
+ * in[c*plane + taps[t] + v], for o < OBLOCK and v < vectors * lanes (at most
+ * the plan's tile). */
 typedef void (*tile_fn)(const float *in, int64_t plane, int64_t channels, const int64_t *taps,
-                        int ntaps, const float *w, float *out, int64_t ld);
+                        int ntaps, const float *w, float *out, int64_t ld, int vectors);
 
 struct cb_direct_conv {
   int64_t in_c, in_h, in_w, out_c, out_h, out_w;
@@ -30,7 +31,8 @@ struct cb_direct_conv {
   int64_t out_ld;                  /* row length of the stack's output */
   int64_t xpad_floats, out_floats, scratch_floats; /* per worker */
   int64_t dy_floats;               /* dW's dY stack per worker (none for Winograd) */
-  int ntaps, tile;
+  int ntaps, tile;                 /* tile: positions of the micro-kernel's widest tile */
+  int lanes;                       /* positions per vector (16 or 8): tiles come in multiples */
   bool weight_grad;
   bool winograd;                   /* 3x3 by Winograd: winograd.c */
   int wino_m, wino_n;              /* F(m x m, 3x3): 2 or 4; (m + 2)^2 products per tile */

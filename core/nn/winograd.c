@@ -604,15 +604,18 @@ void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out
   int64_t u_per_xi = blocks * OBLOCK * d->in_c;
   for (int64_t first = 0; first < d->tiles; first += d->block) {
     int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
-    int64_t whole = (count + d->tile - 1) / d->tile * d->tile;
+    /* whole vectors of tiles (the transforms take 8 at a time; lanes is 8 or 16) */
+    int64_t whole = (count + d->lanes - 1) / d->lanes * d->lanes;
     if (d->wino_m == 4) f4_inputs(d, xpad, v, first, whole);
     else winograd_inputs(d, xpad, v, first, whole);
     for (int xi = 0; xi < d->wino_n; xi++)
-      for (int64_t t0 = 0; t0 < whole; t0 += d->tile)
+      for (int64_t t0 = 0; t0 < whole; t0 += d->tile) {
+        int vectors = (int)((whole - t0 < d->tile ? whole - t0 : d->tile) / d->lanes);
         for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
           d->kernel(v + xi * d->v_xi + t0, d->block, d->in_c, no_shift, 1,
                     d->weight + xi * u_per_xi + (o0 / OBLOCK) * d->in_c * OBLOCK,
-                    m + xi * d->m_xi + o0 * d->block + t0, d->block);
+                    m + xi * d->m_xi + o0 * d->block + t0, d->block, vectors);
+      }
     if (d->wino_m == 4) f4_outputs(d, m, out, images, bias, first, count);
     else winograd_outputs(d, m, out, images, bias, first, count);
   }

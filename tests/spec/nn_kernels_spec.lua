@@ -121,6 +121,10 @@ describe("conv2d", function()
       {n = 5, c = 64, o = 64, h = 4, w = 6, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
       {n = 9, c = 64, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
       {n = 2, c = 64, o = 64, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}},
+      -- stacks of small images: blocks whose last tiles fill 1, 2 or 3 of a micro-kernel's 4 vectors
+      {n = 128, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 60, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 37, c = 16, o = 16, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
     }
     local previous = cbnet.conv_path()
     local function run(case, path)
