@@ -44,7 +44,7 @@ static int l_linear(lua_State *L) {
 }
 
 /* batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, relu,
- * sync, residual) */
+ * sync, residual, pool): pool true = then 2x2 max pooling (relu, no residual) */
 static int l_batch_norm(lua_State *L) {
   cb_tensor *x = cbl_check_tensor(L, 1), *y;
   cb_tensor *w = cbl_opt_tensor(L, 2), *b = cbl_opt_tensor(L, 3);
@@ -55,7 +55,12 @@ static int l_batch_norm(lua_State *L) {
   const cb_reducer *sync = NULL;
   if (!lua_isnoneornil(L, 10)) sync = luaL_checkudata(L, 10, REDUCER_MT);
   cb_tensor *residual = cbl_opt_tensor(L, 11);
-  cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps, relu, residual, sync));
+  if (lua_toboolean(L, 12)) {
+    if (!relu || residual) return luaL_argerror(L, 12, "pooling comes after the ReLU, without a residual");
+    cbl_check(L, cb_batch_norm_relu_pool(&y, x, w, b, rm, rv, training, momentum, eps, sync));
+  } else {
+    cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps, relu, residual, sync));
+  }
   cbl_push_tensor(L, y);
   return 1;
 }

@@ -53,6 +53,15 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
                         cb_tensor *running_var, bool training, double momentum,
                         double eps, bool relu, const cb_tensor *residual,
                         const cb_reducer *sync);
+/* max_pool2d(max(0, batch norm(x)), 2x2 windows, stride 2) in one pass forward
+ * and backward: the batch norm's output is never written (norm.c says how).
+ * x: N x C x H x W with H, W >= 2; the values and gradients of the three
+ * ops, to float rounding (the order of the gradient sums, and an ulp where
+ * short rows are computed with or without fused multiply-adds). */
+cb_status cb_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                                  const cb_tensor *bias, cb_tensor *running_mean,
+                                  cb_tensor *running_var, bool training, double momentum, double eps,
+                                  const cb_reducer *sync);
 
 /* ---- pool.c ---- */
 typedef struct {

@@ -10,12 +10,26 @@
  *
  * Optionally a residual r is added to the output and a ReLU applied,
  * y = max(0, batch norm(x) + r), the end of a ResNet block in one pass: the
- * gradient reaching the normalisation, g masked by y's sign, is also r's. */
+ * gradient reaching the normalisation, g masked by y's sign, is also r's.
+ *
+ * Or the ReLU's output is max-pooled over 2x2 windows (stride 2) in the same
+ * pass, y = maxpool(max(0, batch norm(x))), the seed CNN's conv-BN-ReLU-pool:
+ * the batch norm's output is never written. Each pair of input rows is
+ * normalised into a row buffer and pooled from there (the same float
+ * operations as the separate ops: the same values, but for an ulp where a
+ * row shorter than a vector takes the compiler's scalar path with or
+ * without a fused multiply-add); backward normalises the pair again (the
+ * same code as forward, so the same winners), sends each output's gradient
+ * to its window's winner (zero where the ReLU clamped it) and takes batch
+ * norm's two phases on that sparse gradient, which is never written either:
+ * it reads x and the pooled gradient and writes dx. About half the memory
+ * traffic of batch norm + ReLU, then pooling, forward and backward. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/autograd.h"
+#include "nn/max_pool_2x2.h"
 #include "nn/nn.h"
 #include "ops/reduce.h"
 #include "tensor/threadpool.h"
@@ -66,6 +80,10 @@ typedef struct {
   float *masked;    /* relu: where g masked by the output's sign goes (dx, or the
                      * residual's gradient); NULL when no one needs it */
   bn_layout gl, dl, ml; /* layouts of g, dx and masked */
+  /* relu + 2x2 max pooling: x's rows are w long; y (forward) and g (backward)
+   * are oh x ow pooled planes in layout pl */
+  int64_t w, oh, ow;
+  bn_layout pl;
 } bn_job;
 
 /* What backward needs besides the saved tensors: x, mean, invstd, then
@@ -73,6 +91,7 @@ typedef struct {
 typedef struct {
   bool training, relu, residual;
   int gamma_slot, output_slot; /* -1 when not saved */
+  int beta_slot;               /* pooled: beta, to normalise the rows again (-1: none) */
   double count;                /* values per channel the statistics came from */
   cb_reducer sync;             /* sync.sum == NULL: this process's batch only */
 } batch_norm_ctx;
@@ -116,14 +135,20 @@ static void bn_finish_statistics(bn_job *j, double count) {
   }
 }
 
+/* Channel c's y = x * scale + shift: invstd * gamma and beta - mean * scale. */
+static inline void channel_affine(const bn_job *j, int64_t c, float *scale, float *shift) {
+  *scale = j->invstd[c] * (j->gamma ? j->gamma[c] : 1.0f);
+  *shift = (j->beta ? j->beta[c] : 0.0f) - j->mean[c] * *scale;
+}
+
 /* Phase 2: y = (x - mean) * invstd * gamma + beta (+ the residual, then the ReLU). */
 CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
   for (int64_t c = begin; c < end; c++) {
-    float scale = j->invstd[c] * (j->gamma ? j->gamma[c] : 1.0f);
-    float shift = (j->beta ? j->beta[c] : 0.0f) - j->mean[c] * scale;
+    float scale, shift;
+    channel_affine(j, c, &scale, &shift);
     for (int64_t n = 0; n < l->n; n++) {
       const float *p = j->x + n * l->sn + c * l->sc;
       float *q = j->y + n * l->sn + c * l->sc;
@@ -189,6 +214,23 @@ CB_VECTOR_CLONES static void bn_gradient_sums_channels(void *arg, int chunk, int
   }
 }
 
+/* Channel c's dgamma and dbeta (from this process's sums) and, when dx is
+ * wanted (returns true), its coefficients: dx = k (g - a - (x - mean) b),
+ * in training k (g - sum_g/M - xhat dgamma/M) with xhat = (x - mean) invstd,
+ * in evaluation k g. */
+static inline bool backward_coefficients(const bn_job *j, int64_t c, float *k, float *a, float *b) {
+  double invstd = j->invstd[c], sum_g = j->stats[2 * c], sum_gx = j->stats[2 * c + 1];
+  double dgamma = sum_gx * invstd;
+  if (j->dgamma) j->dgamma[c] = (float)(j->local_stats[2 * c + 1] * invstd);
+  if (j->dbeta) j->dbeta[c] = (float)j->local_stats[2 * c];
+  if (!j->dx) return false;
+  double gamma = j->gamma ? j->gamma[c] : 1.0;
+  *k = (float)(gamma * invstd);
+  *a = j->training ? (float)(sum_g / j->count) : 0.0f;
+  *b = j->training ? (float)(dgamma * invstd / j->count) : 0.0f;
+  return true;
+}
+
 /* Backward, phase 2: dgamma and dbeta from this process's sums
  * (local_stats: data-parallel training averages them over the processes
  * afterwards, as every parameter's gradient), dx from the (summed) sums. */
@@ -197,17 +239,8 @@ CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t 
   bn_job *j = arg;
   const bn_layout *l = &j->l;
   for (int64_t c = begin; c < end; c++) {
-    double invstd = j->invstd[c], sum_g = j->stats[2 * c], sum_gx = j->stats[2 * c + 1];
-    double dgamma = sum_gx * invstd;
-    if (j->dgamma) j->dgamma[c] = (float)(j->local_stats[2 * c + 1] * invstd);
-    if (j->dbeta) j->dbeta[c] = (float)j->local_stats[2 * c];
-    if (!j->dx) continue;
-    double gamma = j->gamma ? j->gamma[c] : 1.0;
-    float k = (float)(gamma * invstd);
-    /* training: dx = k (g - sum_g/M - xhat dgamma/M), xhat = (x - mean) invstd */
-    float a = j->training ? (float)(sum_g / j->count) : 0.0f;
-    float b = j->training ? (float)(dgamma * invstd / j->count) : 0.0f;
-    float m = j->mean[c];
+    float k, a, b, m = j->mean[c];
+    if (!backward_coefficients(j, c, &k, &a, &b)) continue;
     for (int64_t n = 0; n < l->n; n++) {
       const float *x = j->x + n * l->sn + c * l->sc;
       /* the gradient reaching the normalisation: masked already */
@@ -216,6 +249,167 @@ CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t 
       for (int64_t i = 0; i < l->s; i++) dx[i] = k * (g[i] - a - (x[i] - m) * b);
     }
   }
+}
+
+/* ---- batch norm + ReLU + 2x2 max pooling (see the top) ---- */
+
+#define POOL_ROW_MAX 2048 /* longest input row the row buffers take; wider goes unfused */
+
+/* dst[i] = max(0, x[i] * scale + shift) for i < n: bn_forward_channels's
+ * operations. */
+static inline void bn_relu_row(const float *x, int64_t n, float scale, float shift, float *dst) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i] * scale + shift;
+    dst[i] = v > 0 ? v : 0.0f;
+  }
+}
+
+/* Output row i of plane (n, c): the input rows 2i and 2i + 1 normalised into
+ * rows[0] and rows[1] (their first 2 ow values, all a window reads). */
+static inline void bn_relu_row_pair(const bn_job *j, const float *plane, int64_t i, float scale,
+                                    float shift, float rows[2][POOL_ROW_MAX]) {
+  for (int r = 0; r < 2; r++) bn_relu_row(plane + (2 * i + r) * j->w, 2 * j->ow, scale, shift, rows[r]);
+}
+
+/* The gradient reaching the normalisation in input rows 2i and 2i + 1 (their
+ * first 2 ow values): each output's gradient at its window's winner when
+ * the ReLU passed it (y > 0), zero elsewhere. */
+static inline void routed_gradient(const bn_job *j, const float *gy_plane, int64_t i,
+                                   float rows[2][POOL_ROW_MAX], float grads[2][POOL_ROW_MAX]) {
+  max_2x2_backward_row(j->ow, rows[0], rows[1], gy_plane + i * j->ow, grads[0], grads[1]);
+  for (int r = 0; r < 2; r++)
+    for (int64_t k = 0; k < 2 * j->ow; k++)
+      if (!(rows[r][k] > 0)) grads[r][k] = 0.0f;
+}
+
+/* Forward, phase 2 pooled: y = maxpool(max(0, x * scale + shift)). */
+CB_VECTOR_CLONES static void bn_pool_forward_channels(void *arg, int chunk, int64_t begin,
+                                                      int64_t end) {
+  (void)chunk;
+  bn_job *j = arg;
+  const bn_layout *l = &j->l;
+  float rows[2][POOL_ROW_MAX];
+  for (int64_t c = begin; c < end; c++) {
+    float scale, shift;
+    channel_affine(j, c, &scale, &shift);
+    for (int64_t n = 0; n < l->n; n++) {
+      const float *plane = j->x + n * l->sn + c * l->sc;
+      float *y = j->y + n * j->pl.sn + c * j->pl.sc;
+      for (int64_t i = 0; i < j->oh; i++) {
+        bn_relu_row_pair(j, plane, i, scale, shift, rows);
+        max_2x2_row(j->ow, rows[0], rows[1], y + i * j->ow);
+      }
+    }
+  }
+}
+
+/* Backward, phase 1 pooled: the sums of the routed gradient and of it times
+ * (x - mean), per channel (rows and columns no window reads get none). */
+CB_VECTOR_CLONES static void bn_pool_gradient_sums(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  bn_job *j = arg;
+  const bn_layout *l = &j->l;
+  float rows[2][POOL_ROW_MAX], grads[2][POOL_ROW_MAX];
+  for (int64_t c = begin; c < end; c++) {
+    float scale, shift;
+    channel_affine(j, c, &scale, &shift);
+    double mean = j->mean[c], sum_g = 0, sum_gx = 0;
+    for (int64_t n = 0; n < l->n; n++) {
+      const float *plane = j->x + n * l->sn + c * l->sc;
+      const float *gy = j->g + n * j->pl.sn + c * j->pl.sc;
+      for (int64_t i = 0; i < j->oh; i++) {
+        bn_relu_row_pair(j, plane, i, scale, shift, rows);
+        routed_gradient(j, gy, i, rows, grads);
+        for (int r = 0; r < 2; r++) {
+          sum_g += cb_sum_floats(grads[r], 2 * j->ow);
+          sum_gx += cb_dot_deviations(grads[r], plane + (2 * i + r) * j->w, 2 * j->ow, mean);
+        }
+      }
+    }
+    j->stats[2 * c] = sum_g;
+    j->stats[2 * c + 1] = sum_gx;
+  }
+}
+
+/* Backward, phase 2 pooled: dx = k (g - a - (x - mean) b) with g the routed
+ * gradient, zero in the rows and columns no window reads. */
+CB_VECTOR_CLONES static void bn_pool_backward_channels(void *arg, int chunk, int64_t begin,
+                                                       int64_t end) {
+  (void)chunk;
+  bn_job *j = arg;
+  const bn_layout *l = &j->l;
+  int64_t h = l->s / j->w;
+  float rows[2][POOL_ROW_MAX], grads[2][POOL_ROW_MAX];
+  for (int64_t c = begin; c < end; c++) {
+    float k, a, b, m = j->mean[c], scale, shift;
+    if (!backward_coefficients(j, c, &k, &a, &b)) continue;
+    channel_affine(j, c, &scale, &shift);
+    for (int64_t n = 0; n < l->n; n++) {
+      const float *plane = j->x + n * l->sn + c * l->sc;
+      const float *gy = j->g + n * j->pl.sn + c * j->pl.sc;
+      float *dx = j->dx + n * j->dl.sn + c * j->dl.sc;
+      for (int64_t i = 0; i < j->oh; i++) {
+        bn_relu_row_pair(j, plane, i, scale, shift, rows);
+        routed_gradient(j, gy, i, rows, grads);
+        for (int r = 0; r < 2; r++) {
+          const float *x = plane + (2 * i + r) * j->w;
+          float *d = dx + (2 * i + r) * j->w, *g = grads[r];
+          for (int64_t q = 0; q < 2 * j->ow; q++) d[q] = k * (g[q] - a - (x[q] - m) * b);
+          for (int64_t q = 2 * j->ow; q < j->w; q++) d[q] = k * (0.0f - a - (x[q] - m) * b);
+        }
+      }
+      for (int64_t q = 2 * j->oh * j->w; q < h * j->w; q++) /* an odd last row */
+        dx[q] = k * (0.0f - a - (plane[q] - m) * b);
+    }
+  }
+}
+
+static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
+  const batch_norm_ctx *ctx = CB_NODE_CTX(node, batch_norm_ctx);
+  const cb_tensor *x, *mean, *invstd, *gamma = NULL, *beta = NULL;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &mean)) != CB_OK ||
+      (st = cb_node_saved(node, 2, &invstd)) != CB_OK ||
+      (ctx->gamma_slot >= 0 && (st = cb_node_saved(node, ctx->gamma_slot, &gamma)) != CB_OK) ||
+      (ctx->beta_slot >= 0 && (st = cb_node_saved(node, ctx->beta_slot, &beta)) != CB_OK))
+    return st;
+  cb_tensor *g = NULL;
+  bn_job j = {.training = ctx->training, .relu = true, .x = cb_tensor_data(x),
+              .mean = cb_tensor_data(mean), .invstd = cb_tensor_data(invstd),
+              .gamma = gamma ? cb_tensor_data(gamma) : NULL, .beta = beta ? cb_tensor_data(beta) : NULL,
+              .w = x->shape[3], .oh = grad->shape[2], .ow = grad->shape[3]};
+  planes_of(x, &j.l); /* x was saved with dense planes */
+  if (planes_of(grad, &j.pl)) g = cb_tensor_retain((cb_tensor *)grad);
+  else if ((st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
+  planes_of(g, &j.pl);
+  j.g = cb_tensor_data(g);
+  int64_t c = j.l.c;
+  if (cb_node_needs_grad(node, 0) && (st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) == CB_OK) {
+    planes_of(grad_in[0], &j.dl);
+    j.dx = cb_tensor_data(grad_in[0]);
+  }
+  if (st == CB_OK && cb_node_needs_grad(node, 1) && (st = cb_tensor_empty(&grad_in[1], 1, &c, CB_FLOAT32)) == CB_OK)
+    j.dgamma = cb_tensor_data(grad_in[1]);
+  if (st == CB_OK && cb_node_needs_grad(node, 2) && (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
+    j.dbeta = cb_tensor_data(grad_in[2]);
+  double *stats = NULL;
+  if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c))))
+    st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
+  if (st == CB_OK) {
+    j.stats = stats;
+    j.local_stats = stats;
+    j.count = ctx->count;
+    cb_parallel_for(c, 1, bn_pool_gradient_sums, &j);
+    if (ctx->training && ctx->sync.sum) { /* as bn_backward */
+      memcpy(stats + 2 * c, stats, sizeof(double) * (size_t)(2 * c));
+      j.local_stats = stats + 2 * c;
+      ctx->sync.sum(ctx->sync.ctx, stats, 2 * c);
+    }
+    cb_parallel_for(c, 1, bn_pool_backward_channels, &j);
+  }
+  free(stats);
+  cb_tensor_release(g);
+  return st;
 }
 
 /* A contiguous float32 copy of an optional per-channel tensor of size c. */
@@ -300,10 +494,11 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
   return st;
 }
 
-cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
-                        const cb_tensor *bias, cb_tensor *running_mean, cb_tensor *running_var,
-                        bool training, double momentum, double eps, bool relu,
-                        const cb_tensor *residual, const cb_reducer *sync) {
+/* cb_batch_norm, and with pool its 2x2 max-pooled form (relu set, no residual). */
+static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                            const cb_tensor *bias, cb_tensor *running_mean, cb_tensor *running_var,
+                            bool training, double momentum, double eps, bool relu,
+                            const cb_tensor *residual, const cb_reducer *sync, bool pool) {
   if (x->dtype != CB_FLOAT32) return cb_fail(CB_ETYPE, "batch_norm: expected a float32 input");
   if (x->ndim < 2) {
     char xs[128];
@@ -363,7 +558,14 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
     cb_tensor_bump_version(running_mean);
     cb_tensor_bump_version(running_var);
   }
-  if ((st = cb_tensor_empty_same_layout(out, xd, CB_FLOAT32)) != CB_OK) goto done;
+  if (pool) { /* x is 4-d with rows of w <= POOL_ROW_MAX (cb_batch_norm_relu_pool) */
+    j.w = x->shape[3], j.oh = x->shape[2] / 2, j.ow = x->shape[3] / 2;
+    st = cb_tensor_empty_images_like(out, xd, j.oh, j.ow, CB_FLOAT32);
+  } else {
+    st = cb_tensor_empty_same_layout(out, xd, CB_FLOAT32);
+  }
+  if (st != CB_OK) goto done;
+  planes_of(*out, &j.pl);
   j.x = cb_tensor_data(xd);
   j.y = cb_tensor_data(*out);
   j.gamma = gamma ? cb_tensor_data(gamma) : NULL;
@@ -386,16 +588,18 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
     }
     bn_finish_statistics(&j, j.count);
   }
-  cb_parallel_for(c, 1, bn_forward_channels, &j);
+  cb_parallel_for(c, 1, pool ? bn_pool_forward_channels : bn_forward_channels, &j);
   const cb_tensor *inputs[4] = {x, weight, bias, residual}, *save[5] = {xd, mean, invstd};
-  batch_norm_ctx ctx = {training, relu, residual != NULL, -1, -1, j.count, {NULL, NULL}};
+  batch_norm_ctx ctx = {.training = training, .relu = relu, .residual = residual != NULL,
+                        .gamma_slot = -1, .output_slot = -1, .beta_slot = -1, .count = j.count};
   if (j.sync) ctx.sync = *sync;
   int nsave = 3;
   if (gamma) save[ctx.gamma_slot = nsave++] = gamma;
-  if (relu) save[ctx.output_slot = nsave++] = *out;
+  if (pool && beta) save[ctx.beta_slot = nsave++] = beta; /* backward normalises again */
+  else if (relu && !pool) save[ctx.output_slot = nsave++] = *out;
   cb_node *node;
-  st = cb_record(*out, relu ? "BatchNormReluBackward" : "BatchNormBackward", bn_backward,
-                 residual ? 4 : 3, inputs, nsave, save, &node);
+  st = cb_record(*out, pool ? "BatchNormReluPoolBackward" : relu ? "BatchNormReluBackward" : "BatchNormBackward",
+                 pool ? bn_pool_backward : bn_backward, residual ? 4 : 3, inputs, nsave, save, &node);
   if (node) *CB_NODE_CTX(node, batch_norm_ctx) = ctx;
   cb_release_on_error(st, out);
 done:
@@ -406,5 +610,39 @@ done:
   cb_tensor_release(beta);
   cb_tensor_release(mean);
   cb_tensor_release(invstd);
+  return st;
+}
+
+cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                        const cb_tensor *bias, cb_tensor *running_mean, cb_tensor *running_var,
+                        bool training, double momentum, double eps, bool relu,
+                        const cb_tensor *residual, const cb_reducer *sync) {
+  return batch_norm(out, x, weight, bias, running_mean, running_var, training, momentum, eps, relu,
+                    residual, sync, false);
+}
+
+cb_status cb_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                                  const cb_tensor *bias, cb_tensor *running_mean,
+                                  cb_tensor *running_var, bool training, double momentum, double eps,
+                                  const cb_reducer *sync) {
+  *out = NULL;
+  char xs[128];
+  if (x->ndim != 4)
+    return cb_fail(CB_ESHAPE, "batch_norm: pooling needs an N x C x H x W input, got %s",
+                   cb_shape_str(xs, 128, x->ndim, x->shape));
+  if (x->shape[2] < 2 || x->shape[3] < 2)
+    return cb_fail(CB_ESHAPE, "batch_norm: input %s is smaller than the 2x2 pooling window",
+                   cb_shape_str(xs, 128, x->ndim, x->shape));
+  if (x->shape[3] <= POOL_ROW_MAX)
+    return batch_norm(out, x, weight, bias, running_mean, running_var, training, momentum, eps, true,
+                      NULL, sync, true);
+  /* rows too long for the row buffers: the two ops */
+  cb_tensor *y;
+  cb_status st = batch_norm(&y, x, weight, bias, running_mean, running_var, training, momentum, eps,
+                            true, NULL, sync, false);
+  if (st != CB_OK) return st;
+  cb_pool_params two = {.kernel = {2, 2}, .stride = {2, 2}, .padding = {0, 0}};
+  st = cb_max_pool2d(out, y, &two);
+  cb_tensor_release(y);
   return st;
 }

@@ -373,6 +373,12 @@ cb_status cb_tensor_empty_images(cb_tensor **out, int64_t n, int64_t c, int64_t 
   return st;
 }
 
+cb_status cb_tensor_empty_images_like(cb_tensor **out, const cb_tensor *like, int64_t h, int64_t w,
+                                      cb_dtype dtype) {
+  cb_layout layout = cb_image_layout(like) == CB_LAYOUT_CNHW ? CB_LAYOUT_CNHW : CB_LAYOUT_NCHW;
+  return cb_tensor_empty_images(out, like->shape[0], like->shape[1], h, w, dtype, layout);
+}
+
 cb_tensor *cb_tensor_retain(cb_tensor *t) {
   if (t) atomic_fetch_add(&t->refcount, 1);
   return t;

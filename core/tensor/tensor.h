@@ -128,6 +128,10 @@ cb_layout cb_image_layout(const cb_tensor *t);
 /* An empty n x c x h x w tensor in layout NCHW or CNHW. */
 cb_status cb_tensor_empty_images(cb_tensor **out, int64_t n, int64_t c, int64_t h, int64_t w,
                                  cb_dtype dtype, cb_layout layout);
+/* An empty batch of like's images and channels, h x w each, in like's layout
+ * (CNHW stays CNHW; anything else gives NCHW): a pooling's output. */
+cb_status cb_tensor_empty_images_like(cb_tensor **out, const cb_tensor *like, int64_t h, int64_t w,
+                                      cb_dtype dtype);
 cb_tensor *cb_tensor_retain(cb_tensor *t);
 void cb_tensor_release(cb_tensor *t);
 /* For functions that hand out *out: on failure releases it and clears the

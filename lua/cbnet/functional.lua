@@ -21,13 +21,19 @@ F.linear = core.linear
 -- training (default false), momentum (0.1), eps (1e-5), relu (false: true
 -- gives max(0, batch_norm(x)) in the same passes over memory), residual (a
 -- tensor of x's shape added before the ReLU: max(0, batch_norm(x) + residual),
--- the end of a ResNet block in one pass), sync (a reducer from
+-- the end of a ResNet block in one pass), pool (2: then 2x2 max pooling with
+-- stride 2, max_pool2d(max(0, batch_norm(x)), 2), with relu and without a
+-- residual, the batch norm's output never written), sync (a reducer from
 -- cbnet.mpi.reducer(): statistics over every rank's batch).
 function F.batch_norm(x, running_mean, running_var, opts)
   opts = options.check(opts, "batch_norm",
-    {"weight", "bias", "training", "momentum", "eps", "relu", "sync", "residual"})
+    {"weight", "bias", "training", "momentum", "eps", "relu", "sync", "residual", "pool"})
+  if opts.pool ~= nil and opts.pool ~= 2 then
+    error("batch_norm: pool must be 2 (2x2 max pooling after the ReLU), got " .. tostring(opts.pool), 2)
+  end
   return core.batch_norm(x, opts.weight, opts.bias, running_mean, running_var,
-    opts.training or false, opts.momentum, opts.eps, opts.relu or false, opts.sync, opts.residual)
+    opts.training or false, opts.momentum, opts.eps, opts.relu or false, opts.sync, opts.residual,
+    opts.pool == 2)
 end
 
 --- max_pool2d(x, kernel[, stride[, padding]]), stride defaults to kernel.

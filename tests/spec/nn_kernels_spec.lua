@@ -1,5 +1,6 @@
 local cbnet = require "cbnet"
 local F = cbnet.F
+local nn = cbnet.nn
 local gradcheck = require "cbnet.gradcheck"
 
 local g = cbnet.Generator(11)
@@ -324,6 +325,87 @@ describe("batch_norm", function()
     assert.error_matches(function()
       F.batch_norm(randn(2, 3, 4, 4), nil, nil, {training = true, residual = randn(2, 3, 4, 5)})
     end, "residual must be float32 of the input's shape {2, 3, 4, 4}, got float32 {2, 3, 4, 5}")
+  end)
+end)
+
+describe("batch_norm with pool = 2", function()
+  local g = cbnet.Generator(11)
+  local function randn(...) return cbnet.randn({...}, g) end
+
+  it("is max_pool2d(max(0, batch norm), 2), forward, running statistics and backward", function()
+    for _, case in ipairs{
+      {shape = {5, 3, 4, 6}, training = true},
+      {shape = {3, 2, 7, 5}, training = true},              -- odd sizes: a row and a column no window reads
+      {shape = {4, 3, 6, 8}, training = true, cnhw = true}, -- a convolution's output layout
+      {shape = {3, 2, 6, 6}, training = false},             -- the running statistics
+      {shape = {2, 2, 4, 4}, training = true, no_affine = true},
+      {shape = {1, 2, 2, 2051}, training = true},           -- rows longer than the row buffers: the two ops
+    } do
+      local c = case.shape[2]
+      local x = randn(table.unpack(case.shape))
+      if case.cnhw then x = x:transpose(1, 2):contiguous():transpose(1, 2) end
+      local w, b = cbnet.rand({c}, g) + 0.5, randn(c) * 0.2
+      local rm0, rv0 = randn(c) * 0.1, cbnet.rand({c}, g) + 0.5
+      local results = {}
+      for k, fused in ipairs{true, false} do
+        local xi = x:clone():requires_grad_()
+        local wi = not case.no_affine and w:clone():requires_grad_() or nil
+        local bi = not case.no_affine and b:clone():requires_grad_() or nil
+        local rm, rv = rm0:clone(), rv0:clone()
+        local opts = {weight = wi, bias = bi, training = case.training, relu = true, pool = fused and 2 or nil}
+        local y = F.batch_norm(xi, rm, rv, opts)
+        if not fused then y = F.max_pool2d(y, 2) end
+        y:backward(cbnet.randn(y:size(), cbnet.Generator(5)))
+        results[k] = {y:detach(), xi.grad, wi and wi.grad or cbnet.zeros(1), bi and bi.grad or cbnet.zeros(1), rm, rv}
+      end
+      assert.same(results[2][1]:size(), results[1][1]:size())
+      for i = 1, 6 do
+        local scale = math.max(results[2][i]:abs():max():item(), 1)
+        assert.near(0, (results[1][i] - results[2][i]):abs():max():item() / scale, 1e-6)
+      end
+    end
+  end)
+
+  it("has the gradients finite differences give (away from the ReLU's kink and ties)", function()
+    -- distinct inputs; channels far above and far below zero
+    local x = (cbnet.randperm(4 * 3 * 4 * 4, g):float() * 0.05):view(4, 3, 4, 4)
+    assert.is_true(gradcheck(function(a, c, d)
+      return F.batch_norm(a, nil, nil, {weight = c, bias = d, training = true, relu = true, pool = 2})
+    end, {x, cbnet.tensor{0.5, 0.5, 0.5}, cbnet.tensor{3.0, -3.0, 2.5}}))
+  end)
+
+  it("nn.Sequential runs BatchNorm2d, ReLU, MaxPool2d(2) as one layer, with the same result", function()
+    local model = nn.Sequential(nn.Conv2d(3, 4, 3, {padding = 1}), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                                nn.Conv2d(4, 4, 3, {padding = 1}), nn.BatchNorm2d(4, {relu = true}), nn.MaxPool2d(2))
+    local x = randn(3, 3, 8, 8)
+    local y = model(x)
+    assert.equal("BatchNormReluPoolBackward", y.grad_fn) -- a batch norm with relu = true, then the pool
+    local first = nn.Sequential(model:get(1), model:get(2), model:get(3), model:get(4))
+    assert.equal("BatchNormReluPoolBackward", first(x).grad_fn) -- batch norm, nn.ReLU, the pool
+    assert.equal("MaxPool2dBackward", nn.Sequential(model:get(1), model:get(2), model:get(3),
+      nn.MaxPool2d(2, 1))(x).grad_fn) -- stride 1: not fused
+    local h = x
+    for i = 1, #model do
+      local m = model:get(i)
+      h = m.name == "BatchNorm2d" and F.batch_norm(h, nil, nil, {weight = m.weight, bias = m.bias,
+        training = true, relu = m.relu}) or m(h)
+    end
+    assert.near(0, (y - h):abs():max():item(), 1e-6)
+  end)
+
+  it("names what is wrong", function()
+    assert.error_matches(function()
+      F.batch_norm(randn(2, 3, 4, 4), nil, nil, {training = true, relu = true, pool = 3})
+    end, "pool must be 2")
+    assert.error_matches(function()
+      F.batch_norm(randn(2, 3, 4, 4), nil, nil, {training = true, pool = 2})
+    end, "pooling comes after the ReLU")
+    assert.error_matches(function()
+      F.batch_norm(randn(2, 3, 4), nil, nil, {training = true, relu = true, pool = 2})
+    end, "pooling needs an N x C x H x W input, got {2, 3, 4}")
+    assert.error_matches(function()
+      F.batch_norm(randn(2, 3, 1, 4), nil, nil, {training = true, relu = true, pool = 2})
+    end, "smaller than the 2x2 pooling window")
   end)
 end)
 

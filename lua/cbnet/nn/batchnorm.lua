@@ -5,9 +5,11 @@
 -- over memory; the parameters and state are the same), sync (false: true
 -- takes the statistics over every rank's batch in data-parallel training
 -- under mpirun, as PyTorch's SyncBatchNorm; alone it changes nothing).
--- forward(x[, relu[, residual]]): relu = true adds the ReLU for this call
--- (nn.Sequential fuses a following nn.ReLU so), residual a tensor of x's
--- shape added before it (a ResNet block's end: max(0, bn(x) + residual)).
+-- forward(x[, relu[, residual[, pool]]]): relu = true adds the ReLU for this
+-- call (nn.Sequential fuses a following nn.ReLU so), residual a tensor of x's
+-- shape added before it (a ResNet block's end: max(0, bn(x) + residual)),
+-- pool = 2 a 2x2 max pooling after the ReLU (BatchNorm2d; nn.Sequential fuses
+-- a following nn.MaxPool2d(2) so: the batch norm's output is never written).
 -- Training uses batch statistics and updates the running ones; eval() uses
 -- the running ones.
 local cbnet = require "cbnet"
@@ -35,8 +37,9 @@ local function batch_norm_class(name, dims)
   end
 
   class.fuses_relu = true -- nn.Sequential calls forward(x, true) for this layer and a ReLU after it
+  class.fuses_pool = name == "BatchNorm2d" -- and forward(x, relu, nil, 2) with a 2x2 max pooling after
 
-  function class:forward(x, relu, residual)
+  function class:forward(x, relu, residual, pool)
     local ok = false
     for _, d in ipairs(dims) do ok = ok or x:dim() == d end
     if not ok then
@@ -54,7 +57,7 @@ local function batch_norm_class(name, dims)
     end
     return cbnet.F.batch_norm(x, self.running_mean, self.running_var, {weight = self.weight,
       bias = self.bias, training = use_batch, momentum = self.momentum, eps = self.eps,
-      relu = relu or self.relu, residual = residual, sync = reducer})
+      relu = relu or self.relu, residual = residual, pool = pool, sync = reducer})
   end
 
   --- The weight and bias of a convolution followed by this layer in

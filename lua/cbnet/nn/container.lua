@@ -2,7 +2,8 @@
 -- "2", ...; or nn.Sequential{name = module, ...} with an explicit order via
 -- add_module). A batch norm followed by an nn.ReLU runs as one layer (the
 -- batch norm's relu option: the same values in one pass over memory instead
--- of two, forward and backward); in evaluation without gradients a Conv2d,
+-- of two, forward and backward), and with an nn.MaxPool2d(2) after the ReLU
+-- too (its pool option); in evaluation without gradients a Conv2d,
 -- batch norm (and ReLU) run as one convolution with the batch norm folded in.
 -- nn.Flatten(start_dim = 2, end_dim = -1) and nn.Identity.
 local cbnet = require "cbnet"
@@ -26,6 +27,14 @@ local function folded(conv, bn, relu)
   return weight, bias, bn.relu or (relu ~= nil and relu.name == "ReLU")
 end
 
+-- A max pooling over 2x2 windows with stride 2 and no padding, which a batch
+-- norm with its ReLU can take in.
+local function is_pool_2x2(m)
+  if not m or m.name ~= "MaxPool2d" then return false end
+  local function is(v, n) return v == n or (type(v) == "table" and v[1] == n and v[2] == n) end
+  return is(m.kernel, 2) and is(m.stride, 2) and is(m.padding, 0)
+end
+
 function Sequential:forward(x)
   local names, i = self._modules, 1
   while i <= #names do
@@ -35,7 +44,13 @@ function Sequential:forward(x)
       x = m:forward(x, weight, bias, relu)
       i = i + ((relu and not after.relu) and 3 or 2)
     elseif m.fuses_relu and after and after.name == "ReLU" then
-      x, i = m:forward(x, true), i + 2
+      if m.fuses_pool and is_pool_2x2(self[names[i + 2]]) then
+        x, i = m:forward(x, true, nil, 2), i + 3
+      else
+        x, i = m:forward(x, true), i + 2
+      end
+    elseif m.fuses_pool and m.relu and is_pool_2x2(after) then
+      x, i = m:forward(x, nil, nil, 2), i + 2
     else
       x, i = m(x), i + 1
     end
