@@ -38,6 +38,17 @@ static inline vec4 max_2x2_4(const float *r0, const float *r1, ivec4 *right, ive
   return select4(*bottom, bot, top);
 }
 
+/* Of the 4 windows of 8 columns of rows r0 and r1, the elements at the
+ * places max_2x2_4 chose (right column where *right, bottom row where
+ * *bottom): another tensor's values at the maxima. */
+static inline vec4 pick_2x2_4(const float *r0, const float *r1, ivec4 right, ivec4 bottom) {
+  vec4 x0 = *(const vec4 *)r0, x1 = *(const vec4 *)(r0 + 4);
+  vec4 x2 = *(const vec4 *)r1, x3 = *(const vec4 *)(r1 + 4);
+  vec4 a = __builtin_shufflevector(x0, x1, 0, 2, 4, 6), b = __builtin_shufflevector(x0, x1, 1, 3, 5, 7);
+  vec4 c = __builtin_shufflevector(x2, x3, 0, 2, 4, 6), d = __builtin_shufflevector(x2, x3, 1, 3, 5, 7);
+  return select4(bottom, select4(right, d, c), select4(right, b, a));
+}
+
 /* One output row of 2x2 maxima from input rows r0 and r1. */
 static inline void max_2x2_row(int64_t ow, const float *r0, const float *r1, float *y) {
   ivec4 right, bottom;

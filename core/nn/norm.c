@@ -84,6 +84,7 @@ typedef struct {
    * are oh x ow pooled planes in layout pl */
   int64_t w, oh, ow;
   bn_layout pl;
+  uint8_t *winners; /* backward: per window, where its maximum was (see bn_pool_gradient_sums) */
 } bn_job;
 
 /* What backward needs besides the saved tensors: x, mean, invstd, then
@@ -271,17 +272,6 @@ static inline void bn_relu_row_pair(const bn_job *j, const float *plane, int64_t
   for (int r = 0; r < 2; r++) bn_relu_row(plane + (2 * i + r) * j->w, 2 * j->ow, scale, shift, rows[r]);
 }
 
-/* The gradient reaching the normalisation in input rows 2i and 2i + 1 (their
- * first 2 ow values): each output's gradient at its window's winner when
- * the ReLU passed it (y > 0), zero elsewhere. */
-static inline void routed_gradient(const bn_job *j, const float *gy_plane, int64_t i,
-                                   float rows[2][POOL_ROW_MAX], float grads[2][POOL_ROW_MAX]) {
-  max_2x2_backward_row(j->ow, rows[0], rows[1], gy_plane + i * j->ow, grads[0], grads[1]);
-  for (int r = 0; r < 2; r++)
-    for (int64_t k = 0; k < 2 * j->ow; k++)
-      if (!(rows[r][k] > 0)) grads[r][k] = 0.0f;
-}
-
 /* Forward, phase 2 pooled: y = maxpool(max(0, x * scale + shift)). */
 CB_VECTOR_CLONES static void bn_pool_forward_channels(void *arg, int chunk, int64_t begin,
                                                       int64_t end) {
@@ -303,27 +293,57 @@ CB_VECTOR_CLONES static void bn_pool_forward_channels(void *arg, int chunk, int6
   }
 }
 
-/* Backward, phase 1 pooled: the sums of the routed gradient and of it times
- * (x - mean), per channel (rows and columns no window reads get none). */
+/* Backward, phase 1 pooled: per window, the winner of max(0, x * scale +
+ * shift) found again with pooling's comparisons (max_2x2_4), its code in
+ * j->winners (bit 0: right column, bit 1: bottom row; 4: the ReLU clamped
+ * it, no gradient), and per channel the sums of the gradient reaching the
+ * normalisation, which is the output's gradient at the winners: sum g and
+ * sum g (x - mean). 4 windows at a time; a row's last 1-3 through
+ * zero-padded copies (a zero gradient adds nothing). */
 CB_VECTOR_CLONES static void bn_pool_gradient_sums(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
-  float rows[2][POOL_ROW_MAX], grads[2][POOL_ROW_MAX];
+  const vec4 zero = {0};
+  float rows[2][POOL_ROW_MAX];
   for (int64_t c = begin; c < end; c++) {
-    float scale, shift;
+    float scale, shift, mean = j->mean[c];
     channel_affine(j, c, &scale, &shift);
-    double mean = j->mean[c], sum_g = 0, sum_gx = 0;
+    double sum_g = 0, sum_gx = 0;
     for (int64_t n = 0; n < l->n; n++) {
       const float *plane = j->x + n * l->sn + c * l->sc;
       const float *gy = j->g + n * j->pl.sn + c * j->pl.sc;
+      uint8_t *codes = j->winners + (n * l->c + c) * j->oh * j->ow;
       for (int64_t i = 0; i < j->oh; i++) {
         bn_relu_row_pair(j, plane, i, scale, shift, rows);
-        routed_gradient(j, gy, i, rows, grads);
-        for (int r = 0; r < 2; r++) {
-          sum_g += cb_sum_floats(grads[r], 2 * j->ow);
-          sum_gx += cb_dot_deviations(grads[r], plane + (2 * i + r) * j->w, 2 * j->ow, mean);
+        const float *x0 = plane + 2 * i * j->w, *x1 = x0 + j->w, *g_row = gy + i * j->ow;
+        vec4 sg = zero, sgx = zero;
+        for (int64_t k = 0; k < j->ow; k += 4) {
+          int64_t n_win = j->ow - k < 4 ? j->ow - k : 4;
+          const float *y0 = rows[0] + 2 * k, *y1 = rows[1] + 2 * k, *xa = x0 + 2 * k, *xb = x1 + 2 * k;
+          const float *gk = g_row + k;
+          float pad[5][8];
+          if (n_win < 4) { /* the row's last windows, zero-padded */
+            memset(pad, 0, sizeof pad);
+            memcpy(pad[0], y0, sizeof(float) * 2 * (size_t)n_win);
+            memcpy(pad[1], y1, sizeof(float) * 2 * (size_t)n_win);
+            memcpy(pad[2], xa, sizeof(float) * 2 * (size_t)n_win);
+            memcpy(pad[3], xb, sizeof(float) * 2 * (size_t)n_win);
+            memcpy(pad[4], gk, sizeof(float) * (size_t)n_win);
+            y0 = pad[0], y1 = pad[1], xa = pad[2], xb = pad[3], gk = pad[4];
+          }
+          ivec4 right, bottom;
+          vec4 top_y = max_2x2_4(y0, y1, &right, &bottom);
+          vec4 xw = pick_2x2_4(xa, xb, right, bottom); /* the winners' inputs */
+          ivec4 passed = top_y > zero;                 /* the ReLU let the winner through */
+          vec4 g = select4(passed, *(const vec4 *)gk, zero);
+          sg += g;
+          sgx += g * (xw - mean);
+          ivec4 code = ((right & 1) | (bottom & 2) | (~passed & 4)) & (passed | 4);
+          for (int64_t q = 0; q < n_win; q++) codes[i * j->ow + k + q] = (uint8_t)code[q];
         }
+        sum_g += (double)sg[0] + sg[1] + sg[2] + sg[3];
+        sum_gx += (double)sgx[0] + sgx[1] + sgx[2] + sgx[3];
       }
     }
     j->stats[2 * c] = sum_g;
@@ -331,35 +351,40 @@ CB_VECTOR_CLONES static void bn_pool_gradient_sums(void *arg, int chunk, int64_t
   }
 }
 
-/* Backward, phase 2 pooled: dx = k (g - a - (x - mean) b) with g the routed
- * gradient, zero in the rows and columns no window reads. */
+/* Backward, phase 2 pooled: dx = k (0 - a - (x - mean) b) everywhere, plus
+ * k g at each window's winner (from phase 1's codes). */
 CB_VECTOR_CLONES static void bn_pool_backward_channels(void *arg, int chunk, int64_t begin,
                                                        int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
-  int64_t h = l->s / j->w;
-  float rows[2][POOL_ROW_MAX], grads[2][POOL_ROW_MAX];
   for (int64_t c = begin; c < end; c++) {
-    float k, a, b, m = j->mean[c], scale, shift;
+    float k, a, b, m = j->mean[c];
     if (!backward_coefficients(j, c, &k, &a, &b)) continue;
-    channel_affine(j, c, &scale, &shift);
     for (int64_t n = 0; n < l->n; n++) {
-      const float *plane = j->x + n * l->sn + c * l->sc;
+      const float *x = j->x + n * l->sn + c * l->sc;
       const float *gy = j->g + n * j->pl.sn + c * j->pl.sc;
+      const uint8_t *codes = j->winners + (n * l->c + c) * j->oh * j->ow;
       float *dx = j->dx + n * j->dl.sn + c * j->dl.sc;
+      for (int64_t q = 0; q < l->s; q++) dx[q] = k * (0.0f - a - (x[q] - m) * b);
       for (int64_t i = 0; i < j->oh; i++) {
-        bn_relu_row_pair(j, plane, i, scale, shift, rows);
-        routed_gradient(j, gy, i, rows, grads);
-        for (int r = 0; r < 2; r++) {
-          const float *x = plane + (2 * i + r) * j->w;
-          float *d = dx + (2 * i + r) * j->w, *g = grads[r];
-          for (int64_t q = 0; q < 2 * j->ow; q++) d[q] = k * (g[q] - a - (x[q] - m) * b);
-          for (int64_t q = 2 * j->ow; q < j->w; q++) d[q] = k * (0.0f - a - (x[q] - m) * b);
+        float *d0 = dx + 2 * i * j->w, *d1 = d0 + j->w;
+        const float *g_row = gy + i * j->ow;
+        const uint8_t *code_row = codes + i * j->ow;
+        int64_t q = 0;
+        for (; q + 4 <= j->ow; q += 4) { /* 4 windows: k g to the winner of each, in vectors */
+          ivec4 code = {code_row[q], code_row[q + 1], code_row[q + 2], code_row[q + 3]};
+          vec4 kg = *(const vec4 *)(g_row + q) * k, zero = {0};
+          vec4 tl = select4(code == 0, kg, zero), tr = select4(code == 1, kg, zero);
+          vec4 bl = select4(code == 2, kg, zero), br = select4(code == 3, kg, zero);
+          *(vec4 *)(d0 + 2 * q) += __builtin_shufflevector(tl, tr, 0, 4, 1, 5);
+          *(vec4 *)(d0 + 2 * q + 4) += __builtin_shufflevector(tl, tr, 2, 6, 3, 7);
+          *(vec4 *)(d1 + 2 * q) += __builtin_shufflevector(bl, br, 0, 4, 1, 5);
+          *(vec4 *)(d1 + 2 * q + 4) += __builtin_shufflevector(bl, br, 2, 6, 3, 7);
         }
+        for (; q < j->ow; q++)
+          if (code_row[q] < 4) (code_row[q] & 2 ? d1 : d0)[2 * q + (code_row[q] & 1)] += k * g_row[q];
       }
-      for (int64_t q = 2 * j->oh * j->w; q < h * j->w; q++) /* an odd last row */
-        dx[q] = k * (0.0f - a - (plane[q] - m) * b);
     }
   }
 }
@@ -393,7 +418,8 @@ static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tenso
   if (st == CB_OK && cb_node_needs_grad(node, 2) && (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
     j.dbeta = cb_tensor_data(grad_in[2]);
   double *stats = NULL;
-  if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c))))
+  if (st == CB_OK && (!(stats = malloc(sizeof(double) * (size_t)(4 * c))) ||
+                      !(j.winners = malloc((size_t)(j.l.n * c * j.oh * j.ow)))))
     st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
   if (st == CB_OK) {
     j.stats = stats;
@@ -408,6 +434,7 @@ static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tenso
     cb_parallel_for(c, 1, bn_pool_backward_channels, &j);
   }
   free(stats);
+  free(j.winners);
   cb_tensor_release(g);
   return st;
 }
