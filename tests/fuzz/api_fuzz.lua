@@ -43,6 +43,7 @@ local function hostile_table()
     function() return {lr = 0.1, momentum = 0.9, weight_decay = 1e-4, batch_size = 4} end,
     function() return {beta = 0.9999, gamma = 2, imbalance = 10, profile = "exp"} end,
     function() return {trivial_augment = true, crop_padding = 4, flip = true, cutout = 8} end,
+    function() return {training = true, relu = true, pool = 2, momentum = 0.1} end,
     function() return setmetatable({}, {__len = function() return 1 << 40 end}) end,
     function() return setmetatable({1, 2}, {__len = function() error("len raised") end}) end,
     function() return setmetatable({}, {__index = function() error("index raised") end}) end,
