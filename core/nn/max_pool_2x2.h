@@ -55,7 +55,7 @@ static inline void max_2x2_row(int64_t ow, const float *r0, const float *r1, flo
   int64_t k = 0;
   for (; k + 4 <= ow; k += 4) *(vec4 *)(y + k) = max_2x2_4(r0 + 2 * k, r1 + 2 * k, &right, &bottom);
   if (k < ow) {
-    float p0[8] = {0}, p1[8] = {0}, out[4];
+    float p0[8] = {0}, p1[8] = {0}, out[4] = {0};
     memcpy(p0, r0 + 2 * k, sizeof(float) * 2 * (size_t)(ow - k));
     memcpy(p1, r1 + 2 * k, sizeof(float) * 2 * (size_t)(ow - k));
     *(vec4 *)out = max_2x2_4(p0, p1, &right, &bottom);

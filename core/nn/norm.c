@@ -418,8 +418,8 @@ static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tenso
   if (st == CB_OK && cb_node_needs_grad(node, 2) && (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
     j.dbeta = cb_tensor_data(grad_in[2]);
   double *stats = NULL;
-  if (st == CB_OK && (!(stats = malloc(sizeof(double) * (size_t)(4 * c))) ||
-                      !(j.winners = malloc((size_t)(j.l.n * c * j.oh * j.ow)))))
+  if (st == CB_OK && (!(stats = malloc(sizeof(double) * (size_t)(4 * c + 1))) ||
+                      !(j.winners = malloc((size_t)(j.l.n * c * j.oh * j.ow) + 1))))
     st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
   if (st == CB_OK) {
     j.stats = stats;
@@ -500,7 +500,7 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
     }
   }
   double *stats = NULL;
-  if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c))))
+  if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c + 1))))
     st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
   if (st == CB_OK) {
     j.stats = stats;
