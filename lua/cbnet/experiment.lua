@@ -207,6 +207,30 @@ function experiment.flip_tta(model, images)
   return (model(images) + model(images:flip(4))) * 0.5
 end
 
+-- images moved by dy rows and dx columns (each -1, 0 or 1 here), zeros
+-- (the mean colour, after normalisation) coming in at the edges.
+local function translated(images, dy, dx)
+  local n, c, h, w = table.unpack(images:size())
+  local function moved(x, dim, d, size)
+    if d == 0 then return x end
+    local rest = x:narrow(dim, d > 0 and 1 or 1 - d, size - math.abs(d))
+    local shape = x:size()
+    shape[dim] = math.abs(d)
+    local zeros = cbnet.zeros(table.unpack(shape))
+    return cbnet.cat(d > 0 and {zeros, rest} or {rest, zeros}, dim)
+  end
+  return moved(moved(images, 4, dx, w), 3, dy, h)
+end
+
+--- Test-time augmentation with translations (airbench's mirror-translate,
+-- with zeros for its reflection padding): half flip_tta of the images, a
+-- quarter each flip_tta of the images moved one pixel down-right and one
+-- pixel up-left. Six forward passes.
+function experiment.translate_tta(model, images)
+  return experiment.flip_tta(model, images) * 0.5 + experiment.flip_tta(model, translated(images, 1, 1)) * 0.25
+    + experiment.flip_tta(model, translated(images, -1, -1)) * 0.25
+end
+
 -- Beta(alpha, alpha) from two Gamma draws (Marsaglia and Tsang), for mixup.
 local function gamma_draw(shape, g)
   if shape < 1 then return gamma_draw(shape + 1, g) * g:random() ^ (1 / shape) end
@@ -452,8 +476,10 @@ end
 -- under mpirun every rank takes rank 0's plan.
 local function replan(spec, dist, epoch, epochs, elapsed, train_seconds, eval_seconds, time_limit)
   -- the last epoch's evaluation: as long as one measured, else guessed from the training
-  -- speed (a forward pass costs about a third of a training step; test-time augmentation x2)
-  local evaluated_images = (spec.test:size() + (spec.val and spec.val:size() or 0)) * (spec.predict and 2 or 1)
+  -- speed (a forward pass costs about a third of a training step; test-time augmentation
+  -- x spec.predict_views, 2 unless given)
+  local views = spec.predict_views or (spec.predict and 2 or 1)
+  local evaluated_images = (spec.test:size() + (spec.val and spec.val:size() or 0)) * views
   local this_epoch = train_seconds[#train_seconds]
   local guess = eval_seconds or this_epoch * evaluated_images / (3 * spec.train:size())
   local mean = 0
@@ -495,7 +521,8 @@ end
 -- mixed), val (a dataset: the best epoch is chosen on it, not on the test
 -- set), adjust (function(logits) -> logits, applied before predictions),
 -- predict (function(model, images) -> logits at evaluation, e.g.
--- experiment.flip_tta), crop_padding (4), cutout (a square's side, 0: none),
+-- experiment.flip_tta; predict_views: its forward passes per image, 2 unless
+-- given, for a time limit's estimate), crop_padding (4), cutout (a square's side, 0: none),
 -- trivial_augment (true: data.cifar_augmentation's),
 -- hparams (recorded with the result).
 -- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,

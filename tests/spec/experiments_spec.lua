@@ -485,6 +485,7 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     assert.equal(0, code, output)
     local config = report.read_json(out .. "/config.json")
     assert.same({1, "balanced", 0.5, true}, {config.cutmix, config.mix_source, config.mix_prob, config.trivial_augment})
+    assert.is_false(config.tta_translate) -- the 5-minute budget predicts with flips only
     local records = report.read_metrics(out .. "/runs/seed0/metrics.jsonl")
     assert.equal(2, #records)
     assert.equal(2, records[1].planned_epochs) -- the budget's time limit, with room to spare
@@ -503,6 +504,8 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     assert.same({1, 1}, {records[1].planned_epochs, records[1].epoch})
     assert.is_number(records[1].test_accuracy)
     assert.matches(" 1 |\n$", report.read_file(tmp .. "/fast_lt_limited/results.md")) -- epochs run
+    -- the hour's budget (the default) adds the translated views (chosen on the validation set)
+    assert.is_true(report.read_json(tmp .. "/fast_lt_limited/config.json").tta_translate)
     -- a test run takes one post-hoc adjustment: choosing among several is tuning on the test set
     code, output = run("fast_lt.lua", ("--quick --posthoc 0,1 --data %s --out %s/fast_lt_2"):format(DATA, tmp))
     assert.is_not.equal(0, code)

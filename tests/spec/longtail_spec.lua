@@ -227,6 +227,30 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     assert.is_true((experiment.flip_tta(model, x) - expected):abs():max():item() < 1e-6)
   end)
 
+  it("translate_tta adds the flip views of the images moved one pixel diagonally, zeros coming in", function()
+    local model = cbnet.nn.Sequential(cbnet.nn.Flatten(), cbnet.nn.Linear(12, 2))
+    local x = cbnet.randn(2, 1, 3, 4)
+    local rows = x:totable()
+    local function moved(dy, dx) -- by hand: out[i][j] = x[i - dy][j - dx], 0 outside
+      local out = {}
+      for n = 1, 2 do
+        out[n] = {{}}
+        for i = 1, 3 do
+          out[n][1][i] = {}
+          for j = 1, 4 do
+            local si, sj = i - dy, j - dx
+            out[n][1][i][j] = (si >= 1 and si <= 3 and sj >= 1 and sj <= 4) and rows[n][1][si][sj] or 0
+          end
+        end
+      end
+      return cbnet.tensor(out)
+    end
+    local expected = experiment.flip_tta(model, x) * 0.5 + experiment.flip_tta(model, moved(1, 1)) * 0.25
+      + experiment.flip_tta(model, moved(-1, -1)) * 0.25
+    assert.is_true((experiment.translate_tta(model, x) - expected):abs():max():item() < 1e-6)
+    assert.is_true((experiment.translate_tta(model, x) - experiment.flip_tta(model, x)):abs():max():item() > 1e-3)
+  end)
+
   it("beta_draw has Beta(alpha, alpha)'s mean and variance", function()
     local g = cbnet.Generator(11)
     for _, alpha in ipairs{0.2, 1, 3} do
