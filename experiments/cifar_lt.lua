@@ -175,6 +175,7 @@ say([[## Published figures (ResNet-32, CIFAR-10-LT, imbalance 100, 200 epochs)
 | method | top-1 | source |
 | :-- | --: | :-- |
 | CE | 70.4 | Cui et al., CVPR 2019 (≈ 72 in later reruns) |
+| focal | 71.6 | Zhang et al., Bag of Tricks for long-tailed recognition, AAAI 2021 (rerun) |
 | CB focal | 74.6 | Cui et al., CVPR 2019 |
 | LDAM-DRW | 77.0 | Cao et al., NeurIPS 2019 |
 | logit adjustment / balanced softmax | ≈ 80-81 | Menon et al., ICLR 2021; Ren et al., NeurIPS 2020 (reruns) |
