@@ -24,13 +24,23 @@ static inline vec4 select4(ivec4 mask, vec4 yes, vec4 no) {
   return (vec4)((mask & (ivec4)yes) | (~mask & (ivec4)no));
 }
 
+/* The 4 windows of 8 columns of rows r0 and r1 as 4 vectors of their
+ * top-left, top-right, bottom-left and bottom-right elements. */
+static inline void windows_2x2_4(const float *r0, const float *r1, vec4 corner[4]) {
+  vec4 x0 = *(const vec4 *)r0, x1 = *(const vec4 *)(r0 + 4);
+  vec4 x2 = *(const vec4 *)r1, x3 = *(const vec4 *)(r1 + 4);
+  corner[0] = __builtin_shufflevector(x0, x1, 0, 2, 4, 6);
+  corner[1] = __builtin_shufflevector(x0, x1, 1, 3, 5, 7);
+  corner[2] = __builtin_shufflevector(x2, x3, 0, 2, 4, 6);
+  corner[3] = __builtin_shufflevector(x2, x3, 1, 3, 5, 7);
+}
+
 /* The 4 windows of 8 columns of rows r0 and r1: their maxima and, per
  * window, whether it is in the right column (*right) and bottom row (*bottom). */
 static inline vec4 max_2x2_4(const float *r0, const float *r1, ivec4 *right, ivec4 *bottom) {
-  vec4 x0 = *(const vec4 *)r0, x1 = *(const vec4 *)(r0 + 4);
-  vec4 x2 = *(const vec4 *)r1, x3 = *(const vec4 *)(r1 + 4);
-  vec4 a = __builtin_shufflevector(x0, x1, 0, 2, 4, 6), b = __builtin_shufflevector(x0, x1, 1, 3, 5, 7);
-  vec4 c = __builtin_shufflevector(x2, x3, 0, 2, 4, 6), d = __builtin_shufflevector(x2, x3, 1, 3, 5, 7);
+  vec4 w[4];
+  windows_2x2_4(r0, r1, w);
+  vec4 a = w[0], b = w[1], c = w[2], d = w[3];
   ivec4 pick_b = wins4(b, a), pick_d = wins4(d, c);
   vec4 top = select4(pick_b, b, a), bot = select4(pick_d, d, c);
   *bottom = wins4(bot, top);
@@ -42,11 +52,9 @@ static inline vec4 max_2x2_4(const float *r0, const float *r1, ivec4 *right, ive
  * places max_2x2_4 chose (right column where *right, bottom row where
  * *bottom): another tensor's values at the maxima. */
 static inline vec4 pick_2x2_4(const float *r0, const float *r1, ivec4 right, ivec4 bottom) {
-  vec4 x0 = *(const vec4 *)r0, x1 = *(const vec4 *)(r0 + 4);
-  vec4 x2 = *(const vec4 *)r1, x3 = *(const vec4 *)(r1 + 4);
-  vec4 a = __builtin_shufflevector(x0, x1, 0, 2, 4, 6), b = __builtin_shufflevector(x0, x1, 1, 3, 5, 7);
-  vec4 c = __builtin_shufflevector(x2, x3, 0, 2, 4, 6), d = __builtin_shufflevector(x2, x3, 1, 3, 5, 7);
-  return select4(bottom, select4(right, d, c), select4(right, b, a));
+  vec4 w[4];
+  windows_2x2_4(r0, r1, w);
+  return select4(bottom, select4(right, w[3], w[2]), select4(right, w[1], w[0]));
 }
 
 /* One output row of 2x2 maxima from input rows r0 and r1. */

@@ -252,6 +252,44 @@ CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t 
   }
 }
 
+/* The gradients backward hands out: dx (in x's layout) and dgamma, dbeta,
+ * each only when its input needs one; j points at them. */
+static cb_status backward_outputs(cb_node *node, const cb_tensor *x, bn_job *j, cb_tensor **grad_in) {
+  int64_t c = j->l.c;
+  cb_status st = CB_OK;
+  if (cb_node_needs_grad(node, 0) && (st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) == CB_OK) {
+    planes_of(grad_in[0], &j->dl);
+    j->dx = cb_tensor_data(grad_in[0]);
+  }
+  if (st == CB_OK && cb_node_needs_grad(node, 1) && (st = cb_tensor_empty(&grad_in[1], 1, &c, CB_FLOAT32)) == CB_OK)
+    j->dgamma = cb_tensor_data(grad_in[1]);
+  if (st == CB_OK && cb_node_needs_grad(node, 2) && (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
+    j->dbeta = cb_tensor_data(grad_in[2]);
+  return st;
+}
+
+/* Backward's two phases over the channels: the gradient sums (sums), summed
+ * over the processes when the statistics were (dx then comes from the sums
+ * over every process's batch, as the statistics did; dgamma and dbeta from
+ * this process's own), then dgamma, dbeta and dx (apply). */
+static cb_status backward_phases(bn_job *j, const batch_norm_ctx *ctx, cb_range_fn sums, cb_range_fn apply) {
+  int64_t c = j->l.c;
+  double *stats = malloc(sizeof(double) * (size_t)(4 * c + 1)); /* never 0 bytes: NULL means failure */
+  if (!stats) return cb_fail(CB_ENOMEM, "batch_norm: out of memory");
+  j->stats = stats;
+  j->local_stats = stats;
+  j->count = ctx->count;
+  cb_parallel_for(c, 1, sums, j);
+  if (ctx->training && ctx->sync.sum) {
+    memcpy(stats + 2 * c, stats, sizeof(double) * (size_t)(2 * c));
+    j->local_stats = stats + 2 * c;
+    ctx->sync.sum(ctx->sync.ctx, stats, 2 * c);
+  }
+  cb_parallel_for(c, 1, apply, j);
+  free(stats);
+  return CB_OK;
+}
+
 /* ---- batch norm + ReLU + 2x2 max pooling (see the top) ---- */
 
 #define POOL_ROW_MAX 2048 /* longest input row the row buffers take; wider goes unfused */
@@ -408,32 +446,11 @@ static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tenso
   else if ((st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
   planes_of(g, &j.pl);
   j.g = cb_tensor_data(g);
-  int64_t c = j.l.c;
-  if (cb_node_needs_grad(node, 0) && (st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) == CB_OK) {
-    planes_of(grad_in[0], &j.dl);
-    j.dx = cb_tensor_data(grad_in[0]);
-  }
-  if (st == CB_OK && cb_node_needs_grad(node, 1) && (st = cb_tensor_empty(&grad_in[1], 1, &c, CB_FLOAT32)) == CB_OK)
-    j.dgamma = cb_tensor_data(grad_in[1]);
-  if (st == CB_OK && cb_node_needs_grad(node, 2) && (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
-    j.dbeta = cb_tensor_data(grad_in[2]);
-  double *stats = NULL;
-  if (st == CB_OK && (!(stats = malloc(sizeof(double) * (size_t)(4 * c + 1))) ||
-                      !(j.winners = malloc((size_t)(j.l.n * c * j.oh * j.ow) + 1))))
+  st = backward_outputs(node, x, &j, grad_in);
+  /* a byte per window (never 0 bytes: NULL means failure) */
+  if (st == CB_OK && !(j.winners = malloc((size_t)(j.l.n * j.l.c * j.oh * j.ow) + 1)))
     st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
-  if (st == CB_OK) {
-    j.stats = stats;
-    j.local_stats = stats;
-    j.count = ctx->count;
-    cb_parallel_for(c, 1, bn_pool_gradient_sums, &j);
-    if (ctx->training && ctx->sync.sum) { /* as bn_backward */
-      memcpy(stats + 2 * c, stats, sizeof(double) * (size_t)(2 * c));
-      j.local_stats = stats + 2 * c;
-      ctx->sync.sum(ctx->sync.ctx, stats, 2 * c);
-    }
-    cb_parallel_for(c, 1, bn_pool_backward_channels, &j);
-  }
-  free(stats);
+  if (st == CB_OK) st = backward_phases(&j, ctx, bn_pool_gradient_sums, bn_pool_backward_channels);
   free(j.winners);
   cb_tensor_release(g);
   return st;
@@ -478,18 +495,7 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
   else if ((st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
   planes_of(g, &j.gl);
   j.g = cb_tensor_data(g);
-  int64_t c = j.l.c;
-  if (st == CB_OK && cb_node_needs_grad(node, 0) &&
-      (st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) == CB_OK) {
-    planes_of(grad_in[0], &j.dl);
-    j.dx = cb_tensor_data(grad_in[0]);
-  }
-  if (st == CB_OK && cb_node_needs_grad(node, 1) &&
-      (st = cb_tensor_empty(&grad_in[1], 1, &c, CB_FLOAT32)) == CB_OK)
-    j.dgamma = cb_tensor_data(grad_in[1]);
-  if (st == CB_OK && cb_node_needs_grad(node, 2) &&
-      (st = cb_tensor_empty(&grad_in[2], 1, &c, CB_FLOAT32)) == CB_OK)
-    j.dbeta = cb_tensor_data(grad_in[2]);
+  st = backward_outputs(node, x, &j, grad_in);
   j.masked = j.dx, j.ml = j.dl;
   if (st == CB_OK && ctx->residual && cb_node_needs_grad(node, 3)) {
     if (!ctx->relu) { /* d(bn + r)/dr = 1: the gradient passes through, shared */
@@ -499,24 +505,7 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
       planes_of(grad_in[3], &j.ml);
     }
   }
-  double *stats = NULL;
-  if (st == CB_OK && !(stats = malloc(sizeof(double) * (size_t)(4 * c + 1))))
-    st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
-  if (st == CB_OK) {
-    j.stats = stats;
-    j.local_stats = stats;
-    j.count = ctx->count;
-    cb_parallel_for(c, 1, bn_gradient_sums_channels, &j);
-    if (ctx->training && ctx->sync.sum) {
-      /* synchronised: dx from the sums over every process's batch, as the
-       * statistics were; dgamma and dbeta from this process's own */
-      memcpy(stats + 2 * c, stats, sizeof(double) * (size_t)(2 * c));
-      j.local_stats = stats + 2 * c;
-      ctx->sync.sum(ctx->sync.ctx, stats, 2 * c);
-    }
-    cb_parallel_for(c, 1, bn_backward_channels, &j);
-  }
-  free(stats);
+  if (st == CB_OK) st = backward_phases(&j, ctx, bn_gradient_sums_channels, bn_backward_channels);
   cb_tensor_release(g);
   return st;
 }
