@@ -1,8 +1,9 @@
 -- The cbnet command, run as a user would run it.
+local shell = require "shell"
 local CBNET = os.getenv("CBNET_BIN") or (io.popen("pwd"):read("l") .. "/build/bin/cbnet")
 
 local function run(args, env)
-  local out_file = os.tmpname()
+  local out_file = shell.temp_path()
   local cmd = ("%s %s %s > %s 2>&1"):format(env or "", CBNET, args, out_file)
   local _, _, code = os.execute(cmd)
   local f = assert(io.open(out_file))
@@ -13,7 +14,7 @@ local function run(args, env)
 end
 
 local function script(code)
-  local name = os.tmpname() .. ".lua"
+  local name = shell.temp_path(".lua")
   local f = assert(io.open(name, "w"))
   f:write(code)
   f:close()
@@ -92,7 +93,7 @@ describe("cbnet command", function()
       io.stdout:write("started\n") io.stdout:flush()
       while true do local t = cbnet.zeros(10) end
     ]])
-    local out_file = os.tmpname()
+    local out_file = shell.temp_path()
     local cmd = ("%s run %s > %s 2>&1 & pid=$!; "):format(CBNET, s, out_file)
       .. ("for i in $(seq 50); do grep -q started %s && break; sleep 0.1; done; "):format(out_file)
       .. "kill -INT $pid; wait $pid"
@@ -168,8 +169,7 @@ describe("cbnet command line as lua5.4 has it (issue 11)", function()
   end)
 
   it("lists and clears the decoded-image cache", function()
-    local home = os.tmpname()
-    os.remove(home)
+    local home = shell.fresh_dir()
     local ok = os.execute(("mkdir -p %s/imgs/a %s/imgs/b %s/link"):format(home, home, home))
     assert(ok)
     local env = ("HOME=%s XDG_CACHE_HOME="):format(home)

@@ -2,9 +2,7 @@ local cbnet = require "cbnet"
 local data, core = cbnet.data, require "cbnet.core"
 
 -- a fresh temporary folder per test file
-local tmp = os.tmpname()
-os.remove(tmp)
-assert(os.execute("mkdir -p " .. tmp))
+local tmp = require("shell").fresh_dir()
 local function path(name) return tmp .. "/" .. name end
 local function write(name, bytes)
   local f = assert(io.open(path(name), "wb"))

@@ -114,7 +114,7 @@ end)
 
 describe("hostile files", function()
   local dir
-  before_each(function() dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir) end)
+  before_each(function() dir = require("shell").fresh_dir() end)
   after_each(function() os.execute("rm -rf " .. dir) end)
 
   it("safetensors names with NUL bytes or duplicates are refused (row 11)", function()
@@ -212,7 +212,7 @@ end)
 
 describe("hostile calls found by the API fuzzer", function()
   it("save_safetensors with nil metadata and extra arguments", function()
-    local p = os.tmpname()
+    local p = require("shell").temp_path()
     cbnet.save_safetensors(p, {a = cbnet.ones(2)}, nil, "extra", 1)
     assert.same({1, 1}, cbnet.load_safetensors(p).a:totable())
     os.remove(p)
