@@ -41,9 +41,9 @@ local started = report.now()
 -- average translated views too (--tta-translate: on the validation set +0.7
 -- to +1.3 points over flip alone, on its final weights and on CutMix's).
 local BUDGETS = {
-  [5] = {epochs = 20, widths = {32, 64, 128}, ema = 0.995, posthoc = {0}, tta_translate = false},
-  [15] = {epochs = 22, widths = {64, 128, 256}, ema = 0.995, posthoc = {0}, tta_translate = false},
-  [60] = {epochs = 90, widths = {64, 128, 256}, ema = 0.998, posthoc = {0.375}, tta_translate = true},
+  [5] = {epochs = 20, widths = {32, 64, 128}, ema = 0.995, posthoc = {0}, tta_translate = false, ensemble = 1},
+  [15] = {epochs = 22, widths = {64, 128, 256}, ema = 0.995, posthoc = {0}, tta_translate = false, ensemble = 1},
+  [60] = {epochs = 90, widths = {64, 128, 256}, ema = 0.998, posthoc = {0.375}, tta_translate = true, ensemble = 1},
 }
 
 local options = experiment.standard_options{epochs = 64, batch_size = 128, lr = 0.2, wd = 5e-4,
@@ -68,6 +68,7 @@ for _, o in ipairs{
   {"no-tta", false, "evaluate without test-time augmentation"},
   {"tta-translate", false, "(set by --budget) with --tta, also the images moved one pixel diagonally (experiment.translate_tta: 6 views)", type = "flag"},
   {"no-tta-translate", false, "flip test-time augmentation only"},
+  {"ensemble", 1, "(set by --budget) networks per run, trained one after another (seeds seed, seed + 1000, ...; --epochs each, the time limit shared) and evaluated together: the mean of their logits (experiment.ensemble)"},
   {"seeds", {0}, "seeds: one run each; tables show mean +- std"},
   {"tune", false, "tuning mode: hold out --val images per class and evaluate on them only (the test set is not read)"},
   {"val", 100, "--tune: held-out images per class"},
@@ -77,10 +78,13 @@ local parsed = cli.parse(arg, {name = "fast_lt", script = "experiments/fast_lt.l
   summary = "Long-tailed CIFAR-10 in a time budget.", options = options})
 local preset = BUDGETS[parsed.budget]
 if not preset then error("--budget must be 5, 15 or 60, got " .. tostring(parsed.budget), 0) end
-for _, name in ipairs{"epochs", "widths", "ema", "posthoc", "tta_translate"} do -- before setup: config.json records them
+for _, name in ipairs{"epochs", "widths", "ema", "posthoc", "tta_translate", "ensemble"} do -- before setup: config.json records them
   if not parsed._given[name] then parsed[name] = preset[name] end
 end
 if parsed.no_tta then parsed.tta = false end
+if math.type(parsed.ensemble) ~= "integer" or parsed.ensemble < 1 then
+  error("--ensemble must be a whole number >= 1, got " .. tostring(parsed.ensemble), 0)
+end
 if parsed.no_tta_translate then parsed.tta_translate = false end
 if not parsed.tune and #parsed.posthoc ~= 1 then
   error("--posthoc: a test run takes one value (choose it on the validation set with --tune)", 0)
@@ -132,53 +136,88 @@ local predict = opts.tta and (opts.tta_translate and experiment.translate_tta or
 local runs = {}
 for _, seed in ipairs(opts.seeds) do runs[#runs + 1] = {id = ("seed%d"):format(seed), seed = seed} end
 
--- --tune: the last epoch's model (its EMA) on the validation set with every
--- --posthoc value; recorded in the run's result.json
-local function evaluate_posthoc(result, model, ema, o, out)
+-- --tune: the last epoch's model (its EMA; the ensemble's mean) on the
+-- validation set with every --posthoc value; recorded in the run's result.json
+local function evaluate_posthoc(result, model, o, out)
   local rows = {}
-  local function run_all()
-    for _, d in ipairs(o.posthoc) do
-      local acc, per_class = experiment.evaluate(model, test, normalization, 256, nil,
-        ("posthoc %g"):format(d), longtail.posthoc_adjust(counts, d), predict)
-      rows[#rows + 1] = {d = d, accuracy = acc, per_class = per_class}
-    end
+  for _, d in ipairs(o.posthoc) do
+    local acc, per_class = experiment.evaluate(model, test, normalization, 256, nil,
+      ("posthoc %g"):format(d), longtail.posthoc_adjust(counts, d), predict)
+    rows[#rows + 1] = {d = d, accuracy = acc, per_class = per_class}
   end
-  if ema then ema:apply(run_all) else run_all() end
   result.posthoc = rows
   report.write_json(out .. "/result.json", result)
 end
 
-local function train_run(r, o, out)
-  local run_opts = setmetatable({seed = r.seed, nesterov = true,
+-- one network of a run: seed, its folder and, for a test run, its time limit
+local function train_network(name, seed, o, out, limit, evaluate)
+  local run_opts = setmetatable({seed = seed, nesterov = true,
                                  eval_every = o.tune and o.eval_every or o.epochs},
                                 {__index = o})
-  local result, model, ema = experiment.train{
-    name = r.id, opts = run_opts, out = out, train = train, test = test, normalization = normalization,
+  return experiment.train{
+    name = name, opts = run_opts, out = out, train = train, test = test, normalization = normalization,
     model = function()
       return models.fastnet{classes = #classes, widths = o.widths, logit_scale = o.logit_scale,
-                            generator = cbnet.Generator(r.seed)}
+                            generator = cbnet.Generator(seed)}
     end,
     loss = function(logits, labels)
       return loss.logit_adjusted(logits, labels, counts, {tau = o.tau, label_smoothing = o.smoothing,
                                                           smoothing_prior = o.smoothing_prior})
     end,
     schedule = function(opt, epochs) return cbnet.optim.CosineLR(opt, {total = epochs, warmup = o.warmup}) end,
-    time_limit = time_limit,
+    time_limit = limit,
+    evaluate = evaluate,
     cutout = o.cutout > 0 and o.cutout or nil,
     mixup = o.mixup,
     cutmix = o.cutmix,
-    mix_source = o.mix_source == "balanced" and data.ClassBalancedSampler(train, {seed = r.seed}) or nil,
+    mix_source = o.mix_source == "balanced" and data.ClassBalancedSampler(train, {seed = seed}) or nil,
     mix_prob = o.mix_prob < 1 and o.mix_prob or nil,
     predict = predict,
-    predict_views = predict == experiment.translate_tta and 6 or nil,
+    predict_views = (predict == experiment.translate_tta and 6 or predict and 2 or 1),
     adjust = longtail.posthoc_adjust(counts, o.posthoc[1]),
-    hparams = {seed = r.seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
+    hparams = {seed = seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
                batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema,
                logit_scale = o.logit_scale, cutout = o.cutout, trivial_augment = o.trivial_augment, mixup = o.mixup, cutmix = o.cutmix, mix_source = o.mix_source,
                mix_prob = o.mix_prob, smoothing_prior = o.smoothing_prior,
-               posthoc = o.posthoc, tta = o.tta, tta_translate = o.tta_translate},
+               posthoc = o.posthoc, tta = o.tta, tta_translate = o.tta_translate, ensemble = o.ensemble},
   }
-  if o.tune and #o.posthoc > 1 then evaluate_posthoc(result, model, ema, o, out) end
+end
+
+local function train_run(r, o, out)
+  if o.ensemble == 1 then
+    local result, model, ema = train_network(r.id, r.seed, o, out, time_limit)
+    if o.tune and #o.posthoc > 1 then
+      evaluate_posthoc(result, experiment.ensemble({{model = model, ema = ema}}, predict), o, out)
+    end
+    return result
+  end
+  -- an ensemble: the networks one after another, each with an equal share of
+  -- the time left (each keeps time for its share of the final evaluation:
+  -- its predict_views passes over the test set), then evaluated together
+  local members, history, epochs, spent = {}, {}, {}, 0
+  for k = 1, o.ensemble do
+    local limit = time_limit and (time_limit - spent) / (o.ensemble - k + 1)
+    local result, model, ema = train_network(("%s-net%d"):format(r.id, k), r.seed + 1000 * (k - 1), o,
+      ("%s/net%d"):format(out, k), limit, o.tune)
+    members[k] = {model = model, ema = ema}
+    for _, h in ipairs(result.history) do
+      history[#history + 1] = h
+      spent = spent + h.seconds
+    end
+    epochs[k] = result.final.epoch
+  end
+  local t0 = report.now()
+  local ensemble = experiment.ensemble(members, predict)
+  local accuracy, per_class, confusion = experiment.evaluate(ensemble, test, normalization, 256, nil,
+    r.id .. " evaluating the ensemble", longtail.posthoc_adjust(counts, o.posthoc[1]))
+  -- the ensemble's evaluation counts in the run's time, as the last epoch's
+  history[#history].seconds = history[#history].seconds + (report.now() - t0)
+  print(("%s: the ensemble of %d, %s accuracy %.4f"):format(r.id, o.ensemble, test_name, accuracy))
+  local result = {name = r.id, hparams = {seed = r.seed, ensemble = o.ensemble}, history = history,
+                  final = {accuracy = accuracy, per_class = per_class, confusion = confusion,
+                           epoch = table.concat(epochs, "+")}}
+  report.write_json(out .. "/result.json", result)
+  if o.tune and #o.posthoc > 1 then evaluate_posthoc(result, ensemble, o, out) end
   return result
 end
 

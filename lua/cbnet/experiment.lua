@@ -207,6 +207,30 @@ function experiment.flip_tta(model, images)
   return (model(images) + model(images:flip(4))) * 0.5
 end
 
+--- An ensemble for experiment.evaluate: a model-like object (eval, train,
+-- and a call on images) whose logits are the mean of its members' logits,
+-- each member {model = m[, ema = its optim.EMA]} evaluated through
+-- predict(model, images) (e.g. experiment.flip_tta; nil: the model's own
+-- call) on its moving average's weights when it has one.
+function experiment.ensemble(members, predict)
+  assert(#members > 0, "ensemble: no members")
+  local ensemble = {members = members}
+  function ensemble.eval() for _, m in ipairs(members) do m.model:eval() end end
+  function ensemble.train() for _, m in ipairs(members) do m.model:train() end end
+  local function logits(m, images)
+    if predict then return predict(m.model, images) end
+    return m.model(images)
+  end
+  return setmetatable(ensemble, {__call = function(_, images)
+    local sum
+    for _, m in ipairs(members) do
+      local l = m.ema and m.ema:apply(logits, m, images) or logits(m, images)
+      sum = sum and sum + l or l
+    end
+    return sum * (1 / #members)
+  end})
+end
+
 -- images moved by dy rows and dx columns (each -1, 0 or 1 here), zeros
 -- (the mean colour, after normalisation) coming in at the edges.
 local function translated(images, dy, dx)
@@ -524,7 +548,9 @@ end
 -- experiment.flip_tta; predict_views: its forward passes per image, 2 unless
 -- given, for a time limit's estimate), crop_padding (4), cutout (a square's side, 0: none),
 -- trivial_augment (true: data.cifar_augmentation's),
--- hparams (recorded with the result).
+-- evaluate (false: no evaluation at all, e.g. a member of an ensemble that is
+-- evaluated as a whole; a time limit still keeps time for predict_views
+-- passes over the test set), hparams (recorded with the result).
 -- Writes out/metrics.jsonl, out/checkpoint.safetensors after every epoch,
 -- out/best.safetensors (weights of the best epoch) and out/result.json at
 -- the end (last and best epoch, per-class accuracy, confusion matrices);
@@ -610,7 +636,7 @@ function experiment.train(spec)
       if not writer then goto next_epoch end
       -- --eval-every N: the test (and validation) set every N epochs and after the last
       local test_acc, per_class, confusion, val_acc
-      if epoch % math.max(opts.eval_every or 1, 1) == 0 or epoch == epochs then
+      if spec.evaluate ~= false and (epoch % math.max(opts.eval_every or 1, 1) == 0 or epoch == epochs) then
         local e0 = report.now()
         test_acc, per_class, confusion, val_acc = evaluate_sets(spec, model, transform, label, evaluated)
         eval_seconds = math.max(eval_seconds or 0, report.now() - e0)

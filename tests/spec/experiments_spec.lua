@@ -506,6 +506,28 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     assert.matches(" 1 |\n$", report.read_file(tmp .. "/fast_lt_limited/results.md")) -- epochs run
     -- the hour's budget (the default) adds the translated views (chosen on the validation set)
     assert.is_true(report.read_json(tmp .. "/fast_lt_limited/config.json").tta_translate)
+    -- --ensemble 2: two networks (seeds 0 and 1000), each in its folder, not evaluated alone;
+    -- the run's figure is their mean's, and its epochs say both
+    out = tmp .. "/fast_lt_ensemble"
+    code, output = run("fast_lt.lua", ("--quick --imbalance 10 --budget 5 --widths 8,16 --ensemble 2 --data %s --out %s")
+      :format(DATA, out))
+    assert.equal(0, code, output)
+    assert.matches("seed0: the ensemble of 2, test accuracy", output, 1, true)
+    for k = 1, 2 do
+      local member = report.read_metrics(("%s/runs/seed0/net%d/metrics.jsonl"):format(out, k))
+      assert.equal(2, #member)
+      assert.is_nil(member[2].test_accuracy)
+      assert.equal(2, member[1].planned_epochs) -- each with its share of the time limit
+    end
+    local ens = report.read_json(out .. "/runs/seed0/result.json")
+    assert.equal("2+2", ens.final.epoch)
+    assert.is_number(ens.final.accuracy)
+    assert.equal(4, #ens.history)
+    assert.equal(1000, report.read_json(out .. "/runs/seed0/net2/result.json").hparams.seed)
+    assert.matches(" 2%+2 |\n$", report.read_file(out .. "/results.md"))
+    code, output = run("fast_lt.lua", ("--quick --ensemble 0 --data %s --out %s/fast_lt_e0"):format(DATA, tmp))
+    assert.is_not.equal(0, code)
+    assert.matches("--ensemble must be a whole number >= 1, got 0", output, 1, true)
     -- a test run takes one post-hoc adjustment: choosing among several is tuning on the test set
     code, output = run("fast_lt.lua", ("--quick --posthoc 0,1 --data %s --out %s/fast_lt_2"):format(DATA, tmp))
     assert.is_not.equal(0, code)

@@ -249,6 +249,30 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     assert.is_true((experiment.translate_tta(model, x) - experiment.flip_tta(model, x)):abs():max():item() > 1e-3)
   end)
 
+  it("ensemble averages its members' logits, each on its moving average's weights, through predict", function()
+    local a = cbnet.nn.Sequential(cbnet.nn.Flatten(), cbnet.nn.Linear(6, 2))
+    local b = cbnet.nn.Sequential(cbnet.nn.Flatten(), cbnet.nn.Linear(6, 2))
+    local ema = cbnet.optim.EMA(b, {decay = 0.5})
+    local before = b(cbnet.ones(1, 1, 2, 3)) -- b's own weights
+    cbnet.no_grad(function() for _, p in ipairs(b:parameters()) do p:add_(1) end end)
+    ema:update() -- the average: half the old weights, half the new
+    local x = cbnet.randn(3, 1, 2, 3)
+    local on_average = ema:apply(function() return experiment.flip_tta(b, x) end)
+    local expected = (experiment.flip_tta(a, x) + on_average) * 0.5
+    local ensemble = experiment.ensemble({{model = a}, {model = b, ema = ema}}, experiment.flip_tta)
+    assert.is_true((ensemble(x) - expected):abs():max():item() < 1e-6)
+    -- b's own weights are back after the call, and differ from the average's
+    assert.is_true((b(cbnet.ones(1, 1, 2, 3)) - before):abs():max():item() > 0.5)
+    assert.is_true((on_average - experiment.flip_tta(b, x)):abs():max():item() > 0.1)
+    -- without predict: the members' own calls; eval / train reach every member
+    assert.is_true((experiment.ensemble({{model = a}, {model = a}})(x) - a(x)):abs():max():item() < 1e-6)
+    ensemble:eval()
+    assert.same({false, false}, {a.training, b.training})
+    ensemble:train()
+    assert.same({true, true}, {a.training, b.training})
+    assert.error_matches(function() experiment.ensemble({}) end, "no members")
+  end)
+
   it("beta_draw has Beta(alpha, alpha)'s mean and variance", function()
     local g = cbnet.Generator(11)
     for _, alpha in ipairs{0.2, 1, 3} do
