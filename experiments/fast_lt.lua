@@ -41,9 +41,9 @@ local started = report.now()
 -- average translated views too (--tta-translate: on the validation set +0.7
 -- to +1.3 points over flip alone, on its final weights and on CutMix's).
 local BUDGETS = {
-  [5] = {epochs = 20, widths = {32, 64, 128}, ema = 0.995, posthoc = {0}, tta_translate = false, ensemble = 1},
-  [15] = {epochs = 22, widths = {64, 128, 256}, ema = 0.995, posthoc = {0}, tta_translate = false, ensemble = 1},
-  [60] = {epochs = 90, widths = {64, 128, 256}, ema = 0.998, posthoc = {0.375}, tta_translate = true, ensemble = 1},
+  [5] = {epochs = 20, widths = {32, 64, 128}, ema = 0.995, posthoc = {0}, tta_translate = false},
+  [15] = {epochs = 22, widths = {64, 128, 256}, ema = 0.995, posthoc = {0}, tta_translate = false},
+  [60] = {epochs = 90, widths = {64, 128, 256}, ema = 0.998, posthoc = {0.375}, tta_translate = true},
 }
 
 local options = experiment.standard_options{epochs = 64, batch_size = 128, lr = 0.2, wd = 5e-4,
@@ -68,7 +68,7 @@ for _, o in ipairs{
   {"no-tta", false, "evaluate without test-time augmentation"},
   {"tta-translate", false, "(set by --budget) with --tta, also the images moved one pixel diagonally (experiment.translate_tta: 6 views)", type = "flag"},
   {"no-tta-translate", false, "flip test-time augmentation only"},
-  {"ensemble", 1, "(set by --budget) networks per run, trained one after another (seeds seed, seed + 1000, ...; --epochs each, the time limit shared) and evaluated together: the mean of their logits (experiment.ensemble)"},
+  {"ensemble", 1, "networks per run, trained one after another (seeds seed, seed + 1000, ...; --epochs each, the time limit shared) and evaluated together: the mean of their logits (experiment.ensemble)"},
   {"seeds", {0}, "seeds: one run each; tables show mean +- std"},
   {"tune", false, "tuning mode: hold out --val images per class and evaluate on them only (the test set is not read)"},
   {"val", 100, "--tune: held-out images per class"},
@@ -78,7 +78,7 @@ local parsed = cli.parse(arg, {name = "fast_lt", script = "experiments/fast_lt.l
   summary = "Long-tailed CIFAR-10 in a time budget.", options = options})
 local preset = BUDGETS[parsed.budget]
 if not preset then error("--budget must be 5, 15 or 60, got " .. tostring(parsed.budget), 0) end
-for _, name in ipairs{"epochs", "widths", "ema", "posthoc", "tta_translate", "ensemble"} do -- before setup: config.json records them
+for _, name in ipairs{"epochs", "widths", "ema", "posthoc", "tta_translate"} do -- before setup: config.json records them
   if not parsed._given[name] then parsed[name] = preset[name] end
 end
 if parsed.no_tta then parsed.tta = false end
@@ -173,7 +173,7 @@ local function train_network(name, seed, o, out, limit, evaluate)
     mix_source = o.mix_source == "balanced" and data.ClassBalancedSampler(train, {seed = seed}) or nil,
     mix_prob = o.mix_prob < 1 and o.mix_prob or nil,
     predict = predict,
-    predict_views = (predict == experiment.translate_tta and 6 or predict and 2 or 1),
+    predict_views = predict == experiment.translate_tta and 6 or predict and 2 or 1,
     adjust = longtail.posthoc_adjust(counts, o.posthoc[1]),
     hparams = {seed = seed, epochs = o.epochs, widths = o.widths, lr = o.lr, wd = o.wd,
                batch_size = o.batch_size, smoothing = o.smoothing, tau = o.tau, ema = o.ema,
