@@ -3,9 +3,9 @@
 -- construction, imbalance 100, 12,406 training images drawn with seed 0, the
 -- balanced 10,000-image test set. The recipe: a wide, shallow network
 -- (cbnet.models.fastnet), balanced softmax with label smoothing, SGD with
--- Nesterov momentum and a warmed-up cosine schedule, crop + flip + cutout,
--- an exponential moving average of the weights, and left-right test-time
--- augmentation. --budget 5|15|60 picks the epochs and widths calibrated for
+-- Nesterov momentum and a warmed-up cosine schedule, crop + flip + cutout
+-- (and TrivialAugment in the hour), an exponential moving average of the
+-- weights, and left-right test-time augmentation. --budget 5|15|60 picks the epochs and widths calibrated for
 -- that many minutes on this machine, and is a time limit: on a slower machine
 -- the schedule is shortened after the first epochs to the epochs that fit
 -- (--time-limit MINUTES instead; 0: none). Any option given explicitly wins.
@@ -84,7 +84,6 @@ local parsed = cli.parse(arg, {name = "fast_lt", script = "experiments/fast_lt.l
   summary = "Long-tailed CIFAR-10 in a time budget.", options = options})
 local preset = BUDGETS[parsed.budget]
 if not preset then error("--budget must be 5, 15 or 60, got " .. tostring(parsed.budget), 0) end
-if parsed.no_trivial_augment then parsed.trivial_augment, parsed._given.trivial_augment = false, true end
 for _, name in ipairs{"epochs", "widths", "ema", "posthoc", "tta_translate", "trivial_augment"} do -- before setup: config.json records them
   if not parsed._given[name] then parsed[name] = preset[name] end
 end
@@ -93,6 +92,7 @@ if math.type(parsed.ensemble) ~= "integer" or parsed.ensemble < 1 then
   error("--ensemble must be a whole number >= 1, got " .. tostring(parsed.ensemble), 0)
 end
 if parsed.no_tta_translate then parsed.tta_translate = false end
+if parsed.no_trivial_augment then parsed.trivial_augment = false end
 if not parsed.tune and #parsed.posthoc ~= 1 then
   error("--posthoc: a test run takes one value (choose it on the validation set with --tune)", 0)
 end

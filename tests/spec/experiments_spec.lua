@@ -504,8 +504,14 @@ describe("experiments/fast_lt.lua (issue 13)", function()
     assert.same({1, 1}, {records[1].planned_epochs, records[1].epoch})
     assert.is_number(records[1].test_accuracy)
     assert.matches(" 1 |\n$", report.read_file(tmp .. "/fast_lt_limited/results.md")) -- epochs run
-    -- the hour's budget (the default) adds the translated views (chosen on the validation set)
-    assert.is_true(report.read_json(tmp .. "/fast_lt_limited/config.json").tta_translate)
+    -- the hour's budget (the default) adds the translated views and TrivialAugment and predicts
+    -- with d = 0.25 (all chosen on the validation set); --no-trivial-augment turns it off
+    local hour = report.read_json(tmp .. "/fast_lt_limited/config.json")
+    assert.same({true, true, {0.25}}, {hour.tta_translate, hour.trivial_augment, hour.posthoc})
+    code, output = run("fast_lt.lua", ("--quick --imbalance 10 --widths 8,16 --time-limit 1e-6 --no-trivial-augment "
+      .. "--data %s --out %s/fast_lt_plain"):format(DATA, tmp))
+    assert.equal(0, code, output)
+    assert.is_false(report.read_json(tmp .. "/fast_lt_plain/config.json").trivial_augment)
     -- --ensemble 2: two networks (seeds 0 and 1000), each in its folder, not evaluated alone;
     -- the run's figure is their mean's, and its epochs say both
     out = tmp .. "/fast_lt_ensemble"
