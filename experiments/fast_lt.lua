@@ -5,9 +5,10 @@
 -- (cbnet.models.fastnet), balanced softmax with label smoothing, SGD with
 -- Nesterov momentum and a warmed-up cosine schedule, crop + flip + cutout
 -- (and TrivialAugment in the hour), an exponential moving average of the
--- weights, and left-right test-time augmentation. --budget 5|15|60 picks the epochs and widths calibrated for
--- that many minutes on this machine, and is a time limit: on a slower machine
--- the schedule is shortened after the first epochs to the epochs that fit
+-- weights, and left-right test-time augmentation. --budget 5|15|60 picks
+-- the epochs and widths calibrated for that many minutes on this machine,
+-- and is a time limit: on a slower machine the schedule is shortened after
+-- the first epochs to the epochs that fit
 -- (--time-limit MINUTES instead; 0: none). Any option given explicitly wins.
 --
 -- Honest tuning: --tune trains on the long-tailed set minus a balanced
