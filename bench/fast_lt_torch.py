@@ -4,6 +4,9 @@ time and accuracy on the same machine (issue 13). Not a test.
     build/bin/cbnet run bench/export_lt.lua /tmp/lt100.safetensors --data ../shared/data/cifar10-jpg
     /usr/bin/python3 bench/fast_lt_torch.py /tmp/lt100.safetensors [--epochs 64]
         [--widths 64,128,256] [--seed 0] [--threads 2]
+        [--trivial-augment] [--posthoc D] [--tta-translate]
+    the hour's recipe (fast_lt.lua --budget 60):
+        --epochs 90 --ema 0.998 --trivial-augment --posthoc 0.25 --tta-translate
 
 The recipe, as fast_lt.lua's defaults: fastnet (3x3 stem, per width conv ->
 max-pool -> BN+ReLU -> conv -> BN+ReLU, global max pool, bias-free linear,
@@ -13,7 +16,12 @@ momentum 0.9, weight decay 5e-4 on weights (not on BN parameters), batch 128,
 cosine schedule per epoch after 2 epochs of linear warm-up, pad-4 crop + flip +
 cutout 8, EMA of weights and BN statistics (decay 0.999) evaluated with
 left-right flip test-time augmentation, the test set once at the end. Prints
-the test accuracy and the wall time of the whole run (loading included)."""
+the test accuracy and the wall time of the whole run (loading included).
+--trivial-augment: torchvision's TrivialAugmentWide on each uint8 image before
+the crop (cbnet's is checked against it op by op: bench/parity_augment.py);
+--posthoc D: predictions from logits - D log prior; --tta-translate: cbnet's
+experiment.translate_tta (half the flip average, a quarter each of the images
+moved one pixel down-right and up-left, zeros coming in)."""
 import argparse
 import json
 import math
@@ -79,24 +87,45 @@ def setup(a):
             t["test_images"], t["test_labels"], counts)
 
 
-def test_accuracy(net, images, labels, flip):
+def moved(x, dy, dx):
+    """x (N x C x H x W) moved dy rows down and dx columns right, zeros coming in."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[2], x.shape[3]
+    out[:, :, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[:, :, max(-dy, 0):h - max(dy, 0),
+                                                                       max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_accuracy(net, images, labels, flip, translate=False, shift=None):
     """Accuracy and per-class accuracy of net (in eval mode) on uint8 images,
-    with left-right flip test-time augmentation when flip."""
+    with left-right flip test-time augmentation when flip, the translated
+    views too when translate, predictions from logits - shift when given."""
     net.eval()
     correct = np.zeros(10)
+
+    def flipped(x):
+        return (net(x) + net(torch.flip(x, dims=[3]))) / 2 if flip else net(x)
+
     with torch.no_grad():
         for s in range(0, len(images), 256):
             x = torch.from_numpy((images[s:s + 256].astype(np.float32) / 255.0 - MEAN) / STD)
-            logits = (net(x) + net(torch.flip(x, dims=[3]))) / 2 if flip else net(x)
+            logits = flipped(x)
+            if translate:
+                logits = logits * 0.5 + flipped(moved(x, 1, 1)) * 0.25 + flipped(moved(x, -1, -1)) * 0.25
+            if shift is not None:
+                logits = logits - shift
             pred = logits.argmax(1).numpy()
             for c in range(10):
                 correct[c] += np.sum((pred == c) & (labels[s:s + 256] == c))
     return correct.sum() / len(labels), correct / np.bincount(labels, minlength=10)
 
 
-def augment(images, rng, cutout):
+def augment(images, rng, cutout, trivial=None):
     """convnet_torch's pad-4 crop and flip, normalised; then cutout to 0 in the
-    normalised image (the mean colour), as cbnet's augment does."""
+    normalised image (the mean colour), as cbnet's augment does. trivial: an
+    operation on one uint8 C x H x W tensor applied first (TrivialAugmentWide)."""
+    if trivial is not None:
+        images = np.stack([trivial(torch.from_numpy(np.array(im))).numpy() for im in images])
     x = batch(images, rng, True)
     n, _, h, w = x.shape
     for i in range(n if cutout else 0):
@@ -120,9 +149,16 @@ def main():
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trivial-augment", action="store_true")
+    p.add_argument("--posthoc", type=float, default=0.0)
+    p.add_argument("--tta-translate", action="store_true")
     a = p.parse_args()
     start = time.time()
     rng, xtr, ytr, xte, yte, counts = setup(a)
+    trivial = None
+    if a.trivial_augment:
+        import torchvision.transforms as T
+        trivial = T.TrivialAugmentWide()
     prior = torch.tensor(counts / counts.sum(), dtype=torch.float32)
     log_prior = prior.log()
     net = fastnet([int(w) for w in a.widths.split(",")])
@@ -145,7 +181,7 @@ def main():
         net.train()
         for s in range(0, n, a.batch_size):
             idx = perm[s:s + a.batch_size]
-            x, y = augment(xtr[idx], rng, a.cutout), ytr[idx]
+            x, y = augment(xtr[idx], rng, a.cutout, trivial), ytr[idx]
             adjusted = net(x) + log_prior
             # label smoothing spread as the training prior (cbnet's smoothing_prior)
             spread = -(F.log_softmax(adjusted, 1) * prior).sum(1).mean()
@@ -161,7 +197,8 @@ def main():
                         ema[k].copy_(v)
         print(f"epoch {epoch + 1}/{a.epochs} loss {loss.item():.4f} ({n / (time.time() - t0):.0f} img/s)", flush=True)
     net.load_state_dict(ema)
-    accuracy, per_class = test_accuracy(net, xte, yte, flip=True)
+    accuracy, per_class = test_accuracy(net, xte, yte, flip=True, translate=a.tta_translate,
+                                        shift=a.posthoc * log_prior if a.posthoc else None)
     print("per class:", " ".join(f"{v:.3f}" for v in per_class))
     print(f"test accuracy {accuracy:.4f}; wall {time.time() - start:.1f} s "
           f"(torch {torch.__version__}, {a.threads} threads)")
