@@ -17,17 +17,7 @@ local checkpoint = require "cbnet.checkpoint"
 local longtail = require "cbnet.longtail"
 local json = require "cbnet.json"
 local K = tonumber(arg[1])
-local function moved(images, dy, dx) -- zeros coming in
-  local n, c, h, w = table.unpack(images:size())
-  local function mv(x, dim, d, size)
-    if d == 0 then return x end
-    local rest = x:narrow(dim, d > 0 and 1 or 1 - d, size - math.abs(d))
-    local shape = x:size(); shape[dim] = math.abs(d)
-    local z = cbnet.zeros(table.unpack(shape))
-    return cbnet.cat(d > 0 and {z, rest} or {rest, z}, dim)
-  end
-  return mv(mv(images, 4, dx, w), 3, dy, h)
-end
+local moved = experiment.translated
 local F = experiment.flip_tta
 local PREDICT = {
   flip = F, translate = experiment.translate_tta,

@@ -231,9 +231,10 @@ function experiment.ensemble(members, predict)
   end})
 end
 
--- images moved by dy rows and dx columns (each -1, 0 or 1 here), zeros
--- (the mean colour, after normalisation) coming in at the edges.
-local function translated(images, dy, dx)
+--- experiment.translated(images, dy, dx): N x C x H x W images moved by dy
+-- rows (down) and dx columns (right), zeros (the mean colour, after
+-- normalisation) coming in at the edges; for test-time views.
+function experiment.translated(images, dy, dx)
   local n, c, h, w = table.unpack(images:size())
   local function moved(x, dim, d, size)
     if d == 0 then return x end
@@ -251,8 +252,8 @@ end
 -- quarter each flip_tta of the images moved one pixel down-right and one
 -- pixel up-left. Six forward passes.
 function experiment.translate_tta(model, images)
-  return experiment.flip_tta(model, images) * 0.5 + experiment.flip_tta(model, translated(images, 1, 1)) * 0.25
-    + experiment.flip_tta(model, translated(images, -1, -1)) * 0.25
+  local flip, moved = experiment.flip_tta, experiment.translated
+  return flip(model, images) * 0.5 + flip(model, moved(images, 1, 1)) * 0.25 + flip(model, moved(images, -1, -1)) * 0.25
 end
 
 -- Beta(alpha, alpha) from two Gamma draws (Marsaglia and Tsang), for mixup.

@@ -249,6 +249,14 @@ describe("the time-budget recipe's pieces (fast_lt)", function()
     assert.is_true((experiment.translate_tta(model, x) - experiment.flip_tta(model, x)):abs():max():item() > 1e-3)
   end)
 
+  it("translated moves images by whole pixels with zeros coming in", function()
+    local x = cbnet.tensor({{{{1, 2, 3}, {4, 5, 6}}}}, "float32") -- 1 x 1 x 2 x 3
+    assert.same({{{{0, 0, 0}, {0, 1, 2}}}}, experiment.translated(x, 1, 1):totable())
+    assert.same({{{{5, 6, 0}, {0, 0, 0}}}}, experiment.translated(x, -1, -1):totable())
+    assert.same({{{{2, 3, 0}, {5, 6, 0}}}}, experiment.translated(x, 0, -1):totable())
+    assert.same(x:totable(), experiment.translated(x, 0, 0):totable())
+  end)
+
   it("ensemble averages its members' logits, each on its moving average's weights, through predict", function()
     local a = cbnet.nn.Sequential(cbnet.nn.Flatten(), cbnet.nn.Linear(6, 2))
     local b = cbnet.nn.Sequential(cbnet.nn.Flatten(), cbnet.nn.Linear(6, 2))
