@@ -61,6 +61,7 @@ build = {
       ["cbnet.nn.module"] = "lua/cbnet/nn/module.lua",
       ["cbnet.nn.normed_linear"] = "lua/cbnet/nn/normed_linear.lua",
       ["cbnet.nn.pooling"] = "lua/cbnet/nn/pooling.lua",
+      ["cbnet.numpy_random"] = "lua/cbnet/numpy_random.lua",
       ["cbnet.optim"] = "lua/cbnet/optim.lua",
       ["cbnet.options"] = "lua/cbnet/options.lua",
       ["cbnet.plot"] = "lua/cbnet/plot.lua",

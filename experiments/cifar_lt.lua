@@ -33,6 +33,8 @@ for _, o in ipairs{
   {"dataset", "cifar10", "cifar10 or cifar100"},
   {"imbalance", 100, "largest / smallest class size"},
   {"profile", "exp", "long-tail profile: exp or step"},
+  {"draw", "cbnet", "which images the long-tailed set keeps: cbnet (cbnet's generator) or numpy "
+     .. "(those of the LDAM-DRW code's np.random.seed(0) draw, on data in CIFAR's original order)"},
   {"methods", {"ldam-drw"}, "methods: " .. table.concat(longtail.methods, ", ")},
   {"loss", cli.NONE, "your own loss: a Lua file returning function(logits, labels, ctx)", type = "string"},
   {"beta", 0.9999, "class-balanced weights' beta (cb-*, *-drw)", type = "number"},
@@ -64,7 +66,7 @@ else
   error("--dataset must be cifar10 or cifar100", 0)
 end
 local train = data.longtail(full, {profile = opts.profile, imbalance = opts.imbalance, seed = 0,
-                                   holdout = opts.val > 0 and opts.val or nil})
+                                   draw = opts.draw, holdout = opts.val > 0 and opts.val or nil})
 local val = train.holdout
 local counts, classes = train:counts(), train.classes
 full = nil

@@ -332,20 +332,30 @@ function data.longtail_counts(n_max, classes, opts)
 end
 
 --- data.longtail(ds, {profile = "exp" | "step", imbalance = 100, seed = 0,
--- reverse = false, holdout = 0}): keeps the first n_i images of class i after
--- a seeded shuffle of each class. With holdout = k, the next k images of each
+-- reverse = false, holdout = 0, draw = "cbnet" | "numpy"}): keeps the first
+-- n_i images of class i after a seeded shuffle of each class. draw = "numpy"
+-- shuffles as the reference code of Cao et al. (LDAM-DRW) does: one numpy
+-- generator seeded with seed, each class's indices (in dataset order) shuffled
+-- in turn by np.random.shuffle; on a dataset in CIFAR's original order it
+-- keeps that code's images. "cbnet" (the default) uses cbnet's Generator. With holdout = k, the next k images of each
 -- class (unused by the long-tailed set) become lt.holdout, a balanced
 -- validation set; a class with fewer than n_i + k images keeps n_i = all - k
 -- for training (CIFAR-10's head class at any imbalance: 5000 - k). For CIFAR-10 at imbalance 100: 5000, 2997, 1796, 1077,
 -- 645, 387, 232, 139, 83, 50 (12,406 images).
 function data.longtail(ds, opts)
-  opts = options.check(opts, "longtail", {"profile", "imbalance", "seed", "reverse", "holdout"})
+  opts = options.check(opts, "longtail", {"profile", "imbalance", "seed", "reverse", "holdout", "draw"})
+  local draw = opts.draw or "cbnet"
+  if draw ~= "cbnet" and draw ~= "numpy" then
+    error("longtail: draw must be 'cbnet' or 'numpy', got " .. tostring(draw), 2)
+  end
   local have = ds:counts()
   local n_max = 0
   for _, n in ipairs(have) do n_max = math.max(n_max, n) end
   local want = data.longtail_counts(n_max, #have, {profile = opts.profile, imbalance = opts.imbalance,
                                                    reverse = opts.reverse})
-  local g = cbnet.Generator(opts.seed or 0)
+  local g
+  if draw == "cbnet" then g = cbnet.Generator(opts.seed or 0)
+  else g = require("cbnet.numpy_random").RandomState(opts.seed or 0) end
   local labels = ds.labels
   local holdout = opts.holdout or 0
   local parts, held = {}, {}
@@ -357,7 +367,14 @@ function data.longtail(ds, opts)
       error(("longtail: class %d has %d images, fewer than the %d held out"):format(c - 1, have[c], holdout), 2)
     end
     local members = cbnet.arange(ds:size()):masked_select(labels:eq(c - 1))
-    local shuffled = members:index_select(1, cbnet.randperm(members:size(1), g))
+    local shuffled
+    if draw == "cbnet" then
+      shuffled = members:index_select(1, cbnet.randperm(members:size(1), g))
+    elseif members:size(1) > 0 then
+      shuffled = cbnet.tensor(g:shuffle(members:totable()), "int64")
+    else
+      shuffled = members
+    end
     -- the held-out images come after the class's share; where the class has
     -- too few images left (the head class uses them all), its share shrinks
     want[c] = math.min(want[c], have[c] - holdout)

@@ -184,6 +184,55 @@ describe("long-tailed construction", function()
     local other = data.longtail(ds, {imbalance = 10, seed = 4})
     assert.are_not.same(lt.images:view(-1):totable(), other.images:view(-1):totable())
   end)
+
+  it("draw = 'numpy' keeps the images numpy's draw keeps", function()
+    -- numpy 1.24: labels = np.arange(400) % 4; np.random.seed(3); for each
+    -- class c: idx = np.where(labels == c)[0]; np.random.shuffle(idx); idx[:n_c]
+    local numpy_kept = {
+      [1] = {137, 101, 57, 341, 117, 349, 353, 301, 49, 13, 149, 25},  -- the first 12 of 46
+      [3] = {115, 67, 11, 311, 299, 91, 231, 391, 335, 183},           -- all 10
+    }
+    local labels = cbnet.arange(400):remainder(4)
+    local quarter = {}
+    for i = 1, 400 do quarter[i] = (i - 1) // 4 end
+    local images = cbnet.tensor(quarter):byte():view(400, 1, 1, 1) -- each image holds index // 4
+    local lt = data.longtail(data.dataset(images, labels, 4), {imbalance = 10, seed = 3, draw = "numpy"})
+    assert.same({100, 46, 21, 10}, lt:counts())
+    local kept = lt.images:view(-1):totable()
+    for c, first in pairs(numpy_kept) do
+      local start = ({0, 100, 146, 167})[c + 1]
+      for k, index in ipairs(first) do assert.equal(index // 4, kept[start + k]) end
+    end
+    assert.error_matches(function() data.longtail(data.dataset(images, labels, 4), {draw = "python"}) end,
+      "draw must be 'cbnet' or 'numpy', got python")
+  end)
+end)
+
+describe("cbnet.numpy_random", function()
+  local npr = require "cbnet.numpy_random"
+  -- known answers from numpy 1.24
+  it("draws numpy's 32-bit words and shuffles as np.random.shuffle", function()
+    local rs = npr.RandomState(0)
+    assert.same({2357136044, 2546248239, 3071714933}, {rs:uint32(), rs:uint32(), rs:uint32()})
+    local t = {}
+    for i = 1, 10 do t[i] = i - 1 end
+    assert.same({2, 8, 4, 9, 1, 6, 7, 3, 0, 5}, npr.RandomState(0):shuffle(t))
+    -- one generator through two shuffles, as a class after class draw does
+    rs = npr.RandomState(0)
+    local a, b = {}, {}
+    for i = 1, 5000 do a[i] = i - 1 end
+    for i = 1, 50 do b[i] = i - 1 end
+    rs:shuffle(a)
+    rs:shuffle(b)
+    assert.same({398, 3833, 4836, 4572, 636, 2545, 1161, 2230}, {table.unpack(a, 1, 8)})
+    assert.same({40, 31, 25, 19, 9, 42, 14, 13}, {table.unpack(b, 1, 8)})
+  end)
+
+  it("takes numpy's seeds only", function()
+    assert.error_matches(function() npr.RandomState(-1) end, "seed must be an integer in 0 .. 2%^32 %- 1, got %-1")
+    assert.error_matches(function() npr.RandomState(2 ^ 32) end, "seed must be an integer")
+    assert.equal(0, npr.RandomState(7):interval(0))
+  end)
 end)
 
 describe("samplers", function()
