@@ -17,6 +17,7 @@ local MODULES = {
   {"cbnet.longtail", "lua/cbnet/longtail.lua"}, {"cbnet.cli", "lua/cbnet/cli.lua"}, {"cbnet.report", "lua/cbnet/report.lua"},
   {"cbnet.plot", "lua/cbnet/plot.lua"}, {"cbnet.checkpoint", "lua/cbnet/checkpoint.lua"},
   {"cbnet.json", "lua/cbnet/json.lua"}, {"cbnet.gradcheck", "lua/cbnet/gradcheck.lua"},
+  {"cbnet.numpy_random", "lua/cbnet/numpy_random.lua"},
 }
 
 local out = {"# cbnet API reference", "",
