@@ -423,7 +423,7 @@ describe("experiments/cifar_lt.lua (issue 10)", function()
       end
     ]])
     local code, output = run("cifar_lt.lua", ("--quick --data %s --out %s --imbalance 10 --model convnet "
-      .. "--methods ce,ldam-drw,la-posthoc --seeds 0,1 --val 2 --loss %s --jobs 2"):format(DATA, out, loss_file))
+      .. "--methods ce,ldam-drw,la-posthoc --seeds 0,1 --val 2 --loss %s --jobs 2 --draw numpy"):format(DATA, out, loss_file))
     assert.equal(0, code, output)
     local md = report.read_file(out .. "/results.md")
     for _, row in ipairs{"| ce ", "| ldam-drw ", "| la-posthoc ", "| " .. loss_file} do
@@ -443,6 +443,7 @@ describe("experiments/cifar_lt.lua (issue 10)", function()
     assert.matches("cifar_lt.lua", config.provenance.command, 1, true)
     assert.matches("^%x+", config.provenance.commit)
     assert.equal(cbnet.version, config.provenance.cbnet)
+    assert.equal("numpy", config.draw) -- the reference code's images (data_spec checks which)
     -- the finished sweep's tables again with other many/few thresholds, nothing trained
     assert.matches("classes with > 100, 20%-100, < 20 training images", md)
     code, output = run("cifar_lt.lua", ("--resume %s --many 20 --few 8"):format(out))
