@@ -337,11 +337,12 @@ end
 -- shuffles as the reference code of Cao et al. (LDAM-DRW) does: one numpy
 -- generator seeded with seed, each class's indices (in dataset order) shuffled
 -- in turn by np.random.shuffle; on a dataset in CIFAR's original order it
--- keeps that code's images. "cbnet" (the default) uses cbnet's Generator. With holdout = k, the next k images of each
--- class (unused by the long-tailed set) become lt.holdout, a balanced
--- validation set; a class with fewer than n_i + k images keeps n_i = all - k
--- for training (CIFAR-10's head class at any imbalance: 5000 - k). For CIFAR-10 at imbalance 100: 5000, 2997, 1796, 1077,
--- 645, 387, 232, 139, 83, 50 (12,406 images).
+-- keeps that code's images. "cbnet" (the default) uses cbnet's Generator.
+-- With holdout = k, the next k images of each class (unused by the
+-- long-tailed set) become lt.holdout, a balanced validation set; a class with
+-- fewer than n_i + k images keeps n_i = all - k for training (CIFAR-10's head
+-- class at any imbalance: 5000 - k). For CIFAR-10 at imbalance 100: 5000,
+-- 2997, 1796, 1077, 645, 387, 232, 139, 83, 50 (12,406 images).
 function data.longtail(ds, opts)
   opts = options.check(opts, "longtail", {"profile", "imbalance", "seed", "reverse", "holdout", "draw"})
   local draw = opts.draw or "cbnet"
