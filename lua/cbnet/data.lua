@@ -354,9 +354,14 @@ function data.longtail(ds, opts)
   for _, n in ipairs(have) do n_max = math.max(n_max, n) end
   local want = data.longtail_counts(n_max, #have, {profile = opts.profile, imbalance = opts.imbalance,
                                                    reverse = opts.reverse})
-  local g
-  if draw == "cbnet" then g = cbnet.Generator(opts.seed or 0)
-  else g = require("cbnet.numpy_random").RandomState(opts.seed or 0) end
+  local shuffle -- a class's members (an index tensor) in a seeded random order
+  if draw == "cbnet" then
+    local g = cbnet.Generator(opts.seed or 0)
+    shuffle = function(members) return members:index_select(1, cbnet.randperm(members:size(1), g)) end
+  else
+    local rs = require("cbnet.numpy_random").RandomState(opts.seed or 0)
+    shuffle = function(members) return cbnet.tensor(rs:shuffle(members:totable()), "int64") end
+  end
   local labels = ds.labels
   local holdout = opts.holdout or 0
   local parts, held = {}, {}
@@ -368,14 +373,7 @@ function data.longtail(ds, opts)
       error(("longtail: class %d has %d images, fewer than the %d held out"):format(c - 1, have[c], holdout), 2)
     end
     local members = cbnet.arange(ds:size()):masked_select(labels:eq(c - 1))
-    local shuffled
-    if draw == "cbnet" then
-      shuffled = members:index_select(1, cbnet.randperm(members:size(1), g))
-    elseif members:size(1) > 0 then
-      shuffled = cbnet.tensor(g:shuffle(members:totable()), "int64")
-    else
-      shuffled = members
-    end
+    local shuffled = shuffle(members)
     -- the held-out images come after the class's share; where the class has
     -- too few images left (the head class uses them all), its share shrinks
     want[c] = math.min(want[c], have[c] - holdout)

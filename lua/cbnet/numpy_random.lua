@@ -65,7 +65,11 @@ end
 function RandomState:interval(max)
   if max == 0 then return 0 end
   local mask = max
-  for _, shift in ipairs({1, 2, 4, 8, 16}) do mask = mask | (mask >> shift) end
+  mask = mask | (mask >> 1)
+  mask = mask | (mask >> 2)
+  mask = mask | (mask >> 4)
+  mask = mask | (mask >> 8)
+  mask = mask | (mask >> 16)
   local v
   repeat v = self:uint32() & mask until v <= max
   return v
