@@ -635,11 +635,14 @@ static int l_info(lua_State *L) {
                                         "chosen by cbnet from the CPU's features",
                                         "OpenBLAS's own detection"};
   set_string(L, "blas_kernel_source", sources[blas.source]);
+  cb_cpu_features f = cb_cpu_detect();
+  /* what cbnet would choose here: a user's OPENBLAS_CORETYPE may be slower */
+  const char *for_cpu = cb_blas_kernel_for(f);
+  if (for_cpu) set_string(L, "blas_kernel_for_cpu", for_cpu);
   lua_pushinteger(L, blas.threads);
   lua_setfield(L, -2, "blas_threads");
   lua_pushinteger(L, cb_get_num_threads());
   lua_setfield(L, -2, "threads");
-  cb_cpu_features f = cb_cpu_detect();
   lua_newtable(L);
   set_bool(L, "avx2", f.avx2);
   set_bool(L, "fma", f.fma);

@@ -147,7 +147,25 @@ function experiment.provenance()
   local commit = git("rev-parse HEAD"):match("%x+")
   if commit and git("status --porcelain --untracked-files=no") ~= "" then commit = commit .. "+changes" end
   return {command = command, cbnet = cbnet.version, commit = commit or "unknown",
-          date = os.date("!%Y-%m-%dT%H:%M:%SZ")}
+          date = os.date("!%Y-%m-%dT%H:%M:%SZ"), machine = experiment.machine()}
+end
+
+--- The machine a run's times belong to: the CPU's name (Linux's
+-- /proc/cpuinfo, with its family and model), cbnet's threads, convolution path and OpenBLAS kernel.
+function experiment.machine()
+  local cpu
+  local f = io.open("/proc/cpuinfo")
+  if f then
+    local text = f:read("a")
+    f:close()
+    cpu = text:match("model name%s*:%s*([^\n]-)%s*\n")
+    -- a virtual machine's name can be generic: family and model tell the kind
+    local family, model = text:match("cpu family%s*:%s*(%d+)"), text:match("\nmodel%s*:%s*(%d+)")
+    if cpu and family and model then cpu = ("%s (family %s, model %s)"):format(cpu, family, model) end
+  end
+  local info = cbnet.info()
+  return {cpu = cpu or "unknown", threads = cbnet.get_num_threads(), conv = cbnet.conv_path(),
+          blas_kernel = info.blas_kernel, blas_kernel_source = info.blas_kernel_source}
 end
 
 --- The network --model names, for data of in_channels x image_size^2 and

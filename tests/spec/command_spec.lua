@@ -1,5 +1,6 @@
 -- The cbnet command, run as a user would run it.
 local shell = require "shell"
+local cbnet = require "cbnet"
 local CBNET = os.getenv("CBNET_BIN") or (io.popen("pwd"):read("l") .. "/build/bin/cbnet")
 
 local function run(args, env)
@@ -85,6 +86,13 @@ describe("cbnet command", function()
     local code, out = run("info", "OPENBLAS_CORETYPE=Haswell")
     assert.equal(0, code)
     assert.matches("kernel:  Haswell (OPENBLAS_CORETYPE set by the user)", out, 1, true)
+    -- and says so when the CPU could run a faster kernel than the one forced
+    local for_cpu = cbnet.info().blas_kernel_for_cpu
+    if for_cpu and for_cpu ~= "Haswell" then
+      assert.matches("this CPU runs OpenBLAS's " .. for_cpu .. " kernel", out, 1, true)
+    else
+      assert.not_matches("this CPU runs", out, 1, true)
+    end
   end)
 
   it("stops a script on Ctrl-C and exits 130", function()

@@ -443,6 +443,11 @@ describe("experiments/cifar_lt.lua (issue 10)", function()
     assert.matches("cifar_lt.lua", config.provenance.command, 1, true)
     assert.matches("^%x+", config.provenance.commit)
     assert.equal(cbnet.version, config.provenance.cbnet)
+    -- the machine the times belong to: the path and kernel this process runs too
+    local machine = config.provenance.machine
+    assert.equal(cbnet.conv_path(), machine.conv)
+    assert.equal(cbnet.info().blas_kernel, machine.blas_kernel)
+    assert.is_true(machine.threads >= 1 and #machine.cpu > 0)
     assert.equal("numpy", config.draw) -- the reference code's images (data_spec checks which)
     -- the finished sweep's tables again with other many/few thresholds, nothing trained
     assert.matches("classes with > 100, 20%-100, < 20 training images", md)
