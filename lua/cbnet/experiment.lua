@@ -150,8 +150,8 @@ function experiment.provenance()
           date = os.date("!%Y-%m-%dT%H:%M:%SZ"), machine = experiment.machine()}
 end
 
---- The machine a run's times belong to: the CPU's name (Linux's
--- /proc/cpuinfo, with its family and model), cbnet's threads, convolution path and OpenBLAS kernel.
+--- The machine a run's times belong to: the CPU's name (Linux's /proc/cpuinfo,
+-- with its family and model), cbnet's threads, convolution path and OpenBLAS kernel.
 function experiment.machine()
   local cpu
   local f = io.open("/proc/cpuinfo")
