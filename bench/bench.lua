@@ -98,9 +98,9 @@ local function median(list)
   return list[(#list + 1) // 2]
 end
 
-local info = cbnet.info()
-print(("cbnet %s; conv path %s; BLAS kernel %s; CPU: %s"):format(cbnet.version, cbnet.conv_path(),
-  info.blas_kernel, (io.open("/proc/cpuinfo"):read("a"):match("model name%s*:%s*([^\n]+)") or "?")))
+local machine = require("cbnet.experiment").machine()
+print(("cbnet %s; conv path %s; BLAS kernel %s; CPU: %s"):format(cbnet.version, machine.conv,
+  machine.blas_kernel, machine.cpu))
 local names = {}
 for i, e in ipairs(engines) do names[i] = e.name end
 print(("engines: %s; %d repeats, alternating"):format(table.concat(names, ", "), opts.repeats))

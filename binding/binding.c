@@ -635,6 +635,7 @@ static int l_info(lua_State *L) {
                                         "chosen by cbnet from the CPU's features",
                                         "OpenBLAS's own detection"};
   set_string(L, "blas_kernel_source", sources[blas.source]);
+  set_bool(L, "blas_kernel_from_user", blas.source == CB_KERNEL_FROM_USER);
   cb_cpu_features f = cb_cpu_detect();
   /* what cbnet would choose here: a user's OPENBLAS_CORETYPE may be slower */
   const char *for_cpu = cb_blas_kernel_for(f);
