@@ -58,6 +58,9 @@ static bool planes_of(const cb_tensor *x, bn_layout *l) {
   return dense;
 }
 
+/* Whether each of l's images follows the one before within a channel. */
+static bool planes_follow(const bn_layout *l) { return l->n == 1 || l->sn == l->s; }
+
 typedef struct {
   bn_layout l;
   const float *x, *gamma, *beta;
@@ -85,7 +88,20 @@ typedef struct {
   int64_t w, oh, ow;
   bn_layout pl;
   uint8_t *winners; /* backward: per window, where its maximum was (see bn_pool_gradient_sums) */
+  /* Channel c's values as `runs` runs of `run` floats, run k at n = k's
+   * offsets (set_runs): one run of N x S when, in every layout a loop
+   * touches, each image's plane follows the one before (the CNHW layout),
+   * else N runs of S. One long run spares the per-run sums' set-up and
+   * horizontal adds, which 8x8 planes (64 floats) pay every 64 values. */
+  int64_t runs, run;
 } bn_job;
+
+/* j's runs: one per channel when `follow` (every layout the loops touch has
+ * planes_follow), else one per image. */
+static void set_runs(bn_job *j, bool follow) {
+  j->runs = follow ? 1 : j->l.n;
+  j->run = follow ? j->l.n * j->l.s : j->l.s;
+}
 
 /* What backward needs besides the saved tensors: x, mean, invstd, then
  * gamma and the output (relu) when present. */
@@ -108,10 +124,10 @@ CB_VECTOR_CLONES static void bn_statistics_channels(void *arg, int chunk, int64_
   double count = (double)(l->n * l->s);
   for (int64_t c = begin; c < end; c++) {
     double sum = 0, sq = 0;
-    for (int64_t n = 0; n < l->n; n++) sum += cb_sum_floats(j->x + n * l->sn + c * l->sc, l->s);
+    for (int64_t n = 0; n < j->runs; n++) sum += cb_sum_floats(j->x + n * l->sn + c * l->sc, j->run);
     double mean = sum / count;
-    for (int64_t n = 0; n < l->n; n++)
-      sq += cb_sum_squared_deviations(j->x + n * l->sn + c * l->sc, l->s, mean);
+    for (int64_t n = 0; n < j->runs; n++)
+      sq += cb_sum_squared_deviations(j->x + n * l->sn + c * l->sc, j->run, mean);
     j->stats[2 * c] = sum;
     j->stats[2 * c + 1] = j->sync ? sq + count * mean * mean : sq;
   }
@@ -150,27 +166,66 @@ CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t b
   for (int64_t c = begin; c < end; c++) {
     float scale, shift;
     channel_affine(j, c, &scale, &shift);
-    for (int64_t n = 0; n < l->n; n++) {
+    int64_t s = j->run;
+    for (int64_t n = 0; n < j->runs; n++) {
       const float *p = j->x + n * l->sn + c * l->sc;
       float *q = j->y + n * l->sn + c * l->sc;
       if (j->r) {
         const float *r = j->r + n * j->rl.sn + c * j->rl.sc;
         if (j->relu)
-          for (int64_t i = 0; i < l->s; i++) {
+          for (int64_t i = 0; i < s; i++) {
             float v = p[i] * scale + shift + r[i];
             q[i] = v > 0 ? v : 0.0f;
           }
         else
-          for (int64_t i = 0; i < l->s; i++) q[i] = p[i] * scale + shift + r[i];
+          for (int64_t i = 0; i < s; i++) q[i] = p[i] * scale + shift + r[i];
       } else if (j->relu) /* a comparison, as the ReLU op, where fmaxf would not vectorise */
-        for (int64_t i = 0; i < l->s; i++) {
+        for (int64_t i = 0; i < s; i++) {
           float v = p[i] * scale + shift;
           q[i] = v > 0 ? v : 0.0f;
         }
       else
-        for (int64_t i = 0; i < l->s; i++) q[i] = p[i] * scale + shift;
+        for (int64_t i = 0; i < s; i++) q[i] = p[i] * scale + shift;
     }
   }
+}
+
+/* Backward, phase 1, over one run of n values: sums[0] += the sum of the
+ * gradient g reaching the normalisation, sums[1] += the sum of g (x - mean),
+ * in 8 double lanes each (cb_sum_floats's accuracy). With the ReLU fused
+ * in (mask: y, the output, given), g is masked by y's sign, and the masked g
+ * is written into `masked` when `write`. One pass: g, x and y read once,
+ * in generic vectors (the auto-vectoriser leaves the masked sums scalar);
+ * inlined with constant flags, so that each case is its own loop. */
+static inline __attribute__((always_inline)) void gradient_sums_loop(
+    const float *g, const float *x, const float *y, float *masked, int64_t n, double mean,
+    double sums[2], bool mask, bool write) {
+  dvec8 sum_g = {0}, sum_gx = {0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    vec8 v = *(const vec8 *)(g + i);
+    if (mask) v = (vec8)((ivec8)v & (*(const vec8 *)(y + i) > 0)); /* g where y > 0, else +0 */
+    if (write) *(vec8 *)(masked + i) = v;
+    dvec8 vd = __builtin_convertvector(v, dvec8);
+    sum_g += vd;
+    sum_gx += vd * (__builtin_convertvector(*(const vec8 *)(x + i), dvec8) - mean);
+  }
+  for (; i < n; i++) {
+    float v = mask && !(y[i] > 0) ? 0.0f : g[i];
+    if (write) masked[i] = v;
+    sum_g[0] += v;
+    sum_gx[0] += (double)v * (x[i] - mean);
+  }
+  for (int k = 0; k < 8; k++) sums[0] += sum_g[k], sums[1] += sum_gx[k];
+}
+
+/* gradient_sums_loop for y (NULL: no mask) and masked (NULL: not written). */
+CB_VECTOR_CLONES static void gradient_sums_run(const float *g, const float *x, const float *y,
+                                               float *masked, int64_t n, double mean,
+                                               double sums[2]) {
+  if (!y) gradient_sums_loop(g, x, y, masked, n, mean, sums, false, false);
+  else if (!masked) gradient_sums_loop(g, x, y, masked, n, mean, sums, true, false);
+  else gradient_sums_loop(g, x, y, masked, n, mean, sums, true, true);
 }
 
 /* Backward, phase 1: per channel, the sums of the gradient g reaching the
@@ -178,40 +233,19 @@ CB_VECTOR_CLONES static void bn_forward_channels(void *arg, int chunk, int64_t b
  * ReLU fused in, that g is masked by the output's sign; the masked copy is
  * written into `masked` (dx, computed from it in place then, or the
  * residual's gradient) when there is one. */
-CB_VECTOR_CLONES static void bn_gradient_sums_channels(void *arg, int chunk, int64_t begin,
-                                                       int64_t end) {
+static void bn_gradient_sums_channels(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
   for (int64_t c = begin; c < end; c++) {
-    double mean = j->mean[c], sum_g = 0, sum_gx = 0;
-    if (j->relu && !j->masked) {
-      for (int64_t n = 0; n < l->n; n++) {
-        const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
-        const float *y = j->y_saved + n * l->sn + c * l->sc;
-        const float *x = j->x + n * l->sn + c * l->sc;
-        for (int64_t i = 0; i < l->s; i++)
-          if (y[i] > 0) {
-            sum_g += g[i];
-            sum_gx += (double)g[i] * (x[i] - mean);
-          }
-      }
-    } else {
-      for (int64_t n = 0; n < l->n; n++) {
-        const float *g = j->g + n * j->gl.sn + c * j->gl.sc;
-        if (j->relu) {
-          const float *y = j->y_saved + n * l->sn + c * l->sc;
-          float *masked = j->masked + n * j->ml.sn + c * j->ml.sc;
-          for (int64_t i = 0; i < l->s; i++) masked[i] = y[i] > 0 ? g[i] : 0.0f;
-          g = masked;
-        }
-        const float *x = j->x + n * l->sn + c * l->sc;
-        sum_g += cb_sum_floats(g, l->s);
-        sum_gx += cb_dot_deviations(g, x, l->s, mean);
-      }
-    }
-    j->stats[2 * c] = sum_g;
-    j->stats[2 * c + 1] = sum_gx;
+    double sums[2] = {0, 0};
+    for (int64_t n = 0; n < j->runs; n++)
+      gradient_sums_run(j->g + n * j->gl.sn + c * j->gl.sc, j->x + n * l->sn + c * l->sc,
+                        j->relu ? j->y_saved + n * l->sn + c * l->sc : NULL,
+                        j->relu && j->masked ? j->masked + n * j->ml.sn + c * j->ml.sc : NULL,
+                        j->run, j->mean[c], sums);
+    j->stats[2 * c] = sums[0];
+    j->stats[2 * c + 1] = sums[1];
   }
 }
 
@@ -242,12 +276,12 @@ CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t 
   for (int64_t c = begin; c < end; c++) {
     float k, a, b, m = j->mean[c];
     if (!backward_coefficients(j, c, &k, &a, &b)) continue;
-    for (int64_t n = 0; n < l->n; n++) {
+    for (int64_t n = 0; n < j->runs; n++) {
       const float *x = j->x + n * l->sn + c * l->sc;
       /* the gradient reaching the normalisation: masked already */
       const float *g = j->relu ? j->masked + n * j->ml.sn + c * j->ml.sc : j->g + n * j->gl.sn + c * j->gl.sc;
       float *dx = j->dx + n * j->dl.sn + c * j->dl.sc;
-      for (int64_t i = 0; i < l->s; i++) dx[i] = k * (g[i] - a - (x[i] - m) * b);
+      for (int64_t i = 0; i < j->run; i++) dx[i] = k * (g[i] - a - (x[i] - m) * b);
     }
   }
 }
@@ -399,7 +433,7 @@ CB_VECTOR_CLONES static void bn_pool_backward_channels(void *arg, int chunk, int
   for (int64_t c = begin; c < end; c++) {
     float k, a, b, m = j->mean[c];
     if (!backward_coefficients(j, c, &k, &a, &b)) continue;
-    for (int64_t n = 0; n < l->n; n++) {
+    for (int64_t n = 0; n < j->runs; n++) {
       const float *x = j->x + n * l->sn + c * l->sc;
       const float *gy = j->g + n * j->pl.sn + c * j->pl.sc;
       const uint8_t *codes = j->winners + (n * l->c + c) * j->oh * j->ow;
@@ -446,6 +480,7 @@ static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tenso
   else if ((st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
   planes_of(g, &j.pl);
   j.g = cb_tensor_data(g);
+  set_runs(&j, false); /* the pooled loops go row by row */
   st = backward_outputs(node, x, &j, grad_in);
   /* a byte per window (never 0 bytes: NULL means failure) */
   if (st == CB_OK && !(j.winners = malloc((size_t)(j.l.n * j.l.c * j.oh * j.ow) + 1)))
@@ -505,6 +540,8 @@ static cb_status bn_backward(cb_node *node, const cb_tensor *grad, cb_tensor **g
       planes_of(grad_in[3], &j.ml);
     }
   }
+  set_runs(&j, planes_follow(&j.l) && planes_follow(&j.gl) && (!j.dx || planes_follow(&j.dl)) &&
+                   (!j.masked || planes_follow(&j.ml)));
   if (st == CB_OK) st = backward_phases(&j, ctx, bn_gradient_sums_channels, bn_backward_channels);
   cb_tensor_release(g);
   return st;
@@ -582,6 +619,8 @@ static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor
   }
   if (st != CB_OK) goto done;
   planes_of(*out, &j.pl);
+  /* the statistics read x alone; the unpooled forward x, y (in x's layout) and r */
+  set_runs(&j, planes_follow(&j.l) && (pool || (planes_follow(&j.pl) && (!j.r || planes_follow(&j.rl)))));
   j.x = cb_tensor_data(xd);
   j.y = cb_tensor_data(*out);
   j.gamma = gamma ? cb_tensor_data(gamma) : NULL;

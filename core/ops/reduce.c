@@ -38,16 +38,6 @@ CB_VECTOR_CLONES double cb_sum_squared_deviations(const float *p, int64_t n, dou
   return s;
 }
 
-CB_VECTOR_CLONES double cb_dot_deviations(const float *a, const float *b, int64_t n, double shift) {
-  double lanes[8] = {0}, s = 0;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; j++) lanes[j] += a[i + j] * (b[i + j] - shift);
-  for (; i < n; i++) s += a[i] * (b[i] - shift);
-  for (int j = 0; j < 8; j++) s += lanes[j];
-  return s;
-}
-
 /* The reduced dims of one output element: coalesced shape and byte strides. */
 typedef struct {
   int ndim;

@@ -29,10 +29,9 @@ cb_status cb_max_dim(cb_tensor **values, cb_tensor **indices, const cb_tensor *a
 
 /* Sums of contiguous float runs, accumulated in double in several
  * independent lanes (vectorised, and far more accurate than one float sum):
- * sum p[i];  sum (p[i] - shift)^2;  sum a[i] (b[i] - shift). */
+ * sum p[i];  sum (p[i] - shift)^2. */
 double cb_sum_floats(const float *p, int64_t n);
 double cb_sum_squared_deviations(const float *p, int64_t n, double shift);
-double cb_dot_deviations(const float *a, const float *b, int64_t n, double shift);
 
 /* Sums grad over broadcast dims so that it has (ndim, shape): the gradient
  * of a broadcast operand. A new reference to grad when shapes match. */

@@ -281,6 +281,35 @@ describe("batch_norm", function()
     end, {randn(4, 3, 2, 2), w, b}))
   end)
 
+  it("gives the same values and gradients for CNHW inputs (a channel's images one run) as for NCHW", function()
+    local function cnhw(t) return t:transpose(1, 2):contiguous():transpose(1, 2) end
+    for _, case in ipairs{
+      {}, {relu = true}, {relu = true, residual = true}, {residual = true},
+      {relu = true, residual = true, nchw_grad = true}, -- CNHW x, NCHW gradient: runs per image
+      {relu = true, shape = {6, 3, 8, 8}},             -- 8x8 planes, runs of 64 otherwise
+      {relu = true, residual = true, shape = {5, 2, 3, 3}}, -- runs shorter than 8 lanes
+    } do
+      local shape = case.shape or {4, 3, 5, 6}
+      local c = shape[2]
+      local x, w, b, gy, r = randn(table.unpack(shape)), randn(c), randn(c), randn(table.unpack(shape)),
+                             randn(table.unpack(shape))
+      local results = {}
+      for k, layout in ipairs{function(t) return t:clone() end, cnhw} do
+        local xi, wi, bi = layout(x):requires_grad_(), w:clone():requires_grad_(), b:clone():requires_grad_()
+        local ri = case.residual and layout(r):requires_grad_() or nil
+        local y = F.batch_norm(xi, nil, nil, {weight = wi, bias = bi, training = true, relu = case.relu,
+                                              residual = ri})
+        y:backward(case.nchw_grad and gy:clone() or layout(gy))
+        assert.are.same(xi:stride(), y:stride()) -- the output keeps the input's layout
+        results[k] = {y:detach():contiguous(), xi.grad:contiguous(), wi.grad, bi.grad,
+                      ri and ri.grad:contiguous() or cbnet.zeros(1)}
+      end
+      for i = 1, 5 do
+        assert.near(0, (results[1][i] - results[2][i]):abs():max():item(), 1e-6)
+      end
+    end
+  end)
+
   it("with a residual is max(0, batch norm + residual), forward and backward, in any layout", function()
     for _, case in ipairs{
       {shape = {5, 3, 4, 6}, training = true, relu = true},
