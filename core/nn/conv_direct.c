@@ -213,8 +213,9 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     /* blocks of tiles whose transformed inputs (16 x in_c x block) fit in
      * about 256 KiB, so they stay in L2 between the transform and the GEMMs;
      * the weight gradient's GEMMs sum over the tiles: longer blocks */
-    d->block = d->weight_grad ? 256 : 16384 / (d->wino_n * d->in_c) / d->tile * d->tile;
+    d->block = d->weight_grad ? CB_WINOGRAD_MAX_BLOCK : 16384 / (d->wino_n * d->in_c) / d->tile * d->tile;
     if (d->block < d->tile) d->block = d->tile;
+    if (d->block > CB_WINOGRAD_MAX_BLOCK) d->block = CB_WINOGRAD_MAX_BLOCK; /* a multiple of tile */
     int64_t whole = (d->tiles + d->tile - 1) / d->tile * d->tile;
     if (d->block > whole) d->block = whole;
     /* 64 bytes more than the data, so the 16 streams of a transform do not

@@ -13,6 +13,7 @@
 #include "tensor/vectorize.h"
 
 #define OBLOCK 4 /* output channels per micro-kernel tile */
+#define CB_WINOGRAD_MAX_BLOCK 256 /* the most tiles a Winograd block takes (cb_direct_conv.block) */
 
 
 /* out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *

@@ -70,21 +70,53 @@ static void winograd_weights(void *arg, int worker, int64_t begin, int64_t end) 
  * the 2 output columns of the 8 tiles are interleaved back the same way.
  * Rows of 4 tiles (8x8 outputs: ResNet-32's 64-channel stage) go two rows
  * at a time, one load from each. Other short runs (rows of fewer than 8
- * tiles, ends of rows) go one tile at a time. */
+ * tiles) go one tile at a time.
+ *
+ * The 8 tiles sit in a vector's lanes in the order 0, 1, 4, 5, 2, 3, 6, 7:
+ * the order in which one in-lane shuffle (shufps) takes the even elements of
+ * two vectors, where the natural order takes three instructions on the one
+ * shuffle port (two cross-lane permutes and a blend), which bound the
+ * transforms. The products do not care which lane holds which tile, and the
+ * output side's unpacks (unpcklps, unpckhps) put the tiles' columns back in
+ * order. So every transform must take the same 8 tiles as a vector: the
+ * input, output and dY transforms decide it by the same eight_tiles() from
+ * the same block starts; where a vector of outputs is not 8 whole columns
+ * (an odd width, a strided output) it goes through a small buffer. */
 #define WINO_TARGET __attribute__((target("avx2,fma")))
 
-/* The even / odd elements of a then b; a's and b's first (last) 4 interleaved. */
+/* The even / odd elements of a then b, lanes in the tile order above. */
 WINO_TARGET static inline vec8 evens(vec8 a, vec8 b) {
-  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+  return (vec8)_mm256_shuffle_ps((__m256)a, (__m256)b, 0x88);
 }
 WINO_TARGET static inline vec8 odds(vec8 a, vec8 b) {
-  return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+  return (vec8)_mm256_shuffle_ps((__m256)a, (__m256)b, 0xDD);
 }
+/* The first / last 4 tiles' columns from their even (a) and odd (b)
+ * columns, lanes in the tile order above: evens' and odds' inverse. */
 WINO_TARGET static inline vec8 interleave_low(vec8 a, vec8 b) {
-  return __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+  return (vec8)_mm256_unpacklo_ps((__m256)a, (__m256)b);
 }
 WINO_TARGET static inline vec8 interleave_high(vec8 a, vec8 b) {
-  return __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+  return (vec8)_mm256_unpackhi_ps((__m256)a, (__m256)b);
+}
+
+/* Stores the first n (<= 8) of v's 8 columns at dst, es floats apart
+ * (nothing when dst is NULL); loads them, zero past n. */
+WINO_TARGET static inline void store_columns(float *dst, vec8 v, int64_t n, int64_t es) {
+  if (!dst) return;
+  if (n >= 8 && es == 1) {
+    *(vec8 *)dst = v;
+    return;
+  }
+  float buffer[8];
+  *(vec8 *)buffer = v;
+  for (int64_t l = 0; l < n && l < 8; l++) dst[l * es] = buffer[l];
+}
+WINO_TARGET static inline vec8 load_columns(const float *src, int64_t n, int64_t es) {
+  if (src && n >= 8 && es == 1) return *(const vec8 *)src;
+  float buffer[8] = {0};
+  for (int64_t l = 0; src && l < n && l < 8; l++) buffer[l] = src[l * es];
+  return *(const vec8 *)buffer;
 }
 
 /* How the vector transforms take the 8 tiles from t on (of at most limit):
@@ -98,26 +130,58 @@ static int eight_tiles(const cb_direct_conv *d, int64_t t, int64_t limit) {
   return d->tiles_c == 4 && t % 4 == 0 ? 2 : 0;
 }
 
+/* Where a block's tiles lie, worked out once for every channel (the
+ * divisions cost more than a channel's transform of 8 tiles): one entry per
+ * vector of 8 tiles or single tile, in the order the transforms take them,
+ * so that the input, output and dY transforms agree on the vectors. */
+typedef struct {
+  int64_t k;      /* index of its (first) tile in the block */
+  int layout;     /* eight_tiles(): 1 or 2 for 8 tiles, 0 one tile, -1 one past the last */
+  int64_t x;      /* its input window's top-left corner in a plane of the padded stack */
+  int64_t col;    /* its first output column */
+  int64_t row[4]; /* output rows r0 .. r0 + 3 (channel 0 of `planes`), -1 for none:
+                   * the rows between images and past the images-th */
+} f2_group;
+
+static int64_t f2_groups(const cb_direct_conv *d, const cb_planes *planes, int64_t images,
+                         int64_t first, int64_t count, f2_group *groups) {
+  int64_t n = 0;
+  for (int64_t k = 0; k < count; n++) {
+    f2_group *g = &groups[n];
+    int64_t t = first + k, tr = t / d->tiles_c, tc = t % d->tiles_c;
+    g->k = k;
+    g->layout = t >= d->tiles ? -1 : eight_tiles(d, t, count - k);
+    g->x = 2 * tr * d->wp + 2 * tc;
+    g->col = 2 * tc;
+    for (int i = 0; i < 4; i++) {
+      int64_t r = 2 * tr + i, image = r / d->hp, row = r % d->hp;
+      g->row[i] = !planes || image >= images || row >= d->out_h ? -1 : image * planes->ns + row * planes->rs;
+    }
+    k += g->layout > 0 ? 8 : 1;
+  }
+  return n;
+}
+
 /* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count) of the
- * stack; tiles past the last are zero. */
+ * stack (at most CB_WINOGRAD_MAX_BLOCK); tiles past the last are zero. */
 WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xpad, float *v,
                                         int64_t first, int64_t count) {
   int64_t per_xi = d->v_xi;
+  f2_group groups[CB_WINOGRAD_MAX_BLOCK];
+  int64_t ngroups = f2_groups(d, NULL, 0, first, count, groups);
   for (int64_t c = 0; c < d->in_c; c++) {
     const float *plane = xpad + c * d->plane;
     float *vc = v + c * d->block;
-    for (int64_t k = 0; k < count;) {
-      int64_t t = first + k;
-      if (t >= d->tiles) {
+    for (const f2_group *g = groups; g < groups + ngroups; g++) {
+      int64_t k = g->k;
+      if (g->layout < 0) {
         for (int xi = 0; xi < 16; xi++) vc[xi * per_xi + k] = 0;
-        k++;
         continue;
       }
-      const float *x = plane + 2 * (t / d->tiles_c) * d->wp + 2 * (t % d->tiles_c);
-      int layout = eight_tiles(d, t, count - k);
-      if (layout) {
+      const float *x = plane + g->x;
+      if (g->layout) {
         /* the second half: 8 columns on, or the next tile row's (2 rows down) */
-        int64_t second = layout == 1 ? 8 : 2 * d->wp;
+        int64_t second = g->layout == 1 ? 8 : 2 * d->wp;
         vec8 r[4][4]; /* d B for 8 tiles */
         for (int i = 0; i < 4; i++, x += d->wp) {
           vec8 a = *(const vec8 *)x, b = *(const vec8 *)(x + second);
@@ -132,7 +196,6 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
           *(vec8 *)(vc + (2 * 4 + j) * per_xi + k) = r[2][j] - r[1][j];
           *(vec8 *)(vc + (3 * 4 + j) * per_xi + k) = r[1][j] - r[3][j];
         }
-        k += 8;
         continue;
       }
       float r[4][4];
@@ -144,19 +207,13 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
         vc[(2 * 4 + j) * per_xi + k] = r[2][j] - r[1][j];
         vc[(3 * 4 + j) * per_xi + k] = r[1][j] - r[3][j];
       }
-      k++;
     }
   }
 }
 
-/* Row r of the stack's output grid (image r / hp, row r % hp) in channel ch of
- * `planes`, whose first image is the stack's; NULL for the rows between
- * images and past the count-th image. */
-static float *grid_row(const cb_direct_conv *d, cb_planes planes, int64_t ch, int64_t r,
-                       int64_t count) {
-  int64_t image = r / d->hp, row = r % d->hp;
-  if (image >= count || row >= d->out_h) return NULL;
-  return planes.base + image * planes.ns + ch * planes.cs + row * planes.rs;
+/* Row i (0..3) of group g in channel ch of `planes`, NULL for none. */
+static inline float *group_row(const f2_group *g, cb_planes planes, int64_t ch, int i) {
+  return g->row[i] < 0 ? NULL : planes.base + ch * planes.cs + g->row[i];
 }
 
 /* The 2x2 outputs A^T M A (+ bias) of tiles [first, first + count) straight
@@ -166,14 +223,15 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
                                          int64_t count) {
   int64_t per_xi = d->m_xi;
   if (count > d->tiles - first) count = d->tiles - first;
+  f2_group groups[CB_WINOGRAD_MAX_BLOCK];
+  int64_t ngroups = f2_groups(d, &out, images, first, count, groups);
   for (int64_t o = 0; o < d->out_c; o++) {
     const float *mo = m + o * d->block;
     float b = bias ? bias[o] : 0.0f;
-    for (int64_t k = 0; k < count;) {
-      int64_t t = first + k, col = 2 * (t % d->tiles_c), r0 = 2 * (t / d->tiles_c);
-      float *rows[2] = {grid_row(d, out, o, r0, images), grid_row(d, out, o, r0 + 1, images)};
-      int layout = out.es == 1 ? eight_tiles(d, t, count - k) : 0;
-      if (layout == 1 ? col + 16 <= d->out_w : layout == 2 && d->out_w >= 8) {
+    for (const f2_group *g = groups; g < groups + ngroups; g++) {
+      int64_t k = g->k, col = g->col;
+      float *rows[2] = {group_row(g, out, o, 0), group_row(g, out, o, 1)};
+      if (g->layout) {
         vec8 s[2][4]; /* A^T M for 8 tiles */
         for (int j = 0; j < 4; j++) {
           vec8 m0 = *(const vec8 *)(mo + (0 * 4 + j) * per_xi + k);
@@ -182,15 +240,16 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
           vec8 m3 = *(const vec8 *)(mo + (3 * 4 + j) * per_xi + k);
           s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
         }
-        for (int i = 0; i < 2; i++) { /* (A^T M) A, columns interleaved */
-          /* the 8 tiles' 16 columns: the first 4 tiles' and the last 4's */
-          float *low = rows[i] ? rows[i] + col : NULL;
-          float *high = layout == 1 ? (low ? low + 8 : NULL) : grid_row(d, out, o, r0 + 2 + i, images);
+        /* the 8 tiles' 16 columns: the first 4 tiles' 8 and the last 4's,
+         * 8 columns on in the row or the next tile row's (layout 2) */
+        int64_t low_n = d->out_w - col, high_n = g->layout == 1 ? d->out_w - col - 8 : d->out_w;
+        for (int i = 0; i < 2; i++) { /* (A^T M) A */
+          float *low = rows[i] ? rows[i] + col * out.es : NULL;
+          float *high = g->layout == 1 ? (low ? low + 8 * out.es : NULL) : group_row(g, out, o, 2 + i);
           vec8 y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
-          if (low) *(vec8 *)low = interleave_low(y0, y1);
-          if (high) *(vec8 *)high = interleave_high(y0, y1);
+          store_columns(low, interleave_low(y0, y1), low_n, out.es);
+          store_columns(high, interleave_high(y0, y1), high_n, out.es);
         }
-        k += 8;
         continue;
       }
       float s[2][4];
@@ -204,7 +263,6 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
         rows[i][col * out.es] = s[i][0] + s[i][1] + s[i][2] + b;
         if (col + 1 < d->out_w) rows[i][(col + 1) * out.es] = s[i][1] - s[i][2] - s[i][3] + b;
       }
-      k++;
     }
   }
 }
@@ -217,22 +275,24 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
  * P[xi][o][t - first] = (A dy A^T)[xi] for tiles [first, first + count). */
 WINO_TARGET static void winograd_dy(const cb_direct_conv *d, cb_planes dy, int64_t images,
                                     float *p, int64_t first, int64_t count) {
-  static const float zeros[16] = {0}; /* the rows between images and past the last */
+  f2_group groups[CB_WINOGRAD_MAX_BLOCK];
+  int64_t ngroups = f2_groups(d, &dy, images, first, count, groups);
   for (int64_t o = 0; o < d->out_c; o++) {
     float *po = p + o * d->block;
-    for (int64_t k = 0; k < count;) {
-      int64_t t = first + k, col = 2 * (t % d->tiles_c), r0 = 2 * (t / d->tiles_c);
-      const float *top = grid_row(d, dy, o, r0, images), *bottom = grid_row(d, dy, o, r0 + 1, images);
-      int layout = dy.es == 1 ? eight_tiles(d, t, count - k) : 0;
-      if (layout == 1 ? col + 16 <= d->out_w : layout == 2 && d->out_w >= 8) {
+    for (const f2_group *g = groups; g < groups + ngroups; g++) {
+      int64_t k = g->k, col = g->col;
+      const float *top = group_row(g, dy, o, 0), *bottom = group_row(g, dy, o, 1);
+      if (g->layout) {
         /* 8 tiles: dy's columns split into even and odd; the last 4 tiles'
-         * 8 columns on, or in the next tile row */
-        const float *top2 = layout == 1 ? (top ? top + col + 8 : NULL) : grid_row(d, dy, o, r0 + 2, images);
-        const float *bottom2 = layout == 1 ? (bottom ? bottom + col + 8 : NULL)
-                                           : grid_row(d, dy, o, r0 + 3, images);
-        vec8 t0 = *(const vec8 *)(top ? top + col : zeros), t1 = *(const vec8 *)(top2 ? top2 : zeros);
-        vec8 b0 = *(const vec8 *)(bottom ? bottom + col : zeros);
-        vec8 b1 = *(const vec8 *)(bottom2 ? bottom2 : zeros);
+         * 8 columns on, or in the next tile row (zero past the width) */
+        const float *top2 = g->layout == 1 ? (top ? top + (col + 8) * dy.es : NULL) : group_row(g, dy, o, 2);
+        const float *bottom2 = g->layout == 1 ? (bottom ? bottom + (col + 8) * dy.es : NULL)
+                                              : group_row(g, dy, o, 3);
+        int64_t low_n = d->out_w - col, high_n = g->layout == 1 ? d->out_w - col - 8 : d->out_w;
+        vec8 t0 = load_columns(top ? top + col * dy.es : NULL, low_n, dy.es);
+        vec8 t1 = load_columns(top2, high_n, dy.es);
+        vec8 b0 = load_columns(bottom ? bottom + col * dy.es : NULL, low_n, dy.es);
+        vec8 b1 = load_columns(bottom2, high_n, dy.es);
         vec8 a = evens(t0, t1), b = odds(t0, t1), c = evens(b0, b1), e = odds(b0, b1);
         vec8 r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
         for (int i = 0; i < 4; i++) { /* (A dy) A^T */
@@ -241,7 +301,6 @@ WINO_TARGET static void winograd_dy(const cb_direct_conv *d, cb_planes dy, int64
           *(vec8 *)(po + (i * 4 + 2) * d->m_xi + k) = r[i][0] - r[i][1];
           *(vec8 *)(po + (i * 4 + 3) * d->m_xi + k) = -r[i][1];
         }
-        k += 8;
         continue;
       }
       bool second = col + 1 < d->out_w; /* an odd last column is zero */
@@ -254,7 +313,6 @@ WINO_TARGET static void winograd_dy(const cb_direct_conv *d, cb_planes dy, int64
         po[(i * 4 + 2) * d->m_xi + k] = r[i][0] - r[i][1];
         po[(i * 4 + 3) * d->m_xi + k] = -r[i][1];
       }
-      k++;
     }
   }
 }
