@@ -307,6 +307,10 @@ typedef struct {
   const float *bias;
   bool relu;        /* forward: clamp each stack's outputs at 0 (out is CNHW) */
   int64_t channels; /* forward with relu: the output's */
+  /* INPUT_GRAD: the weight gradient's plan, or NULL; its stacks are conv's,
+   * and each stack's part of dW follows its dx, while dY is in cache */
+  const cb_direct_conv *weight_grad;
+  cb_planes x;
 } direct_job;
 
 static void direct_stacks(void *arg, int worker, int64_t begin, int64_t end) {
@@ -322,16 +326,24 @@ static void direct_stacks(void *arg, int worker, int64_t begin, int64_t end) {
     else
       cb_direct_conv_images(j->conv, worker, in, out, count, j->bias);
     if (j->relu) relu_images(j->out.base, j->channels, j->out.cs, j->out.ns, n0, n0 + count);
+    if (j->weight_grad) {
+      cb_planes x = j->x;
+      x.base += n0 * x.ns;
+      cb_direct_conv_weight_grad(j->weight_grad, worker, x, in, count, s != begin);
+    }
   }
+}
+
+static cb_direct_conv *direct_plan(const conv_geometry *g, const float *weight, cb_direct_mode mode) {
+  cb_direct_shape shape = {g->n, g->c, g->h, g->w, g->o, g->kh, g->kw,
+                           g->p.padding[0], g->p.padding[1], g->oh, g->ow};
+  return cb_direct_conv_new(&shape, weight, mode, cb_parallel_chunks(g->n, 1));
 }
 
 /* One pass of the direct path over the batch; dw receives WEIGHT_GRAD's sum. */
 static cb_status direct_run(const conv_geometry *g, const float *weight, direct_job job,
                             float *dw) {
-  int workers = cb_parallel_chunks(g->n, 1);
-  cb_direct_shape shape = {g->n, g->c, g->h, g->w, g->o, g->kh, g->kw,
-                           g->p.padding[0], g->p.padding[1], g->oh, g->ow};
-  cb_direct_conv *conv = cb_direct_conv_new(&shape, weight, job.mode, workers);
+  cb_direct_conv *conv = direct_plan(g, weight, job.mode);
   if (!conv) return cb_fail(CB_ENOMEM, "conv2d: out of memory");
   job.conv = conv;
   job.n = g->n;
@@ -340,6 +352,37 @@ static cb_status direct_run(const conv_geometry *g, const float *weight, direct_
   if (job.mode == CB_DIRECT_WEIGHT_GRAD) cb_direct_conv_weight_grad_sum(conv, used, dw);
   cb_direct_conv_free(conv);
   return CB_OK;
+}
+
+/* Backward on the direct path: dx (when dx.base) and dW (when dw). Both in
+ * one pass over the stacks when their plans stack the same images (3x3
+ * layers with padding 1: dY's padding is 1 too), so each stack's dY is read
+ * from memory once; else a pass each. */
+static cb_status direct_backward(const conv_geometry *g, const float *weight, cb_planes dy,
+                                 cb_planes dx, cb_planes x, float *dw) {
+  direct_job input_grad = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy, .out = dx};
+  direct_job weight_grad = {.mode = CB_DIRECT_WEIGHT_GRAD, .in = x, .out = dy};
+  if (!dx.base) return direct_run(g, NULL, weight_grad, dw);
+  if (!dw) return direct_run(g, weight, input_grad, NULL);
+  cb_direct_conv *dx_plan = direct_plan(g, weight, CB_DIRECT_INPUT_GRAD);
+  cb_direct_conv *dw_plan = direct_plan(g, NULL, CB_DIRECT_WEIGHT_GRAD);
+  cb_status st = CB_OK;
+  if (!dx_plan || !dw_plan) {
+    st = cb_fail(CB_ENOMEM, "conv2d: out of memory");
+  } else if (cb_direct_conv_stack(dx_plan) != cb_direct_conv_stack(dw_plan)) {
+    cb_direct_conv_free(dx_plan), cb_direct_conv_free(dw_plan);
+    dx_plan = dw_plan = NULL;
+    if ((st = direct_run(g, weight, input_grad, NULL)) == CB_OK) st = direct_run(g, NULL, weight_grad, dw);
+  } else {
+    int64_t stack = cb_direct_conv_stack(dx_plan);
+    input_grad.conv = dx_plan, input_grad.n = g->n;
+    input_grad.weight_grad = dw_plan, input_grad.x = x;
+    int used = cb_parallel_for((g->n + stack - 1) / stack, 1, direct_stacks, &input_grad);
+    cb_direct_conv_weight_grad_sum(dw_plan, used, dw);
+  }
+  cb_direct_conv_free(dx_plan);
+  cb_direct_conv_free(dw_plan);
+  return st;
 }
 
 /* ---- forward ---- */
@@ -453,28 +496,25 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   }
   bool need_dx = cb_node_needs_grad(node, 0), need_dw = cb_node_needs_grad(node, 1);
   if (!need_dx && !need_dw) goto done;
+  if (direct_applies(&g)) { /* no col buffer at all */
+    cb_planes dy_planes = {(float *)dyp, g.oh * g.ow, g.m, g.ow, 1}, dx_planes = {0};
+    /* dx: a stride-1 convolution of dY, which writes every element of it */
+    if (need_dx) {
+      if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
+      const int64_t *dxs = grad_in[0]->stride;
+      dx_planes = (cb_planes){cb_tensor_data(grad_in[0]), dxs[0], dxs[1], dxs[2], dxs[3]};
+    }
+    if (need_dw && (st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
+    const int64_t *xs = x->stride;
+    cb_planes x_planes = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]};
+    st = direct_backward(&g, cb_tensor_data(w), dy_planes, dx_planes, x_planes,
+                         need_dw ? cb_tensor_data(grad_in[1]) : NULL);
+    goto done;
+  }
   int64_t col_shape[2] = {b.workers, b.col_floats};
   int64_t parts_shape[3] = {b.workers, g.o, g.k};
   if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
   if (need_dw && (st = cb_tensor_empty(&dw_parts, 3, parts_shape, CB_FLOAT32)) != CB_OK) goto done;
-  if (direct_applies(&g)) { /* no col buffer at all */
-    cb_planes dy_planes = {(float *)dyp, g.oh * g.ow, g.m, g.ow, 1};
-    if (need_dx) { /* a stride-1 convolution of dY: it writes every element of dx */
-      if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
-      const int64_t *dxs = grad_in[0]->stride;
-      direct_job job = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy_planes,
-                        .out = {cb_tensor_data(grad_in[0]), dxs[0], dxs[1], dxs[2], dxs[3]}};
-      if ((st = direct_run(&g, cb_tensor_data(w), job, NULL)) != CB_OK) goto done;
-    }
-    if (need_dw) {
-      if ((st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
-      const int64_t *xs = x->stride;
-      direct_job job = {.mode = CB_DIRECT_WEIGHT_GRAD,
-                        .in = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]}, .out = dy_planes};
-      st = direct_run(&g, NULL, job, cb_tensor_data(grad_in[1]));
-    }
-    goto done;
-  }
   if (need_dx) {
     if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
     if ((st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) goto done;
