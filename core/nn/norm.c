@@ -88,8 +88,8 @@ typedef struct {
   int64_t w, oh, ow;
   bn_layout pl;
   uint8_t *winners; /* backward: per window, where its maximum was (see bn_pool_gradient_sums) */
-  /* Channel c's values as `runs` runs of `run` floats, run k at n = k's
-   * offsets (set_runs): one run of N x S when, in every layout a loop
+  /* Channel c's values as `runs` runs of `run` floats, run k where image k's
+   * plane starts (set_runs): one run of N x S when, in every layout a loop
    * touches, each image's plane follows the one before (the CNHW layout),
    * else N runs of S. One long run spares the per-run sums' set-up and
    * horizontal adds, which 8x8 planes (64 floats) pay every 64 values. */

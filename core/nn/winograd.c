@@ -79,9 +79,9 @@ static void winograd_weights(void *arg, int worker, int64_t begin, int64_t end) 
  * transforms. The products do not care which lane holds which tile, and the
  * output side's unpacks (unpcklps, unpckhps) put the tiles' columns back in
  * order. So every transform must take the same 8 tiles as a vector: the
- * input, output and dY transforms decide it by the same eight_tiles() from
- * the same block starts; where a vector of outputs is not 8 whole columns
- * (an odd width, a strided output) it goes through a small buffer. */
+ * input, output and dY transforms take their vectors from one list of a
+ * block's tiles (f2_groups); where a vector of outputs is not 8 whole
+ * columns (an odd width, a strided output) it goes through a small buffer. */
 #define WINO_TARGET __attribute__((target("avx2,fma")))
 
 /* The even / odd elements of a then b, lanes in the tile order above. */
