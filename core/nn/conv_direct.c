@@ -278,8 +278,10 @@ int64_t cb_direct_conv_stack(const cb_direct_conv *conv) { return conv->images; 
 /* Images [0, count) of `in` into the worker's padded stack; the borders and
  * the rows of missing images stay zero. Channel by channel: in the CNHW
  * layout a channel's images are one contiguous run, which the hardware
- * prefetcher streams; image by image, every 4 KiB plane of a 32x32 image
- * started a new page cold (ResNet-32 on one core: 12 % of a step here). */
+ * prefetcher streams, where image by image every 4 KiB plane of a 32x32
+ * image started cold; and the next channel's rows are prefetched, its run
+ * starting far from this one's end (ResNet-32 on one core, share of a step:
+ * 11.8 % image by image, 9.5 % channel by channel, 8.0 % with the prefetch). */
 static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int64_t count) {
   float *xpad = d->scratch + worker * d->scratch_floats;
   for (int64_t c = 0; c < d->in_c; c++)
@@ -291,7 +293,7 @@ static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int6
           continue;
         }
         const float *src = in.base + i * in.ns + c * in.cs + h * in.rs;
-        if (c + 1 < d->in_c) /* the next channel's row: its run starts far from this one's end */
+        if (c + 1 < d->in_c) /* the next channel's row */
           for (int64_t w = 0; w < d->in_w * in.es; w += 16) __builtin_prefetch(src + in.cs + w);
         if (in.es == 1) /* rows are short: a loop beats a call to memcpy */
           for (int64_t w = 0; w < d->in_w; w++) dst[w] = src[w];
