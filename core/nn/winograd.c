@@ -109,14 +109,16 @@ WINO_TARGET static inline void store_columns(float *dst, vec8 v, int64_t n, int6
     return;
   }
   float buffer[8];
-  *(vec8 *)buffer = v;
+  memcpy(buffer, &v, sizeof buffer);
   for (int64_t l = 0; l < n && l < 8; l++) dst[l * es] = buffer[l];
 }
 WINO_TARGET static inline vec8 load_columns(const float *src, int64_t n, int64_t es) {
   if (src && n >= 8 && es == 1) return *(const vec8 *)src;
   float buffer[8] = {0};
   for (int64_t l = 0; src && l < n && l < 8; l++) buffer[l] = src[l * es];
-  return *(const vec8 *)buffer;
+  vec8 v;
+  memcpy(&v, buffer, sizeof v);
+  return v;
 }
 
 /* How the vector transforms take the 8 tiles from t on (of at most limit):
