@@ -340,16 +340,20 @@ static cb_direct_conv *direct_plan(const conv_geometry *g, const float *weight, 
   return cb_direct_conv_new(&shape, weight, mode, cb_parallel_chunks(g->n, 1));
 }
 
-/* One pass of the direct path over the batch; dw receives WEIGHT_GRAD's sum. */
-static cb_status direct_run(const conv_geometry *g, const float *weight, direct_job job,
-                            float *dw) {
-  cb_direct_conv *conv = direct_plan(g, weight, job.mode);
+/* The job's passes over the batch's stacks (its plan's), shared out to the
+ * pool's workers; how many took part. */
+static int direct_stacks_run(const conv_geometry *g, direct_job *job) {
+  int64_t stack = cb_direct_conv_stack(job->conv);
+  job->n = g->n;
+  return cb_parallel_for((g->n + stack - 1) / stack, 1, direct_stacks, job);
+}
+
+/* The forward pass of the direct path over the batch. */
+static cb_status direct_forward(const conv_geometry *g, const float *weight, direct_job job) {
+  cb_direct_conv *conv = direct_plan(g, weight, CB_DIRECT_FORWARD);
   if (!conv) return cb_fail(CB_ENOMEM, "conv2d: out of memory");
   job.conv = conv;
-  job.n = g->n;
-  int64_t stack = cb_direct_conv_stack(conv);
-  int used = cb_parallel_for((g->n + stack - 1) / stack, 1, direct_stacks, &job);
-  if (job.mode == CB_DIRECT_WEIGHT_GRAD) cb_direct_conv_weight_grad_sum(conv, used, dw);
+  direct_stacks_run(g, &job);
   cb_direct_conv_free(conv);
   return CB_OK;
 }
@@ -362,23 +366,20 @@ static cb_status direct_backward(const conv_geometry *g, const float *weight, cb
                                  cb_planes dx, cb_planes x, float *dw) {
   direct_job input_grad = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy, .out = dx};
   direct_job weight_grad = {.mode = CB_DIRECT_WEIGHT_GRAD, .in = x, .out = dy};
-  if (!dx.base) return direct_run(g, NULL, weight_grad, dw);
-  if (!dw) return direct_run(g, weight, input_grad, NULL);
-  cb_direct_conv *dx_plan = direct_plan(g, weight, CB_DIRECT_INPUT_GRAD);
-  cb_direct_conv *dw_plan = direct_plan(g, NULL, CB_DIRECT_WEIGHT_GRAD);
+  cb_direct_conv *dx_plan = dx.base ? direct_plan(g, weight, CB_DIRECT_INPUT_GRAD) : NULL;
+  cb_direct_conv *dw_plan = dw ? direct_plan(g, NULL, CB_DIRECT_WEIGHT_GRAD) : NULL;
   cb_status st = CB_OK;
-  if (!dx_plan || !dw_plan) {
+  if ((dx.base && !dx_plan) || (dw && !dw_plan)) {
     st = cb_fail(CB_ENOMEM, "conv2d: out of memory");
-  } else if (cb_direct_conv_stack(dx_plan) != cb_direct_conv_stack(dw_plan)) {
-    cb_direct_conv_free(dx_plan), cb_direct_conv_free(dw_plan);
-    dx_plan = dw_plan = NULL;
-    if ((st = direct_run(g, weight, input_grad, NULL)) == CB_OK) st = direct_run(g, NULL, weight_grad, dw);
+  } else if (dx_plan && dw_plan && cb_direct_conv_stack(dx_plan) == cb_direct_conv_stack(dw_plan)) {
+    input_grad.conv = dx_plan, input_grad.weight_grad = dw_plan, input_grad.x = x;
+    cb_direct_conv_weight_grad_sum(dw_plan, direct_stacks_run(g, &input_grad), dw);
   } else {
-    int64_t stack = cb_direct_conv_stack(dx_plan);
-    input_grad.conv = dx_plan, input_grad.n = g->n;
-    input_grad.weight_grad = dw_plan, input_grad.x = x;
-    int used = cb_parallel_for((g->n + stack - 1) / stack, 1, direct_stacks, &input_grad);
-    cb_direct_conv_weight_grad_sum(dw_plan, used, dw);
+    if (dx_plan) input_grad.conv = dx_plan, direct_stacks_run(g, &input_grad);
+    if (dw_plan) {
+      weight_grad.conv = dw_plan;
+      cb_direct_conv_weight_grad_sum(dw_plan, direct_stacks_run(g, &weight_grad), dw);
+    }
   }
   cb_direct_conv_free(dx_plan);
   cb_direct_conv_free(dw_plan);
@@ -412,7 +413,7 @@ cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight
     direct_job job = {.mode = CB_DIRECT_FORWARD, .in = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
                       .out = {yp, g.oh * g.ow, g.m, g.ow, 1},
                       .bias = bc ? cb_tensor_data(bc) : NULL, .relu = fused_relu, .channels = g.o};
-    st = direct_run(&g, cb_tensor_data(w), job, NULL);
+    st = direct_forward(&g, cb_tensor_data(w), job);
     cb_tensor_release(bc);
     goto record;
   }
