@@ -358,12 +358,13 @@ static cb_status direct_forward(const conv_geometry *g, const float *weight, dir
   return CB_OK;
 }
 
-/* Backward on the direct path: dx (when dx.base) and dW (when dw). Both in
- * one pass over the stacks when their plans stack the same images (3x3
- * layers with padding 1: dY's padding is 1 too), so each stack's dY is read
- * from memory once; else a pass each. */
+/* Backward on the direct path: dx (when dx.base) and dW (when dw), with
+ * dW's pass the bias gradient db (when db). Both in one pass over the
+ * stacks when their plans stack the same images (3x3 layers with padding 1:
+ * dY's padding is 1 too), so each stack's dY is read from memory once; else
+ * a pass each. */
 static cb_status direct_backward(const conv_geometry *g, const float *weight, cb_planes dy,
-                                 cb_planes dx, cb_planes x, float *dw) {
+                                 cb_planes dx, cb_planes x, float *dw, float *db) {
   direct_job input_grad = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy, .out = dx};
   direct_job weight_grad = {.mode = CB_DIRECT_WEIGHT_GRAD, .in = x, .out = dy};
   cb_direct_conv *dx_plan = dx.base ? direct_plan(g, weight, CB_DIRECT_INPUT_GRAD) : NULL;
@@ -373,12 +374,12 @@ static cb_status direct_backward(const conv_geometry *g, const float *weight, cb
     st = cb_fail(CB_ENOMEM, "conv2d: out of memory");
   } else if (dx_plan && dw_plan && cb_direct_conv_stack(dx_plan) == cb_direct_conv_stack(dw_plan)) {
     input_grad.conv = dx_plan, input_grad.weight_grad = dw_plan, input_grad.x = x;
-    cb_direct_conv_weight_grad_sum(dw_plan, direct_stacks_run(g, &input_grad), dw);
+    cb_direct_conv_weight_grad_sum(dw_plan, direct_stacks_run(g, &input_grad), dw, db);
   } else {
     if (dx_plan) input_grad.conv = dx_plan, direct_stacks_run(g, &input_grad);
     if (dw_plan) {
       weight_grad.conv = dw_plan;
-      cb_direct_conv_weight_grad_sum(dw_plan, direct_stacks_run(g, &weight_grad), dw);
+      cb_direct_conv_weight_grad_sum(dw_plan, direct_stacks_run(g, &weight_grad), dw, db);
     }
   }
   cb_direct_conv_free(dx_plan);
@@ -489,13 +490,15 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
     goto done;
   }
   const float *dyp = cb_tensor_data(dy);
+  bool need_dx = cb_node_needs_grad(node, 0), need_dw = cb_node_needs_grad(node, 1);
+  /* the direct path's weight gradient sums dY's channels on its way */
+  bool db_with_dw = need_dw && direct_applies(&g);
   if (cb_node_needs_grad(node, 2)) {
     int64_t shape = g.o;
     if ((st = cb_tensor_empty(&grad_in[2], 1, &shape, CB_FLOAT32)) != CB_OK) goto done;
     bias_grad_job job = {dyp, cb_tensor_data(grad_in[2]), g.m};
-    cb_parallel_for(g.o, 1, bias_grad_rows, &job);
+    if (!db_with_dw) cb_parallel_for(g.o, 1, bias_grad_rows, &job);
   }
-  bool need_dx = cb_node_needs_grad(node, 0), need_dw = cb_node_needs_grad(node, 1);
   if (!need_dx && !need_dw) goto done;
   if (direct_applies(&g)) { /* no col buffer at all */
     cb_planes dy_planes = {(float *)dyp, g.oh * g.ow, g.m, g.ow, 1}, dx_planes = {0};
@@ -509,7 +512,8 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
     const int64_t *xs = x->stride;
     cb_planes x_planes = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]};
     st = direct_backward(&g, cb_tensor_data(w), dy_planes, dx_planes, x_planes,
-                         need_dw ? cb_tensor_data(grad_in[1]) : NULL);
+                         need_dw ? cb_tensor_data(grad_in[1]) : NULL,
+                         grad_in[2] ? cb_tensor_data(grad_in[2]) : NULL);
     goto done;
   }
   int64_t col_shape[2] = {b.workers, b.col_floats};

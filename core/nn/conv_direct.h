@@ -89,11 +89,13 @@ int64_t cb_direct_conv_stack(const cb_direct_conv *conv);
  * in the worker's scratch; workers may run stacks in parallel. */
 void cb_direct_conv_images(const cb_direct_conv *conv, int worker, cb_planes in, cb_planes out,
                            int64_t count, const float *bias);
-/* WEIGHT_GRAD: the worker's part of dW, over count <= stack images (set on
- * the worker's first stack, added on later ones); then the parts summed into
- * dw (O x C x kh x kw) by cb_direct_conv_weight_grad_sum. */
+/* WEIGHT_GRAD: the worker's part of dW and of the bias gradient (dY summed
+ * per channel, from the copy of dY the pass makes anyway), over count <=
+ * stack images (set on the worker's first stack, added on later ones); then
+ * the parts summed into dw (O x C x kh x kw) and db (O; NULL: not wanted) by
+ * cb_direct_conv_weight_grad_sum. */
 void cb_direct_conv_weight_grad(const cb_direct_conv *conv, int worker, cb_planes x,
                                 cb_planes dy, int64_t count, bool accumulate);
-void cb_direct_conv_weight_grad_sum(const cb_direct_conv *conv, int workers, float *dw);
+void cb_direct_conv_weight_grad_sum(const cb_direct_conv *conv, int workers, float *dw, float *db);
 
 #endif

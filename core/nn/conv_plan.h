@@ -21,6 +21,10 @@
  * the plan's tile). */
 typedef void (*tile_fn)(const float *in, int64_t plane, int64_t channels, const int64_t *taps,
                         int ntaps, const float *w, float *out, int64_t ld, int vectors);
+/* sums[o*nk + k] = sum over p < n of dy[o*ld + p] * x[offs[k] + p], o < OBLOCK,
+ * k < nk <= the plan's kblock (the direct weight gradient: conv_direct.c). */
+typedef void (*wgrad_fn)(const float *dy, int64_t ld, const float *x, const int64_t *offs,
+                         int64_t n, float *sums, int nk);
 
 struct cb_direct_conv {
   int64_t in_c, in_h, in_w, out_c, out_h, out_w;
@@ -32,6 +36,8 @@ struct cb_direct_conv {
   int64_t out_ld;                  /* row length of the stack's output */
   int64_t xpad_floats, out_floats, scratch_floats; /* per worker */
   int64_t dy_floats;               /* dW's dY stack per worker (none for Winograd) */
+  int64_t dy_ld;                   /* its rows: the grid, whole vectors */
+  int64_t dw_floats;               /* dW's parts per worker: by tap or Winograd position */
   int ntaps, tile;                 /* tile: positions of the micro-kernel's widest tile */
   int lanes;                       /* positions per vector (16 or 8): tiles come in multiples */
   bool weight_grad;
@@ -42,14 +48,18 @@ struct cb_direct_conv {
   int64_t v_xi, m_xi;              /* floats from one of the wino_n positions xi to the next */
   int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
   tile_fn kernel;
+  wgrad_fn wgrad;                  /* dW's tiles of OBLOCK x kblock */
+  int kblock;
   int64_t *taps;                   /* ki*wp + kj */
+  int64_t *offs;                   /* dW: per (input channel c, tap t), c*plane + taps[t] */
   float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK]; Winograd:
                                     * [wino_n][out_c / OBLOCK][in_c][OBLOCK] */
   cb_tensor *scratch_storage;      /* owns scratch: a tensor's storage, whose large
                                     * blocks are kept for reuse (tensor.c) */
   float *scratch;                  /* per worker: padded stack, the stack's output (out_c x
                                     * positions; none for dW), Winograd's blocks V and M
-                                    * (dW: P), then for dW the dY stack and dW parts */
+                                    * (dW: P), then for dW the dY stack, dW parts
+                                    * and bias parts (out_c) */
 };
 
 /* ---- winograd.c ---- */
@@ -63,9 +73,11 @@ void cb_winograd_weights(cb_direct_conv *d, const float *weight, bool transposed
 void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out, int64_t images,
                        const float *bias, float *v, float *m);
 /* s (wino_n x out_c x in_c) = (accumulate ? s : 0) + the stack's weight
- * gradient in the transformed domain. */
+ * gradient in the transformed domain; bias (out_c) likewise + the sums of
+ * dY's channels. */
 void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
-                             int64_t images, float *v, float *p, float *s, bool accumulate);
+                             int64_t images, float *v, float *p, float *s, float *bias,
+                             bool accumulate);
 /* dw = the workers' parts summed and transformed back to 3x3 kernels. */
 void cb_winograd_weight_grad_sum(const cb_direct_conv *d, const float *parts, int workers,
                                  float *dw);

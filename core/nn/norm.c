@@ -435,7 +435,9 @@ CB_VECTOR_CLONES static void bn_pool_gradient_sums(void *arg, int chunk, int64_t
           sg += g;
           sgx += g * (xw - mean);
           ivec4 code = ((right & 1) | (bottom & 2) | (~passed & 4)) & (passed | 4);
-          for (int64_t q = 0; q < n_win; q++) codes[i * j->ow + k + q] = (uint8_t)code[q];
+          typedef uint8_t bytes4 __attribute__((vector_size(4)));
+          bytes4 code_bytes = __builtin_convertvector(code, bytes4); /* one store, not 4 extracts */
+          memcpy(codes + i * j->ow + k, &code_bytes, (size_t)n_win);
         }
         sum_g += (double)sg[0] + sg[1] + sg[2] + sg[3];
         sum_gx += (double)sgx[0] + sgx[1] + sgx[2] + sgx[3];

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "nn/conv_plan.h"
+#include "ops/reduce.h"
 #include "tensor/blas.h"
 #include "tensor/threadpool.h"
 
@@ -638,7 +639,14 @@ WINO_TARGET static void f4_weight_grad_sum(void *arg, int worker, int64_t begin,
 }
 
 void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
-                             int64_t images, float *v, float *p, float *s, bool accumulate) {
+                             int64_t images, float *v, float *p, float *s, float *bias,
+                             bool accumulate) {
+  /* A's row 1 is all ones (F(2x2): 1 1; F(4x4): 1 1 1 1), so position
+   * (1, 1) of a tile's A dy A^T is the sum of its dy: the bias gradient is
+   * the sum of P's row there, in cache (1/wino_n of P) */
+  int64_t sum_xi = d->wino_m + 3;
+  if (!accumulate)
+    for (int64_t o = 0; o < d->out_c; o++) bias[o] = 0;
   for (int64_t first = 0; first < d->tiles; first += d->block) {
     int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
     if (d->wino_m == 4) { /* 8 tiles at a time: the last few are zero in P */
@@ -648,6 +656,8 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
       winograd_inputs(d, xpad, v, first, count);
       winograd_dy(d, dy, images, p, first, count);
     }
+    for (int64_t o = 0; o < d->out_c; o++)
+      bias[o] += (float)cb_sum_floats(p + sum_xi * d->m_xi + o * d->block, count);
     for (int xi = 0; xi < d->wino_n; xi++)
       cb_sgemm(false, true, d->out_c, d->in_c, count, 1.0f, p + xi * d->m_xi, d->block,
                v + xi * d->v_xi, d->block, accumulate || first > 0 ? 1.0f : 0.0f,

@@ -99,14 +99,14 @@ describe("conv2d", function()
     -- odd sizes leave partial tiles, a batch of 13 partial image stacks, a
     -- transposed view of the input non-unit strides
     local cases = {
-      {n = 13, c = 16, o = 16, h = 32, w = 32, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 13, c = 16, o = 16, h = 32, w = 32, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 3, c = 5, o = 7, h = 9, w = 25, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 2, c = 3, o = 6, h = 8, w = 27, kh = 3, kw = 3, pad = {0, 0}, bias = true},
       {n = 2, c = 4, o = 5, h = 7, w = 26, kh = 5, kw = 3, pad = {2, 1}},
       {n = 4, c = 2, o = 9, h = 6, w = 24, kh = 1, kw = 1, pad = {0, 0}, bias = true},
       {n = 2, c = 3, o = 4, h = 6, w = 25, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
       {n = 1, c = 64, o = 64, h = 8, w = 24, kh = 3, kw = 3, pad = {1, 1}},
-      {n = 7, c = 8, o = 8, h = 5, w = 4, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      {n = 70, c = 8, o = 8, h = 5, w = 4, kh = 3, kw = 3, pad = {1, 1}, bias = true}, -- several stacks a worker
       {n = 2, c = 2, o = 3, h = 1, w = 1, kh = 1, kw = 1, pad = {0, 0}},
       -- 32 channels and more: the *-winograd paths take 3x3 kernels (odd sizes: partial tiles)
       {n = 3, c = 32, o = 36, h = 9, w = 13, kh = 3, kw = 3, pad = {1, 1}, bias = true},
@@ -123,7 +123,7 @@ describe("conv2d", function()
       {n = 9, c = 64, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
       {n = 2, c = 64, o = 64, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}},
       -- stacks of small images: blocks whose last tiles fill 1, 2 or 3 of a micro-kernel's 4 vectors
-      {n = 128, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 128, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 60, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
       {n = 37, c = 16, o = 16, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
     }
