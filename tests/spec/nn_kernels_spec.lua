@@ -369,9 +369,13 @@ describe("batch_norm with pool = 2", function()
       {shape = {3, 2, 6, 6}, training = false},             -- the running statistics
       {shape = {2, 2, 4, 4}, training = true, no_affine = true},
       {shape = {1, 2, 2, 2051}, training = true},           -- rows longer than the row buffers: the two ops
+      {shape = {3, 2, 6, 32}, training = true, cnhw = true}, -- whole 16-column pieces
+      {shape = {2, 3, 5, 41}, training = true},             -- 16 + 16 + 8 columns, then one no window reads
+      {shape = {4, 2, 6, 40}, training = true, ties = true}, -- equal values: the first of a window wins
     } do
       local c = case.shape[2]
       local x = randn(table.unpack(case.shape))
+      if case.ties then x = cbnet.randint(-2, 3, case.shape, g):float() end
       if case.cnhw then x = x:transpose(1, 2):contiguous():transpose(1, 2) end
       local w, b = cbnet.rand({c}, g) + 0.5, randn(c) * 0.2
       local rm0, rv0 = randn(c) * 0.1, cbnet.rand({c}, g) + 0.5
