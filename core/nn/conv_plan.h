@@ -48,7 +48,7 @@ struct cb_direct_conv {
   int64_t v_xi, m_xi;              /* floats from one of the wino_n positions xi to the next */
   int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
   tile_fn kernel;
-  wgrad_fn wgrad;                  /* dW's tiles of OBLOCK x kblock */
+  wgrad_fn wgrad;                  /* dW's tiles of OBLOCK x kblock (NULL: by sgemm) */
   int kblock;
   int64_t *taps;                   /* ki*wp + kj */
   int64_t *offs;                   /* dW: per (input channel c, tap t), c*plane + taps[t] */
