@@ -87,32 +87,44 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(const float *in, int64
 }
 
 /* ---- the weight gradient's micro-kernels ----
- * sums[o*nk + k] = sum over p < n of dy[o*ld + p] * x[offs[k] + p], for
+ * sums[o*nk + k] = sum over positions p of dy[o][p] * x[offs[k] + p], for
  * o < OBLOCK and k < nk (k numbers the pairs (input channel, tap): offs[k] =
- * c*plane + taps[t]); n a multiple of the vector length. The same shifted
- * runs of the padded stack as the forward tile, read in place: for a layer
- * of few input channels (the first, 3 channels: C x taps = 27 columns), 9
- * sgemm calls of 3 columns each spent more time packing dY than multiplying
- * (seed CNN's first layer, batch 128: backward 3.9 ms, 58 GFLOP/s). A tile
- * is 4 output channels x KB16 (or KB8) pairs of accumulators, each the
- * sum of one lane over the whole stack, added across lanes at the end. */
+ * c*plane + taps[t]). The positions come in runs (wgrad_runs): image i's row
+ * r of dY at dy[o] + i*dy_image + r*dy_row, its stack positions from
+ * i*x_image + r*x_row on, `columns` (whole vectors) each; dY read in place
+ * from its tensor, or one run over a copy of dY on the stack's grid. The
+ * same shifted runs of the padded stack as the forward tile, read in place:
+ * for a layer of few input channels (the first, 3 channels: C x taps = 27
+ * columns), 9 sgemm calls of 3 columns each spent more time packing dY than
+ * multiplying (seed CNN's first layer, batch 128: backward 3.9 ms, 58
+ * GFLOP/s). A tile is 4 output channels x KB16 (or KB8) pairs of
+ * accumulators, each the sum of one lane over all runs, added across lanes
+ * at the end. */
+struct wgrad_runs {
+  const float *dy[OBLOCK]; /* the tile's output channels' dY (repeats past the last channel) */
+  int64_t images, rows, columns, dy_image, dy_row, x_image, x_row;
+};
 
 #define KB16 6 /* 24 accumulators, 4 dY vectors and the input's of AVX-512's 32 registers */
 __attribute__((target("avx512f"), always_inline)) static inline void
-wgrad16(const float *dy, int64_t ld, const float *x, const int64_t *offs, int64_t n, float *sums,
-        const int nk) {
+wgrad16(const wgrad_runs *r, const float *x, const int64_t *offs, float *sums, const int nk) {
   vec16 acc[OBLOCK][KB16] = {{{0}}};
-  for (int64_t p = 0; p < n; p += 16) {
-    vec16 g[OBLOCK];
+  for (int64_t i = 0; i < r->images; i++)
+    for (int64_t row = 0; row < r->rows; row++) {
+      int64_t at = i * r->dy_image + row * r->dy_row;
+      const float *xr = x + i * r->x_image + row * r->x_row;
+      for (int64_t p = 0; p < r->columns; p += 16) {
+        vec16 g[OBLOCK];
 #pragma GCC unroll 4
-    for (int o = 0; o < OBLOCK; o++) g[o] = *(const vec16 *)(dy + o * ld + p);
+        for (int o = 0; o < OBLOCK; o++) g[o] = *(const vec16 *)(r->dy[o] + at + p);
 #pragma GCC unroll 8
-    for (int k = 0; k < nk; k++) {
-      vec16 xv = *(const vec16 *)(x + offs[k] + p);
+        for (int k = 0; k < nk; k++) {
+          vec16 xv = *(const vec16 *)(xr + offs[k] + p);
 #pragma GCC unroll 4
-      for (int o = 0; o < OBLOCK; o++) acc[o][k] += g[o] * xv;
+          for (int o = 0; o < OBLOCK; o++) acc[o][k] += g[o] * xv;
+        }
+      }
     }
-  }
   for (int o = 0; o < OBLOCK; o++)
     for (int k = 0; k < nk; k++) {
       vec16 v = acc[o][k];
@@ -123,35 +135,38 @@ wgrad16(const float *dy, int64_t ld, const float *x, const int64_t *offs, int64_
     }
 }
 
-__attribute__((target("avx512f"))) static void wgrad_avx512(const float *dy, int64_t ld,
-                                                           const float *x, const int64_t *offs,
-                                                           int64_t n, float *sums, int nk) {
+__attribute__((target("avx512f"))) static void wgrad_avx512(const wgrad_runs *r, const float *x,
+                                                           const int64_t *offs, float *sums, int nk) {
   switch (nk) {
-  case 1: wgrad16(dy, ld, x, offs, n, sums, 1); break;
-  case 2: wgrad16(dy, ld, x, offs, n, sums, 2); break;
-  case 3: wgrad16(dy, ld, x, offs, n, sums, 3); break;
-  case 4: wgrad16(dy, ld, x, offs, n, sums, 4); break;
-  case 5: wgrad16(dy, ld, x, offs, n, sums, 5); break;
-  default: wgrad16(dy, ld, x, offs, n, sums, KB16); break;
+  case 1: wgrad16(r, x, offs, sums, 1); break;
+  case 2: wgrad16(r, x, offs, sums, 2); break;
+  case 3: wgrad16(r, x, offs, sums, 3); break;
+  case 4: wgrad16(r, x, offs, sums, 4); break;
+  case 5: wgrad16(r, x, offs, sums, 5); break;
+  default: wgrad16(r, x, offs, sums, KB16); break;
   }
 }
 
 #define KB8 2 /* 8 accumulators, 4 dY vectors and the input's of AVX2's 16 registers */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-wgrad8(const float *dy, int64_t ld, const float *x, const int64_t *offs, int64_t n, float *sums,
-       const int nk) {
+wgrad8(const wgrad_runs *r, const float *x, const int64_t *offs, float *sums, const int nk) {
   vec8 acc[OBLOCK][KB8] = {{{0}}};
-  for (int64_t p = 0; p < n; p += 8) {
-    vec8 g[OBLOCK];
+  for (int64_t i = 0; i < r->images; i++)
+    for (int64_t row = 0; row < r->rows; row++) {
+      int64_t at = i * r->dy_image + row * r->dy_row;
+      const float *xr = x + i * r->x_image + row * r->x_row;
+      for (int64_t p = 0; p < r->columns; p += 8) {
+        vec8 g[OBLOCK];
 #pragma GCC unroll 4
-    for (int o = 0; o < OBLOCK; o++) g[o] = *(const vec8 *)(dy + o * ld + p);
+        for (int o = 0; o < OBLOCK; o++) g[o] = *(const vec8 *)(r->dy[o] + at + p);
 #pragma GCC unroll 2
-    for (int k = 0; k < nk; k++) {
-      vec8 xv = *(const vec8 *)(x + offs[k] + p);
+        for (int k = 0; k < nk; k++) {
+          vec8 xv = *(const vec8 *)(xr + offs[k] + p);
 #pragma GCC unroll 4
-      for (int o = 0; o < OBLOCK; o++) acc[o][k] += g[o] * xv;
+          for (int o = 0; o < OBLOCK; o++) acc[o][k] += g[o] * xv;
+        }
+      }
     }
-  }
   for (int o = 0; o < OBLOCK; o++)
     for (int k = 0; k < nk; k++) {
       vec8 v = acc[o][k];
@@ -160,11 +175,10 @@ wgrad8(const float *dy, int64_t ld, const float *x, const int64_t *offs, int64_t
     }
 }
 
-__attribute__((target("avx2,fma"))) static void wgrad_avx2(const float *dy, int64_t ld,
-                                                          const float *x, const int64_t *offs,
-                                                          int64_t n, float *sums, int nk) {
-  if (nk == 1) wgrad8(dy, ld, x, offs, n, sums, 1);
-  else wgrad8(dy, ld, x, offs, n, sums, KB8);
+__attribute__((target("avx2,fma"))) static void wgrad_avx2(const wgrad_runs *r, const float *x,
+                                                          const int64_t *offs, float *sums, int nk) {
+  if (nk == 1) wgrad8(r, x, offs, sums, 1);
+  else wgrad8(r, x, offs, sums, KB8);
 }
 
 /* ---- choosing the path ---- */
@@ -427,9 +441,16 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
   }
 }
 
+/* dY's rows for the micro-kernel where they are: whole vectors of dense rows,
+ * one plane of each image after another (the layouts conv2d writes). */
+static bool dy_in_place(const cb_direct_conv *d, cb_planes dy) {
+  return d->wgrad && dy.es == 1 && dy.rs == d->out_w && d->out_w % d->lanes == 0;
+}
+
 /* dW_t (O x C) (+)= dY (O x P) @ X_t^T, where X_t (C x P) is the padded stack
- * shifted by tap t, read in place by the wgrad micro-kernel; dY sits on the
- * same grid of positions (rows of dy_ld), zero between outputs. */
+ * shifted by tap t, read in place by the wgrad micro-kernel; dY read in
+ * place too where its rows allow (dy_in_place), else copied onto the same
+ * grid of positions (rows of dy_ld), zero between outputs. */
 void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x, cb_planes dy,
                                 int64_t count, bool accumulate) {
   float *xpad = fill_stack(d, worker, x, count);
@@ -440,20 +461,34 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
     cb_winograd_weight_grad(d, xpad, dy, count, v, p, dw_taps, bias, accumulate);
     return;
   }
-  for (int64_t o = 0; o < d->out_c; o++)
-    for (int64_t i = 0; i < d->images; i++)
-      for (int64_t oh = 0; oh < d->out_h; oh++) {
-        float *dst = dy_stack + o * d->dy_ld + (i * d->hp + oh) * d->wp;
-        if (i >= count) {
-          memset(dst, 0, sizeof(float) * (size_t)d->out_w);
-          continue;
+  wgrad_runs runs = {.images = 1, .rows = 1, .columns = d->dy_ld}; /* the copy: one run */
+  int64_t dy_channel = d->dy_ld;
+  const float *dy_base = dy_stack;
+  if (dy_in_place(d, dy)) {
+    runs = (wgrad_runs){.images = count, .rows = d->out_h, .columns = d->out_w, .dy_image = dy.ns,
+                        .dy_row = dy.rs, .x_image = d->hp * d->wp, .x_row = d->wp};
+    dy_channel = dy.cs, dy_base = dy.base;
+    for (int64_t o = 0; o < d->out_c; o++) { /* the bias's sums bring dY into cache */
+      double sum = 0;
+      for (int64_t i = 0; i < count; i++) sum += cb_sum_floats(dy.base + o * dy.cs + i * dy.ns, d->out_h * d->out_w);
+      bias[o] = accumulate ? bias[o] + (float)sum : (float)sum;
+    }
+  } else {
+    for (int64_t o = 0; o < d->out_c; o++)
+      for (int64_t i = 0; i < d->images; i++)
+        for (int64_t oh = 0; oh < d->out_h; oh++) {
+          float *dst = dy_stack + o * d->dy_ld + (i * d->hp + oh) * d->wp;
+          if (i >= count) {
+            memset(dst, 0, sizeof(float) * (size_t)d->out_w);
+            continue;
+          }
+          const float *src = dy.base + i * dy.ns + o * dy.cs + oh * dy.rs;
+          for (int64_t w = 0; w < d->out_w; w++) dst[w] = src[w * dy.es];
         }
-        const float *src = dy.base + i * dy.ns + o * dy.cs + oh * dy.rs;
-        for (int64_t w = 0; w < d->out_w; w++) dst[w] = src[w * dy.es];
-      }
-  for (int64_t o = 0; o < d->out_c; o++) { /* the stack's row is in cache: read again */
-    float sum = (float)cb_sum_floats(dy_stack + o * d->dy_ld, d->grid);
-    bias[o] = accumulate ? bias[o] + sum : sum;
+    for (int64_t o = 0; o < d->out_c; o++) { /* the stack's row is in cache: read again */
+      float sum = (float)cb_sum_floats(dy_stack + o * d->dy_ld, d->grid);
+      bias[o] = accumulate ? bias[o] + sum : sum;
+    }
   }
   int64_t per_tap = d->out_c * d->in_c, pairs = d->in_c * d->ntaps;
   if (!d->wgrad) {
@@ -462,11 +497,13 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
                d->plane, accumulate ? 1.0f : 0.0f, dw_taps + t * per_tap, d->in_c);
     return;
   }
-  for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
+  for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK) {
+    for (int o = 0; o < OBLOCK; o++) /* past the last channel: the block's first again */
+      runs.dy[o] = dy_base + (o0 + o < d->out_c ? o0 + o : o0) * dy_channel;
     for (int64_t k0 = 0; k0 < pairs; k0 += d->kblock) {
       int nk = (int)(pairs - k0 < d->kblock ? pairs - k0 : d->kblock);
       float sums[OBLOCK * KB16];
-      d->wgrad(dy_stack + o0 * d->dy_ld, d->dy_ld, xpad, d->offs + k0, d->dy_ld, sums, nk);
+      d->wgrad(&runs, xpad, d->offs + k0, sums, nk);
       for (int64_t o = o0; o < o0 + OBLOCK && o < d->out_c; o++)
         for (int k = 0; k < nk; k++) {
           int64_t c = (k0 + k) / d->ntaps, t = (k0 + k) % d->ntaps;
@@ -474,6 +511,7 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
           *dst = accumulate ? *dst + sum : sum;
         }
     }
+  }
 }
 
 void cb_direct_conv_weight_grad_sum(const cb_direct_conv *d, int workers, float *dw, float *db) {

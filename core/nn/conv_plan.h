@@ -21,10 +21,12 @@
  * the plan's tile). */
 typedef void (*tile_fn)(const float *in, int64_t plane, int64_t channels, const int64_t *taps,
                         int ntaps, const float *w, float *out, int64_t ld, int vectors);
-/* sums[o*nk + k] = sum over p < n of dy[o*ld + p] * x[offs[k] + p], o < OBLOCK,
- * k < nk <= the plan's kblock (the direct weight gradient: conv_direct.c). */
-typedef void (*wgrad_fn)(const float *dy, int64_t ld, const float *x, const int64_t *offs,
-                         int64_t n, float *sums, int nk);
+/* sums[o*nk + k] = sum over the runs' positions p of dy[o][p] * x[offs[k] + p],
+ * o < OBLOCK, k < nk <= the plan's kblock (the direct weight gradient:
+ * conv_direct.c, where wgrad_runs is). */
+typedef struct wgrad_runs wgrad_runs;
+typedef void (*wgrad_fn)(const wgrad_runs *runs, const float *x, const int64_t *offs, float *sums,
+                         int nk);
 
 struct cb_direct_conv {
   int64_t in_c, in_h, in_w, out_c, out_h, out_w;

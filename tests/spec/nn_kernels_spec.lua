@@ -102,6 +102,7 @@ describe("conv2d", function()
       {n = 13, c = 16, o = 16, h = 32, w = 32, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 3, c = 5, o = 7, h = 9, w = 25, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 2, c = 3, o = 6, h = 8, w = 27, kh = 3, kw = 3, pad = {0, 0}, bias = true},
+      {n = 5, c = 3, o = 6, h = 6, w = 32, kh = 3, kw = 3, pad = {1, 1}, bias = true}, -- dW reads dY in place
       {n = 2, c = 4, o = 5, h = 7, w = 26, kh = 5, kw = 3, pad = {2, 1}},
       {n = 4, c = 2, o = 9, h = 6, w = 24, kh = 1, kw = 1, pad = {0, 0}, bias = true},
       {n = 2, c = 3, o = 4, h = 6, w = 25, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
