@@ -268,7 +268,8 @@ static void zero_stack_borders(const cb_direct_conv *d, float *xpad) {
       bool pixels = h >= 0 && h / d->hp < d->images && h % d->hp < d->in_h;
       memset(row, 0, sizeof(float) * (size_t)(pixels ? d->pad_w : d->wp));
     }
-  memset(xpad + d->in_c * d->plane, 0, sizeof(float) * (size_t)(d->xpad_floats - d->in_c * d->plane));
+  int64_t tail = d->xpad_floats - d->in_c * d->plane;
+  memset(xpad + d->in_c * d->plane, 0, sizeof(float) * (size_t)tail);
 }
 
 cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *weight,
@@ -366,7 +367,8 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
    * transforms, products and parts are written whole (tiles past the last
    * as zeros) before they are read. */
   int64_t scratch_all = d->scratch_floats * workers;
-  if (d->taps && d->offs && d->weight && cb_tensor_empty(&d->scratch_storage, 1, &scratch_all, CB_FLOAT32) == CB_OK) {
+  if (d->taps && d->offs && d->weight &&
+      cb_tensor_empty(&d->scratch_storage, 1, &scratch_all, CB_FLOAT32) == CB_OK) {
     d->scratch = cb_tensor_data(d->scratch_storage);
     for (int k = 0; k < workers; k++) {
       float *mine = d->scratch + k * d->scratch_floats;
@@ -380,7 +382,8 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     return NULL;
   }
   for (int t = 0; t < d->ntaps; t++) d->taps[t] = (t / kw) * d->wp + t % kw;
-  for (int64_t k = 0; k < d->in_c * d->ntaps; k++) d->offs[k] = (k / d->ntaps) * d->plane + d->taps[k % d->ntaps];
+  for (int64_t k = 0; k < d->in_c * d->ntaps; k++)
+    d->offs[k] = (k / d->ntaps) * d->plane + d->taps[k % d->ntaps];
   /* Forward: weight[o][c][t]. Input gradient: output channel c of the
    * transposed convolution takes weight[o][c][flipped t] from input channel o. */
   if (d->winograd && !d->weight_grad) {
@@ -488,7 +491,8 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
     dy_channel = dy.cs, dy_base = dy.base;
     for (int64_t o = 0; o < d->out_c; o++) { /* the bias's sums bring dY into cache */
       double sum = 0;
-      for (int64_t i = 0; i < count; i++) sum += cb_sum_floats(dy.base + o * dy.cs + i * dy.ns, d->out_h * d->out_w);
+      for (int64_t i = 0; i < count; i++)
+        sum += cb_sum_floats(dy.base + o * dy.cs + i * dy.ns, d->out_h * d->out_w);
       bias[o] = accumulate ? bias[o] + (float)sum : (float)sum;
     }
   } else {

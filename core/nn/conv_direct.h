@@ -90,7 +90,7 @@ int64_t cb_direct_conv_stack(const cb_direct_conv *conv);
 void cb_direct_conv_images(const cb_direct_conv *conv, int worker, cb_planes in, cb_planes out,
                            int64_t count, const float *bias);
 /* WEIGHT_GRAD: the worker's part of dW and of the bias gradient (dY summed
- * per channel, from the copy of dY the pass makes anyway), over count <=
+ * per channel, as the pass reads dY anyway), over count <=
  * stack images (set on the worker's first stack, added on later ones); then
  * the parts summed into dw (O x C x kh x kw) and db (O; NULL: not wanted) by
  * cb_direct_conv_weight_grad_sum. */
