@@ -496,8 +496,10 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   if (cb_node_needs_grad(node, 2)) {
     int64_t shape = g.o;
     if ((st = cb_tensor_empty(&grad_in[2], 1, &shape, CB_FLOAT32)) != CB_OK) goto done;
-    bias_grad_job job = {dyp, cb_tensor_data(grad_in[2]), g.m};
-    if (!db_with_dw) cb_parallel_for(g.o, 1, bias_grad_rows, &job);
+    if (!db_with_dw) {
+      bias_grad_job job = {dyp, cb_tensor_data(grad_in[2]), g.m};
+      cb_parallel_for(g.o, 1, bias_grad_rows, &job);
+    }
   }
   if (!need_dx && !need_dw) goto done;
   if (direct_applies(&g)) { /* no col buffer at all */

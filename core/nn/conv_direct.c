@@ -7,7 +7,7 @@
 
 #include "nn/conv_plan.h"
 #include "ops/reduce.h"
-#include "tensor/blas.h" /* cb_cpu_detect */
+#include "tensor/blas.h"
 
 /* ---- micro-kernels ----
  * out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
