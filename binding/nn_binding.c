@@ -65,6 +65,25 @@ static int l_batch_norm(lua_State *L) {
   return 1;
 }
 
+/* batch_norm_relu_conv2d(x, bn_weight, bn_bias, running_mean, running_var, training, momentum,
+ * eps, weight, bias, stride, padding, dilation, groups) */
+static int l_batch_norm_relu_conv2d(lua_State *L) {
+  cb_tensor *x = cbl_check_tensor(L, 1), *y;
+  cb_tensor *bn_w = cbl_opt_tensor(L, 2), *bn_b = cbl_opt_tensor(L, 3);
+  cb_tensor *rm = cbl_opt_tensor(L, 4), *rv = cbl_opt_tensor(L, 5);
+  bool training = lua_toboolean(L, 6);
+  double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
+  cb_tensor *w = cbl_check_tensor(L, 9), *b = cbl_opt_tensor(L, 10);
+  cb_conv_params p = {.relu = false};
+  check_pair(L, 11, 1, p.stride);
+  check_pair(L, 12, 0, p.padding);
+  check_pair(L, 13, 1, p.dilation);
+  p.groups = luaL_optinteger(L, 14, 1);
+  cbl_check(L, cb_batch_norm_relu_conv2d(&y, x, bn_w, bn_b, rm, rv, training, momentum, eps, w, b, &p));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+
 /* max_pool2d / avg_pool2d(x, kernel, stride = kernel, padding = 0[, count_include_pad]) */
 static int pool2d(lua_State *L, bool max) {
   cb_tensor *x = cbl_check_tensor(L, 1), *y;
@@ -160,6 +179,7 @@ static int l_conv_paths(lua_State *L) {
 static const luaL_Reg nn_functions[] = {
     {"conv_path", l_conv_path}, {"conv_paths", l_conv_paths},
     {"conv2d", l_conv2d}, {"linear", l_linear}, {"batch_norm", l_batch_norm},
+    {"batch_norm_relu_conv2d", l_batch_norm_relu_conv2d},
     {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"leaky_relu", l_leaky_relu},
     {"gelu", l_gelu}, {"softplus", l_softplus}, {"dropout", l_dropout}, {"softmax", l_softmax},

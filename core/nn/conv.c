@@ -24,6 +24,7 @@
 #include "tensor/blas.h"
 #include "nn/conv_direct.h"
 #include "nn/nn.h"
+#include "nn/norm_parts.h"
 #include "ops/pointwise.h"
 #include "ops/reduce.h"
 #include "tensor/threadpool.h"
@@ -349,9 +350,11 @@ static int direct_stacks_run(const conv_geometry *g, direct_job *job) {
 }
 
 /* The forward pass of the direct path over the batch. */
-static cb_status direct_forward(const conv_geometry *g, const float *weight, direct_job job) {
+static cb_status direct_forward(const conv_geometry *g, const float *weight, const float *affine,
+                                direct_job job) {
   cb_direct_conv *conv = direct_plan(g, weight, CB_DIRECT_FORWARD);
   if (!conv) return cb_fail(CB_ENOMEM, "conv2d: out of memory");
+  cb_direct_conv_normalize_input(conv, affine);
   job.conv = conv;
   direct_stacks_run(g, &job);
   cb_direct_conv_free(conv);
@@ -364,11 +367,12 @@ static cb_status direct_forward(const conv_geometry *g, const float *weight, dir
  * dY's padding is 1 too), so each stack's dY is read from memory once; else
  * a pass each. */
 static cb_status direct_backward(const conv_geometry *g, const float *weight, cb_planes dy,
-                                 cb_planes dx, cb_planes x, float *dw, float *db) {
+                                 cb_planes dx, cb_planes x, const float *affine, float *dw, float *db) {
   direct_job input_grad = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy, .out = dx};
   direct_job weight_grad = {.mode = CB_DIRECT_WEIGHT_GRAD, .in = x, .out = dy};
   cb_direct_conv *dx_plan = dx.base ? direct_plan(g, weight, CB_DIRECT_INPUT_GRAD) : NULL;
   cb_direct_conv *dw_plan = dw ? direct_plan(g, NULL, CB_DIRECT_WEIGHT_GRAD) : NULL;
+  if (dw_plan) cb_direct_conv_normalize_input(dw_plan, affine);
   cb_status st = CB_OK;
   if ((dx.base && !dx_plan) || (dw && !dw_plan)) {
     st = cb_fail(CB_ENOMEM, "conv2d: out of memory");
@@ -391,49 +395,74 @@ static cb_status direct_backward(const conv_geometry *g, const float *weight, cb
 
 static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in);
 
-cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
-                    const cb_tensor *bias, const cb_conv_params *params) {
-  conv_geometry g;
-  cb_status st = conv_geometry_of(&g, x, weight, bias, params);
+/* The output y (CNHW) of the convolution of x (normalised on the way in by
+ * affine, cb_direct_conv_normalize_input, when not NULL) with the contiguous
+ * weight w, clamped at 0 when relu; nothing recorded. */
+static cb_status conv_forward(cb_tensor **out, const conv_geometry *g, const cb_tensor *x,
+                              const cb_tensor *w, const cb_tensor *bias, bool relu,
+                              const float *affine) {
+  *out = NULL;
+  batch_pieces b = pieces_of(g);
+  cb_status st = check_blas_sizes(g, &b);
   if (st != CB_OK) return st;
-  batch_pieces b = pieces_of(&g);
-  if ((st = check_blas_sizes(&g, &b)) != CB_OK) return st;
-  cb_tensor *w = NULL, *col = NULL, *y = NULL;
-  if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK) return st;
+  cb_tensor *col = NULL, *y = NULL, *z = NULL;
   /* the output in CNHW layout: row o of the GEMM's Y is channel o's block */
-  if ((st = cb_tensor_empty_images(&y, g.n, g.o, g.oh, g.ow, CB_FLOAT32, CB_LAYOUT_CNHW)) != CB_OK)
+  if ((st = cb_tensor_empty_images(&y, g->n, g->o, g->oh, g->ow, CB_FLOAT32, CB_LAYOUT_CNHW)) != CB_OK)
     goto done;
   float *yp = cb_tensor_data(y);
-  const cb_tensor *inputs[3] = {x, weight, bias};
-  /* with a gradient to record, the ReLU is its own op (it keeps its mask) */
-  bool fused_relu = g.p.relu && !cb_needs_record(3, inputs);
-  if (direct_applies(&g)) {
+  if (direct_applies(g)) {
     cb_tensor *bc = NULL;
     if (bias && (st = cb_tensor_contiguous(&bc, bias)) != CB_OK) goto done;
     const int64_t *xs = x->stride;
     direct_job job = {.mode = CB_DIRECT_FORWARD, .in = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
-                      .out = {yp, g.oh * g.ow, g.m, g.ow, 1},
-                      .bias = bc ? cb_tensor_data(bc) : NULL, .relu = fused_relu, .channels = g.o};
-    st = direct_forward(&g, cb_tensor_data(w), job);
+                      .out = {yp, g->oh * g->ow, g->m, g->ow, 1},
+                      .bias = bc ? cb_tensor_data(bc) : NULL, .relu = relu, .channels = g->o};
+    st = direct_forward(g, cb_tensor_data(w), affine, job);
     cb_tensor_release(bc);
-    goto record;
+    goto done;
+  }
+  if (affine) { /* im2col reads x itself: the normalised input, written out */
+    if ((st = cb_tensor_empty_same_layout(&z, x, CB_FLOAT32)) != CB_OK) goto done;
+    const int64_t *xs = x->stride, *zs = z->stride;
+    cb_normalize_relu_images((cb_planes){cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
+                             (cb_planes){cb_tensor_data(z), zs[0], zs[1], zs[2], zs[3]}, g->n, g->c,
+                             g->h, g->w, affine);
+    x = z;
   }
   int64_t col_shape[2] = {b.workers, b.col_floats};
   if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
   if (bias) { /* start from the bias; sgemm then adds W @ col */
-    for (int64_t o = 0; o < g.o; o++) {
+    for (int64_t o = 0; o < g->o; o++) {
       float bo = (float)cb_tensor_get(bias, &o);
-      for (int64_t i = 0; i < g.m; i++) yp[o * g.m + i] = bo;
+      for (int64_t i = 0; i < g->m; i++) yp[o * g->m + i] = bo;
     }
   }
   cb_status status[CB_MAX_THREADS];
-  conv_job job = {.g = &g, .b = b, .x = x, .w = cb_tensor_data(w), .y = yp,
-                  .has_bias = bias != NULL, .relu = fused_relu, .col = cb_tensor_data(col),
+  conv_job job = {.g = g, .b = b, .x = x, .w = cb_tensor_data(w), .y = yp,
+                  .has_bias = bias != NULL, .relu = relu, .col = cb_tensor_data(col),
                   .status = status};
   int used = cb_parallel_for(b.count, 1, conv_forward_pieces, &job);
   st = first_failure(status, used);
-record:
+done:
   if (st == CB_OK) *out = cb_tensor_retain(y);
+  cb_tensor_release(y);
+  cb_tensor_release(col);
+  cb_tensor_release(z);
+  return st;
+}
+
+cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                    const cb_tensor *bias, const cb_conv_params *params) {
+  *out = NULL;
+  conv_geometry g;
+  cb_status st = conv_geometry_of(&g, x, weight, bias, params);
+  if (st != CB_OK) return st;
+  cb_tensor *w = NULL;
+  if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK) return st;
+  const cb_tensor *inputs[3] = {x, weight, bias};
+  /* with a gradient to record, the ReLU is its own op (it keeps its mask) */
+  bool fused_relu = g.p.relu && !cb_needs_record(3, inputs);
+  st = conv_forward(out, &g, x, w, bias, fused_relu, NULL);
   if (st == CB_OK) {
     const cb_tensor *save[2] = {x, w};
     cb_node *node;
@@ -447,10 +476,7 @@ record:
     cb_tensor_release(linear);
     if (st != CB_OK) *out = NULL;
   }
-done:
   cb_tensor_release(w);
-  cb_tensor_release(col);
-  cb_tensor_release(y);
   return st;
 }
 
@@ -468,18 +494,18 @@ static void bias_grad_rows(void *arg, int chunk, int64_t begin, int64_t end) {
   for (int64_t o = begin; o < end; o++) j->db[o] = (float)cb_sum_floats(j->dy + o * j->m, j->m);
 }
 
-static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
-  const cb_tensor *x, *w;
+/* The gradients of x, w (contiguous) and the bias that need asks for, into
+ * grad_in, from the output's gradient; x normalised by affine as in
+ * conv_forward (NULL: none). */
+static cb_status conv_backward_of(const cb_tensor *x, const cb_tensor *w, const cb_conv_params *p,
+                                  const cb_tensor *grad, const bool need[3], const float *affine,
+                                  cb_tensor **grad_in) {
   cb_status st;
-  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &w)) != CB_OK)
-    return st;
-  cb_conv_params p;
-  p = *CB_NODE_CTX(node, cb_conv_params);
   conv_geometry g;
-  if ((st = conv_geometry_of(&g, x, w, NULL, &p)) != CB_OK) return st;
+  if ((st = conv_geometry_of(&g, x, w, NULL, p)) != CB_OK) return st;
   batch_pieces b = pieces_of(&g);
   if ((st = check_blas_sizes(&g, &b)) != CB_OK) return st;
-  cb_tensor *dy = NULL, *col = NULL, *dw_parts = NULL;
+  cb_tensor *dy = NULL, *col = NULL, *dw_parts = NULL, *z = NULL;
   /* dY as O x (N*OH*OW), i.e. CNHW: free when grad has the layout conv2d
    * produced, as it has when the layers after keep layouts */
   if (cb_image_layout(grad) == CB_LAYOUT_CNHW) {
@@ -490,10 +516,10 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
     goto done;
   }
   const float *dyp = cb_tensor_data(dy);
-  bool need_dx = cb_node_needs_grad(node, 0), need_dw = cb_node_needs_grad(node, 1);
+  bool need_dx = need[0], need_dw = need[1];
   /* the direct path's weight gradient sums dY's channels on its way */
   bool db_with_dw = need_dw && direct_applies(&g);
-  if (cb_node_needs_grad(node, 2)) {
+  if (need[2]) {
     int64_t shape = g.o;
     if ((st = cb_tensor_empty(&grad_in[2], 1, &shape, CB_FLOAT32)) != CB_OK) goto done;
     if (!db_with_dw) {
@@ -513,10 +539,18 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
     if (need_dw && (st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
     const int64_t *xs = x->stride;
     cb_planes x_planes = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]};
-    st = direct_backward(&g, cb_tensor_data(w), dy_planes, dx_planes, x_planes,
+    st = direct_backward(&g, cb_tensor_data(w), dy_planes, dx_planes, x_planes, affine,
                          need_dw ? cb_tensor_data(grad_in[1]) : NULL,
                          grad_in[2] ? cb_tensor_data(grad_in[2]) : NULL);
     goto done;
+  }
+  if (affine && need_dw) { /* im2col reads x itself: the normalised input, written out */
+    if ((st = cb_tensor_empty_same_layout(&z, x, CB_FLOAT32)) != CB_OK) goto done;
+    const int64_t *xs = x->stride, *zs = z->stride;
+    cb_normalize_relu_images((cb_planes){cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
+                             (cb_planes){cb_tensor_data(z), zs[0], zs[1], zs[2], zs[3]}, g.n, g.c,
+                             g.h, g.w, affine);
+    x = z;
   }
   int64_t col_shape[2] = {b.workers, b.col_floats};
   int64_t parts_shape[3] = {b.workers, g.o, g.k};
@@ -546,5 +580,88 @@ done:
   cb_tensor_release(dy);
   cb_tensor_release(col);
   cb_tensor_release(dw_parts);
+  cb_tensor_release(z);
+  return st;
+}
+
+static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
+  const cb_tensor *x, *w;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &w)) != CB_OK)
+    return st;
+  bool need[3] = {cb_node_needs_grad(node, 0), cb_node_needs_grad(node, 1), cb_node_needs_grad(node, 2)};
+  return conv_backward_of(x, w, CB_NODE_CTX(node, cb_conv_params), grad, need, NULL, grad_in);
+}
+
+/* ---- batch norm + ReLU + conv2d (nn.h) ----
+ * The convolution reads max(0, x * scale + shift) per input channel as it
+ * fills its padded stacks (cb_direct_conv_normalize_input), forward and for
+ * the weight gradient, so the batch norm's output is neither written nor
+ * kept; batch norm's backward recomputes it for the ReLU's mask, a piece at a
+ * time, by the same operations (cb_normalize_relu_run), so the mask is the
+ * one the convolution's input had. The im2col path writes the normalised
+ * input out for the call and drops it. */
+
+typedef struct {
+  cb_conv_params conv;
+  bool training, has_gamma;
+} bn_conv_ctx;
+
+static cb_status bn_conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
+  const bn_conv_ctx *ctx = CB_NODE_CTX(node, bn_conv_ctx);
+  const cb_tensor *xd, *stats, *affine, *w, *gamma = NULL;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &xd)) != CB_OK || (st = cb_node_saved(node, 1, &stats)) != CB_OK ||
+      (st = cb_node_saved(node, 2, &affine)) != CB_OK || (st = cb_node_saved(node, 3, &w)) != CB_OK ||
+      (ctx->has_gamma && (st = cb_node_saved(node, 4, &gamma)) != CB_OK))
+    return st;
+  bool need_bn[3] = {cb_node_needs_grad(node, 0), cb_node_needs_grad(node, 1), cb_node_needs_grad(node, 2)};
+  bool need_conv[3] = {need_bn[0] || need_bn[1] || need_bn[2], cb_node_needs_grad(node, 3),
+                       cb_node_needs_grad(node, 4)};
+  cb_tensor *conv_grads[3] = {NULL, NULL, NULL};
+  st = conv_backward_of(xd, w, &ctx->conv, grad, need_conv, cb_tensor_data(affine), conv_grads);
+  if (st == CB_OK && need_conv[0])
+    st = cb_batch_norm_relu_backward(xd, stats, gamma, affine, ctx->training, conv_grads[0], need_bn,
+                                     grad_in);
+  grad_in[3] = conv_grads[1];
+  grad_in[4] = conv_grads[2];
+  cb_tensor_release(conv_grads[0]);
+  return st;
+}
+
+cb_status cb_batch_norm_relu_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *bn_weight,
+                                    const cb_tensor *bn_bias, cb_tensor *running_mean,
+                                    cb_tensor *running_var, bool training, double momentum,
+                                    double eps, const cb_tensor *weight, const cb_tensor *bias,
+                                    const cb_conv_params *params) {
+  *out = NULL;
+  conv_geometry g;
+  cb_status st = conv_geometry_of(&g, x, weight, bias, params);
+  if (st != CB_OK) return st;
+  if (params->relu)
+    return cb_fail(CB_EINVAL, "batch_norm_relu_conv2d: the convolution's own ReLU is not fused here");
+  cb_tensor *xd = NULL, *stats = NULL, *affine = NULL, *w = NULL, *gamma = NULL;
+  if ((st = cb_batch_norm_prepare(x, bn_weight, bn_bias, running_mean, running_var, training,
+                                  momentum, eps, &xd, &stats, &affine)) != CB_OK)
+    return st;
+  if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK ||
+      (bn_weight && (st = cb_tensor_contiguous(&gamma, bn_weight)) != CB_OK))
+    goto done;
+  st = conv_forward(out, &g, xd, w, bias, false, cb_tensor_data(affine));
+  if (st == CB_OK) {
+    const cb_tensor *inputs[5] = {x, bn_weight, bn_bias, weight, bias};
+    const cb_tensor *save[5] = {xd, stats, affine, w, gamma};
+    cb_node *node;
+    st = cb_record(*out, "BatchNormReluConv2dBackward", bn_conv_backward, 5, inputs, gamma ? 5 : 4,
+                   save, &node);
+    if (node) *CB_NODE_CTX(node, bn_conv_ctx) = (bn_conv_ctx){g.p, training, gamma != NULL};
+    cb_release_on_error(st, out);
+  }
+done:
+  cb_tensor_release(xd);
+  cb_tensor_release(stats);
+  cb_tensor_release(affine);
+  cb_tensor_release(w);
+  cb_tensor_release(gamma);
   return st;
 }

@@ -8,6 +8,7 @@
 #include "nn/conv_plan.h"
 #include "ops/reduce.h"
 #include "tensor/blas.h"
+#include "tensor/threadpool.h"
 
 /* ---- micro-kernels ----
  * out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
@@ -410,8 +411,27 @@ int64_t cb_direct_conv_stack(const cb_direct_conv *conv) { return conv->images; 
  * image started cold; and the next channel's rows are prefetched, its run
  * starting far from this one's end (ResNet-32 on one core, share of a step:
  * 11.8 % image by image, 9.5 % channel by channel, 8.0 % with the prefetch). */
+/* dst[w] = max(0, src[w * es] * scale + shift) for w < n: the input
+ * normalisation of fill_stack and cb_normalize_relu_images, one function so
+ * that both compute the same values (a multiply and an add: this file's
+ * generic code has no fused multiply-add). */
+static inline void normalize_relu_row(const float *src, int64_t es, int64_t n, float scale,
+                                      float shift, float *dst) {
+  if (es == 1)
+    for (int64_t w = 0; w < n; w++) {
+      float v = src[w] * scale + shift;
+      dst[w] = v > 0 ? v : 0.0f;
+    }
+  else
+    for (int64_t w = 0; w < n; w++) {
+      float v = src[w * es] * scale + shift;
+      dst[w] = v > 0 ? v : 0.0f;
+    }
+}
+
 static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int64_t count) {
   float *xpad = d->scratch + worker * d->scratch_floats;
+  const float *affine = d->in_affine;
   for (int64_t c = 0; c < d->in_c; c++)
     for (int64_t i = 0; i < d->images; i++)
       for (int64_t h = 0; h < d->in_h; h++) {
@@ -423,12 +443,52 @@ static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int6
         const float *src = in.base + i * in.ns + c * in.cs + h * in.rs;
         if (c + 1 < d->in_c) /* the next channel's row */
           for (int64_t w = 0; w < d->in_w * in.es; w += 16) __builtin_prefetch(src + in.cs + w);
-        if (in.es == 1) /* rows are short: a loop beats a call to memcpy */
+        if (affine)
+          normalize_relu_row(src, in.es, d->in_w, affine[c], affine[d->in_c + c], dst);
+        else if (in.es == 1) /* rows are short: a loop beats a call to memcpy */
           for (int64_t w = 0; w < d->in_w; w++) dst[w] = src[w];
         else
           for (int64_t w = 0; w < d->in_w; w++) dst[w] = src[w * in.es];
       }
   return xpad;
+}
+
+void cb_direct_conv_normalize_input(cb_direct_conv *conv, const float *affine) {
+  conv->in_affine = affine;
+}
+
+typedef struct {
+  cb_planes in, out;
+  int64_t n, c, h, w;
+  const float *affine;
+} normalize_job;
+
+static void normalize_channels(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  const normalize_job *j = arg;
+  for (int64_t c = begin; c < end; c++)
+    for (int64_t i = 0; i < j->n; i++)
+      for (int64_t h = 0; h < j->h; h++) {
+        const float *src = j->in.base + i * j->in.ns + c * j->in.cs + h * j->in.rs;
+        float *row = j->out.base + i * j->out.ns + c * j->out.cs + h * j->out.rs;
+        if (j->out.es == 1) {
+          normalize_relu_row(src, j->in.es, j->w, j->affine[c], j->affine[j->c + c], row);
+          continue;
+        }
+        for (int64_t w = 0; w < j->w; w++) /* one at a time through the same function */
+          normalize_relu_row(src + w * j->in.es, 1, 1, j->affine[c], j->affine[j->c + c],
+                             row + w * j->out.es);
+      }
+}
+
+void cb_normalize_relu_run(const float *src, int64_t n, float scale, float shift, float *dst) {
+  normalize_relu_row(src, 1, n, scale, shift, dst);
+}
+
+void cb_normalize_relu_images(cb_planes in, cb_planes out, int64_t n, int64_t c, int64_t h, int64_t w,
+                              const float *affine) {
+  normalize_job job = {in, out, n, c, h, w, affine};
+  cb_parallel_for(c, 1, normalize_channels, &job);
 }
 
 void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb_planes out,

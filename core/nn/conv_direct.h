@@ -85,6 +85,20 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
 void cb_direct_conv_free(cb_direct_conv *conv);
 int64_t cb_direct_conv_stack(const cb_direct_conv *conv);
 
+/* FORWARD, WEIGHT_GRAD: the input normalised as the stacks are filled, the convolution
+ * taking max(0, x * scale[c] + shift[c]) for input channel c, with scale =
+ * affine[c] and shift = affine[C + c] (kept by the caller; NULL: x as it is):
+ * batch norm + ReLU before a convolution without their output written. */
+void cb_direct_conv_normalize_input(cb_direct_conv *conv, const float *affine);
+/* out = max(0, in * scale[c] + shift[c]) for n images of c x h x w (affine
+ * as above), by the same operations as the stacks' filling: the values the
+ * convolution took, bit for bit, for its backward. */
+void cb_normalize_relu_images(cb_planes in, cb_planes out, int64_t n, int64_t c, int64_t h, int64_t w,
+                              const float *affine);
+/* dst[i] = max(0, src[i] * scale + shift) for i < n, the same operations: a
+ * channel's run, for the mask of batch norm + ReLU's backward (norm.c). */
+void cb_normalize_relu_run(const float *src, int64_t n, float scale, float shift, float *dst);
+
 /* FORWARD / INPUT_GRAD: out = conv(in) (+ bias[o]) for count <= stack images,
  * in the worker's scratch; workers may run stacks in parallel. */
 void cb_direct_conv_images(const cb_direct_conv *conv, int worker, cb_planes in, cb_planes out,

@@ -21,6 +21,17 @@ typedef struct {
 cb_status cb_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                     const cb_tensor *bias, const cb_conv_params *params);
 
+/* conv2d(max(0, batch_norm(x))) in one op (the middle of a ResNet basic
+ * block), with cb_batch_norm's arguments (no sync) and cb_conv2d's
+ * (params->relu false): the convolution normalises x as it reads it, so the
+ * batch norm's output is never written nor kept for backward, which
+ * recomputes it. The values and gradients of the three ops to float rounding. */
+cb_status cb_batch_norm_relu_conv2d(cb_tensor **out, const cb_tensor *x, const cb_tensor *bn_weight,
+                                    const cb_tensor *bn_bias, cb_tensor *running_mean,
+                                    cb_tensor *running_var, bool training, double momentum,
+                                    double eps, const cb_tensor *weight, const cb_tensor *bias,
+                                    const cb_conv_params *params);
+
 /* ---- linear.c ---- */
 /* y = x W^T + b for x: ... x in, W: out x in, b: out or NULL. */
 cb_status cb_linear(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,

@@ -36,6 +36,20 @@ function F.batch_norm(x, running_mean, running_var, opts)
     opts.pool == 2)
 end
 
+--- batch_norm_relu_conv2d(x, running_mean, running_var, weight[, bias[, opts]]):
+-- conv2d(max(0, batch_norm(x)), weight, bias) in one op, the middle of a ResNet
+-- block: the convolution normalises x as it reads it, so the batch norm's output
+-- is neither written nor kept for backward (which recomputes it), a quarter of
+-- a ResNet's activations. opts: batch_norm's bn_weight, bn_bias, training,
+-- momentum, eps (no sync) and conv2d's stride, padding, dilation, groups.
+function F.batch_norm_relu_conv2d(x, running_mean, running_var, weight, bias, opts)
+  opts = options.check(opts, "batch_norm_relu_conv2d", {"bn_weight", "bn_bias", "training",
+    "momentum", "eps", "stride", "padding", "dilation", "groups"})
+  return core.batch_norm_relu_conv2d(x, opts.bn_weight, opts.bn_bias, running_mean, running_var,
+    opts.training or false, opts.momentum, opts.eps, weight, bias, opts.stride, opts.padding,
+    opts.dilation, opts.groups)
+end
+
 --- max_pool2d(x, kernel[, stride[, padding]]), stride defaults to kernel.
 F.max_pool2d = core.max_pool2d
 --- avg_pool2d(x, kernel[, stride[, padding[, count_include_pad]]]).

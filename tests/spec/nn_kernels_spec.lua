@@ -443,6 +443,110 @@ describe("batch_norm with pool = 2", function()
   end)
 end)
 
+describe("batch_norm_relu_conv2d", function()
+  local g = cbnet.Generator(12)
+  local function randn(...) return cbnet.randn({...}, g) end
+
+  -- conv2d(max(0, batch_norm(x))) by the fused op and by the two ops: the output,
+  -- the five inputs' gradients and the running statistics
+  local function both(case)
+    local c, o = case.shape[2], case.out
+    local x = randn(table.unpack(case.shape)) * 1.5 + 0.2
+    if case.cnhw then x = x:transpose(1, 2):contiguous():transpose(1, 2) end
+    local gamma, beta = cbnet.rand({c}, g) + 0.5, randn(c) * 0.3
+    local w, b = randn(o, c, case.k, case.k) * 0.2, randn(o)
+    local rm0, rv0 = randn(c) * 0.1, cbnet.rand({c}, g) + 0.5
+    local gy
+    local results = {}
+    for k, fused in ipairs{true, false} do
+      local xi, wi = x:clone():requires_grad_(), w:clone():requires_grad_()
+      local gi = not case.no_affine and gamma:clone():requires_grad_() or nil
+      local bi = not case.no_affine and beta:clone():requires_grad_() or nil
+      local cbi = not case.no_bias and b:clone():requires_grad_() or nil
+      local rm, rv = rm0:clone(), rv0:clone()
+      local conv = {stride = case.stride, padding = case.pad}
+      local y
+      if fused then
+        y = F.batch_norm_relu_conv2d(xi, rm, rv, wi, cbi, {bn_weight = gi, bn_bias = bi,
+          training = case.training, stride = case.stride, padding = case.pad})
+      else
+        y = F.conv2d(F.batch_norm(xi, rm, rv, {weight = gi, bias = bi, training = case.training,
+          relu = true}), wi, cbi, conv)
+      end
+      gy = gy or cbnet.randn(y:size(), cbnet.Generator(5))
+      y:backward(gy)
+      local none = cbnet.zeros(1)
+      results[k] = {y:detach(), xi.grad, wi.grad, gi and gi.grad or none, bi and bi.grad or none,
+                    cbi and cbi.grad or none, rm, rv}
+    end
+    return results
+  end
+
+  it("is conv2d(max(0, batch norm(x))): values, gradients, running statistics, on every path", function()
+    local previous = cbnet.conv_path()
+    for _, path in ipairs(cbnet.conv_paths()) do
+      cbnet.conv_path(path)
+      for _, case in ipairs{
+        {shape = {3, 4, 6, 6}, out = 5, k = 3, pad = 1, training = true},
+        {shape = {5, 16, 8, 8}, out = 16, k = 3, pad = 1, training = true, cnhw = true}, -- Winograd's
+        {shape = {4, 16, 9, 7}, out = 24, k = 3, pad = 1, training = true, no_bias = true},
+        {shape = {3, 4, 7, 7}, out = 6, k = 3, pad = 1, stride = 2, training = true}, -- im2col
+        {shape = {2, 3, 5, 5}, out = 4, k = 1, pad = 0, training = true, no_affine = true},
+        {shape = {3, 4, 6, 6}, out = 5, k = 3, pad = 1, training = false}, -- running statistics
+      } do
+        local results = both(case)
+        assert.same(results[2][1]:size(), results[1][1]:size())
+        for i = 1, 8 do
+          local scale = math.max(results[2][i]:abs():max():item(), 1)
+          assert.near(0, (results[1][i] - results[2][i]):abs():max():item() / scale, 2e-6,
+            ("%s, input %s, result %d"):format(path, table.concat(case.shape, "x"), i))
+        end
+        assert.is_true(results[1][2]:abs():max():item() > 0)
+      end
+    end
+    cbnet.conv_path(previous)
+  end)
+
+  it("has the gradients finite differences give (away from the ReLU's kink)", function()
+    local x = (cbnet.randperm(3 * 3 * 4 * 4, g):float() * 0.05):view(3, 3, 4, 4)
+    assert.is_true(gradcheck(function(a, c, d, w, b)
+      return F.batch_norm_relu_conv2d(a, nil, nil, w, b, {bn_weight = c, bn_bias = d, training = true,
+        padding = 1})
+    end, {x, cbnet.tensor{0.5, 0.5, 0.5}, cbnet.tensor{3.0, -3.0, 2.5}, randn(2, 3, 3, 3), randn(2)}))
+  end)
+
+  it("is nn.BasicBlock's middle, with the block's result unchanged", function()
+    local block = nn.BasicBlock(4, 4, 1, {generator = g})
+    local x = randn(3, 4, 8, 8)
+    local y = block(x)
+    local h = F.conv2d(F.batch_norm(F.conv2d(x, block.conv1.weight, nil, {padding = 1}), nil, nil,
+      {weight = block.bn1.weight, bias = block.bn1.bias, training = true, relu = true}),
+      block.conv2.weight, nil, {padding = 1})
+    h = F.batch_norm(h, nil, nil, {weight = block.bn2.weight, bias = block.bn2.bias, training = true,
+      relu = true, residual = x})
+    assert.near(0, (y - h):abs():max():item(), 1e-5)
+    y:sum():backward()
+    assert.is_true(block.bn1.weight.grad:abs():max():item() > 0)
+    assert.is_true(block.conv2.weight.grad:abs():max():item() > 0)
+  end)
+
+  it("names what is wrong", function()
+    assert.error_matches(function()
+      F.batch_norm_relu_conv2d(randn(2, 3, 4, 4), nil, nil, randn(5, 4, 3, 3), nil, {training = true})
+    end, "conv2d: input {2, 3, 4, 4} and weight {5, 4, 3, 3} do not fit")
+    assert.error_matches(function()
+      F.batch_norm_relu_conv2d(randn(2, 3, 4, 4), nil, nil, randn(5, 3, 3, 3), nil,
+        {training = true, bn_weight = randn(4)})
+    end, "batch_norm: weight must be a float32 tensor of shape {3}")
+    assert.error_matches(function()
+      F.batch_norm_relu_conv2d(randn(2, 3, 4, 4), nil, nil, randn(5, 3, 3, 3), nil, {training = false})
+    end, "evaluation mode needs running statistics")
+    assert.error_matches(function()
+      F.batch_norm_relu_conv2d(randn(2, 3, 4, 4), nil, nil, randn(5, 3, 3, 3), nil, {relu = true})
+    end, "unknown option")
+  end)
+end)
+
 describe("pooling", function()
   -- distinct values far apart, so finite differences never flip a maximum
   local function spread(...)

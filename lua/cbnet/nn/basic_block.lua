@@ -45,13 +45,14 @@ function BasicBlock:pad_shortcut(x)
 end
 
 function BasicBlock:forward(x)
-  local out = self.bn1(self.conv1(x))
+  -- conv2(relu(bn1(conv1(x)))), bn1's output never written (BatchNorm2d:forward)
+  local out = self.bn1(self.conv1(x), true, nil, nil, self.conv2)
   local identity
   if self.shortcut then identity = self.shortcut(x)
   elseif self.stride ~= 1 or self.in_planes ~= self.planes then identity = self:pad_shortcut(x)
   else identity = x end
   -- relu(bn2(conv2(out)) + identity) in one pass over memory
-  return self.bn2(self.conv2(out), true, identity)
+  return self.bn2(out, true, identity)
 end
 
 function BasicBlock:extra_repr()

@@ -10,6 +10,9 @@
 -- shape added before it (a ResNet block's end: max(0, bn(x) + residual)),
 -- pool = 2 a 2x2 max pooling after the ReLU (BatchNorm2d; nn.Sequential fuses
 -- a following nn.MaxPool2d(2) so: the batch norm's output is never written).
+-- forward(x, true, nil, nil, conv) with an nn.Conv2d: conv(max(0, bn(x))) in
+-- one op (F.batch_norm_relu_conv2d, nn.BasicBlock's middle), the batch norm's
+-- output neither written nor kept for backward.
 -- Training uses batch statistics and updates the running ones; eval() uses
 -- the running ones.
 local cbnet = require "cbnet"
@@ -39,7 +42,7 @@ local function batch_norm_class(name, dims)
   class.fuses_relu = true -- nn.Sequential calls forward(x, true) for this layer and a ReLU after it
   class.fuses_pool = name == "BatchNorm2d" -- and forward(x, relu, nil, 2) with a 2x2 max pooling after
 
-  function class:forward(x, relu, residual, pool)
+  function class:forward(x, relu, residual, pool, conv)
     local ok = false
     for _, d in ipairs(dims) do ok = ok or x:dim() == d end
     if not ok then
@@ -55,9 +58,18 @@ local function batch_norm_class(name, dims)
       local mpi = package.loaded["cbnet.mpi"]
       reducer = mpi and mpi.reducer()
     end
-    return cbnet.F.batch_norm(x, self.running_mean, self.running_var, {weight = self.weight,
+    if conv and not reducer then
+      assert(relu or self.relu, "the convolution follows the ReLU")
+      return cbnet.F.batch_norm_relu_conv2d(x, self.running_mean, self.running_var, conv.weight,
+        conv.bias, {bn_weight = self.weight, bn_bias = self.bias, training = use_batch,
+        momentum = self.momentum, eps = self.eps, stride = conv.stride, padding = conv.padding,
+        dilation = conv.dilation, groups = conv.groups})
+    end
+    local y = cbnet.F.batch_norm(x, self.running_mean, self.running_var, {weight = self.weight,
       bias = self.bias, training = use_batch, momentum = self.momentum, eps = self.eps,
       relu = relu or self.relu, residual = residual, pool = pool, sync = reducer})
+    if conv then return conv(y) end -- synchronised statistics: the two ops
+    return y
   end
 
   --- The weight and bias of a convolution followed by this layer in
