@@ -79,6 +79,8 @@ local function profile(name, model, x, y)
   for _, s in ipairs(capture(model, x)) do
     local m, input = s.module, s.input
     local fused = s.extra[1] and " +ReLU" or "" -- a batch norm with the ReLU after it (nn.Sequential)
+    local conv = s.extra[4] -- and the convolution after that (nn.BasicBlock: F.batch_norm_relu_conv2d)
+    if conv then fused = fused .. " +" .. conv.name .. " " .. conv:extra_repr() end
     local key = ("%s %s%s <- %s"):format(m.name, m:extra_repr(), fused, shape_str(input))
     local row = rows[key]
     if not row then
@@ -94,7 +96,7 @@ local function profile(name, model, x, y)
         m:zero_grad()
         run():backward(gy)
       end)
-      local flop = forward_flop(m, input, out)
+      local flop = forward_flop(conv or m, input, out)
       -- backward: the weight gradient, plus the input gradient when needed
       local bwd_flop = flop and flop * (s.needs_grad and 2 or 1)
       row = {key = key, count = 0, fwd = fwd, bwd = math.max(both - fwd, 0), flop = flop,
