@@ -530,6 +530,23 @@ describe("batch_norm_relu_conv2d", function()
     assert.is_true(block.conv2.weight.grad:abs():max():item() > 0)
   end)
 
+  it("nn.Sequential runs a BatchNorm2d (relu or an nn.ReLU after it) and a Conv2d as one op", function()
+    for _, with_relu_module in ipairs{false, true} do
+      local layers = {nn.Conv2d(3, 4, 3, {padding = 1, generator = g}),
+                      nn.BatchNorm2d(4, {relu = not with_relu_module})}
+      if with_relu_module then layers[#layers + 1] = nn.ReLU() end
+      layers[#layers + 1] = nn.Conv2d(4, 5, 3, {padding = 1, generator = g})
+      local model = nn.Sequential(table.unpack(layers))
+      local x = randn(3, 3, 6, 6)
+      local y = model(x)
+      assert.equal("BatchNormReluConv2dBackward", y.grad_fn)
+      local bn, conv2 = model:get(2), model:get(#model)
+      local h = F.conv2d(F.batch_norm(model:get(1)(x), nil, nil, {weight = bn.weight, bias = bn.bias,
+        training = true, relu = true}), conv2.weight, conv2.bias, {padding = 1})
+      assert.near(0, (y - h):abs():max():item(), 1e-5)
+    end
+  end)
+
   it("names what is wrong", function()
     assert.error_matches(function()
       F.batch_norm_relu_conv2d(randn(2, 3, 4, 4), nil, nil, randn(5, 4, 3, 3), nil, {training = true})

@@ -41,6 +41,7 @@ local function batch_norm_class(name, dims)
 
   class.fuses_relu = true -- nn.Sequential calls forward(x, true) for this layer and a ReLU after it
   class.fuses_pool = name == "BatchNorm2d" -- and forward(x, relu, nil, 2) with a 2x2 max pooling after
+  class.fuses_conv = name == "BatchNorm2d" -- and forward(x, true, nil, nil, conv) with a Conv2d after the ReLU
 
   function class:forward(x, relu, residual, pool, conv)
     local ok = false

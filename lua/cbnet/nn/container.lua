@@ -3,7 +3,9 @@
 -- add_module). A batch norm followed by an nn.ReLU runs as one layer (the
 -- batch norm's relu option: the same values in one pass over memory instead
 -- of two, forward and backward), and with an nn.MaxPool2d(2) after the ReLU
--- too (its pool option); in evaluation without gradients a Conv2d,
+-- too (its pool option), and with an nn.Conv2d after the ReLU the three are
+-- one op (F.batch_norm_relu_conv2d: the batch norm's output neither written
+-- nor kept for backward); in evaluation without gradients a Conv2d,
 -- batch norm (and ReLU) run as one convolution with the batch norm folded in.
 -- nn.Flatten(start_dim = 2, end_dim = -1) and nn.Identity.
 local cbnet = require "cbnet"
@@ -43,9 +45,14 @@ function Sequential:forward(x)
     if weight then
       x = m:forward(x, weight, bias, relu)
       i = i + ((relu and not after.relu) and 3 or 2)
+    elseif m.fuses_conv and m.relu and after and after.name == "Conv2d" then
+      x, i = m:forward(x, true, nil, nil, after), i + 2
     elseif m.fuses_relu and after and after.name == "ReLU" then
-      if m.fuses_pool and is_pool_2x2(self[names[i + 2]]) then
+      local third = self[names[i + 2]]
+      if m.fuses_pool and is_pool_2x2(third) then
         x, i = m:forward(x, true, nil, 2), i + 3
+      elseif m.fuses_conv and third and third.name == "Conv2d" then
+        x, i = m:forward(x, true, nil, nil, third), i + 3
       else
         x, i = m:forward(x, true), i + 2
       end
