@@ -429,8 +429,11 @@ static inline void normalize_relu_row(const float *src, int64_t es, int64_t n, f
     }
 }
 
-static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int64_t count) {
-  float *xpad = d->scratch + worker * d->scratch_floats;
+/* fill_stack's body, inlined with `normalize` constant: the plain copy's loop
+ * stays as it was without the normalisation. */
+static inline __attribute__((always_inline)) void fill_stack_images(const cb_direct_conv *d,
+                                                                    float *xpad, cb_planes in,
+                                                                    int64_t count, bool normalize) {
   const float *affine = d->in_affine;
   for (int64_t c = 0; c < d->in_c; c++)
     for (int64_t i = 0; i < d->images; i++)
@@ -443,13 +446,19 @@ static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int6
         const float *src = in.base + i * in.ns + c * in.cs + h * in.rs;
         if (c + 1 < d->in_c) /* the next channel's row */
           for (int64_t w = 0; w < d->in_w * in.es; w += 16) __builtin_prefetch(src + in.cs + w);
-        if (affine)
+        if (normalize)
           normalize_relu_row(src, in.es, d->in_w, affine[c], affine[d->in_c + c], dst);
         else if (in.es == 1) /* rows are short: a loop beats a call to memcpy */
           for (int64_t w = 0; w < d->in_w; w++) dst[w] = src[w];
         else
           for (int64_t w = 0; w < d->in_w; w++) dst[w] = src[w * in.es];
       }
+}
+
+static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int64_t count) {
+  float *xpad = d->scratch + worker * d->scratch_floats;
+  if (d->in_affine) fill_stack_images(d, xpad, in, count, true);
+  else fill_stack_images(d, xpad, in, count, false);
   return xpad;
 }
 
