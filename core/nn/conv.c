@@ -393,6 +393,19 @@ static cb_status direct_backward(const conv_geometry *g, const float *weight, cb
 
 /* ---- forward ---- */
 
+/* *z = max(0, x * scale + shift) per input channel (affine: scales, then
+ * shifts), written out for the im2col path, by the direct path's function. */
+static cb_status normalized_input(const conv_geometry *g, const cb_tensor *x, const float *affine,
+                                  cb_tensor **z) {
+  cb_status st = cb_tensor_empty_same_layout(z, x, CB_FLOAT32);
+  if (st != CB_OK) return st;
+  const int64_t *xs = x->stride, *zs = (*z)->stride;
+  cb_normalize_relu_images((cb_planes){cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
+                           (cb_planes){cb_tensor_data(*z), zs[0], zs[1], zs[2], zs[3]}, g->n, g->c,
+                           g->h, g->w, affine);
+  return CB_OK;
+}
+
 static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in);
 
 /* The output y (CNHW) of the convolution of x (normalised on the way in by
@@ -422,11 +435,7 @@ static cb_status conv_forward(cb_tensor **out, const conv_geometry *g, const cb_
     goto done;
   }
   if (affine) { /* im2col reads x itself: the normalised input, written out */
-    if ((st = cb_tensor_empty_same_layout(&z, x, CB_FLOAT32)) != CB_OK) goto done;
-    const int64_t *xs = x->stride, *zs = z->stride;
-    cb_normalize_relu_images((cb_planes){cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
-                             (cb_planes){cb_tensor_data(z), zs[0], zs[1], zs[2], zs[3]}, g->n, g->c,
-                             g->h, g->w, affine);
+    if ((st = normalized_input(g, x, affine, &z)) != CB_OK) goto done;
     x = z;
   }
   int64_t col_shape[2] = {b.workers, b.col_floats};
@@ -545,11 +554,7 @@ static cb_status conv_backward_of(const cb_tensor *x, const cb_tensor *w, const 
     goto done;
   }
   if (affine && need_dw) { /* im2col reads x itself: the normalised input, written out */
-    if ((st = cb_tensor_empty_same_layout(&z, x, CB_FLOAT32)) != CB_OK) goto done;
-    const int64_t *xs = x->stride, *zs = z->stride;
-    cb_normalize_relu_images((cb_planes){cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]},
-                             (cb_planes){cb_tensor_data(z), zs[0], zs[1], zs[2], zs[3]}, g.n, g.c,
-                             g.h, g.w, affine);
+    if ((st = normalized_input(&g, x, affine, &z)) != CB_OK) goto done;
     x = z;
   }
   int64_t col_shape[2] = {b.workers, b.col_floats};

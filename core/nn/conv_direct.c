@@ -404,13 +404,6 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
 
 int64_t cb_direct_conv_stack(const cb_direct_conv *conv) { return conv->images; }
 
-/* Images [0, count) of `in` into the worker's padded stack; the borders and
- * the rows of missing images stay zero. Channel by channel: in the CNHW
- * layout a channel's images are one contiguous run, which the hardware
- * prefetcher streams, where image by image every 4 KiB plane of a 32x32
- * image started cold; and the next channel's rows are prefetched, its run
- * starting far from this one's end (ResNet-32 on one core, share of a step:
- * 11.8 % image by image, 9.5 % channel by channel, 8.0 % with the prefetch). */
 /* dst[w] = max(0, src[w * es] * scale + shift) for w < n: the input
  * normalisation of fill_stack and cb_normalize_relu_images, one function so
  * that both compute the same values (a multiply and an add: this file's
@@ -429,6 +422,13 @@ static inline void normalize_relu_row(const float *src, int64_t es, int64_t n, f
     }
 }
 
+/* Images [0, count) of `in` into the worker's padded stack; the borders and
+ * the rows of missing images stay zero. Channel by channel: in the CNHW
+ * layout a channel's images are one contiguous run, which the hardware
+ * prefetcher streams, where image by image every 4 KiB plane of a 32x32
+ * image started cold; and the next channel's rows are prefetched, its run
+ * starting far from this one's end (ResNet-32 on one core, share of a step:
+ * 11.8 % image by image, 9.5 % channel by channel, 8.0 % with the prefetch). */
 /* fill_stack's body, inlined with `normalize` constant: the plain copy's loop
  * stays as it was without the normalisation. */
 static inline __attribute__((always_inline)) void fill_stack_images(const cb_direct_conv *d,

@@ -556,7 +556,8 @@ static cb_status check_running(const char *what, const cb_tensor *t, int64_t c) 
 }
 
 /* Batch norm's backward from x, mean and invstd (float arrays of C), gamma
- * (NULL: none), y (the output, with relu) and the output's gradient: the
+ * (NULL: none), with relu the output y or, when y is NULL, the scales and
+ * shifts to recompute it from (mask_affine), and the output's gradient: the
  * gradients need asks for (x, gamma, beta, then the residual's) into grad_in. */
 static cb_status bn_backward_from(const batch_norm_ctx *ctx, const cb_tensor *x, const float *mean,
                                   const float *invstd, const cb_tensor *gamma, const cb_tensor *y,
