@@ -51,7 +51,7 @@ function BasicBlock:forward(x)
   if self.shortcut then identity = self.shortcut(x)
   elseif self.stride ~= 1 or self.in_planes ~= self.planes then identity = self:pad_shortcut(x)
   else identity = x end
-  -- relu(bn2(conv2(out)) + identity) in one pass over memory
+  -- relu(bn2(out) + identity) in one pass over memory
   return self.bn2(out, true, identity)
 end
 
