@@ -43,23 +43,39 @@ static int l_linear(lua_State *L) {
   return 1;
 }
 
+/* Arguments 1-8 of both batch norms: x, weight, bias, running_mean,
+ * running_var, training, momentum, eps. */
+typedef struct {
+  cb_tensor *x, *w, *b, *rm, *rv;
+  bool training;
+  double momentum, eps;
+} batch_norm_args;
+
+static batch_norm_args check_batch_norm_args(lua_State *L) {
+  batch_norm_args a; /* one after another: a bad argument is named in order */
+  a.x = cbl_check_tensor(L, 1);
+  a.w = cbl_opt_tensor(L, 2), a.b = cbl_opt_tensor(L, 3);
+  a.rm = cbl_opt_tensor(L, 4), a.rv = cbl_opt_tensor(L, 5);
+  a.training = lua_toboolean(L, 6);
+  a.momentum = luaL_optnumber(L, 7, 0.1), a.eps = luaL_optnumber(L, 8, 1e-5);
+  return a;
+}
+
 /* batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, relu,
  * sync, residual, pool): pool true = then 2x2 max pooling (relu, no residual) */
 static int l_batch_norm(lua_State *L) {
-  cb_tensor *x = cbl_check_tensor(L, 1), *y;
-  cb_tensor *w = cbl_opt_tensor(L, 2), *b = cbl_opt_tensor(L, 3);
-  cb_tensor *rm = cbl_opt_tensor(L, 4), *rv = cbl_opt_tensor(L, 5);
-  bool training = lua_toboolean(L, 6);
-  double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
+  batch_norm_args a = check_batch_norm_args(L);
+  cb_tensor *y;
   bool relu = lua_toboolean(L, 9);
   const cb_reducer *sync = NULL;
   if (!lua_isnoneornil(L, 10)) sync = luaL_checkudata(L, 10, REDUCER_MT);
   cb_tensor *residual = cbl_opt_tensor(L, 11);
   if (lua_toboolean(L, 12)) {
     if (!relu || residual) return luaL_argerror(L, 12, "pooling comes after the ReLU, without a residual");
-    cbl_check(L, cb_batch_norm_relu_pool(&y, x, w, b, rm, rv, training, momentum, eps, sync));
+    cbl_check(L, cb_batch_norm_relu_pool(&y, a.x, a.w, a.b, a.rm, a.rv, a.training, a.momentum, a.eps, sync));
   } else {
-    cbl_check(L, cb_batch_norm(&y, x, w, b, rm, rv, training, momentum, eps, relu, residual, sync));
+    cbl_check(L, cb_batch_norm(&y, a.x, a.w, a.b, a.rm, a.rv, a.training, a.momentum, a.eps, relu,
+                               residual, sync));
   }
   cbl_push_tensor(L, y);
   return 1;
@@ -68,18 +84,15 @@ static int l_batch_norm(lua_State *L) {
 /* batch_norm_relu_conv2d(x, bn_weight, bn_bias, running_mean, running_var, training, momentum,
  * eps, weight, bias, stride, padding, dilation, groups) */
 static int l_batch_norm_relu_conv2d(lua_State *L) {
-  cb_tensor *x = cbl_check_tensor(L, 1), *y;
-  cb_tensor *bn_w = cbl_opt_tensor(L, 2), *bn_b = cbl_opt_tensor(L, 3);
-  cb_tensor *rm = cbl_opt_tensor(L, 4), *rv = cbl_opt_tensor(L, 5);
-  bool training = lua_toboolean(L, 6);
-  double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
-  cb_tensor *w = cbl_check_tensor(L, 9), *b = cbl_opt_tensor(L, 10);
+  batch_norm_args a = check_batch_norm_args(L);
+  cb_tensor *w = cbl_check_tensor(L, 9), *b = cbl_opt_tensor(L, 10), *y;
   cb_conv_params p = {.relu = false};
   check_pair(L, 11, 1, p.stride);
   check_pair(L, 12, 0, p.padding);
   check_pair(L, 13, 1, p.dilation);
   p.groups = luaL_optinteger(L, 14, 1);
-  cbl_check(L, cb_batch_norm_relu_conv2d(&y, x, bn_w, bn_b, rm, rv, training, momentum, eps, w, b, &p));
+  cbl_check(L, cb_batch_norm_relu_conv2d(&y, a.x, a.w, a.b, a.rm, a.rv, a.training, a.momentum, a.eps,
+                                         w, b, &p));
   cbl_push_tensor(L, y);
   return 1;
 }

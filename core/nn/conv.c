@@ -312,6 +312,7 @@ typedef struct {
    * and each stack's part of dW follows its dx, while dY is in cache */
   const cb_direct_conv *weight_grad;
   cb_planes x;
+  bool bias_grad; /* the weight gradient's pass sums dY's channels for the bias's */
 } direct_job;
 
 static void direct_stacks(void *arg, int worker, int64_t begin, int64_t end) {
@@ -323,14 +324,14 @@ static void direct_stacks(void *arg, int worker, int64_t begin, int64_t end) {
     in.base += n0 * in.ns;
     out.base += n0 * out.ns;
     if (j->mode == CB_DIRECT_WEIGHT_GRAD)
-      cb_direct_conv_weight_grad(j->conv, worker, in, out, count, s != begin);
+      cb_direct_conv_weight_grad(j->conv, worker, in, out, count, s != begin, j->bias_grad);
     else
       cb_direct_conv_images(j->conv, worker, in, out, count, j->bias);
     if (j->relu) relu_images(j->out.base, j->channels, j->out.cs, j->out.ns, n0, n0 + count);
     if (j->weight_grad) {
       cb_planes x = j->x;
       x.base += n0 * x.ns;
-      cb_direct_conv_weight_grad(j->weight_grad, worker, x, in, count, s != begin);
+      cb_direct_conv_weight_grad(j->weight_grad, worker, x, in, count, s != begin, j->bias_grad);
     }
   }
 }
@@ -368,8 +369,8 @@ static cb_status direct_forward(const conv_geometry *g, const float *weight, con
  * a pass each. */
 static cb_status direct_backward(const conv_geometry *g, const float *weight, cb_planes dy,
                                  cb_planes dx, cb_planes x, const float *affine, float *dw, float *db) {
-  direct_job input_grad = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy, .out = dx};
-  direct_job weight_grad = {.mode = CB_DIRECT_WEIGHT_GRAD, .in = x, .out = dy};
+  direct_job input_grad = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy, .out = dx, .bias_grad = db != NULL};
+  direct_job weight_grad = {.mode = CB_DIRECT_WEIGHT_GRAD, .in = x, .out = dy, .bias_grad = db != NULL};
   cb_direct_conv *dx_plan = dx.base ? direct_plan(g, weight, CB_DIRECT_INPUT_GRAD) : NULL;
   cb_direct_conv *dw_plan = dw ? direct_plan(g, NULL, CB_DIRECT_WEIGHT_GRAD) : NULL;
   if (dw_plan) cb_direct_conv_normalize_input(dw_plan, affine);

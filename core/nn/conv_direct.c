@@ -480,13 +480,7 @@ static void normalize_channels(void *arg, int chunk, int64_t begin, int64_t end)
       for (int64_t h = 0; h < j->h; h++) {
         const float *src = j->in.base + i * j->in.ns + c * j->in.cs + h * j->in.rs;
         float *row = j->out.base + i * j->out.ns + c * j->out.cs + h * j->out.rs;
-        if (j->out.es == 1) {
-          normalize_relu_row(src, j->in.es, j->w, j->affine[c], j->affine[j->c + c], row);
-          continue;
-        }
-        for (int64_t w = 0; w < j->w; w++) /* one at a time through the same function */
-          normalize_relu_row(src + w * j->in.es, 1, 1, j->affine[c], j->affine[j->c + c],
-                             row + w * j->out.es);
+        normalize_relu_row(src, j->in.es, j->w, j->affine[c], j->affine[j->c + c], row);
       }
 }
 
@@ -542,11 +536,11 @@ static bool dy_in_place(const cb_direct_conv *d, cb_planes dy) {
  * place too where its rows allow (dy_in_place), else copied onto the same
  * grid of positions (rows of dy_ld), zero between outputs. */
 void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x, cb_planes dy,
-                                int64_t count, bool accumulate) {
+                                int64_t count, bool accumulate, bool bias_grad) {
   float *xpad = fill_stack(d, worker, x, count);
   float *v = xpad + d->xpad_floats, *p = v + d->v_floats; /* Winograd's transforms */
   float *dy_stack = p + d->m_floats;
-  float *dw_taps = dy_stack + d->dy_floats, *bias = dw_taps + d->dw_floats;
+  float *dw_taps = dy_stack + d->dy_floats, *bias = bias_grad ? dw_taps + d->dw_floats : NULL;
   if (d->winograd) {
     cb_winograd_weight_grad(d, xpad, dy, count, v, p, dw_taps, bias, accumulate);
     return;
@@ -558,7 +552,7 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
     runs = (wgrad_runs){.images = count, .rows = d->out_h, .columns = d->out_w, .dy_image = dy.ns,
                         .dy_row = dy.rs, .x_image = d->hp * d->wp, .x_row = d->wp};
     dy_channel = dy.cs, dy_base = dy.base;
-    for (int64_t o = 0; o < d->out_c; o++) { /* the bias's sums bring dY into cache */
+    for (int64_t o = 0; bias && o < d->out_c; o++) { /* the bias's sums bring dY into cache */
       double sum = 0;
       for (int64_t i = 0; i < count; i++)
         sum += cb_sum_floats(dy.base + o * dy.cs + i * dy.ns, d->out_h * d->out_w);
@@ -576,7 +570,7 @@ void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x
           const float *src = dy.base + i * dy.ns + o * dy.cs + oh * dy.rs;
           for (int64_t w = 0; w < d->out_w; w++) dst[w] = src[w * dy.es];
         }
-    for (int64_t o = 0; o < d->out_c; o++) { /* the stack's row is in cache: read again */
+    for (int64_t o = 0; bias && o < d->out_c; o++) { /* the stack's row is in cache: read again */
       float sum = (float)cb_sum_floats(dy_stack + o * d->dy_ld, d->grid);
       bias[o] = accumulate ? bias[o] + sum : sum;
     }

@@ -91,8 +91,8 @@ int64_t cb_direct_conv_stack(const cb_direct_conv *conv);
  * batch norm + ReLU before a convolution without their output written. */
 void cb_direct_conv_normalize_input(cb_direct_conv *conv, const float *affine);
 /* out = max(0, in * scale[c] + shift[c]) for n images of c x h x w (affine
- * as above), by the same operations as the stacks' filling: the values the
- * convolution took, bit for bit, for its backward. */
+ * as above; out's rows dense, es 1), by the same operations as the stacks'
+ * filling: the values the convolution took, bit for bit, for its backward. */
 void cb_normalize_relu_images(cb_planes in, cb_planes out, int64_t n, int64_t c, int64_t h, int64_t w,
                               const float *affine);
 /* dst[i] = max(0, src[i] * scale + shift) for i < n, the same operations: a
@@ -103,13 +103,13 @@ void cb_normalize_relu_run(const float *src, int64_t n, float scale, float shift
  * in the worker's scratch; workers may run stacks in parallel. */
 void cb_direct_conv_images(const cb_direct_conv *conv, int worker, cb_planes in, cb_planes out,
                            int64_t count, const float *bias);
-/* WEIGHT_GRAD: the worker's part of dW and of the bias gradient (dY summed
- * per channel, as the pass reads dY anyway), over count <=
- * stack images (set on the worker's first stack, added on later ones); then
- * the parts summed into dw (O x C x kh x kw) and db (O; NULL: not wanted) by
- * cb_direct_conv_weight_grad_sum. */
+/* WEIGHT_GRAD: the worker's part of dW and, when bias_grad, of the bias
+ * gradient (dY summed per channel, as the pass reads dY anyway), over count
+ * <= stack images (set on the worker's first stack, added on later ones);
+ * then the parts summed into dw (O x C x kh x kw) and db (O; NULL: not
+ * wanted, as bias_grad false) by cb_direct_conv_weight_grad_sum. */
 void cb_direct_conv_weight_grad(const cb_direct_conv *conv, int worker, cb_planes x,
-                                cb_planes dy, int64_t count, bool accumulate);
+                                cb_planes dy, int64_t count, bool accumulate, bool bias_grad);
 void cb_direct_conv_weight_grad_sum(const cb_direct_conv *conv, int workers, float *dw, float *db);
 
 #endif

@@ -77,8 +77,8 @@ void cb_winograd_weights(cb_direct_conv *d, const float *weight, bool transposed
 void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out, int64_t images,
                        const float *bias, float *v, float *m);
 /* s (wino_n x out_c x in_c) = (accumulate ? s : 0) + the stack's weight
- * gradient in the transformed domain; bias (out_c) likewise + the sums of
- * dY's channels. */
+ * gradient in the transformed domain; bias (out_c; NULL: not wanted)
+ * likewise + the sums of dY's channels. */
 void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
                              int64_t images, float *v, float *p, float *s, float *bias,
                              bool accumulate);

@@ -645,7 +645,7 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
    * (1, 1) of a tile's A dy A^T is the sum of its dy: the bias gradient is
    * the sum of P's row there, in cache (1/wino_n of P) */
   int64_t sum_xi = d->wino_m + 3;
-  if (!accumulate)
+  if (bias && !accumulate)
     for (int64_t o = 0; o < d->out_c; o++) bias[o] = 0;
   for (int64_t first = 0; first < d->tiles; first += d->block) {
     int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
@@ -656,7 +656,7 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
       winograd_inputs(d, xpad, v, first, count);
       winograd_dy(d, dy, images, p, first, count);
     }
-    for (int64_t o = 0; o < d->out_c; o++)
+    for (int64_t o = 0; bias && o < d->out_c; o++)
       bias[o] += (float)cb_sum_floats(p + sum_xi * d->m_xi + o * d->block, count);
     for (int xi = 0; xi < d->wino_n; xi++)
       cb_sgemm(false, true, d->out_c, d->in_c, count, 1.0f, p + xi * d->m_xi, d->block,
