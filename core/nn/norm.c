@@ -18,12 +18,16 @@
  * normalised into a row buffer and pooled from there (the same float
  * operations as the separate ops: the same values, but for an ulp where a
  * row shorter than a vector takes the compiler's scalar path with or
- * without a fused multiply-add); backward normalises the pair again (the
- * same code as forward, so the same winners), sends each output's gradient
- * to its window's winner (zero where the ReLU clamped it) and takes batch
- * norm's two phases on that sparse gradient, which is never written either:
- * it reads x and the pooled gradient and writes dx. About half the memory
- * traffic of batch norm + ReLU, then pooling, forward and backward. */
+ * without a fused multiply-add). When backward will follow, forward also
+ * keeps per window a byte, where its winner was (or that the ReLU clamped
+ * it), and the winner's input less the mean, a sixteenth and a quarter of
+ * x's size: backward's gradient sums then read those and the pooled
+ * gradient, not x (the sums took 12 % of the seed CNN's step when they
+ * normalised x again to find the winners). Backward sends each output's
+ * gradient to its window's winner and takes batch norm's two phases on that
+ * sparse gradient, which is never written either: its second phase reads x
+ * and writes dx. About half the memory traffic of batch norm + ReLU, then
+ * pooling, forward and backward. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +95,9 @@ typedef struct {
    * are oh x ow pooled planes in layout pl */
   int64_t w, oh, ow;
   bn_layout pl;
-  uint8_t *winners; /* backward: per window, where its maximum was (see bn_pool_gradient_sums) */
+  uint8_t *winners;  /* per window (n, c, row, column), its winner's code and */
+  float *deviations; /* input less the mean (pool_windows_4): forward writes them
+                      * when backward will follow (else NULL), backward reads them */
   /* Channel c's values as `runs` runs of `run` floats, run k where image k's
    * plane starts (set_runs): one run of N x S when, in every layout a loop
    * touches, each image's plane follows the one before (the CNHW layout),
@@ -112,7 +118,7 @@ static void set_runs(bn_job *j, bool follow) {
 typedef struct {
   bool training, relu, residual;
   int gamma_slot, output_slot; /* -1 when not saved */
-  int beta_slot;               /* pooled: beta, to normalise the rows again (-1: none) */
+  int winners_slot;            /* pooled: the windows' codes and deviations (-1: not saved) */
   double count;                /* values per channel the statistics came from */
   cb_reducer sync;             /* sync.sum == NULL: this process's batch only */
 } batch_norm_ctx;
@@ -386,7 +392,53 @@ static inline void bn_relu_row_pair(const bn_job *j, const float *plane, int64_t
   for (int r = 0; r < 2; r++) bn_relu_row(plane + (2 * i + r) * j->w, 2 * j->ow, scale, shift, rows[r]);
 }
 
-/* Forward, phase 2 pooled: y = maxpool(max(0, x * scale + shift)). */
+/* Of 4 windows of the normalised rows y0, y1 (raw rows x0, x1): the maxima
+ * into y, each window's winner code (bit 0: right column, bit 1: bottom row;
+ * 4: the ReLU clamped it, no gradient) and its raw input less the mean
+ * into deviations: all backward's first phase needs. */
+static inline void pool_windows_4(const float *y0, const float *y1, const float *x0, const float *x1,
+                                  float mean, float *y, uint8_t *codes, float *deviations) {
+  ivec4 right, bottom;
+  const vec4 zero = {0};
+  vec4 top = max_2x2_4(y0, y1, &right, &bottom);
+  ivec4 passed = top > zero; /* the ReLU let the winner through */
+  ivec4 code = ((right & 1) | (bottom & 2) | (~passed & 4)) & (passed | 4);
+  typedef uint8_t bytes16 __attribute__((vector_size(16)));
+  typedef uint8_t bytes4 __attribute__((vector_size(4)));
+  bytes16 code_lanes = (bytes16)code;
+  bytes4 code_bytes = __builtin_shufflevector(code_lanes, code_lanes, 0, 4, 8, 12); /* one shuffle */
+  *(vec4 *)y = top;
+  *(vec4 *)deviations = pick_2x2_4(x0, x1, right, bottom) - mean; /* the winners' inputs, centred */
+  memcpy(codes, &code_bytes, 4);
+}
+
+/* pool_windows_4 for windows k.. of a row pair (y0, y1 normalised; x0, x1
+ * raw) to their places at y, codes and deviations; the last 1-3 windows
+ * of a row through zero-padded copies. */
+static inline void pool_windows_row(int64_t ow, const float *y0, const float *y1, const float *x0,
+                                    const float *x1, float mean, float *y, uint8_t *codes,
+                                    float *deviations) {
+  int64_t k = 0;
+  for (; k + 4 <= ow; k += 4)
+    pool_windows_4(y0 + 2 * k, y1 + 2 * k, x0 + 2 * k, x1 + 2 * k, mean, y + k, codes + k,
+                   deviations + k);
+  if (k == ow) return;
+  size_t n = (size_t)(ow - k);
+  float pad[4][8] = {{0}}, top[4], deviation[4];
+  uint8_t code[4];
+  memcpy(pad[0], y0 + 2 * k, sizeof(float) * 2 * n);
+  memcpy(pad[1], y1 + 2 * k, sizeof(float) * 2 * n);
+  memcpy(pad[2], x0 + 2 * k, sizeof(float) * 2 * n);
+  memcpy(pad[3], x1 + 2 * k, sizeof(float) * 2 * n);
+  pool_windows_4(pad[0], pad[1], pad[2], pad[3], mean, top, code, deviation);
+  memcpy(y + k, top, sizeof(float) * n);
+  memcpy(codes + k, code, n);
+  memcpy(deviations + k, deviation, sizeof(float) * n);
+}
+
+/* Forward, phase 2 pooled: y = maxpool(max(0, x * scale + shift)), and when
+ * backward will follow (j->winners), the windows' codes and deviations
+ * (pool_windows_4). */
 CB_VECTOR_CLONES static void bn_pool_forward_channels(void *arg, int chunk, int64_t begin,
                                                       int64_t end) {
   (void)chunk;
@@ -394,69 +446,59 @@ CB_VECTOR_CLONES static void bn_pool_forward_channels(void *arg, int chunk, int6
   const bn_layout *l = &j->l;
   float rows[2][POOL_ROW_MAX];
   for (int64_t c = begin; c < end; c++) {
-    float scale, shift;
+    float scale, shift, mean = j->mean[c];
     channel_affine(j, c, &scale, &shift);
     for (int64_t n = 0; n < l->n; n++) {
       const float *plane = j->x + n * l->sn + c * l->sc;
       float *y = j->y + n * j->pl.sn + c * j->pl.sc;
+      int64_t window = (n * l->c + c) * j->oh * j->ow;
       for (int64_t i = 0; i < j->oh; i++) {
         bn_relu_row_pair(j, plane, i, scale, shift, rows);
-        max_2x2_row(j->ow, rows[0], rows[1], y + i * j->ow);
+        if (!j->winners) {
+          max_2x2_row(j->ow, rows[0], rows[1], y + i * j->ow);
+          continue;
+        }
+        const float *x0 = plane + 2 * i * j->w;
+        int64_t at = window + i * j->ow;
+        pool_windows_row(j->ow, rows[0], rows[1], x0, x0 + j->w, mean, y + i * j->ow,
+                         j->winners + at, j->deviations + at);
       }
     }
   }
 }
 
-/* Backward, phase 1 pooled: per window, the winner of max(0, x * scale +
- * shift) found again with pooling's comparisons (max_2x2_4), its code in
- * j->winners (bit 0: right column, bit 1: bottom row; 4: the ReLU clamped
- * it, no gradient), and per channel the sums of the gradient reaching the
- * normalisation, which is the output's gradient at the winners: sum g and
- * sum g (x - mean). 4 windows at a time; a row's last 1-3 through
- * zero-padded copies (a zero gradient adds nothing). */
+/* Backward, phase 1 pooled: per channel, the sums of the gradient reaching
+ * the normalisation, which is the output's gradient at the windows' winners
+ * (none where the ReLU clamped them): sum g and sum g (x - mean), from the
+ * codes and deviations forward kept. 4 windows at a time (the row's last
+ * 1-3 in the first lanes), a row's sums added up in double. */
 CB_VECTOR_CLONES static void bn_pool_gradient_sums(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
   const vec4 zero = {0};
-  float rows[2][POOL_ROW_MAX];
   for (int64_t c = begin; c < end; c++) {
-    float scale, shift, mean = j->mean[c];
-    channel_affine(j, c, &scale, &shift);
     double sum_g = 0, sum_gx = 0;
     for (int64_t n = 0; n < l->n; n++) {
-      const float *plane = j->x + n * l->sn + c * l->sc;
       const float *gy = j->g + n * j->pl.sn + c * j->pl.sc;
-      uint8_t *codes = j->winners + (n * l->c + c) * j->oh * j->ow;
+      int64_t window = (n * l->c + c) * j->oh * j->ow;
+      const uint8_t *codes = j->winners + window;
+      const float *deviations = j->deviations + window;
       for (int64_t i = 0; i < j->oh; i++) {
-        bn_relu_row_pair(j, plane, i, scale, shift, rows);
-        const float *x0 = plane + 2 * i * j->w, *x1 = x0 + j->w, *g_row = gy + i * j->ow;
+        const float *g_row = gy + i * j->ow, *d_row = deviations + i * j->ow;
+        const uint8_t *code_row = codes + i * j->ow;
         vec4 sg = zero, sgx = zero;
-        for (int64_t k = 0; k < j->ow; k += 4) {
-          int64_t n_win = j->ow - k < 4 ? j->ow - k : 4;
-          const float *y0 = rows[0] + 2 * k, *y1 = rows[1] + 2 * k, *xa = x0 + 2 * k, *xb = x1 + 2 * k;
-          const float *gk = g_row + k;
-          float pad[5][8];
-          if (n_win < 4) { /* the row's last windows, zero-padded */
-            memset(pad, 0, sizeof pad);
-            memcpy(pad[0], y0, sizeof(float) * 2 * (size_t)n_win);
-            memcpy(pad[1], y1, sizeof(float) * 2 * (size_t)n_win);
-            memcpy(pad[2], xa, sizeof(float) * 2 * (size_t)n_win);
-            memcpy(pad[3], xb, sizeof(float) * 2 * (size_t)n_win);
-            memcpy(pad[4], gk, sizeof(float) * (size_t)n_win);
-            y0 = pad[0], y1 = pad[1], xa = pad[2], xb = pad[3], gk = pad[4];
-          }
-          ivec4 right, bottom;
-          vec4 top_y = max_2x2_4(y0, y1, &right, &bottom);
-          vec4 xw = pick_2x2_4(xa, xb, right, bottom); /* the winners' inputs */
-          ivec4 passed = top_y > zero;                 /* the ReLU let the winner through */
-          vec4 g = select4(passed, *(const vec4 *)gk, zero);
+        int64_t k = 0;
+        for (; k + 4 <= j->ow; k += 4) {
+          ivec4 code = {code_row[k], code_row[k + 1], code_row[k + 2], code_row[k + 3]};
+          vec4 g = select4(code < 4, *(const vec4 *)(g_row + k), zero);
           sg += g;
-          sgx += g * (xw - mean);
-          ivec4 code = ((right & 1) | (bottom & 2) | (~passed & 4)) & (passed | 4);
-          typedef uint8_t bytes4 __attribute__((vector_size(4)));
-          bytes4 code_bytes = __builtin_convertvector(code, bytes4); /* one store, not 4 extracts */
-          memcpy(codes + i * j->ow + k, &code_bytes, (size_t)n_win);
+          sgx += g * *(const vec4 *)(d_row + k);
+        }
+        for (int lane = 0; k < j->ow; k++, lane++) {
+          float g = code_row[k] < 4 ? g_row[k] : 0.0f;
+          sg[lane] += g;
+          sgx[lane] += g * d_row[k];
         }
         sum_g += (double)sg[0] + sg[1] + sg[2] + sg[3];
         sum_gx += (double)sgx[0] + sgx[1] + sgx[2] + sgx[3];
@@ -507,17 +549,19 @@ CB_VECTOR_CLONES static void bn_pool_backward_channels(void *arg, int chunk, int
 
 static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
   const batch_norm_ctx *ctx = CB_NODE_CTX(node, batch_norm_ctx);
-  const cb_tensor *x, *mean, *invstd, *gamma = NULL, *beta = NULL;
+  const cb_tensor *x, *mean, *invstd, *gamma = NULL, *winners, *deviations;
   cb_status st;
   if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &mean)) != CB_OK ||
       (st = cb_node_saved(node, 2, &invstd)) != CB_OK ||
       (ctx->gamma_slot >= 0 && (st = cb_node_saved(node, ctx->gamma_slot, &gamma)) != CB_OK) ||
-      (ctx->beta_slot >= 0 && (st = cb_node_saved(node, ctx->beta_slot, &beta)) != CB_OK))
+      (st = cb_node_saved(node, ctx->winners_slot, &winners)) != CB_OK ||
+      (st = cb_node_saved(node, ctx->winners_slot + 1, &deviations)) != CB_OK)
     return st;
   cb_tensor *g = NULL;
   bn_job j = {.training = ctx->training, .relu = true, .x = cb_tensor_data(x),
               .mean = cb_tensor_data(mean), .invstd = cb_tensor_data(invstd),
-              .gamma = gamma ? cb_tensor_data(gamma) : NULL, .beta = beta ? cb_tensor_data(beta) : NULL,
+              .gamma = gamma ? cb_tensor_data(gamma) : NULL, .winners = cb_tensor_data(winners),
+              .deviations = cb_tensor_data(deviations),
               .w = x->shape[3], .oh = grad->shape[2], .ow = grad->shape[3]};
   planes_of(x, &j.l); /* x was saved with dense planes */
   if (planes_of(grad, &j.pl)) g = cb_tensor_retain((cb_tensor *)grad);
@@ -528,11 +572,7 @@ static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tenso
   bool need[3];
   node_needs(node, need);
   st = backward_outputs(need, x, &j, grad_in);
-  /* a byte per window (never 0 bytes: NULL means failure) */
-  if (st == CB_OK && !(j.winners = malloc((size_t)(j.l.n * j.l.c * j.oh * j.ow) + 1)))
-    st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
   if (st == CB_OK) st = backward_phases(&j, ctx, bn_pool_gradient_sums, bn_pool_backward_channels);
-  free(j.winners);
   cb_tensor_release(g);
   return st;
 }
@@ -668,6 +708,8 @@ static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor
                    cb_shape_str(rs, 128, residual->ndim, residual->shape));
   }
   cb_tensor *xd = NULL, *rd = NULL, *gamma = NULL, *beta = NULL, *mean = NULL, *invstd = NULL;
+  cb_tensor *winners = NULL, *deviations = NULL;
+  const cb_tensor *inputs[4] = {x, weight, bias, residual};
   bn_job j = {.training = training, .momentum = momentum, .eps = eps, .relu = relu,
               .sync = training && sync && sync->sum};
   double *stats = NULL;
@@ -690,7 +732,16 @@ static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor
   use_running_statistics(&j, c, running_mean, running_var, cb_tensor_data(mean), cb_tensor_data(invstd));
   if (pool) { /* x is 4-d with rows of w <= POOL_ROW_MAX (cb_batch_norm_relu_pool) */
     j.w = x->shape[3], j.oh = x->shape[2] / 2, j.ow = x->shape[3] / 2;
+    int64_t windows = j.l.n * j.l.c * j.oh * j.ow;
     st = cb_tensor_empty_images_like(out, xd, j.oh, j.ow, CB_FLOAT32);
+    if (st == CB_OK && cb_needs_record(3, inputs) &&
+        ((st = cb_tensor_empty(&winners, 1, &windows, CB_UINT8)) != CB_OK ||
+         (st = cb_tensor_empty(&deviations, 1, &windows, CB_FLOAT32)) != CB_OK))
+      cb_release_on_error(st, out);
+    if (winners && deviations) {
+      j.winners = cb_tensor_data(winners);
+      j.deviations = cb_tensor_data(deviations);
+    }
   } else {
     st = cb_tensor_empty_same_layout(out, xd, CB_FLOAT32);
   }
@@ -729,14 +780,18 @@ static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor
     }
     cb_parallel_for(c, 1, forward, &j);
   }
-  const cb_tensor *inputs[4] = {x, weight, bias, residual}, *save[5] = {xd, mean, invstd};
+  const cb_tensor *save[6] = {xd, mean, invstd};
   batch_norm_ctx ctx = {.training = training, .relu = relu, .residual = residual != NULL,
-                        .gamma_slot = -1, .output_slot = -1, .beta_slot = -1, .count = j.count};
+                        .gamma_slot = -1, .output_slot = -1, .winners_slot = -1, .count = j.count};
   if (j.sync) ctx.sync = *sync;
   int nsave = 3;
   if (gamma) save[ctx.gamma_slot = nsave++] = gamma;
-  if (pool && beta) save[ctx.beta_slot = nsave++] = beta; /* backward normalises again */
-  else if (relu && !pool) save[ctx.output_slot = nsave++] = *out;
+  if (pool && winners) {
+    save[ctx.winners_slot = nsave++] = winners;
+    save[nsave++] = deviations;
+  } else if (relu && !pool) {
+    save[ctx.output_slot = nsave++] = *out;
+  }
   cb_node *node;
   st = cb_record(*out, pool ? "BatchNormReluPoolBackward" : relu ? "BatchNormReluBackward" : "BatchNormBackward",
                  pool ? bn_pool_backward : bn_backward, residual ? 4 : 3, inputs, nsave, save, &node);
@@ -750,6 +805,8 @@ done:
   cb_tensor_release(beta);
   cb_tensor_release(mean);
   cb_tensor_release(invstd);
+  cb_tensor_release(winners);
+  cb_tensor_release(deviations);
   return st;
 }
 
@@ -844,7 +901,7 @@ cb_status cb_batch_norm_relu_backward(const cb_tensor *xd, const cb_tensor *stat
                                       const cb_tensor *grad, const bool need[3], cb_tensor **grad_in) {
   int64_t c = xd->shape[1];
   batch_norm_ctx ctx = {.training = training, .relu = true, .gamma_slot = -1, .output_slot = -1,
-                        .beta_slot = -1, .count = (double)(cb_tensor_numel(xd) / c)};
+                        .winners_slot = -1, .count = (double)(cb_tensor_numel(xd) / c)};
   bool need_all[4] = {need[0], need[1], need[2], false};
   const float *mean = cb_tensor_data(stats);
   return bn_backward_from(&ctx, xd, mean, mean + c, gamma, NULL, cb_tensor_data(affine), grad,
