@@ -412,6 +412,58 @@ static inline void pool_windows_4(const float *y0, const float *y1, const float 
   memcpy(codes, &code_bytes, 4);
 }
 
+/* 8 windows in AVX registers (two SSE ones in the default clone; AVX-512's
+ * comparisons would give mask registers, which AVX-512F alone cannot turn
+ * into vectors): pool_windows_4's results for the 16 columns of raw rows x0
+ * and x1, normalised here (max(0, x * scale + shift), as bn_relu_row) and
+ * split into the windows' four corners; the comparisons are max_2x2_4's,
+ * so the winners are the same. */
+/* (GCC warns, to the end of the file, that these pass AVX vectors: an ABI
+ * question only for calls that are not inlined, and they are, into the
+ * clones.) */
+#pragma GCC diagnostic ignored "-Wpsabi"
+static inline ivec8 wins8(vec8 challenger, vec8 holder) {
+  return (holder == holder) & ~(challenger <= holder);
+}
+
+static inline vec8 select8(ivec8 mask, vec8 yes, vec8 no) {
+  return (vec8)((mask & (ivec8)yes) | (~mask & (ivec8)no));
+}
+
+static inline void pool_windows_8(const float *x0, const float *x1, float scale, float shift,
+                                  float mean, float *y, uint8_t *codes, float *deviations) {
+  const vec8 zero = {0};
+  vec8 raw[4] = {*(const vec8 *)x0, *(const vec8 *)(x0 + 8), *(const vec8 *)x1, *(const vec8 *)(x1 + 8)};
+  vec8 z[4];
+  for (int r = 0; r < 4; r++) {
+    vec8 v = raw[r] * scale + shift;
+    z[r] = select8(v > zero, v, zero);
+  }
+  vec8 a = __builtin_shufflevector(z[0], z[1], 0, 2, 4, 6, 8, 10, 12, 14);
+  vec8 b = __builtin_shufflevector(z[0], z[1], 1, 3, 5, 7, 9, 11, 13, 15);
+  vec8 c = __builtin_shufflevector(z[2], z[3], 0, 2, 4, 6, 8, 10, 12, 14);
+  vec8 d = __builtin_shufflevector(z[2], z[3], 1, 3, 5, 7, 9, 11, 13, 15);
+  ivec8 pick_b = wins8(b, a), pick_d = wins8(d, c);
+  vec8 top = select8(pick_b, b, a), bot = select8(pick_d, d, c);
+  ivec8 bottom = wins8(bot, top);
+  ivec8 right = (ivec8)select8(bottom, (vec8)pick_d, (vec8)pick_b);
+  vec8 best = select8(bottom, bot, top);
+  vec8 xa = __builtin_shufflevector(raw[0], raw[1], 0, 2, 4, 6, 8, 10, 12, 14);
+  vec8 xb = __builtin_shufflevector(raw[0], raw[1], 1, 3, 5, 7, 9, 11, 13, 15);
+  vec8 xc = __builtin_shufflevector(raw[2], raw[3], 0, 2, 4, 6, 8, 10, 12, 14);
+  vec8 xd = __builtin_shufflevector(raw[2], raw[3], 1, 3, 5, 7, 9, 11, 13, 15);
+  vec8 xw = select8(bottom, select8(right, xd, xc), select8(right, xb, xa));
+  ivec8 passed = best > zero;
+  ivec8 code = ((right & 1) | (bottom & 2) | (~passed & 4)) & (passed | 4);
+  typedef uint8_t bytes32 __attribute__((vector_size(32)));
+  typedef uint8_t bytes8 __attribute__((vector_size(8)));
+  bytes32 code_lanes = (bytes32)code; /* each code's low byte: shuffles, not 8 extracts */
+  bytes8 code_bytes = __builtin_shufflevector(code_lanes, code_lanes, 0, 4, 8, 12, 16, 20, 24, 28);
+  *(vec8 *)y = best;
+  *(vec8 *)deviations = xw - mean;
+  memcpy(codes, &code_bytes, 8);
+}
+
 /* pool_windows_4 for windows k.. of a row pair (y0, y1 normalised; x0, x1
  * raw) to their places at y, codes and deviations; the last 1-3 windows
  * of a row through zero-padded copies. */
@@ -453,15 +505,22 @@ CB_VECTOR_CLONES static void bn_pool_forward_channels(void *arg, int chunk, int6
       float *y = j->y + n * j->pl.sn + c * j->pl.sc;
       int64_t window = (n * l->c + c) * j->oh * j->ow;
       for (int64_t i = 0; i < j->oh; i++) {
-        bn_relu_row_pair(j, plane, i, scale, shift, rows);
         if (!j->winners) {
+          bn_relu_row_pair(j, plane, i, scale, shift, rows);
           max_2x2_row(j->ow, rows[0], rows[1], y + i * j->ow);
           continue;
         }
-        const float *x0 = plane + 2 * i * j->w;
-        int64_t at = window + i * j->ow;
-        pool_windows_row(j->ow, rows[0], rows[1], x0, x0 + j->w, mean, y + i * j->ow,
-                         j->winners + at, j->deviations + at);
+        const float *x0 = plane + 2 * i * j->w, *x1 = x0 + j->w;
+        int64_t at = window + i * j->ow, k = 0;
+        for (; k + 8 <= j->ow; k += 8)
+          pool_windows_8(x0 + 2 * k, x1 + 2 * k, scale, shift, mean, y + i * j->ow + k,
+                          j->winners + at + k, j->deviations + at + k);
+        if (k < j->ow) { /* the rest of the row, 4 windows at a time */
+          bn_relu_row(x0 + 2 * k, 2 * (j->ow - k), scale, shift, rows[0]);
+          bn_relu_row(x1 + 2 * k, 2 * (j->ow - k), scale, shift, rows[1]);
+          pool_windows_row(j->ow - k, rows[0], rows[1], x0 + 2 * k, x1 + 2 * k, mean,
+                           y + i * j->ow + k, j->winners + at + k, j->deviations + at + k);
+        }
       }
     }
   }
@@ -530,7 +589,18 @@ CB_VECTOR_CLONES static void bn_pool_backward_channels(void *arg, int chunk, int
         const float *g_row = gy + i * j->ow;
         const uint8_t *code_row = codes + i * j->ow;
         int64_t q = 0;
-        for (; q + 4 <= j->ow; q += 4) { /* 4 windows: k g to the winner of each, in vectors */
+        for (; q + 8 <= j->ow; q += 8) { /* 8 windows: k g to the winner of each, in vectors */
+          typedef uint8_t bytes8 __attribute__((vector_size(8), aligned(1)));
+          ivec8 code = __builtin_convertvector(*(const bytes8 *)(code_row + q), ivec8);
+          ivec8 kg = (ivec8)(*(const vec8 *)(g_row + q) * k); /* k g, masked to a corner below */
+          vec8 tl = (vec8)(kg & (code == 0)), tr = (vec8)(kg & (code == 1));
+          vec8 bl = (vec8)(kg & (code == 2)), br = (vec8)(kg & (code == 3));
+          *(vec8 *)(d0 + 2 * q) += __builtin_shufflevector(tl, tr, 0, 8, 1, 9, 2, 10, 3, 11);
+          *(vec8 *)(d0 + 2 * q + 8) += __builtin_shufflevector(tl, tr, 4, 12, 5, 13, 6, 14, 7, 15);
+          *(vec8 *)(d1 + 2 * q) += __builtin_shufflevector(bl, br, 0, 8, 1, 9, 2, 10, 3, 11);
+          *(vec8 *)(d1 + 2 * q + 8) += __builtin_shufflevector(bl, br, 4, 12, 5, 13, 6, 14, 7, 15);
+        }
+        for (; q + 4 <= j->ow; q += 4) { /* 4 windows: the same, in the row's last 4-7 */
           ivec4 code = {code_row[q], code_row[q + 1], code_row[q + 2], code_row[q + 3]};
           vec4 kg = *(const vec4 *)(g_row + q) * k, zero = {0};
           vec4 tl = select4(code == 0, kg, zero), tr = select4(code == 1, kg, zero);
