@@ -344,6 +344,9 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
      * fall on the same L1 sets (4K aliasing when the data is 4 KiB) */
     d->v_xi = d->in_c * d->block + 16, d->m_xi = blocks * OBLOCK * d->block + 16;
     d->v_floats = d->wino_n * d->v_xi, d->m_floats = d->wino_n * d->m_xi;
+    /* the weight gradient's own products take whole vectors of input channels */
+    d->vt_floats = d->weight_grad && d->in_c % d->lanes == 0 ? d->block * d->in_c : 0;
+    d->v_floats += d->vt_floats;
     d->out_floats = 0; /* the output transform writes the outputs themselves */
   }
   d->scratch_floats = d->xpad_floats + d->out_floats + d->v_floats + d->m_floats;

@@ -49,6 +49,8 @@ struct cb_direct_conv {
   int64_t block;                   /* tiles transformed at once (a multiple of tile) */
   int64_t v_xi, m_xi;              /* floats from one of the wino_n positions xi to the next */
   int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
+  int64_t vt_floats;               /* dW: of v_floats, a transposed V_xi for the products
+                                    * (winograd.c), or 0: the products by sgemm */
   const float *in_affine;          /* forward, dW: the input normalised on the way in
                                     * (cb_direct_conv_normalize_input), or NULL */
   tile_fn kernel;

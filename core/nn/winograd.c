@@ -638,6 +638,151 @@ WINO_TARGET static void f4_weight_grad_sum(void *arg, int worker, int64_t begin,
   }
 }
 
+/* ---- the weight gradient's products ----
+ * Per position xi, S_xi (out_c x in_c) += P_xi (out_c x count) @ V_xi^T,
+ * V_xi being in_c x count. By sgemm these are small products (count <= 256)
+ * whose packing took as long as the arithmetic (the seed CNN's 32 -> 64
+ * layer: 45 % of its sgemm time in OpenBLAS's copy routines). Instead V_xi is
+ * transposed once (count x in_c, 8 x 8 blocks in AVX registers) and a
+ * register tile of S, rows x (vectors of 16 or 8 input channels), sums
+ * P's broadcast elements times Vt's rows: outer products, no horizontal
+ * sums, P read once per tile and Vt (<= 64 KiB) from L1 or L2. */
+
+/* vt (count x in_c, rows in_c apart) = v^T, v being in_c x count with rows
+ * ld apart; in_c a multiple of 8. */
+WINO_TARGET static void transpose_v(const float *v, int64_t ld, int64_t in_c, int64_t count, float *vt) {
+  int64_t t = 0;
+  for (; t + 8 <= count; t += 8)
+    for (int64_t c = 0; c < in_c; c += 8) {
+      __m256 r[8], u[8], w[8];
+      for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(v + (c + i) * ld + t);
+      for (int i = 0; i < 8; i += 2) {
+        u[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        u[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+      }
+      for (int i = 0; i < 8; i += 4) {
+        w[i] = _mm256_shuffle_ps(u[i], u[i + 2], 0x44);
+        w[i + 1] = _mm256_shuffle_ps(u[i], u[i + 2], 0xEE);
+        w[i + 2] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0x44);
+        w[i + 3] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0xEE);
+      }
+      for (int i = 0; i < 4; i++) { /* w[i]: columns i and i + 4 of rows 0-3; w[i + 4] of rows 4-7 */
+        _mm256_storeu_ps(vt + (t + i) * in_c + c, _mm256_permute2f128_ps(w[i], w[i + 4], 0x20));
+        _mm256_storeu_ps(vt + (t + i + 4) * in_c + c, _mm256_permute2f128_ps(w[i], w[i + 4], 0x31));
+      }
+    }
+  for (; t < count; t++)
+    for (int64_t c = 0; c < in_c; c++) vt[t * in_c + c] = v[c * ld + t];
+}
+
+/* s[r][16 v ..] (+= when add) sum over t < count of p[r * ldp + t] * vt[t * ldv + 16 v ..],
+ * for r < rows, v < nc; rows and nc constants at each call. */
+#define WG16_ROWS 8
+__attribute__((target("avx512f"), always_inline)) static inline void
+wgrad_tile16(const float *p, int64_t ldp, const float *vt, int64_t ldv, int64_t count, float *s,
+             int64_t lds, bool add, const int rows, const int nc) {
+  vec16 acc[WG16_ROWS][4] = {{{0}}};
+  for (int64_t t = 0; t < count; t++, vt += ldv) {
+    vec16 x[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < nc; v++) x[v] = *(const vec16 *)(vt + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++) {
+      float pr = p[r * ldp + t];
+#pragma GCC unroll 4
+      for (int v = 0; v < nc; v++) acc[r][v] += pr * x[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < rows; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < nc; v++) {
+      vec16 *dst = (vec16 *)(s + r * lds + 16 * v);
+      if (add) *dst += acc[r][v];
+      else *dst = acc[r][v];
+    }
+}
+
+/* S (+)= P @ Vt over all of S: 4 vectors of 16 channels by 4 rows, fewer
+ * vectors by 8 rows (at most 24 accumulators and the 4 inputs of AVX-512's
+ * 32 registers), the last rows one at a time. */
+__attribute__((target("avx512f"))) static void wgrad_products16(const float *p, int64_t ldp,
+                                                               const float *vt, int64_t out_c,
+                                                               int64_t in_c, int64_t count, float *s,
+                                                               bool add) {
+  for (int64_t c = 0; c < in_c; c += 64) {
+    int nc = in_c - c >= 64 ? 4 : (int)((in_c - c) / 16);
+    int block = nc >= 3 ? 4 : 8;
+    int64_t o = 0;
+    for (; o + block <= out_c; o += block) {
+      const float *po = p + o * ldp;
+      float *so = s + o * in_c + c;
+      switch (nc) {
+      case 1: wgrad_tile16(po, ldp, vt + c, in_c, count, so, in_c, add, 8, 1); break;
+      case 2: wgrad_tile16(po, ldp, vt + c, in_c, count, so, in_c, add, 8, 2); break;
+      case 3: wgrad_tile16(po, ldp, vt + c, in_c, count, so, in_c, add, 4, 3); break;
+      default: wgrad_tile16(po, ldp, vt + c, in_c, count, so, in_c, add, 4, 4); break;
+      }
+    }
+    for (; o < out_c; o++) {
+      const float *po = p + o * ldp;
+      float *so = s + o * in_c + c;
+      switch (nc) {
+      case 1: wgrad_tile16(po, ldp, vt + c, in_c, count, so, in_c, add, 1, 1); break;
+      case 2: wgrad_tile16(po, ldp, vt + c, in_c, count, so, in_c, add, 1, 2); break;
+      case 3: wgrad_tile16(po, ldp, vt + c, in_c, count, so, in_c, add, 1, 3); break;
+      default: wgrad_tile16(po, ldp, vt + c, in_c, count, so, in_c, add, 1, 4); break;
+      }
+    }
+  }
+}
+
+/* wgrad_tile16 for AVX2's 16 registers: vectors of 8 channels, at most 12
+ * accumulators (2 vectors by 6 rows, 1 by 8), 2 inputs and the broadcast. */
+#define WG8_ROWS 8
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+wgrad_tile8(const float *p, int64_t ldp, const float *vt, int64_t ldv, int64_t count, float *s,
+            int64_t lds, bool add, const int rows, const int nc) {
+  vec8 acc[WG8_ROWS][2] = {{{0}}};
+  for (int64_t t = 0; t < count; t++, vt += ldv) {
+    vec8 x[2];
+#pragma GCC unroll 2
+    for (int v = 0; v < nc; v++) x[v] = *(const vec8 *)(vt + 8 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++) {
+      float pr = p[r * ldp + t];
+#pragma GCC unroll 2
+      for (int v = 0; v < nc; v++) acc[r][v] += pr * x[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < rows; r++)
+#pragma GCC unroll 2
+    for (int v = 0; v < nc; v++) {
+      vec8 *dst = (vec8 *)(s + r * lds + 8 * v);
+      if (add) *dst += acc[r][v];
+      else *dst = acc[r][v];
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void wgrad_products8(const float *p, int64_t ldp,
+                                                               const float *vt, int64_t out_c,
+                                                               int64_t in_c, int64_t count, float *s,
+                                                               bool add) {
+  for (int64_t c = 0; c < in_c; c += 16) {
+    int nc = in_c - c >= 16 ? 2 : 1, block = nc == 2 ? 6 : 8;
+    int64_t o = 0;
+    for (; o + block <= out_c; o += block) {
+      if (nc == 2) wgrad_tile8(p + o * ldp, ldp, vt + c, in_c, count, s + o * in_c + c, in_c, add, 6, 2);
+      else wgrad_tile8(p + o * ldp, ldp, vt + c, in_c, count, s + o * in_c + c, in_c, add, 8, 1);
+    }
+    for (; o < out_c; o++) {
+      if (nc == 2) wgrad_tile8(p + o * ldp, ldp, vt + c, in_c, count, s + o * in_c + c, in_c, add, 1, 2);
+      else wgrad_tile8(p + o * ldp, ldp, vt + c, in_c, count, s + o * in_c + c, in_c, add, 1, 1);
+    }
+  }
+}
+
 void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
                              int64_t images, float *v, float *p, float *s, float *bias,
                              bool accumulate) {
@@ -658,10 +803,28 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
     }
     for (int64_t o = 0; bias && o < d->out_c; o++)
       bias[o] += (float)cb_sum_floats(p + sum_xi * d->m_xi + o * d->block, count);
-    for (int xi = 0; xi < d->wino_n; xi++)
-      cb_sgemm(false, true, d->out_c, d->in_c, count, 1.0f, p + xi * d->m_xi, d->block,
-               v + xi * d->v_xi, d->block, accumulate || first > 0 ? 1.0f : 0.0f,
-               s + xi * d->out_c * d->in_c, d->in_c);
+    bool add = accumulate || first > 0;
+    int64_t rows = d->wino_m == 4 ? (count + 7) / 8 * 8 : count; /* F(4x4): zeros past count */
+    float *vt = v + d->wino_n * d->v_xi;
+    for (int xi = 0; xi < d->wino_n; xi++) {
+      const float *p_xi = p + xi * d->m_xi;
+      float *s_xi = s + xi * d->out_c * d->in_c;
+      if (!d->vt_floats) {
+        cb_sgemm(false, true, d->out_c, d->in_c, count, 1.0f, p_xi, d->block, v + xi * d->v_xi,
+                 d->block, add ? 1.0f : 0.0f, s_xi, d->in_c);
+        continue;
+      }
+      transpose_v(v + xi * d->v_xi, d->block, d->in_c, rows, vt);
+      /* tiles in runs whose Vt rows (16 KiB) stay in L1 while every tile of S reads them */
+      int64_t run = 4096 / d->in_c < 16 ? 16 : 4096 / d->in_c;
+      for (int64_t t = 0; t < rows; t += run) {
+        int64_t n = rows - t < run ? rows - t : run;
+        if (d->lanes == 16)
+          wgrad_products16(p_xi + t, d->block, vt + t * d->in_c, d->out_c, d->in_c, n, s_xi, add || t > 0);
+        else
+          wgrad_products8(p_xi + t, d->block, vt + t * d->in_c, d->out_c, d->in_c, n, s_xi, add || t > 0);
+      }
+    }
   }
 }
 
