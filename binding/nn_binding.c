@@ -22,14 +22,21 @@ static void check_pair(lua_State *L, int arg, int64_t def, int64_t *pair) {
   }
 }
 
+/* A convolution's stride, padding, dilation and groups from arguments
+ * first.. first + 3 (no ReLU). */
+static cb_conv_params check_conv_params(lua_State *L, int first) {
+  cb_conv_params p = {.relu = false};
+  check_pair(L, first, 1, p.stride);
+  check_pair(L, first + 1, 0, p.padding);
+  check_pair(L, first + 2, 1, p.dilation);
+  p.groups = luaL_optinteger(L, first + 3, 1);
+  return p;
+}
+
 /* conv2d(x, weight, bias, stride, padding, dilation, groups, relu) */
 static int l_conv2d(lua_State *L) {
   cb_tensor *x = cbl_check_tensor(L, 1), *w = cbl_check_tensor(L, 2), *b = cbl_opt_tensor(L, 3), *y;
-  cb_conv_params p;
-  check_pair(L, 4, 1, p.stride);
-  check_pair(L, 5, 0, p.padding);
-  check_pair(L, 6, 1, p.dilation);
-  p.groups = luaL_optinteger(L, 7, 1);
+  cb_conv_params p = check_conv_params(L, 4);
   p.relu = lua_toboolean(L, 8);
   cbl_check(L, cb_conv2d(&y, x, w, b, &p));
   cbl_push_tensor(L, y);
@@ -86,13 +93,22 @@ static int l_batch_norm(lua_State *L) {
 static int l_batch_norm_relu_conv2d(lua_State *L) {
   batch_norm_args a = check_batch_norm_args(L);
   cb_tensor *w = cbl_check_tensor(L, 9), *b = cbl_opt_tensor(L, 10), *y;
-  cb_conv_params p = {.relu = false};
-  check_pair(L, 11, 1, p.stride);
-  check_pair(L, 12, 0, p.padding);
-  check_pair(L, 13, 1, p.dilation);
-  p.groups = luaL_optinteger(L, 14, 1);
+  cb_conv_params p = check_conv_params(L, 11);
   cbl_check(L, cb_batch_norm_relu_conv2d(&y, a.x, a.w, a.b, a.rm, a.rv, a.training, a.momentum, a.eps,
                                          w, b, &p));
+  cbl_push_tensor(L, y);
+  return 1;
+}
+
+/* conv2d_batch_norm_relu_pool(x, bn_weight, bn_bias, running_mean, running_var, training,
+ * momentum, eps, weight, bias, stride, padding, dilation, groups): batch_norm_relu_conv2d's
+ * arguments, the convolution first */
+static int l_conv2d_batch_norm_relu_pool(lua_State *L) {
+  batch_norm_args a = check_batch_norm_args(L);
+  cb_tensor *w = cbl_check_tensor(L, 9), *b = cbl_opt_tensor(L, 10), *y;
+  cb_conv_params p = check_conv_params(L, 11);
+  cbl_check(L, cb_conv2d_batch_norm_relu_pool(&y, a.x, w, b, &p, a.w, a.b, a.rm, a.rv, a.training,
+                                              a.momentum, a.eps));
   cbl_push_tensor(L, y);
   return 1;
 }
@@ -193,6 +209,7 @@ static const luaL_Reg nn_functions[] = {
     {"conv_path", l_conv_path}, {"conv_paths", l_conv_paths},
     {"conv2d", l_conv2d}, {"linear", l_linear}, {"batch_norm", l_batch_norm},
     {"batch_norm_relu_conv2d", l_batch_norm_relu_conv2d},
+    {"conv2d_batch_norm_relu_pool", l_conv2d_batch_norm_relu_pool},
     {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"leaky_relu", l_leaky_relu},
     {"gelu", l_gelu}, {"softplus", l_softplus}, {"dropout", l_dropout}, {"softmax", l_softmax},

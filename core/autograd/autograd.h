@@ -27,7 +27,8 @@ typedef struct cb_node cb_node;
 typedef cb_status (*cb_backward_fn)(cb_node *node, const cb_tensor *grad_out,
                                     cb_tensor **grad_in);
 
-#define CB_NODE_MAX_SAVED 6 /* batch norm + ReLU + pooling: x, mean, invstd, gamma, its windows */
+#define CB_NODE_MAX_SAVED 8 /* conv2d + batch norm + ReLU + pooling: x, w, the convolution's
+                            * output, mean, invstd, the windows (2), gamma */
 /* Room for an op's own backward state (see CB_NODE_CTX). */
 #define CB_NODE_CTX_BYTES 192
 

@@ -671,3 +671,167 @@ done:
   cb_tensor_release(gamma);
   return st;
 }
+
+/* ---- conv2d + batch norm + ReLU + 2x2 max pooling ----
+ * maxpool(max(0, batch norm(conv2d(x)))) as one op, the seed CNN's first
+ * layer. Forward is the two ops' forwards (the convolution's output kept,
+ * as the batch norm's node would keep it). Backward, when x needs no
+ * gradient (a net's first layer) and the convolution takes the direct path,
+ * computes the batch norm's dx a stack of images at a time into a buffer and
+ * takes the convolution's weight gradient from it while it is in cache:
+ * the full dx (as large as the convolution's output) is neither written nor
+ * read back, which were two of the largest memory passes of a seed CNN step.
+ * Otherwise dx is written out and the convolution's backward takes it. */
+
+typedef struct {
+  cb_conv_params conv;
+  bool training, has_gamma;
+} conv_bn_pool_ctx;
+
+/* The parts a node saved, slots 2-7 (x and w are 0 and 1). */
+static cb_status saved_pool_parts(cb_node *node, bool has_gamma, cb_bn_pool_parts *parts) {
+  const cb_tensor *t[6] = {NULL};
+  for (int i = 0; i < (has_gamma ? 6 : 5); i++) {
+    cb_status st = cb_node_saved(node, 2 + i, &t[i]);
+    if (st != CB_OK) return st;
+  }
+  *parts = (cb_bn_pool_parts){.keep_windows = true, .x = (cb_tensor *)t[0], .mean = (cb_tensor *)t[1],
+                              .invstd = (cb_tensor *)t[2], .winners = (cb_tensor *)t[3],
+                              .deviations = (cb_tensor *)t[4], .gamma = (cb_tensor *)t[5]};
+  return CB_OK;
+}
+
+typedef struct {
+  const cb_direct_conv *plan;
+  const cb_bn_pool_grad *bn;
+  cb_planes x;
+  float *dy;             /* per worker: a stack's dx of the batch norm, NCHW */
+  int64_t dy_floats, n, channels, h, w;
+  bool bias_grad;
+} pool_wgrad_job;
+
+static void pool_wgrad_stacks(void *arg, int worker, int64_t begin, int64_t end) {
+  const pool_wgrad_job *j = arg;
+  int64_t stack = cb_direct_conv_stack(j->plan);
+  float *dy = j->dy + worker * j->dy_floats;
+  for (int64_t s = begin; s < end; s++) {
+    int64_t n0 = s * stack, count = j->n - n0 < stack ? j->n - n0 : stack;
+    cb_planes dy_planes = {dy, j->channels * j->h * j->w, j->h * j->w, j->w, 1};
+    cb_bn_pool_grad_images(j->bn, n0, n0 + count, dy_planes);
+    cb_planes x = j->x;
+    x.base += n0 * x.ns;
+    cb_direct_conv_weight_grad(j->plan, worker, x, dy_planes, count, s != begin, j->bias_grad);
+  }
+}
+
+typedef struct {
+  const cb_bn_pool_grad *bn;
+  cb_planes dx;
+} pool_dx_job;
+
+static void pool_dx_images(void *arg, int chunk, int64_t begin, int64_t end) {
+  (void)chunk;
+  const pool_dx_job *j = arg;
+  cb_planes dx = j->dx;
+  dx.base += begin * dx.ns;
+  cb_bn_pool_grad_images(j->bn, begin, end, dx);
+}
+
+static cb_status conv_bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
+  const conv_bn_pool_ctx *ctx = CB_NODE_CTX(node, conv_bn_pool_ctx);
+  const cb_tensor *x, *w;
+  cb_bn_pool_parts parts;
+  cb_status st;
+  if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &w)) != CB_OK ||
+      (st = saved_pool_parts(node, ctx->has_gamma, &parts)) != CB_OK)
+    return st;
+  bool need[5];
+  for (int i = 0; i < 5; i++) need[i] = cb_node_needs_grad(node, i);
+  cb_bn_pool_grad *bn = NULL;
+  if ((st = cb_bn_pool_grad_begin(&parts, ctx->training, grad, need[3], need[4], &grad_in[3],
+                                  &grad_in[4], &bn)) != CB_OK)
+    return st;
+  conv_geometry g;
+  cb_tensor *dy = NULL, *dw = NULL;
+  cb_direct_conv *plan = NULL;
+  if (!need[0] && !need[1] && !need[2]) goto done;
+  if ((st = conv_geometry_of(&g, x, w, NULL, &ctx->conv)) != CB_OK) goto done;
+  if (need[0] || !direct_applies(&g)) { /* dx written out, then the convolution's backward */
+    const cb_tensor *x1 = parts.x;
+    if ((st = cb_tensor_empty_same_layout(&dy, x1, CB_FLOAT32)) != CB_OK) goto done;
+    const int64_t *ds = dy->stride;
+    pool_dx_job job = {bn, {cb_tensor_data(dy), ds[0], ds[1], ds[2], ds[3]}};
+    cb_parallel_for(g.n, 1, pool_dx_images, &job);
+    st = conv_backward_of(x, w, &ctx->conv, dy, need, NULL, grad_in);
+    goto done;
+  }
+  /* the weight gradient from each stack's dx, in cache */
+  if (!(plan = direct_plan(&g, NULL, CB_DIRECT_WEIGHT_GRAD))) {
+    st = cb_fail(CB_ENOMEM, "conv2d: out of memory");
+    goto done;
+  }
+  int workers = cb_parallel_chunks(g.n, 1);
+  int64_t dy_floats = cb_direct_conv_stack(plan) * g.o * g.oh * g.ow; /* a stack's images */
+  int64_t dy_shape = dy_floats * workers, bias_shape = g.o;
+  if ((st = cb_tensor_empty(&dy, 1, &dy_shape, CB_FLOAT32)) != CB_OK ||
+      (st = cb_tensor_empty(&dw, 4, w->shape, CB_FLOAT32)) != CB_OK ||
+      (need[2] && (st = cb_tensor_empty(&grad_in[2], 1, &bias_shape, CB_FLOAT32)) != CB_OK))
+    goto done;
+  const int64_t *xs = x->stride;
+  pool_wgrad_job job = {plan, bn, {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]}, cb_tensor_data(dy),
+                        dy_floats, g.n, g.o, g.oh, g.ow, need[2]};
+  int used = cb_parallel_for(g.n / cb_direct_conv_stack(plan) + (g.n % cb_direct_conv_stack(plan) != 0),
+                             1, pool_wgrad_stacks, &job);
+  cb_direct_conv_weight_grad_sum(plan, used, cb_tensor_data(dw),
+                                 need[2] ? cb_tensor_data(grad_in[2]) : NULL);
+  if (need[1]) grad_in[1] = cb_tensor_retain(dw);
+done:
+  cb_direct_conv_free(plan);
+  cb_tensor_release(dy);
+  cb_tensor_release(dw);
+  cb_bn_pool_grad_end(bn);
+  return st;
+}
+
+cb_status cb_conv2d_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                                         const cb_tensor *bias, const cb_conv_params *params,
+                                         const cb_tensor *bn_weight, const cb_tensor *bn_bias,
+                                         cb_tensor *running_mean, cb_tensor *running_var,
+                                         bool training, double momentum, double eps) {
+  *out = NULL;
+  conv_geometry g;
+  cb_status st = conv_geometry_of(&g, x, weight, bias, params);
+  if (st != CB_OK) return st;
+  if (params->relu)
+    return cb_fail(CB_EINVAL, "conv2d_batch_norm_relu_pool: the convolution's own ReLU is not fused here");
+  if (g.ow > 2048) { /* rows too long for the fused pooling: the two ops */
+    cb_tensor *y;
+    if ((st = cb_conv2d(&y, x, weight, bias, params)) != CB_OK) return st;
+    st = cb_batch_norm_relu_pool(out, y, bn_weight, bn_bias, running_mean, running_var, training,
+                                 momentum, eps, NULL);
+    cb_tensor_release(y);
+    return st;
+  }
+  const cb_tensor *inputs[5] = {x, weight, bias, bn_weight, bn_bias};
+  cb_bn_pool_parts parts = {.keep_windows = cb_needs_record(5, inputs)};
+  cb_tensor *w = NULL, *x1 = NULL;
+  if ((st = cb_tensor_contiguous(&w, weight)) != CB_OK) return st;
+  if ((st = conv_forward(&x1, &g, x, w, bias, false, NULL)) != CB_OK ||
+      (st = cb_batch_norm_relu_pool_forward(out, x1, bn_weight, bn_bias, running_mean, running_var,
+                                            training, momentum, eps, &parts)) != CB_OK)
+    goto done;
+  if (parts.keep_windows) {
+    const cb_tensor *save[8] = {x, w, parts.x, parts.mean, parts.invstd, parts.winners,
+                                parts.deviations, parts.gamma};
+    cb_node *node;
+    st = cb_record(*out, "Conv2dBatchNormReluPoolBackward", conv_bn_pool_backward, 5, inputs,
+                   parts.gamma ? 8 : 7, save, &node);
+    if (node) *CB_NODE_CTX(node, conv_bn_pool_ctx) = (conv_bn_pool_ctx){g.p, training, parts.gamma != NULL};
+    cb_release_on_error(st, out);
+  }
+done:
+  cb_bn_pool_parts_release(&parts);
+  cb_tensor_release(w);
+  cb_tensor_release(x1);
+  return st;
+}

@@ -32,6 +32,18 @@ cb_status cb_batch_norm_relu_conv2d(cb_tensor **out, const cb_tensor *x, const c
                                     double eps, const cb_tensor *weight, const cb_tensor *bias,
                                     const cb_conv_params *params);
 
+/* max_pool2d(max(0, batch_norm(conv2d(x, weight, bias))), 2) in one op (the
+ * seed CNN's first layer): conv2d's arguments (params->relu false), then
+ * cb_batch_norm's (no sync). When x needs no gradient and the convolution
+ * is direct, backward takes the convolution's weight gradient from the batch
+ * norm's dx a stack of images at a time, never writing all of it. The values
+ * and gradients of the four ops to float rounding. */
+cb_status cb_conv2d_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                                         const cb_tensor *bias, const cb_conv_params *params,
+                                         const cb_tensor *bn_weight, const cb_tensor *bn_bias,
+                                         cb_tensor *running_mean, cb_tensor *running_var,
+                                         bool training, double momentum, double eps);
+
 /* ---- linear.c ---- */
 /* y = x W^T + b for x: ... x in, W: out x in, b: out or NULL. */
 cb_status cb_linear(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
@@ -73,6 +85,7 @@ cb_status cb_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_
                                   const cb_tensor *bias, cb_tensor *running_mean,
                                   cb_tensor *running_var, bool training, double momentum, double eps,
                                   const cb_reducer *sync);
+
 
 /* ---- pool.c ---- */
 typedef struct {

@@ -82,6 +82,7 @@ typedef struct {
   const double *local_stats; /* backward: the sums before that (or stats itself) */
   double count;     /* values per channel behind the statistics (all processes) */
   bool sync;        /* the statistics are summed over processes */
+  bool dx_by_images; /* backward: dx goes out images at a time (cb_bn_pool_grad_images), not to dx */
   const float *y_saved; /* backward with relu: the output, whose sign masks g */
   const float *mask_affine; /* or NULL, and the output recomputed from x by
                              * cb_normalize_relu_run with these scales and shifts */
@@ -279,7 +280,7 @@ static inline bool backward_coefficients(const bn_job *j, int64_t c, float *k, f
   double dgamma = sum_gx * invstd;
   if (j->dgamma) j->dgamma[c] = (float)(j->local_stats[2 * c + 1] * invstd);
   if (j->dbeta) j->dbeta[c] = (float)j->local_stats[2 * c];
-  if (!j->dx) return false;
+  if (!j->dx && !j->dx_by_images) return false;
   double gamma = j->gamma ? j->gamma[c] : 1.0;
   *k = (float)(gamma * invstd);
   *a = j->training ? (float)(sum_g / j->count) : 0.0f;
@@ -568,53 +569,80 @@ CB_VECTOR_CLONES static void bn_pool_gradient_sums(void *arg, int chunk, int64_t
   }
 }
 
-/* Backward, phase 2 pooled: dx = k (0 - a - (x - mean) b) everywhere, plus
- * k g at each window's winner (from phase 1's codes). */
+/* Backward, phase 2 pooled, for plane (n, c) into dx (dense rows of w):
+ * dx = k (0 - a - (x - mean) b) everywhere, plus k g at each window's winner
+ * (from forward's codes). */
+static inline void pool_dx_plane(const bn_job *j, int64_t n, int64_t c, float k, float a, float b,
+                                 float *dx) {
+  const bn_layout *l = &j->l;
+  float m = j->mean[c];
+  const float *x = j->x + n * l->sn + c * l->sc;
+  const float *gy = j->g + n * j->pl.sn + c * j->pl.sc;
+  const uint8_t *codes = j->winners + (n * l->c + c) * j->oh * j->ow;
+  for (int64_t q = 0; q < l->s; q++) dx[q] = k * (0.0f - a - (x[q] - m) * b);
+  for (int64_t i = 0; i < j->oh; i++) {
+    float *d0 = dx + 2 * i * j->w, *d1 = d0 + j->w;
+    const float *g_row = gy + i * j->ow;
+    const uint8_t *code_row = codes + i * j->ow;
+    int64_t q = 0;
+    for (; q + 8 <= j->ow; q += 8) { /* 8 windows: k g to the winner of each, in vectors */
+      typedef uint8_t bytes8 __attribute__((vector_size(8), aligned(1)));
+      ivec8 code = __builtin_convertvector(*(const bytes8 *)(code_row + q), ivec8);
+      ivec8 kg = (ivec8)(*(const vec8 *)(g_row + q) * k); /* k g, masked to a corner below */
+      vec8 tl = (vec8)(kg & (code == 0)), tr = (vec8)(kg & (code == 1));
+      vec8 bl = (vec8)(kg & (code == 2)), br = (vec8)(kg & (code == 3));
+      *(vec8 *)(d0 + 2 * q) += __builtin_shufflevector(tl, tr, 0, 8, 1, 9, 2, 10, 3, 11);
+      *(vec8 *)(d0 + 2 * q + 8) += __builtin_shufflevector(tl, tr, 4, 12, 5, 13, 6, 14, 7, 15);
+      *(vec8 *)(d1 + 2 * q) += __builtin_shufflevector(bl, br, 0, 8, 1, 9, 2, 10, 3, 11);
+      *(vec8 *)(d1 + 2 * q + 8) += __builtin_shufflevector(bl, br, 4, 12, 5, 13, 6, 14, 7, 15);
+    }
+    for (; q + 4 <= j->ow; q += 4) { /* 4 windows: the same, in the row's last 4-7 */
+      ivec4 code = {code_row[q], code_row[q + 1], code_row[q + 2], code_row[q + 3]};
+      vec4 kg = *(const vec4 *)(g_row + q) * k, zero = {0};
+      vec4 tl = select4(code == 0, kg, zero), tr = select4(code == 1, kg, zero);
+      vec4 bl = select4(code == 2, kg, zero), br = select4(code == 3, kg, zero);
+      *(vec4 *)(d0 + 2 * q) += __builtin_shufflevector(tl, tr, 0, 4, 1, 5);
+      *(vec4 *)(d0 + 2 * q + 4) += __builtin_shufflevector(tl, tr, 2, 6, 3, 7);
+      *(vec4 *)(d1 + 2 * q) += __builtin_shufflevector(bl, br, 0, 4, 1, 5);
+      *(vec4 *)(d1 + 2 * q + 4) += __builtin_shufflevector(bl, br, 2, 6, 3, 7);
+    }
+    for (; q < j->ow; q++)
+      if (code_row[q] < 4) (code_row[q] & 2 ? d1 : d0)[2 * q + (code_row[q] & 1)] += k * g_row[q];
+  }
+}
+
+/* Backward, phase 2 pooled, channels [begin, end): dgamma, dbeta and dx. */
 CB_VECTOR_CLONES static void bn_pool_backward_channels(void *arg, int chunk, int64_t begin,
                                                        int64_t end) {
   (void)chunk;
   bn_job *j = arg;
-  const bn_layout *l = &j->l;
   for (int64_t c = begin; c < end; c++) {
-    float k, a, b, m = j->mean[c];
+    float k, a, b;
     if (!backward_coefficients(j, c, &k, &a, &b)) continue;
-    for (int64_t n = 0; n < j->runs; n++) {
-      const float *x = j->x + n * l->sn + c * l->sc;
-      const float *gy = j->g + n * j->pl.sn + c * j->pl.sc;
-      const uint8_t *codes = j->winners + (n * l->c + c) * j->oh * j->ow;
-      float *dx = j->dx + n * j->dl.sn + c * j->dl.sc;
-      for (int64_t q = 0; q < l->s; q++) dx[q] = k * (0.0f - a - (x[q] - m) * b);
-      for (int64_t i = 0; i < j->oh; i++) {
-        float *d0 = dx + 2 * i * j->w, *d1 = d0 + j->w;
-        const float *g_row = gy + i * j->ow;
-        const uint8_t *code_row = codes + i * j->ow;
-        int64_t q = 0;
-        for (; q + 8 <= j->ow; q += 8) { /* 8 windows: k g to the winner of each, in vectors */
-          typedef uint8_t bytes8 __attribute__((vector_size(8), aligned(1)));
-          ivec8 code = __builtin_convertvector(*(const bytes8 *)(code_row + q), ivec8);
-          ivec8 kg = (ivec8)(*(const vec8 *)(g_row + q) * k); /* k g, masked to a corner below */
-          vec8 tl = (vec8)(kg & (code == 0)), tr = (vec8)(kg & (code == 1));
-          vec8 bl = (vec8)(kg & (code == 2)), br = (vec8)(kg & (code == 3));
-          *(vec8 *)(d0 + 2 * q) += __builtin_shufflevector(tl, tr, 0, 8, 1, 9, 2, 10, 3, 11);
-          *(vec8 *)(d0 + 2 * q + 8) += __builtin_shufflevector(tl, tr, 4, 12, 5, 13, 6, 14, 7, 15);
-          *(vec8 *)(d1 + 2 * q) += __builtin_shufflevector(bl, br, 0, 8, 1, 9, 2, 10, 3, 11);
-          *(vec8 *)(d1 + 2 * q + 8) += __builtin_shufflevector(bl, br, 4, 12, 5, 13, 6, 14, 7, 15);
-        }
-        for (; q + 4 <= j->ow; q += 4) { /* 4 windows: the same, in the row's last 4-7 */
-          ivec4 code = {code_row[q], code_row[q + 1], code_row[q + 2], code_row[q + 3]};
-          vec4 kg = *(const vec4 *)(g_row + q) * k, zero = {0};
-          vec4 tl = select4(code == 0, kg, zero), tr = select4(code == 1, kg, zero);
-          vec4 bl = select4(code == 2, kg, zero), br = select4(code == 3, kg, zero);
-          *(vec4 *)(d0 + 2 * q) += __builtin_shufflevector(tl, tr, 0, 4, 1, 5);
-          *(vec4 *)(d0 + 2 * q + 4) += __builtin_shufflevector(tl, tr, 2, 6, 3, 7);
-          *(vec4 *)(d1 + 2 * q) += __builtin_shufflevector(bl, br, 0, 4, 1, 5);
-          *(vec4 *)(d1 + 2 * q + 4) += __builtin_shufflevector(bl, br, 2, 6, 3, 7);
-        }
-        for (; q < j->ow; q++)
-          if (code_row[q] < 4) (code_row[q] & 2 ? d1 : d0)[2 * q + (code_row[q] & 1)] += k * g_row[q];
-      }
-    }
+    for (int64_t n = 0; n < j->l.n; n++) pool_dx_plane(j, n, c, k, a, b, j->dx + n * j->dl.sn + c * j->dl.sc);
   }
+}
+
+/* j for the pooled backward from forward's saved tensors and the pooled
+ * output's gradient: *g is grad, or a copy with dense planes (the caller
+ * releases it). */
+static cb_status pool_backward_job(bn_job *j, const cb_tensor *x, const cb_tensor *mean,
+                                   const cb_tensor *invstd, const cb_tensor *gamma,
+                                   const cb_tensor *winners, const cb_tensor *deviations,
+                                   bool training, const cb_tensor *grad, cb_tensor **g) {
+  *j = (bn_job){.training = training, .relu = true, .x = cb_tensor_data(x),
+                .mean = cb_tensor_data(mean), .invstd = cb_tensor_data(invstd),
+                .gamma = gamma ? cb_tensor_data(gamma) : NULL, .winners = cb_tensor_data(winners),
+                .deviations = cb_tensor_data(deviations),
+                .w = x->shape[3], .oh = grad->shape[2], .ow = grad->shape[3]};
+  planes_of(x, &j->l); /* x was saved with dense planes */
+  cb_status st;
+  if (planes_of(grad, &j->pl)) *g = cb_tensor_retain((cb_tensor *)grad);
+  else if ((st = cb_tensor_contiguous(g, grad)) != CB_OK) return st;
+  planes_of(*g, &j->pl);
+  j->g = cb_tensor_data(*g);
+  set_runs(j, false); /* the pooled loops go row by row */
+  return CB_OK;
 }
 
 static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tensor **grad_in) {
@@ -628,17 +656,10 @@ static cb_status bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_tenso
       (st = cb_node_saved(node, ctx->winners_slot + 1, &deviations)) != CB_OK)
     return st;
   cb_tensor *g = NULL;
-  bn_job j = {.training = ctx->training, .relu = true, .x = cb_tensor_data(x),
-              .mean = cb_tensor_data(mean), .invstd = cb_tensor_data(invstd),
-              .gamma = gamma ? cb_tensor_data(gamma) : NULL, .winners = cb_tensor_data(winners),
-              .deviations = cb_tensor_data(deviations),
-              .w = x->shape[3], .oh = grad->shape[2], .ow = grad->shape[3]};
-  planes_of(x, &j.l); /* x was saved with dense planes */
-  if (planes_of(grad, &j.pl)) g = cb_tensor_retain((cb_tensor *)grad);
-  else if ((st = cb_tensor_contiguous(&g, grad)) != CB_OK) return st;
-  planes_of(g, &j.pl);
-  j.g = cb_tensor_data(g);
-  set_runs(&j, false); /* the pooled loops go row by row */
+  bn_job j;
+  if ((st = pool_backward_job(&j, x, mean, invstd, gamma, winners, deviations, ctx->training, grad,
+                              &g)) != CB_OK)
+    return st;
   bool need[3];
   node_needs(node, need);
   st = backward_outputs(need, x, &j, grad_in);
@@ -762,11 +783,14 @@ static void use_running_statistics(bn_job *j, int64_t c, cb_tensor *running_mean
   }
 }
 
-/* cb_batch_norm, and with pool its 2x2 max-pooled form (relu set, no residual). */
+/* cb_batch_norm, and with pool its 2x2 max-pooled form (relu set, no residual);
+ * with parts (pooled only), nothing recorded: what backward needs goes to
+ * *parts instead (cb_batch_norm_relu_pool_forward). */
 static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                             const cb_tensor *bias, cb_tensor *running_mean, cb_tensor *running_var,
                             bool training, double momentum, double eps, bool relu,
-                            const cb_tensor *residual, const cb_reducer *sync, bool pool) {
+                            const cb_tensor *residual, const cb_reducer *sync, bool pool,
+                            cb_bn_pool_parts *parts) {
   cb_status st = check_arguments(x, running_mean, running_var, training, momentum, eps);
   if (st != CB_OK) return st;
   int64_t c = x->shape[1];
@@ -804,7 +828,8 @@ static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor
     j.w = x->shape[3], j.oh = x->shape[2] / 2, j.ow = x->shape[3] / 2;
     int64_t windows = j.l.n * j.l.c * j.oh * j.ow;
     st = cb_tensor_empty_images_like(out, xd, j.oh, j.ow, CB_FLOAT32);
-    if (st == CB_OK && cb_needs_record(3, inputs) &&
+    bool keep = parts ? parts->keep_windows : cb_needs_record(3, inputs);
+    if (st == CB_OK && keep &&
         ((st = cb_tensor_empty(&winners, 1, &windows, CB_UINT8)) != CB_OK ||
          (st = cb_tensor_empty(&deviations, 1, &windows, CB_FLOAT32)) != CB_OK))
       cb_release_on_error(st, out);
@@ -850,6 +875,14 @@ static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor
     }
     cb_parallel_for(c, 1, forward, &j);
   }
+  if (parts) { /* the caller records: the parts, and gamma as this op read it */
+    parts->x = cb_tensor_retain(xd), parts->mean = cb_tensor_retain(mean);
+    parts->invstd = cb_tensor_retain(invstd);
+    parts->gamma = gamma ? cb_tensor_retain(gamma) : NULL;
+    parts->winners = winners ? cb_tensor_retain(winners) : NULL;
+    parts->deviations = deviations ? cb_tensor_retain(deviations) : NULL;
+    goto done;
+  }
   const cb_tensor *save[6] = {xd, mean, invstd};
   batch_norm_ctx ctx = {.training = training, .relu = relu, .residual = residual != NULL,
                         .gamma_slot = -1, .output_slot = -1, .winners_slot = -1, .count = j.count};
@@ -885,14 +918,11 @@ cb_status cb_batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor *we
                         bool training, double momentum, double eps, bool relu,
                         const cb_tensor *residual, const cb_reducer *sync) {
   return batch_norm(out, x, weight, bias, running_mean, running_var, training, momentum, eps, relu,
-                    residual, sync, false);
+                    residual, sync, false, NULL);
 }
 
-cb_status cb_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
-                                  const cb_tensor *bias, cb_tensor *running_mean,
-                                  cb_tensor *running_var, bool training, double momentum, double eps,
-                                  const cb_reducer *sync) {
-  *out = NULL;
+/* The pooled form's input: 4-d, at least one window. */
+static cb_status check_pool_input(const cb_tensor *x) {
   char xs[128];
   if (x->ndim != 4)
     return cb_fail(CB_ESHAPE, "batch_norm: pooling needs an N x C x H x W input, got %s",
@@ -900,18 +930,112 @@ cb_status cb_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_
   if (x->shape[2] < 2 || x->shape[3] < 2)
     return cb_fail(CB_ESHAPE, "batch_norm: input %s is smaller than the 2x2 pooling window",
                    cb_shape_str(xs, 128, x->ndim, x->shape));
+  return CB_OK;
+}
+
+cb_status cb_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                                  const cb_tensor *bias, cb_tensor *running_mean,
+                                  cb_tensor *running_var, bool training, double momentum, double eps,
+                                  const cb_reducer *sync) {
+  *out = NULL;
+  cb_status st = check_pool_input(x);
+  if (st != CB_OK) return st;
   if (x->shape[3] <= POOL_ROW_MAX)
     return batch_norm(out, x, weight, bias, running_mean, running_var, training, momentum, eps, true,
-                      NULL, sync, true);
+                      NULL, sync, true, NULL);
   /* rows too long for the row buffers: the two ops */
   cb_tensor *y;
-  cb_status st = batch_norm(&y, x, weight, bias, running_mean, running_var, training, momentum, eps,
-                            true, NULL, sync, false);
+  st = batch_norm(&y, x, weight, bias, running_mean, running_var, training, momentum, eps,
+                            true, NULL, sync, false, NULL);
   if (st != CB_OK) return st;
   cb_pool_params two = {.kernel = {2, 2}, .stride = {2, 2}, .padding = {0, 0}};
   st = cb_max_pool2d(out, y, &two);
   cb_tensor_release(y);
   return st;
+}
+
+/* ---- parts, for conv2d + batch norm + ReLU + pooling (norm_parts.h) ---- */
+
+cb_status cb_batch_norm_relu_pool_forward(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                                          const cb_tensor *bias, cb_tensor *running_mean,
+                                          cb_tensor *running_var, bool training, double momentum,
+                                          double eps, cb_bn_pool_parts *parts) {
+  *out = NULL;
+  cb_status st = check_pool_input(x);
+  if (st != CB_OK) return st;
+  if (x->shape[3] > POOL_ROW_MAX)
+    return cb_fail(CB_ESHAPE, "batch_norm: rows of %lld exceed the fused pooling's %d",
+                   (long long)x->shape[3], POOL_ROW_MAX);
+  return batch_norm(out, x, weight, bias, running_mean, running_var, training, momentum, eps, true,
+                    NULL, NULL, true, parts);
+}
+
+void cb_bn_pool_parts_release(cb_bn_pool_parts *parts) {
+  cb_tensor_release(parts->x);
+  cb_tensor_release(parts->mean);
+  cb_tensor_release(parts->invstd);
+  cb_tensor_release(parts->gamma);
+  cb_tensor_release(parts->winners);
+  cb_tensor_release(parts->deviations);
+  *parts = (cb_bn_pool_parts){.keep_windows = parts->keep_windows};
+}
+
+struct cb_bn_pool_grad {
+  bn_job j;
+  cb_tensor *g;   /* the pooled gradient (dense planes) */
+  double *stats;  /* phase 1's sums */
+  float *coef;    /* per channel k, a, b (backward_coefficients) */
+};
+
+cb_status cb_bn_pool_grad_begin(const cb_bn_pool_parts *parts, bool training, const cb_tensor *grad,
+                                bool need_gamma, bool need_beta, cb_tensor **dgamma,
+                                cb_tensor **dbeta, cb_bn_pool_grad **state) {
+  *dgamma = *dbeta = NULL;
+  cb_bn_pool_grad *s = *state = calloc(1, sizeof *s);
+  if (!s) return cb_fail(CB_ENOMEM, "batch_norm: out of memory");
+  cb_status st = pool_backward_job(&s->j, parts->x, parts->mean, parts->invstd, parts->gamma,
+                                   parts->winners, parts->deviations, training, grad, &s->g);
+  int64_t c = s->j.l.c;
+  bool need[3] = {false, need_gamma, need_beta};
+  cb_tensor *outs[3] = {NULL, NULL, NULL};
+  if (st == CB_OK) st = backward_outputs(need, parts->x, &s->j, outs);
+  *dgamma = outs[1], *dbeta = outs[2];
+  if (st == CB_OK && (!(s->stats = malloc(sizeof(double) * (size_t)(2 * c + 1))) ||
+                      !(s->coef = malloc(sizeof(float) * (size_t)(3 * c + 1)))))
+    st = cb_fail(CB_ENOMEM, "batch_norm: out of memory");
+  if (st != CB_OK) {
+    cb_bn_pool_grad_end(s);
+    *state = NULL;
+    cb_tensor_release(*dgamma), cb_tensor_release(*dbeta);
+    *dgamma = *dbeta = NULL;
+    return st;
+  }
+  s->j.stats = s->stats;
+  s->j.local_stats = s->stats;
+  s->j.count = (double)(s->j.l.n * s->j.l.s);
+  s->j.dx_by_images = true;
+  cb_parallel_for(c, 1, bn_pool_gradient_sums, &s->j);
+  for (int64_t ch = 0; ch < c; ch++)
+    backward_coefficients(&s->j, ch, &s->coef[3 * ch], &s->coef[3 * ch + 1], &s->coef[3 * ch + 2]);
+  return CB_OK;
+}
+
+CB_VECTOR_CLONES void cb_bn_pool_grad_images(const cb_bn_pool_grad *state, int64_t n0, int64_t n1,
+                                             cb_planes dx) {
+  const bn_job *j = &state->j;
+  for (int64_t n = n0; n < n1; n++)
+    for (int64_t c = 0; c < j->l.c; c++) {
+      const float *coef = state->coef + 3 * c;
+      pool_dx_plane(j, n, c, coef[0], coef[1], coef[2], dx.base + (n - n0) * dx.ns + c * dx.cs);
+    }
+}
+
+void cb_bn_pool_grad_end(cb_bn_pool_grad *state) {
+  if (!state) return;
+  cb_tensor_release(state->g);
+  free(state->stats);
+  free(state->coef);
+  free(state);
 }
 
 /* ---- parts, for batch norm + ReLU + conv2d (norm_parts.h) ---- */

@@ -5,6 +5,7 @@
 #ifndef CB_NORM_PARTS_H
 #define CB_NORM_PARTS_H
 
+#include "nn/conv_direct.h"
 #include "tensor/tensor.h"
 
 /* cb_batch_norm's checks and statistics without its output: *xd is x with
@@ -24,5 +25,40 @@ cb_status cb_batch_norm_prepare(const cb_tensor *x, const cb_tensor *weight, con
 cb_status cb_batch_norm_relu_backward(const cb_tensor *xd, const cb_tensor *stats,
                                       const cb_tensor *gamma, const cb_tensor *affine, bool training,
                                       const cb_tensor *grad, const bool need[3], cb_tensor **grad_in);
+
+/* ---- conv2d + batch norm + ReLU + 2x2 max pooling (conv.c) ----
+ * The batch norm's pooled form (cb_batch_norm_relu_pool, no synchronised
+ * statistics) with its backward in parts, so that conv.c's fused op can take
+ * dx a stack of images at a time into the convolution's weight gradient,
+ * never writing all of it. */
+
+/* What the pooled backward needs (references the caller releases by
+ * cb_bn_pool_parts_release): x with dense planes, the statistics, gamma as
+ * read (NULL: none), and per window the winner's code and centred input
+ * (only when keep_windows was set: backward follows). */
+typedef struct {
+  bool keep_windows;
+  cb_tensor *x, *mean, *invstd, *gamma, *winners, *deviations;
+} cb_bn_pool_parts;
+
+/* maxpool(max(0, batch norm(x))) into *out, nothing recorded; rows of x up
+ * to the fused pooling's limit (2048). */
+cb_status cb_batch_norm_relu_pool_forward(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
+                                          const cb_tensor *bias, cb_tensor *running_mean,
+                                          cb_tensor *running_var, bool training, double momentum,
+                                          double eps, cb_bn_pool_parts *parts);
+void cb_bn_pool_parts_release(cb_bn_pool_parts *parts);
+
+/* Backward from the parts (kept windows) and the pooled output's gradient:
+ * the gradient sums over all of x, *dgamma and *dbeta when asked for, then
+ * dx image by image (cb_bn_pool_grad_images, from any thread, any order)
+ * until cb_bn_pool_grad_end. */
+typedef struct cb_bn_pool_grad cb_bn_pool_grad;
+cb_status cb_bn_pool_grad_begin(const cb_bn_pool_parts *parts, bool training, const cb_tensor *grad,
+                                bool need_gamma, bool need_beta, cb_tensor **dgamma,
+                                cb_tensor **dbeta, cb_bn_pool_grad **state);
+/* dx of images [n0, n1) into dx (image n0 at dx.base; planes with dense rows). */
+void cb_bn_pool_grad_images(const cb_bn_pool_grad *state, int64_t n0, int64_t n1, cb_planes dx);
+void cb_bn_pool_grad_end(cb_bn_pool_grad *state);
 
 #endif

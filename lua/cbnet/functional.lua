@@ -50,6 +50,21 @@ function F.batch_norm_relu_conv2d(x, running_mean, running_var, weight, bias, op
     opts.dilation, opts.groups)
 end
 
+--- conv2d_batch_norm_relu_pool(x, weight, bias, running_mean, running_var[, opts]):
+-- max_pool2d(max(0, batch_norm(conv2d(x, weight, bias))), 2) in one op, a
+-- CNN's first layer: when x needs no gradient, backward takes the
+-- convolution's weight gradient from the batch norm's gradient a few images
+-- at a time, never writing all of it. opts: conv2d's stride, padding,
+-- dilation, groups and batch_norm's bn_weight, bn_bias, training, momentum,
+-- eps (no sync).
+function F.conv2d_batch_norm_relu_pool(x, weight, bias, running_mean, running_var, opts)
+  opts = options.check(opts, "conv2d_batch_norm_relu_pool", {"bn_weight", "bn_bias", "training",
+    "momentum", "eps", "stride", "padding", "dilation", "groups"})
+  return core.conv2d_batch_norm_relu_pool(x, opts.bn_weight, opts.bn_bias, running_mean, running_var,
+    opts.training or false, opts.momentum, opts.eps, weight, bias, opts.stride, opts.padding,
+    opts.dilation, opts.groups)
+end
+
 --- max_pool2d(x, kernel[, stride[, padding]]), stride defaults to kernel.
 F.max_pool2d = core.max_pool2d
 --- avg_pool2d(x, kernel[, stride[, padding[, count_include_pad]]]).

@@ -362,6 +362,93 @@ describe("batch_norm", function()
   end)
 end)
 
+describe("conv2d_batch_norm_relu_pool", function()
+  local function four_ops(x, w, b, rm, rv, opts)
+    return F.batch_norm(F.conv2d(x, w, b, {padding = opts.padding, stride = opts.stride}), rm, rv,
+      {weight = opts.bn_weight, bias = opts.bn_bias, training = opts.training, relu = true, pool = 2})
+  end
+
+  it("is max_pool2d(max(0, batch_norm(conv2d)), 2): values, every gradient, running statistics, every path", function()
+    local previous = cbnet.conv_path()
+    for _, case in ipairs{
+      {n = 13, c = 3, o = 8, h = 12, w = 14},                 -- several stacks a worker, the first layer's shape
+      {n = 3, c = 3, o = 5, h = 7, w = 9, eval = true},        -- odd sizes: a row and a column no window reads
+      {n = 4, c = 2, o = 6, h = 6, w = 8, x_grad = true},      -- x needs a gradient: dx written out
+      {n = 5, c = 16, o = 16, h = 8, w = 8, no_bias = true, no_affine = true}, -- Winograd's shapes
+      {n = 3, c = 3, o = 4, h = 9, w = 9, stride = 2},         -- not direct: im2col
+    } do
+      for _, path in ipairs(cbnet.conv_paths()) do
+        cbnet.conv_path(path)
+        local results = {}
+        for k, op in ipairs{F.conv2d_batch_norm_relu_pool, four_ops} do
+          local gen = cbnet.Generator(3)
+          local function normal(...) return cbnet.randn({...}, gen) end
+          local x = normal(case.n, case.c, case.h, case.w)
+          local w, b = normal(case.o, case.c, 3, 3):requires_grad_(), normal(case.o):requires_grad_()
+          local bw, bb = (normal(case.o) * 0.2 + 1):requires_grad_(), normal(case.o):requires_grad_()
+          if case.no_bias then b = nil end
+          if case.no_affine then bw, bb = nil, nil end
+          if case.x_grad then x:requires_grad_() end
+          local rm, rv = normal(case.o) * 0.1, normal(case.o):abs() + 0.5
+          local y = op(x, w, b, rm, rv, {bn_weight = bw, bn_bias = bb, training = not case.eval,
+                                         padding = 1, stride = case.stride})
+          local gy = normal(table.unpack(y:size()))
+          ;(y * gy):sum():backward()
+          local none = cbnet.zeros(1)
+          results[k] = {y:detach(), w.grad, b and b.grad or none, bw and bw.grad or none,
+                        bb and bb.grad or none, rm, rv, case.x_grad and x.grad or none}
+          if k == 1 then assert.equal("Conv2dBatchNormReluPoolBackward", y.grad_fn) end
+        end
+        for i = 1, 8 do
+          local scale = math.max(results[2][i]:abs():max():item(), 1)
+          local err = (results[1][i] - results[2][i]):abs():max():item() / scale
+          assert(err <= 1e-5, ("%s, case %dx%d, result %d differs by %g"):format(path, case.h, case.w, i, err))
+        end
+      end
+    end
+    cbnet.conv_path(previous)
+  end)
+
+  it("has the gradients finite differences give (away from the ReLU's kink and ties)", function()
+    local g = cbnet.Generator(17)
+    local x = cbnet.randn({3, 2, 4, 4}, g)
+    assert.is_true(gradcheck(function(w, b, c, d)
+      return F.conv2d_batch_norm_relu_pool(x, w, b, nil, nil, {bn_weight = c, bn_bias = d, training = true,
+                                                              padding = 1})
+    end, {cbnet.randn({3, 2, 3, 3}, g), cbnet.randn({3}, g), cbnet.tensor{0.5, 0.5, 0.5},
+          cbnet.tensor{3.0, -3.0, 2.5}}))
+  end)
+
+  it("is what nn.Sequential runs for Conv2d, BatchNorm2d, ReLU, MaxPool2d(2) in training", function()
+    local model = nn.Sequential(nn.Conv2d(3, 4, 3, {padding = 1}), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+    local x = cbnet.randn(3, 3, 8, 8)
+    local y = model(x)
+    assert.equal("Conv2dBatchNormReluPoolBackward", y.grad_fn)
+    assert.equal(1, model:get(2).num_batches_tracked:item())
+    local reference = four_ops(x, model:get(1).weight, model:get(1).bias, nil, nil,
+      {bn_weight = model:get(2).weight, bn_bias = model:get(2).bias, training = true, padding = 1})
+    assert.near(0, (y - reference):abs():max():item(), 1e-6)
+    model:eval() -- evaluation without gradients folds the batch norm into the convolution instead
+    assert.is_nil(cbnet.no_grad(function() return model(x) end).grad_fn)
+  end)
+
+  it("names what is wrong", function()
+    local x, w = cbnet.randn(2, 3, 6, 6), cbnet.randn(4, 3, 3, 3)
+    assert.error_matches(function()
+      F.conv2d_batch_norm_relu_pool(x, cbnet.randn(4, 2, 3, 3), nil, nil, nil, {training = true})
+    end, "conv2d")
+    assert.error_matches(function()
+      F.conv2d_batch_norm_relu_pool(x, w, nil, nil, nil, {training = true, bn_weight = cbnet.ones(3)})
+    end, "weight must be a float32 tensor of shape {4}")
+    assert.error_matches(function()
+      F.conv2d_batch_norm_relu_pool(cbnet.randn(2, 3, 1, 5), w, nil, nil, nil, {training = true, padding = 1})
+    end, "input {2, 4, 1, 5} is smaller than the 2x2 pooling window")
+    assert.error_matches(function()
+      F.conv2d_batch_norm_relu_pool(x, w, nil, nil, nil, {training = true, sync = true})
+    end, "sync")
+  end)
+end)
+
 describe("batch_norm with pool = 2", function()
   local g = cbnet.Generator(11)
   local function randn(...) return cbnet.randn({...}, g) end
@@ -417,9 +504,13 @@ describe("batch_norm with pool = 2", function()
                                 nn.Conv2d(4, 4, 3, {padding = 1}), nn.BatchNorm2d(4, {relu = true}), nn.MaxPool2d(2))
     local x = randn(3, 3, 8, 8)
     local y = model(x)
-    assert.equal("BatchNormReluPoolBackward", y.grad_fn) -- a batch norm with relu = true, then the pool
+    -- the convolutions before them make each group one op (conv2d_batch_norm_relu_pool, below)
+    assert.equal("Conv2dBatchNormReluPoolBackward", y.grad_fn) -- a batch norm with relu = true, then the pool
     local first = nn.Sequential(model:get(1), model:get(2), model:get(3), model:get(4))
-    assert.equal("BatchNormReluPoolBackward", first(x).grad_fn) -- batch norm, nn.ReLU, the pool
+    assert.equal("Conv2dBatchNormReluPoolBackward", first(x).grad_fn) -- batch norm, nn.ReLU, the pool
+    local conv_out = model:get(1)(x)
+    assert.equal("BatchNormReluPoolBackward", nn.Sequential(model:get(2), model:get(3), model:get(4))(conv_out).grad_fn)
+    assert.equal("BatchNormReluPoolBackward", nn.Sequential(model:get(6), model:get(7))(conv_out).grad_fn)
     assert.equal("MaxPool2dBackward", nn.Sequential(model:get(1), model:get(2), model:get(3),
       nn.MaxPool2d(2, 1))(x).grad_fn) -- stride 1: not fused
     local h = x

@@ -13,6 +13,9 @@
 -- forward(x, true, nil, nil, conv) with an nn.Conv2d: conv(max(0, bn(x))) in
 -- one op (F.batch_norm_relu_conv2d, nn.BasicBlock's middle), the batch norm's
 -- output neither written nor kept for backward.
+-- after_conv(x, conv): max_pool2d(max(0, bn(conv(x))), 2) in one op
+-- (F.conv2d_batch_norm_relu_pool; nn.Sequential takes a Conv2d, this layer,
+-- its ReLU and a MaxPool2d(2) so, as in the seed CNN).
 -- Training uses batch statistics and updates the running ones; eval() uses
 -- the running ones.
 local cbnet = require "cbnet"
@@ -42,14 +45,11 @@ local function batch_norm_class(name, dims)
   class.fuses_relu = true -- nn.Sequential calls forward(x, true) for this layer and a ReLU after it
   class.fuses_pool = name == "BatchNorm2d" -- and forward(x, relu, nil, 2) with a 2x2 max pooling after
   class.fuses_conv = name == "BatchNorm2d" -- and forward(x, true, nil, nil, conv) with a Conv2d after the ReLU
+  class.fuses_conv_pool = name == "BatchNorm2d" -- and after_conv(x, conv): a Conv2d before, ReLU, MaxPool2d(2) after
 
-  function class:forward(x, relu, residual, pool, conv)
-    local ok = false
-    for _, d in ipairs(dims) do ok = ok or x:dim() == d end
-    if not ok then
-      error(("%s: expected a %s-d input, got shape {%s}"):format(name,
-        table.concat(dims, " or "), table.concat(x:size(), ", ")), 2)
-    end
+  -- Whether to use the batch's statistics, and the reducer that sums them
+  -- over the ranks (or nil); counts the batch.
+  local function batch_state(self)
     local use_batch = self.training or not self.running_mean
     if self.training and self.num_batches_tracked then
       cbnet.no_grad(function() self.num_batches_tracked:add_(1) end)
@@ -59,6 +59,17 @@ local function batch_norm_class(name, dims)
       local mpi = package.loaded["cbnet.mpi"]
       reducer = mpi and mpi.reducer()
     end
+    return use_batch, reducer
+  end
+
+  function class:forward(x, relu, residual, pool, conv)
+    local ok = false
+    for _, d in ipairs(dims) do ok = ok or x:dim() == d end
+    if not ok then
+      error(("%s: expected a %s-d input, got shape {%s}"):format(name,
+        table.concat(dims, " or "), table.concat(x:size(), ", ")), 2)
+    end
+    local use_batch, reducer = batch_state(self)
     if conv and not reducer then
       assert(relu or self.relu, "the convolution follows the ReLU")
       return cbnet.F.batch_norm_relu_conv2d(x, self.running_mean, self.running_var, conv.weight,
@@ -71,6 +82,21 @@ local function batch_norm_class(name, dims)
       relu = relu or self.relu, residual = residual, pool = pool, sync = reducer})
     if conv then return conv(y) end -- synchronised statistics: the two ops
     return y
+  end
+
+  function class:after_conv(x, conv)
+    local use_batch, reducer = batch_state(self)
+    local opts = {stride = conv.stride, padding = conv.padding, dilation = conv.dilation,
+                  groups = conv.groups}
+    if reducer then -- synchronised statistics: the ops
+      return cbnet.F.batch_norm(cbnet.F.conv2d(x, conv.weight, conv.bias, opts), self.running_mean,
+        self.running_var, {weight = self.weight, bias = self.bias, training = use_batch,
+        momentum = self.momentum, eps = self.eps, relu = true, pool = 2, sync = reducer})
+    end
+    opts.bn_weight, opts.bn_bias, opts.training = self.weight, self.bias, use_batch
+    opts.momentum, opts.eps = self.momentum, self.eps
+    return cbnet.F.conv2d_batch_norm_relu_pool(x, conv.weight, conv.bias, self.running_mean,
+      self.running_var, opts)
   end
 
   --- The weight and bias of a convolution followed by this layer in

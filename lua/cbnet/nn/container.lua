@@ -5,8 +5,11 @@
 -- of two, forward and backward), and with an nn.MaxPool2d(2) after the ReLU
 -- too (its pool option), and with an nn.Conv2d after the ReLU the three are
 -- one op (F.batch_norm_relu_conv2d: the batch norm's output neither written
--- nor kept for backward); in evaluation without gradients a Conv2d,
--- batch norm (and ReLU) run as one convolution with the batch norm folded in.
+-- nor kept for backward); a Conv2d before such a batch norm, ReLU and
+-- MaxPool2d(2) makes the four one op (F.conv2d_batch_norm_relu_pool: a first
+-- layer's weight gradient without the batch norm's full gradient in memory);
+-- in evaluation without gradients a Conv2d, batch norm (and ReLU) run as one
+-- convolution with the batch norm folded in.
 -- nn.Flatten(start_dim = 2, end_dim = -1) and nn.Identity.
 local cbnet = require "cbnet"
 local Module = require "cbnet.nn.module"
@@ -37,14 +40,28 @@ local function is_pool_2x2(m)
   return is(m.kernel, 2) and is(m.stride, 2) and is(m.padding, 0)
 end
 
+-- How many modules from names[i], a Conv2d, make one conv2d + batch norm +
+-- ReLU + 2x2 max pooling: 3 (the batch norm's ReLU fused), 4 (an nn.ReLU
+-- between) or nil.
+local function conv_pool_run(self, names, i)
+  local bn, third, fourth = self[names[i + 1]], self[names[i + 2]], self[names[i + 3]]
+  if self[names[i]].name ~= "Conv2d" or not (bn and bn.fuses_conv_pool) then return nil end
+  if bn.relu and is_pool_2x2(third) then return 3 end
+  if third and third.name == "ReLU" and is_pool_2x2(fourth) then return 4 end
+  return nil
+end
+
 function Sequential:forward(x)
   local names, i = self._modules, 1
   while i <= #names do
     local m, after = self[names[i]], self[names[i + 1]]
     local weight, bias, relu = folded(m, after, self[names[i + 2]])
+    local run = not weight and conv_pool_run(self, names, i)
     if weight then
       x = m:forward(x, weight, bias, relu)
       i = i + ((relu and not after.relu) and 3 or 2)
+    elseif run then
+      x, i = after:after_conv(x, m), i + run
     elseif m.fuses_conv and m.relu and after and after.name == "Conv2d" then
       x, i = m:forward(x, true, nil, nil, after), i + 2
     elseif m.fuses_relu and after and after.name == "ReLU" then
