@@ -61,10 +61,18 @@ local function capture(model, x)
                            extra = extra}
         return forward(self, input, ...)
       end
+      if m.after_conv then -- a convolution, this batch norm, ReLU and pooling as one op
+        local after_conv = m.after_conv
+        m.after_conv = function(self, input, conv)
+          seen[#seen + 1] = {module = self, input = input:detach(), needs_grad = input.requires_grad,
+                             extra = {n = 0}, conv_before = conv}
+          return after_conv(self, input, conv)
+        end
+      end
     end
   end
   model(x)
-  for _, s in ipairs(seen) do s.module.forward = nil end -- the class's forward again
+  for _, m in ipairs(model:modules()) do m.forward, m.after_conv = nil, nil end -- the class's again
   return seen
 end
 
@@ -81,12 +89,19 @@ local function profile(name, model, x, y)
     local fused = s.extra[1] and " +ReLU" or "" -- a batch norm with the ReLU after it (nn.Sequential)
     local conv = s.extra[4] -- and the convolution after that (nn.BasicBlock: F.batch_norm_relu_conv2d)
     if conv then fused = fused .. " +" .. conv.name .. " " .. conv:extra_repr() end
+    local before = s.conv_before -- or before it, the ReLU and pooling after (F.conv2d_batch_norm_relu_pool)
     local key = ("%s %s%s <- %s"):format(m.name, m:extra_repr(), fused, shape_str(input))
+    if before then
+      key = ("%s %s +BatchNorm2d +ReLU +MaxPool2d <- %s"):format(before.name, before:extra_repr(), shape_str(input))
+    end
     local row = rows[key]
     if not row then
       local inp = input:clone()
       if s.needs_grad then inp:requires_grad_() end
-      local function run() return m(inp, table.unpack(s.extra, 1, s.extra.n)) end
+      local function run()
+        if before then return m:after_conv(inp, before) end
+        return m(inp, table.unpack(s.extra, 1, s.extra.n))
+      end
       local out = run()
       -- a gradient in the output's layout, as the next layer would pass it
       local gy = out:detach() * 0 + cbnet.randn(table.unpack(out:size()))
@@ -96,7 +111,8 @@ local function profile(name, model, x, y)
         m:zero_grad()
         run():backward(gy)
       end)
-      local flop = forward_flop(conv or m, input, out)
+      local flop = before and forward_flop(before, input, cbnet.no_grad(function() return before(input) end))
+        or forward_flop(conv or m, input, out)
       -- backward: the weight gradient, plus the input gradient when needed
       local bwd_flop = flop and flop * (s.needs_grad and 2 or 1)
       row = {key = key, count = 0, fwd = fwd, bwd = math.max(both - fwd, 0), flop = flop,

@@ -771,7 +771,7 @@ static cb_status conv_bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_
     goto done;
   }
   int workers = cb_parallel_chunks(g.n, 1);
-  int64_t dy_floats = cb_direct_conv_stack(plan) * g.o * g.oh * g.ow; /* a stack's images */
+  int64_t dy_floats = cb_direct_conv_stack(plan) * g.o * g.oh * g.ow; /* a stack's images, NCHW */
   int64_t dy_shape = dy_floats * workers, bias_shape = g.o;
   if ((st = cb_tensor_empty(&dy, 1, &dy_shape, CB_FLOAT32)) != CB_OK ||
       (st = cb_tensor_empty(&dw, 4, w->shape, CB_FLOAT32)) != CB_OK ||
@@ -780,8 +780,8 @@ static cb_status conv_bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_
   const int64_t *xs = x->stride;
   pool_wgrad_job job = {plan, bn, {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]}, cb_tensor_data(dy),
                         dy_floats, g.n, g.o, g.oh, g.ow, need[2]};
-  int used = cb_parallel_for(g.n / cb_direct_conv_stack(plan) + (g.n % cb_direct_conv_stack(plan) != 0),
-                             1, pool_wgrad_stacks, &job);
+  int64_t stack = cb_direct_conv_stack(plan);
+  int used = cb_parallel_for((g.n + stack - 1) / stack, 1, pool_wgrad_stacks, &job);
   cb_direct_conv_weight_grad_sum(plan, used, cb_tensor_data(dw),
                                  need[2] ? cb_tensor_data(grad_in[2]) : NULL);
   if (need[1]) grad_in[1] = cb_tensor_retain(dw);

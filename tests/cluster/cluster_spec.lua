@@ -139,7 +139,7 @@ describe("data-parallel training over MPI (issue 12)", function()
         n = n + 1
       end
     end
-    assert.equal(10, n) -- 2 convs' weights and biases, BN weight, bias and running statistics, linear
+    assert.equal(16, n) -- 3 convs' weights and biases, 2 BNs' weight, bias and running statistics, linear
     assert.is_true(worst_synced < 1e-3, "synchronised: " .. worst_synced)
     assert.is_true(worst_separate > 1e-3, "local statistics: " .. worst_separate)
   end)

@@ -17,10 +17,13 @@ experiment.train{
   normalization = {mean = {0.5, 0.5, 0.5}, std = {0.25, 0.25, 0.25}},
   model = function()
     if bn == "bn" then
-      -- a convolution after the batch norm: fused with it in one process (F.batch_norm_relu_conv2d),
-      -- the two ops when the statistics are synchronised
+      -- a convolution after the first batch norm, and one before the second with a ReLU and
+      -- pooling after it: each group one op in one process (F.batch_norm_relu_conv2d,
+      -- F.conv2d_batch_norm_relu_pool), the separate ops when the statistics are synchronised
       return cbnet.nn.Sequential(cbnet.nn.Conv2d(3, 4, 3, {stride = 2}), cbnet.nn.BatchNorm2d(4, {relu = true}),
-        cbnet.nn.Conv2d(4, 4, 3, {padding = 1}), cbnet.nn.Flatten(), cbnet.nn.Linear(4 * 15 * 15, 10))
+        cbnet.nn.Conv2d(4, 4, 3, {padding = 1}), cbnet.nn.Conv2d(4, 4, 3, {padding = 1}),
+        cbnet.nn.BatchNorm2d(4), cbnet.nn.ReLU(), cbnet.nn.MaxPool2d(2), cbnet.nn.Flatten(),
+        cbnet.nn.Linear(4 * 7 * 7, 10))
     end
     return cbnet.nn.Sequential(cbnet.nn.Conv2d(3, 4, 3, {stride = 2}), cbnet.nn.ReLU(), cbnet.nn.Flatten(),
       cbnet.nn.Linear(4 * 15 * 15, 10))
