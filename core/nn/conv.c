@@ -673,8 +673,8 @@ done:
 }
 
 /* ---- conv2d + batch norm + ReLU + 2x2 max pooling ----
- * maxpool(max(0, batch norm(conv2d(x)))) as one op, the seed CNN's first
- * layer. Forward is the two ops' forwards (the convolution's output kept,
+ * maxpool(max(0, batch norm(conv2d(x)))) as one op, each of the seed CNN's
+ * two layers. Forward is the two ops' forwards (the convolution's output kept,
  * as the batch norm's node would keep it). Backward, when x needs no
  * gradient (a net's first layer) and the convolution takes the direct path,
  * computes the batch norm's dx a stack of images at a time into a buffer and
@@ -804,7 +804,7 @@ cb_status cb_conv2d_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, co
   if (st != CB_OK) return st;
   if (params->relu)
     return cb_fail(CB_EINVAL, "conv2d_batch_norm_relu_pool: the convolution's own ReLU is not fused here");
-  if (g.ow > 2048) { /* rows too long for the fused pooling: the two ops */
+  if (g.ow > CB_BN_POOL_ROW_MAX) { /* rows too long for the fused pooling: the two ops */
     cb_tensor *y;
     if ((st = cb_conv2d(&y, x, weight, bias, params)) != CB_OK) return st;
     st = cb_batch_norm_relu_pool(out, y, bn_weight, bn_bias, running_mean, running_var, training,

@@ -14,8 +14,9 @@
  * unvectorised, its loads and stores interleaving two columns, and branches
  * on every comparison), the last 1-3 windows of a row through zero-padded
  * copies. Memory-bound: wider vectors gain nothing. The first of equal
- * values wins and a NaN wins its window, as in PyTorch; the backward pass
- * finds the maxima again from the saved input, so no argmax is stored. */
+ * values wins and a NaN wins its window, as in PyTorch; pool.c's backward
+ * finds the maxima again from the saved input, so no argmax is stored
+ * (norm.c's fused pooling keeps a byte per window instead). */
 static inline ivec4 wins4(vec4 challenger, vec4 holder) {
   return (holder == holder) & ~(challenger <= holder);
 }

@@ -375,7 +375,6 @@ static cb_status backward_phases(bn_job *j, const batch_norm_ctx *ctx, cb_range_
 
 /* ---- batch norm + ReLU + 2x2 max pooling (see the top) ---- */
 
-#define POOL_ROW_MAX 2048 /* longest input row the row buffers take; wider goes unfused */
 
 /* dst[i] = max(0, x[i] * scale + shift) for i < n: bn_forward_channels's
  * operations. */
@@ -389,7 +388,7 @@ static inline void bn_relu_row(const float *x, int64_t n, float scale, float shi
 /* Output row i of plane (n, c): the input rows 2i and 2i + 1 normalised into
  * rows[0] and rows[1] (their first 2 ow values, all a window reads). */
 static inline void bn_relu_row_pair(const bn_job *j, const float *plane, int64_t i, float scale,
-                                    float shift, float rows[2][POOL_ROW_MAX]) {
+                                    float shift, float rows[2][CB_BN_POOL_ROW_MAX]) {
   for (int r = 0; r < 2; r++) bn_relu_row(plane + (2 * i + r) * j->w, 2 * j->ow, scale, shift, rows[r]);
 }
 
@@ -465,9 +464,9 @@ static inline void pool_windows_8(const float *x0, const float *x1, float scale,
   memcpy(codes, &code_bytes, 8);
 }
 
-/* pool_windows_4 for windows k.. of a row pair (y0, y1 normalised; x0, x1
- * raw) to their places at y, codes and deviations; the last 1-3 windows
- * of a row through zero-padded copies. */
+/* pool_windows_4 for the ow windows of a row pair (y0, y1 normalised; x0,
+ * x1 raw) into y, codes and deviations; the last 1-3 through zero-padded
+ * copies. */
 static inline void pool_windows_row(int64_t ow, const float *y0, const float *y1, const float *x0,
                                     const float *x1, float mean, float *y, uint8_t *codes,
                                     float *deviations) {
@@ -497,7 +496,7 @@ CB_VECTOR_CLONES static void bn_pool_forward_channels(void *arg, int chunk, int6
   (void)chunk;
   bn_job *j = arg;
   const bn_layout *l = &j->l;
-  float rows[2][POOL_ROW_MAX];
+  float rows[2][CB_BN_POOL_ROW_MAX];
   for (int64_t c = begin; c < end; c++) {
     float scale, shift, mean = j->mean[c];
     channel_affine(j, c, &scale, &shift);
@@ -824,7 +823,7 @@ static cb_status batch_norm(cb_tensor **out, const cb_tensor *x, const cb_tensor
       (st = cb_tensor_empty(&invstd, 1, &c, CB_FLOAT32)) != CB_OK)
     goto done;
   use_running_statistics(&j, c, running_mean, running_var, cb_tensor_data(mean), cb_tensor_data(invstd));
-  if (pool) { /* x is 4-d with rows of w <= POOL_ROW_MAX (cb_batch_norm_relu_pool) */
+  if (pool) { /* x is 4-d with rows of w <= CB_BN_POOL_ROW_MAX (cb_batch_norm_relu_pool) */
     j.w = x->shape[3], j.oh = x->shape[2] / 2, j.ow = x->shape[3] / 2;
     int64_t windows = j.l.n * j.l.c * j.oh * j.ow;
     st = cb_tensor_empty_images_like(out, xd, j.oh, j.ow, CB_FLOAT32);
@@ -940,7 +939,7 @@ cb_status cb_batch_norm_relu_pool(cb_tensor **out, const cb_tensor *x, const cb_
   *out = NULL;
   cb_status st = check_pool_input(x);
   if (st != CB_OK) return st;
-  if (x->shape[3] <= POOL_ROW_MAX)
+  if (x->shape[3] <= CB_BN_POOL_ROW_MAX)
     return batch_norm(out, x, weight, bias, running_mean, running_var, training, momentum, eps, true,
                       NULL, sync, true, NULL);
   /* rows too long for the row buffers: the two ops */
@@ -963,9 +962,9 @@ cb_status cb_batch_norm_relu_pool_forward(cb_tensor **out, const cb_tensor *x, c
   *out = NULL;
   cb_status st = check_pool_input(x);
   if (st != CB_OK) return st;
-  if (x->shape[3] > POOL_ROW_MAX)
+  if (x->shape[3] > CB_BN_POOL_ROW_MAX)
     return cb_fail(CB_ESHAPE, "batch_norm: rows of %lld exceed the fused pooling's %d",
-                   (long long)x->shape[3], POOL_ROW_MAX);
+                   (long long)x->shape[3], CB_BN_POOL_ROW_MAX);
   return batch_norm(out, x, weight, bias, running_mean, running_var, training, momentum, eps, true,
                     NULL, NULL, true, parts);
 }

@@ -41,8 +41,11 @@ typedef struct {
   cb_tensor *x, *mean, *invstd, *gamma, *winners, *deviations;
 } cb_bn_pool_parts;
 
+/* The longest rows of x the fused pooling takes (its row buffers). */
+#define CB_BN_POOL_ROW_MAX 2048
+
 /* maxpool(max(0, batch norm(x))) into *out, nothing recorded; rows of x up
- * to the fused pooling's limit (2048). */
+ * to CB_BN_POOL_ROW_MAX. */
 cb_status cb_batch_norm_relu_pool_forward(cb_tensor **out, const cb_tensor *x, const cb_tensor *weight,
                                           const cb_tensor *bias, cb_tensor *running_mean,
                                           cb_tensor *running_var, bool training, double momentum,
