@@ -36,6 +36,14 @@ function F.batch_norm(x, running_mean, running_var, opts)
     opts.pool == 2)
 end
 
+-- A batch norm and convolution in one op (name, core's fn): the options of both.
+local function batch_norm_with_conv(name, fn, x, weight, bias, running_mean, running_var, opts)
+  opts = options.check(opts, name, {"bn_weight", "bn_bias", "training", "momentum", "eps", "stride",
+    "padding", "dilation", "groups"})
+  return fn(x, opts.bn_weight, opts.bn_bias, running_mean, running_var, opts.training or false,
+    opts.momentum, opts.eps, weight, bias, opts.stride, opts.padding, opts.dilation, opts.groups)
+end
+
 --- batch_norm_relu_conv2d(x, running_mean, running_var, weight[, bias[, opts]]):
 -- conv2d(max(0, batch_norm(x)), weight, bias) in one op, the middle of a ResNet
 -- block: the convolution normalises x as it reads it, so the batch norm's output
@@ -43,11 +51,8 @@ end
 -- a ResNet's activations. opts: batch_norm's bn_weight, bn_bias, training,
 -- momentum, eps (no sync) and conv2d's stride, padding, dilation, groups.
 function F.batch_norm_relu_conv2d(x, running_mean, running_var, weight, bias, opts)
-  opts = options.check(opts, "batch_norm_relu_conv2d", {"bn_weight", "bn_bias", "training",
-    "momentum", "eps", "stride", "padding", "dilation", "groups"})
-  return core.batch_norm_relu_conv2d(x, opts.bn_weight, opts.bn_bias, running_mean, running_var,
-    opts.training or false, opts.momentum, opts.eps, weight, bias, opts.stride, opts.padding,
-    opts.dilation, opts.groups)
+  return batch_norm_with_conv("batch_norm_relu_conv2d", core.batch_norm_relu_conv2d, x, weight, bias,
+    running_mean, running_var, opts)
 end
 
 --- conv2d_batch_norm_relu_pool(x, weight, bias, running_mean, running_var[, opts]):
@@ -58,11 +63,8 @@ end
 -- dilation, groups and batch_norm's bn_weight, bn_bias, training, momentum,
 -- eps (no sync).
 function F.conv2d_batch_norm_relu_pool(x, weight, bias, running_mean, running_var, opts)
-  opts = options.check(opts, "conv2d_batch_norm_relu_pool", {"bn_weight", "bn_bias", "training",
-    "momentum", "eps", "stride", "padding", "dilation", "groups"})
-  return core.conv2d_batch_norm_relu_pool(x, opts.bn_weight, opts.bn_bias, running_mean, running_var,
-    opts.training or false, opts.momentum, opts.eps, weight, bias, opts.stride, opts.padding,
-    opts.dilation, opts.groups)
+  return batch_norm_with_conv("conv2d_batch_norm_relu_pool", core.conv2d_batch_norm_relu_pool, x, weight,
+    bias, running_mean, running_var, opts)
 end
 
 --- max_pool2d(x, kernel[, stride[, padding]]), stride defaults to kernel.
