@@ -688,7 +688,8 @@ typedef struct {
   bool training, has_gamma;
 } conv_bn_pool_ctx;
 
-/* The parts a node saved, slots 2-7 (x and w are 0 and 1). */
+/* The parts a node saved, slots 2-7 (x and w are 0 and 1), borrowed from
+ * the node: not for cb_bn_pool_parts_release. */
 static cb_status saved_pool_parts(cb_node *node, bool has_gamma, cb_bn_pool_parts *parts) {
   const cb_tensor *t[6] = {NULL};
   for (int i = 0; i < (has_gamma ? 6 : 5); i++) {
