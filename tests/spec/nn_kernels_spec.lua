@@ -376,6 +376,7 @@ describe("conv2d_batch_norm_relu_pool", function()
       {n = 4, c = 2, o = 6, h = 6, w = 8, x_grad = true},      -- x needs a gradient: dx written out
       {n = 5, c = 16, o = 16, h = 8, w = 8, no_bias = true, no_affine = true}, -- Winograd's shapes
       {n = 3, c = 3, o = 4, h = 9, w = 9, stride = 2},         -- not direct: im2col
+      {n = 1, c = 3, o = 4, h = 6, w = 10, transposed = true}, -- one image, a transposed view of x
     } do
       for _, path in ipairs(cbnet.conv_paths()) do
         cbnet.conv_path(path)
@@ -384,6 +385,7 @@ describe("conv2d_batch_norm_relu_pool", function()
           local gen = cbnet.Generator(3)
           local function normal(...) return cbnet.randn({...}, gen) end
           local x = normal(case.n, case.c, case.h, case.w)
+          if case.transposed then x = normal(case.n, case.c, case.w, case.h):transpose(3, 4) end
           local w, b = normal(case.o, case.c, 3, 3):requires_grad_(), normal(case.o):requires_grad_()
           local bw, bb = (normal(case.o) * 0.2 + 1):requires_grad_(), normal(case.o):requires_grad_()
           if case.no_bias then b = nil end
