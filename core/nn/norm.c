@@ -82,7 +82,6 @@ typedef struct {
   const double *local_stats; /* backward: the sums before that (or stats itself) */
   double count;     /* values per channel behind the statistics (all processes) */
   bool sync;        /* the statistics are summed over processes */
-  bool dx_by_images; /* backward: dx goes out images at a time (cb_bn_pool_grad_images), not to dx */
   const float *y_saved; /* backward with relu: the output, whose sign masks g */
   const float *mask_affine; /* or NULL, and the output recomputed from x by
                              * cb_normalize_relu_run with these scales and shifts */
@@ -271,21 +270,19 @@ static void bn_gradient_sums_channels(void *arg, int chunk, int64_t begin, int64
   }
 }
 
-/* Channel c's dgamma and dbeta (from this process's sums) and, when dx is
- * wanted (returns true), its coefficients: dx = k (g - a - (x - mean) b),
- * in training k (g - sum_g/M - xhat dgamma/M) with xhat = (x - mean) invstd,
- * in evaluation k g. */
-static inline bool backward_coefficients(const bn_job *j, int64_t c, float *k, float *a, float *b) {
+/* Channel c's dgamma and dbeta (from this process's sums) and its dx
+ * coefficients: dx = k (g - a - (x - mean) b), in training
+ * k (g - sum_g/M - xhat dgamma/M) with xhat = (x - mean) invstd, in
+ * evaluation k g. */
+static inline void backward_coefficients(const bn_job *j, int64_t c, float *k, float *a, float *b) {
   double invstd = j->invstd[c], sum_g = j->stats[2 * c], sum_gx = j->stats[2 * c + 1];
   double dgamma = sum_gx * invstd;
   if (j->dgamma) j->dgamma[c] = (float)(j->local_stats[2 * c + 1] * invstd);
   if (j->dbeta) j->dbeta[c] = (float)j->local_stats[2 * c];
-  if (!j->dx && !j->dx_by_images) return false;
   double gamma = j->gamma ? j->gamma[c] : 1.0;
   *k = (float)(gamma * invstd);
   *a = j->training ? (float)(sum_g / j->count) : 0.0f;
   *b = j->training ? (float)(dgamma * invstd / j->count) : 0.0f;
-  return true;
 }
 
 /* Backward, phase 2: dgamma and dbeta from this process's sums
@@ -297,7 +294,8 @@ CB_VECTOR_CLONES static void bn_backward_channels(void *arg, int chunk, int64_t 
   const bn_layout *l = &j->l;
   for (int64_t c = begin; c < end; c++) {
     float k, a, b, m = j->mean[c];
-    if (!backward_coefficients(j, c, &k, &a, &b)) continue;
+    backward_coefficients(j, c, &k, &a, &b);
+    if (!j->dx) continue;
     for (int64_t n = 0; n < j->runs; n++) {
       const float *x = j->x + n * l->sn + c * l->sc;
       /* the gradient reaching the normalisation: masked already */
@@ -617,7 +615,8 @@ CB_VECTOR_CLONES static void bn_pool_backward_channels(void *arg, int chunk, int
   bn_job *j = arg;
   for (int64_t c = begin; c < end; c++) {
     float k, a, b;
-    if (!backward_coefficients(j, c, &k, &a, &b)) continue;
+    backward_coefficients(j, c, &k, &a, &b);
+    if (!j->dx) continue;
     for (int64_t n = 0; n < j->l.n; n++) pool_dx_plane(j, n, c, k, a, b, j->dx + n * j->dl.sn + c * j->dl.sc);
   }
 }
@@ -1012,7 +1011,6 @@ cb_status cb_bn_pool_grad_begin(const cb_bn_pool_parts *parts, bool training, co
   s->j.stats = s->stats;
   s->j.local_stats = s->stats;
   s->j.count = (double)(s->j.l.n * s->j.l.s);
-  s->j.dx_by_images = true;
   cb_parallel_for(c, 1, bn_pool_gradient_sums, &s->j);
   for (int64_t ch = 0; ch < c; ch++)
     backward_coefficients(&s->j, ch, &s->coef[3 * ch], &s->coef[3 * ch + 1], &s->coef[3 * ch + 2]);

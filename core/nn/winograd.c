@@ -792,11 +792,17 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
   int64_t sum_xi = d->wino_m + 3;
   if (bias && !accumulate)
     for (int64_t o = 0; o < d->out_c; o++) bias[o] = 0;
+  float *vt = v + d->wino_n * d->v_xi;
+  /* the own products take the tiles in runs whose Vt rows (16 KiB) stay in L1
+   * while every tile of S reads them */
+  int64_t run = 4096 / d->in_c < 16 ? 16 : 4096 / d->in_c;
   for (int64_t first = 0; first < d->tiles; first += d->block) {
     int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
-    if (d->wino_m == 4) { /* 8 tiles at a time: the last few are zero in P */
-      f4_inputs(d, xpad, v, first, (count + 7) / 8 * 8);
-      f4_dy(d, dy, images, p, first, (count + 7) / 8 * 8);
+    /* F(4x4) takes 8 tiles at a time: the last few are zero in P */
+    int64_t rows = d->wino_m == 4 ? (count + 7) / 8 * 8 : count;
+    if (d->wino_m == 4) {
+      f4_inputs(d, xpad, v, first, rows);
+      f4_dy(d, dy, images, p, first, rows);
     } else {
       winograd_inputs(d, xpad, v, first, count);
       winograd_dy(d, dy, images, p, first, count);
@@ -804,8 +810,6 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
     for (int64_t o = 0; bias && o < d->out_c; o++)
       bias[o] += (float)cb_sum_floats(p + sum_xi * d->m_xi + o * d->block, count);
     bool add = accumulate || first > 0;
-    int64_t rows = d->wino_m == 4 ? (count + 7) / 8 * 8 : count; /* F(4x4): zeros past count */
-    float *vt = v + d->wino_n * d->v_xi;
     for (int xi = 0; xi < d->wino_n; xi++) {
       const float *p_xi = p + xi * d->m_xi;
       float *s_xi = s + xi * d->out_c * d->in_c;
@@ -815,8 +819,6 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
         continue;
       }
       transpose_v(v + xi * d->v_xi, d->block, d->in_c, rows, vt);
-      /* tiles in runs whose Vt rows (16 KiB) stay in L1 while every tile of S reads them */
-      int64_t run = 4096 / d->in_c < 16 ? 16 : 4096 / d->in_c;
       for (int64_t t = 0; t < rows; t += run) {
         int64_t n = rows - t < run ? rows - t : run;
         if (d->lanes == 16)
