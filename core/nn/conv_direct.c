@@ -321,6 +321,7 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   d->ntaps = (int)(kh * kw);
   /* tiles past the last plane read up to positions + the last tap's offset */
   d->xpad_floats = d->in_c * d->plane + d->positions + kh * d->wp + kw;
+  d->xpad_floats = (d->xpad_floats + 15) / 16 * 16; /* what follows starts on a cache line */
   int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
   /* rows of the stack's output 64 bytes longer than the grid: rows a
    * multiple of 4 KiB apart would share L1 sets (4K aliasing) */
@@ -357,6 +358,7 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     d->dw_floats = (d->winograd ? d->wino_n : d->ntaps) * d->out_c * d->in_c;
     d->scratch_floats += d->dy_floats + d->dw_floats + d->out_c;
   }
+  d->scratch_floats = (d->scratch_floats + 15) / 16 * 16; /* each worker's on a cache line */
   d->taps = malloc(sizeof(int64_t) * (size_t)d->ntaps);
   d->offs = malloc(sizeof(int64_t) * (size_t)(d->in_c * d->ntaps));
   /* Winograd: 16 transformed 4x4 kernels in place of 9 taps */

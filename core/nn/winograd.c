@@ -122,14 +122,21 @@ WINO_TARGET static inline vec8 load_columns(const float *src, int64_t n, int64_t
   return v;
 }
 
-/* How the vector transforms take the 8 tiles from t on (of at most limit):
- * 1 when they lie in t's tile row; 2 when tile rows are 4 long (8x8 outputs)
+/* How the vector transforms take the tiles from t on (of at most limit):
+ * 1 when 8 lie in t's tile row; 2 when tile rows are 4 long (8x8 outputs)
  * and t starts one: 4 in its row, 4 in the next, the even / odd split then
- * taking one load from each row; 0 when tiles go one at a time. */
-static int eight_tiles(const cb_direct_conv *d, int64_t t, int64_t limit) {
+ * taking one load from each row; 0 when tiles go one at a time. On the
+ * AVX-512 path 16 at a time where they lie so: 3 when 16 lie in t's row, 4
+ * when rows are 8 long (16x16 outputs) and t starts one (8 and 8). */
+static int vector_tiles(const cb_direct_conv *d, int64_t t, int64_t limit) {
   if (limit > d->tiles - t) limit = d->tiles - t;
+  int64_t in_row = d->tiles_c - t % d->tiles_c;
+  if (d->lanes == 16 && limit >= 16) {
+    if (in_row >= 16) return 3;
+    if (d->tiles_c == 8 && t % 8 == 0) return 4;
+  }
   if (limit < 8) return 0;
-  if (d->tiles_c - t % d->tiles_c >= 8) return 1;
+  if (in_row >= 8) return 1;
   return d->tiles_c == 4 && t % 4 == 0 ? 2 : 0;
 }
 
@@ -139,7 +146,8 @@ static int eight_tiles(const cb_direct_conv *d, int64_t t, int64_t limit) {
  * so that the input, output and dY transforms agree on the vectors. */
 typedef struct {
   int64_t k;      /* index of its (first) tile in the block */
-  int layout;     /* eight_tiles(): 1 or 2 for 8 tiles, 0 one tile, -1 one past the last */
+  int layout;     /* vector_tiles(): 1 or 2 for 8 tiles, 3 or 4 for 16, 0 one tile,
+                   * -1 one past the last */
   int64_t x;      /* its input window's top-left corner in a plane of the padded stack */
   int64_t col;    /* its first output column */
   int64_t row[4]; /* output rows r0 .. r0 + 3 (channel 0 of `planes`), -1 for none:
@@ -153,16 +161,140 @@ static int64_t f2_groups(const cb_direct_conv *d, const cb_planes *planes, int64
     f2_group *g = &groups[n];
     int64_t t = first + k, tr = t / d->tiles_c, tc = t % d->tiles_c;
     g->k = k;
-    g->layout = t >= d->tiles ? -1 : eight_tiles(d, t, count - k);
+    g->layout = t >= d->tiles ? -1 : vector_tiles(d, t, count - k);
     g->x = 2 * tr * d->wp + 2 * tc;
     g->col = 2 * tc;
     for (int i = 0; i < 4; i++) {
       int64_t r = 2 * tr + i, image = r / d->hp, row = r % d->hp;
       g->row[i] = !planes || image >= images || row >= d->out_h ? -1 : image * planes->ns + row * planes->rs;
     }
-    k += g->layout > 0 ? 8 : 1;
+    k += g->layout >= 3 ? 16 : g->layout > 0 ? 8 : 1;
   }
   return n;
+}
+
+/* Row i (0..3) of group g in channel ch of `planes`, NULL for none. */
+static inline float *group_row(const f2_group *g, cb_planes planes, int64_t ch, int i) {
+  return g->row[i] < 0 ? NULL : planes.base + ch * planes.cs + g->row[i];
+}
+
+/* ---- 16 tiles at a time, on the AVX-512 path ----
+ * The same transforms as the 8-tile ones below, in 512-bit vectors, for the
+ * groups of layout 3 and 4: half the instructions per tile, which bound the
+ * 8-tile transforms (ResNet-32's 16- and 32-channel layers). shufps and
+ * unpcklps / unpckhps work within 128-bit lanes at every width, so the
+ * order of tiles in a vector is the 8-tile one's pattern continued, and the
+ * unpacks restore the columns' order just the same. Each takes one group
+ * through every channel. */
+#define WINO512_TARGET __attribute__((target("avx512f")))
+
+WINO512_TARGET static inline vec16 evens16(vec16 a, vec16 b) {
+  return (vec16)_mm512_shuffle_ps((__m512)a, (__m512)b, 0x88);
+}
+WINO512_TARGET static inline vec16 odds16(vec16 a, vec16 b) {
+  return (vec16)_mm512_shuffle_ps((__m512)a, (__m512)b, 0xDD);
+}
+
+/* The first n (<= 16) of v's columns at dst, es floats apart (nothing when
+ * dst is NULL); loading them, zero past n. */
+WINO512_TARGET static inline void store_columns16(float *dst, vec16 v, int64_t n, int64_t es) {
+  if (!dst || n <= 0) return;
+  if (es == 1) {
+    _mm512_mask_storeu_ps(dst, (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1), (__m512)v);
+    return;
+  }
+  float buffer[16];
+  memcpy(buffer, &v, sizeof buffer);
+  for (int64_t l = 0; l < n && l < 16; l++) dst[l * es] = buffer[l];
+}
+WINO512_TARGET static inline vec16 load_columns16(const float *src, int64_t n, int64_t es) {
+  if (!src || n <= 0) return (vec16){0};
+  if (es == 1)
+    return (vec16)_mm512_maskz_loadu_ps((__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1), src);
+  float buffer[16] = {0};
+  for (int64_t l = 0; l < n && l < 16; l++) buffer[l] = src[l * es];
+  vec16 v;
+  memcpy(&v, buffer, sizeof v);
+  return v;
+}
+
+/* winograd_inputs for one group of 16 tiles. */
+WINO512_TARGET static void f2_inputs16(const cb_direct_conv *d, const float *xpad, float *v,
+                                       const f2_group *g) {
+  /* the second half: 16 columns on, or the next tile row's (2 rows down) */
+  int64_t second = g->layout == 3 ? 16 : 2 * d->wp, per_xi = d->v_xi;
+  for (int64_t c = 0; c < d->in_c; c++) {
+    const float *x = xpad + c * d->plane + g->x;
+    float *vc = v + c * d->block + g->k;
+    vec16 r[4][4]; /* d B */
+    for (int i = 0; i < 4; i++, x += d->wp) {
+      vec16 a = *(const vec16 *)x, b = *(const vec16 *)(x + second);
+      vec16 a2 = *(const vec16 *)(x + 2), b2 = *(const vec16 *)(x + second + 2);
+      vec16 x0 = evens16(a, b), x1 = odds16(a, b), x2 = evens16(a2, b2), x3 = odds16(a2, b2);
+      r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
+    }
+    for (int j = 0; j < 4; j++) { /* B^T (d B) */
+      *(vec16 *)(vc + (0 * 4 + j) * per_xi) = r[0][j] - r[2][j];
+      *(vec16 *)(vc + (1 * 4 + j) * per_xi) = r[1][j] + r[2][j];
+      *(vec16 *)(vc + (2 * 4 + j) * per_xi) = r[2][j] - r[1][j];
+      *(vec16 *)(vc + (3 * 4 + j) * per_xi) = r[1][j] - r[3][j];
+    }
+  }
+}
+
+/* winograd_outputs for one group of 16 tiles. */
+WINO512_TARGET static void f2_outputs16(const cb_direct_conv *d, const float *m, cb_planes out,
+                                        const float *bias, const f2_group *g) {
+  int64_t per_xi = d->m_xi, col = g->col;
+  /* the 16 tiles' 32 columns: the low 16 from the first 8 tiles, the high
+   * 16 columns on in the row (layout 3) or in the next tile row's (4) */
+  int64_t low_n = d->out_w - col, high_n = g->layout == 3 ? d->out_w - col - 16 : d->out_w;
+  for (int64_t o = 0; o < d->out_c; o++) {
+    const float *mo = m + o * d->block + g->k;
+    float b = bias ? bias[o] : 0.0f;
+    vec16 s[2][4]; /* A^T M */
+    for (int j = 0; j < 4; j++) {
+      vec16 m0 = *(const vec16 *)(mo + (0 * 4 + j) * per_xi);
+      vec16 m1 = *(const vec16 *)(mo + (1 * 4 + j) * per_xi);
+      vec16 m2 = *(const vec16 *)(mo + (2 * 4 + j) * per_xi);
+      vec16 m3 = *(const vec16 *)(mo + (3 * 4 + j) * per_xi);
+      s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
+    }
+    for (int i = 0; i < 2; i++) { /* (A^T M) A */
+      float *row = group_row(g, out, o, i);
+      float *low = row ? row + col * out.es : NULL;
+      float *high = g->layout == 3 ? (low ? low + 16 * out.es : NULL) : group_row(g, out, o, 2 + i);
+      vec16 y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
+      store_columns16(low, (vec16)_mm512_unpacklo_ps((__m512)y0, (__m512)y1), low_n, out.es);
+      store_columns16(high, (vec16)_mm512_unpackhi_ps((__m512)y0, (__m512)y1), high_n, out.es);
+    }
+  }
+}
+
+/* winograd_dy for one group of 16 tiles. */
+WINO512_TARGET static void f2_dy16(const cb_direct_conv *d, cb_planes dy, float *p,
+                                   const f2_group *g) {
+  int64_t col = g->col, per_xi = d->m_xi;
+  int64_t low_n = d->out_w - col, high_n = g->layout == 3 ? d->out_w - col - 16 : d->out_w;
+  for (int64_t o = 0; o < d->out_c; o++) {
+    float *po = p + o * d->block + g->k;
+    const float *top = group_row(g, dy, o, 0), *bottom = group_row(g, dy, o, 1);
+    const float *top2 = g->layout == 3 ? (top ? top + (col + 16) * dy.es : NULL) : group_row(g, dy, o, 2);
+    const float *bottom2 = g->layout == 3 ? (bottom ? bottom + (col + 16) * dy.es : NULL)
+                                          : group_row(g, dy, o, 3);
+    vec16 t0 = load_columns16(top ? top + col * dy.es : NULL, low_n, dy.es);
+    vec16 t1 = load_columns16(top2, high_n, dy.es);
+    vec16 b0 = load_columns16(bottom ? bottom + col * dy.es : NULL, low_n, dy.es);
+    vec16 b1 = load_columns16(bottom2, high_n, dy.es);
+    vec16 a = evens16(t0, t1), b = odds16(t0, t1), c = evens16(b0, b1), e = odds16(b0, b1);
+    vec16 r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
+    for (int i = 0; i < 4; i++) { /* (A dy) A^T */
+      *(vec16 *)(po + (i * 4 + 0) * per_xi) = r[i][0];
+      *(vec16 *)(po + (i * 4 + 1) * per_xi) = r[i][0] + r[i][1];
+      *(vec16 *)(po + (i * 4 + 2) * per_xi) = r[i][0] - r[i][1];
+      *(vec16 *)(po + (i * 4 + 3) * per_xi) = -r[i][1];
+    }
+  }
 }
 
 /* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count) of the
@@ -181,6 +313,7 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
         for (int xi = 0; xi < 16; xi++) vc[xi * per_xi + k] = 0;
         continue;
       }
+      if (g->layout >= 3) continue; /* f2_inputs16, below */
       const float *x = plane + g->x;
       if (g->layout) {
         /* the second half: 8 columns on, or the next tile row's (2 rows down) */
@@ -212,11 +345,8 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
       }
     }
   }
-}
-
-/* Row i (0..3) of group g in channel ch of `planes`, NULL for none. */
-static inline float *group_row(const f2_group *g, cb_planes planes, int64_t ch, int i) {
-  return g->row[i] < 0 ? NULL : planes.base + ch * planes.cs + g->row[i];
+  for (const f2_group *g = groups; g < groups + ngroups; g++)
+    if (g->layout >= 3) f2_inputs16(d, xpad, v, g);
 }
 
 /* The 2x2 outputs A^T M A (+ bias) of tiles [first, first + count) straight
@@ -234,6 +364,7 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
     for (const f2_group *g = groups; g < groups + ngroups; g++) {
       int64_t k = g->k, col = g->col;
       float *rows[2] = {group_row(g, out, o, 0), group_row(g, out, o, 1)};
+      if (g->layout >= 3) continue; /* f2_outputs16, below */
       if (g->layout) {
         vec8 s[2][4]; /* A^T M for 8 tiles */
         for (int j = 0; j < 4; j++) {
@@ -268,6 +399,8 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
       }
     }
   }
+  for (const f2_group *g = groups; g < groups + ngroups; g++)
+    if (g->layout >= 3) f2_outputs16(d, m, out, bias, g);
 }
 
 /* The weight gradient by the same transforms: for one tile,
@@ -285,6 +418,7 @@ WINO_TARGET static void winograd_dy(const cb_direct_conv *d, cb_planes dy, int64
     for (const f2_group *g = groups; g < groups + ngroups; g++) {
       int64_t k = g->k, col = g->col;
       const float *top = group_row(g, dy, o, 0), *bottom = group_row(g, dy, o, 1);
+      if (g->layout >= 3) continue; /* f2_dy16, below */
       if (g->layout) {
         /* 8 tiles: dy's columns split into even and odd; the last 4 tiles'
          * 8 columns on, or in the next tile row (zero past the width) */
@@ -318,6 +452,8 @@ WINO_TARGET static void winograd_dy(const cb_direct_conv *d, cb_planes dy, int64
       }
     }
   }
+  for (const f2_group *g = groups; g < groups + ngroups; g++)
+    if (g->layout >= 3) f2_dy16(d, dy, p, g);
 }
 
 typedef struct {

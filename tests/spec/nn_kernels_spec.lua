@@ -117,6 +117,10 @@ describe("conv2d", function()
       {n = 3, c = 32, o = 32, h = 8, w = 7, kh = 3, kw = 3, pad = {1, 1}, bias = true}, -- 4 tiles, odd width
       {n = 2, c = 32, o = 32, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}}, -- rows of 19 tiles: 8 + 8 + 3
       {n = 2, c = 16, o = 16, h = 5, w = 7, kh = 3, kw = 3, pad = {2, 2}}, -- odd 7x9 output, padding 2
+      -- AVX-512's 16 tiles at a time: 16 in a row (odd width: the last tile half), two rows of 8
+      {n = 3, c = 16, o = 24, h = 6, w = 31, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      {n = 5, c = 32, o = 32, h = 16, w = 16, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 3, c = 16, o = 20, h = 9, w = 15, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       -- the weight gradient's own products: 3 and 4 + 1 vectors of 16 input channels, output
       -- channels past the last whole register tile
       {n = 3, c = 48, o = 22, h = 6, w = 9, kh = 3, kw = 3, pad = {1, 1}, bias = true},
