@@ -569,13 +569,77 @@ WINO_TARGET static void f4_columns(const float *const rows[8], vec8 x[6]) {
   for (int j = 4; j < 6; j++) x[j] = (vec8)_mm256_permute2f128_ps(u[j - 4], u[j], 0x31);
 }
 
+/* f4_input_1d for 16 tiles. */
+WINO512_TARGET static inline void f4_input_1d16(const vec16 x[6], vec16 r[6]) {
+  vec16 t0 = x[4] - 4.0f * x[2], t1 = x[3] - 4.0f * x[1];
+  vec16 t2 = x[4] - x[2], t3 = 2.0f * (x[3] - x[1]);
+  r[0] = 4.0f * x[0] - 5.0f * x[2] + x[4];
+  r[1] = t0 + t1, r[2] = t0 - t1, r[3] = t2 + t3, r[4] = t2 - t3;
+  r[5] = 4.0f * x[1] - 5.0f * x[3] + x[5];
+}
+
+/* f4_columns for 16 tiles: rows l and l + 8 share a register, one per
+ * 256-bit half, so the in-lane unpacks and shuffles transpose both halves
+ * at once and one two-source permute gathers each column's four quarters. */
+WINO512_TARGET static void f4_columns16(const float *const rows[16], vec16 x[6]) {
+  __m512 r[8], t[8], u[8];
+  for (int l = 0; l < 8; l++)
+    r[l] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(rows[l]))),
+                                               _mm256_castps_pd(_mm256_loadu_ps(rows[l + 8])), 1));
+  for (int l = 0; l < 8; l += 2) {
+    t[l] = _mm512_unpacklo_ps(r[l], r[l + 1]);
+    t[l + 1] = _mm512_unpackhi_ps(r[l], r[l + 1]);
+  }
+  for (int l = 0; l < 8; l += 4) {
+    u[l] = _mm512_shuffle_ps(t[l], t[l + 2], 0x44);
+    u[l + 1] = _mm512_shuffle_ps(t[l], t[l + 2], 0xEE);
+    u[l + 2] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0x44);
+    u[l + 3] = _mm512_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
+  }
+  /* u[j]'s 128-bit quarters: columns j (j < 4) or j - 4 of tiles 0-3, 4-7... as
+   * f4_columns' u, for tiles 0-7 in the low half and 8-15 in the high */
+  const __m512i low = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+  const __m512i high = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int j = 0; j < 4; j++) x[j] = (vec16)_mm512_permutex2var_ps(u[j], low, u[j + 4]);
+  for (int j = 4; j < 6; j++) x[j] = (vec16)_mm512_permutex2var_ps(u[j - 4], high, u[j]);
+}
+
+/* f4_inputs for tiles [first, first + count), count a multiple of 16. */
+WINO512_TARGET static void f4_inputs16(const cb_direct_conv *d, const float *xpad, float *v,
+                                       int64_t first, int64_t count) {
+  for (int64_t k = 0; k < count; k += 16) {
+    int64_t corner[16];
+    for (int l = 0; l < 16; l++) {
+      int64_t t = first + k + l;
+      corner[l] = t < d->tiles ? 4 * (t / d->tiles_c) * d->wp + 4 * (t % d->tiles_c) : 0;
+    }
+    for (int64_t c = 0; c < d->in_c; c++) {
+      const float *plane = xpad + c * d->plane;
+      vec16 r[6][6], x[6], col[6], out[6];
+      for (int i = 0; i < 6; i++) { /* d B, row by row */
+        const float *rows[16];
+        for (int l = 0; l < 16; l++) rows[l] = plane + corner[l] + i * d->wp;
+        f4_columns16(rows, x);
+        f4_input_1d16(x, r[i]);
+      }
+      for (int j = 0; j < 6; j++) { /* B^T (d B), column by column */
+        for (int i = 0; i < 6; i++) col[i] = r[i][j];
+        f4_input_1d16(col, out);
+        for (int i = 0; i < 6; i++) *(vec16 *)(v + (i * 6 + j) * d->v_xi + c * d->block + k) = out[i];
+      }
+    }
+  }
+}
+
 /* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count), count
  * a multiple of 8 (tiles past the last read tile 0: their products are
  * never used). Each window row is one 8-float load per tile (2 floats past
  * the window: the stack's margins cover them), transposed. */
 WINO_TARGET static void f4_inputs(const cb_direct_conv *d, const float *xpad, float *v,
                                   int64_t first, int64_t count) {
-  for (int64_t k = 0; k < count; k += 8) {
+  int64_t wide = d->lanes == 16 ? count / 16 * 16 : 0; /* the AVX-512 path: 16 at a time */
+  if (wide) f4_inputs16(d, xpad, v, first, wide);
+  for (int64_t k = wide; k < count; k += 8) {
     int64_t corner[8]; /* the windows' top-left corners in a plane */
     for (int l = 0; l < 8; l++) {
       int64_t t = first + k + l;
