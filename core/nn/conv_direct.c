@@ -499,6 +499,24 @@ void cb_normalize_relu_images(cb_planes in, cb_planes out, int64_t n, int64_t c,
   cb_parallel_for(c, 1, normalize_channels, &job);
 }
 
+/* The real outputs of the stack's output grid (+ bias), row by row: every
+ * image's out_h rows of out_w. */
+CB_VECTOR_CLONES static void stack_outputs(const cb_direct_conv *d, const float *stack_out,
+                                           cb_planes out, int64_t count, const float *bias) {
+  for (int64_t o = 0; o < d->out_c; o++) {
+    float b = bias ? bias[o] : 0.0f;
+    for (int64_t image = 0; image < count; image++)
+      for (int64_t oh = 0; oh < d->out_h; oh++) {
+        const float *src = stack_out + o * d->out_ld + (image * d->hp + oh) * d->wp;
+        float *dst = out.base + image * out.ns + o * out.cs + oh * out.rs;
+        if (out.es == 1)
+          for (int64_t i = 0; i < d->out_w; i++) dst[i] = src[i] + b;
+        else
+          for (int64_t i = 0; i < d->out_w; i++) dst[i * out.es] = src[i] + b;
+      }
+  }
+}
+
 void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb_planes out,
                            int64_t count, const float *bias) {
   float *xpad = fill_stack(d, worker, in, count);
@@ -515,19 +533,7 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
       d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps,
                 d->weight + (o0 / OBLOCK) * weights_per_block,
                 stack_out + o0 * d->out_ld + p0, d->out_ld, d->tile / d->lanes);
-  /* the real outputs, row by row: every image's out_h rows of out_w */
-  for (int64_t o = 0; o < d->out_c; o++) {
-    float b = bias ? bias[o] : 0.0f;
-    for (int64_t image = 0; image < count; image++)
-      for (int64_t oh = 0; oh < d->out_h; oh++) {
-        const float *src = stack_out + o * d->out_ld + (image * d->hp + oh) * d->wp;
-        float *dst = out.base + image * out.ns + o * out.cs + oh * out.rs;
-        if (out.es == 1)
-          for (int64_t i = 0; i < d->out_w; i++) dst[i] = src[i] + b;
-        else
-          for (int64_t i = 0; i < d->out_w; i++) dst[i * out.es] = src[i] + b;
-      }
-  }
+  stack_outputs(d, stack_out, out, count, bias);
 }
 
 /* dY's rows for the micro-kernel where they are: whole vectors of dense rows,
