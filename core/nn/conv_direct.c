@@ -315,7 +315,9 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   d->hp = d->in_h + d->pad_h, d->wp = d->in_w + d->pad_w;
   d->images = stack_size(d->hp * d->wp, shape->n, workers);
   d->grid = d->images * d->hp * d->wp;
-  d->plane = (d->images * d->hp + d->pad_h + 1) * d->wp;
+  /* Winograd's planes 2 rows longer (zero): the 16-wide F(2x2) transforms'
+   * last, even row of tiles reads up to there (inputs_in_place below) */
+  d->plane = (d->images * d->hp + d->pad_h + 1 + (d->winograd ? 2 : 0)) * d->wp;
   d->positions = ((d->images - 1) * d->hp + d->out_h) * d->wp;
   d->positions = (d->positions + d->tile - 1) / d->tile * d->tile;
   d->ntaps = (int)(kh * kw);
@@ -332,6 +334,12 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     d->wino_m = cb_winograd_tile(d->in_c, d->out_c), d->wino_n = (d->wino_m + 2) * (d->wino_m + 2);
     d->tiles_r = (out_rows + d->wino_m - 1) / d->wino_m;
     d->tiles_c = (d->out_w + d->wino_m - 1) / d->wino_m;
+    /* F(2x2) on AVX-512 takes rows of 16 tiles (32-wide outputs) or pairs of
+     * rows of 8 (16-wide) 16 at a time: then every group is 16 wide (an even
+     * count of rows of 8: a last row of tiles past the outputs, all zero),
+     * and its input transform reads the images themselves */
+    d->inputs_in_place = d->lanes == 16 && d->wino_m == 2 && (d->tiles_c == 16 || d->tiles_c == 8);
+    if (d->inputs_in_place && d->tiles_c == 8) d->tiles_r += d->tiles_r % 2;
     d->tiles = d->tiles_r * d->tiles_c;
     /* blocks of tiles whose transformed inputs (16 x in_c x block) fit in
      * about 256 KiB, so they stay in L2 between the transform and the GEMMs;
@@ -517,15 +525,24 @@ CB_VECTOR_CLONES static void stack_outputs(const cb_direct_conv *d, const float 
   }
 }
 
+/* What the Winograd input transform of a stack of `in` reads: the images
+ * where they are, or the worker's padded stack, filled. */
+static cb_winograd_source winograd_source(const cb_direct_conv *d, int worker, cb_planes in,
+                                          int64_t count) {
+  if (d->inputs_in_place && in.es == 1) return (cb_winograd_source){NULL, in};
+  return (cb_winograd_source){fill_stack(d, worker, in, count), in};
+}
+
 void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb_planes out,
                            int64_t count, const float *bias) {
+  if (d->winograd) {
+    float *v = d->scratch + worker * d->scratch_floats + d->xpad_floats;
+    cb_winograd_stack(d, winograd_source(d, worker, in, count), out, count, bias, v, v + d->v_floats);
+    return;
+  }
   float *xpad = fill_stack(d, worker, in, count);
   float *stack_out = xpad + d->xpad_floats; /* out_c x positions, on the grid */
   int64_t weights_per_block = d->in_c * d->ntaps * OBLOCK;
-  if (d->winograd) {
-    cb_winograd_stack(d, xpad, out, count, bias, stack_out, stack_out + d->v_floats);
-    return;
-  }
   /* tiles outside, channel blocks inside: the tile's input window (in_c
    * runs of tile + the taps' reach) stays in L1 while every block reads it */
   for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile)
@@ -548,14 +565,16 @@ static bool dy_in_place(const cb_direct_conv *d, cb_planes dy) {
  * grid of positions (rows of dy_ld), zero between outputs. */
 void cb_direct_conv_weight_grad(const cb_direct_conv *d, int worker, cb_planes x, cb_planes dy,
                                 int64_t count, bool accumulate, bool bias_grad) {
-  float *xpad = fill_stack(d, worker, x, count);
+  float *xpad = d->scratch + worker * d->scratch_floats;
   float *v = xpad + d->xpad_floats, *p = v + d->v_floats; /* Winograd's transforms */
   float *dy_stack = p + d->m_floats;
   float *dw_taps = dy_stack + d->dy_floats, *bias = bias_grad ? dw_taps + d->dw_floats : NULL;
   if (d->winograd) {
-    cb_winograd_weight_grad(d, xpad, dy, count, v, p, dw_taps, bias, accumulate);
+    cb_winograd_weight_grad(d, winograd_source(d, worker, x, count), dy, count, v, p, dw_taps, bias,
+                            accumulate);
     return;
   }
+  fill_stack(d, worker, x, count);
   wgrad_runs runs = {.images = 1, .rows = 1, .columns = d->dy_ld}; /* the copy: one run */
   int64_t dy_channel = d->dy_ld;
   const float *dy_base = dy_stack;

@@ -51,6 +51,9 @@ struct cb_direct_conv {
   int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
   int64_t vt_floats;               /* dW: of v_floats, a transposed V_xi for the products
                                     * (winograd.c), or 0: the products by sgemm */
+  bool inputs_in_place;            /* Winograd F(2x2) on the AVX-512 path with every
+                                    * group of tiles 16 wide: the input transform reads
+                                    * the images where they are (no padded stack) */
   const float *in_affine;          /* forward, dW: the input normalised on the way in
                                     * (cb_direct_conv_normalize_input), or NULL */
   tile_fn kernel;
@@ -74,14 +77,20 @@ struct cb_direct_conv {
 int cb_winograd_tile(int64_t in_c, int64_t out_c);
 /* d->weight = the kernels' transforms (transposed: the input gradient's). */
 void cb_winograd_weights(cb_direct_conv *d, const float *weight, bool transposed);
-/* The outputs of the stack in xpad, written into `out` (+ bias) for its
- * first `images` images; v and m: the worker's transform blocks. */
-void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out, int64_t images,
-                       const float *bias, float *v, float *m);
+/* What the input transform reads: the padded stack xpad, or where xpad is
+ * NULL (the plan's inputs_in_place) the stack's images in `in` themselves. */
+typedef struct {
+  const float *xpad;
+  cb_planes in;
+} cb_winograd_source;
+/* The outputs of the stack's images (source), written into `out` (+ bias)
+ * for its first `images` images; v and m: the worker's transform blocks. */
+void cb_winograd_stack(const cb_direct_conv *d, cb_winograd_source source, cb_planes out,
+                       int64_t images, const float *bias, float *v, float *m);
 /* s (wino_n x out_c x in_c) = (accumulate ? s : 0) + the stack's weight
  * gradient in the transformed domain; bias (out_c; NULL: not wanted)
  * likewise + the sums of dY's channels. */
-void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
+void cb_winograd_weight_grad(const cb_direct_conv *d, cb_winograd_source source, cb_planes dy,
                              int64_t images, float *v, float *p, float *s, float *bias,
                              bool accumulate);
 /* dw = the workers' parts summed and transformed back to 3x3 kernels. */

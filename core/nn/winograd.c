@@ -149,6 +149,7 @@ typedef struct {
   int layout;     /* vector_tiles(): 1 or 2 for 8 tiles, 3 or 4 for 16, 0 one tile,
                    * -1 one past the last */
   int64_t x;      /* its input window's top-left corner in a plane of the padded stack */
+  int64_t row0;   /* that corner's row of the stack */
   int64_t col;    /* its first output column */
   int64_t row[4]; /* output rows r0 .. r0 + 3 (channel 0 of `planes`), -1 for none:
                    * the rows between images and past the images-th */
@@ -162,7 +163,7 @@ static int64_t f2_groups(const cb_direct_conv *d, const cb_planes *planes, int64
     int64_t t = first + k, tr = t / d->tiles_c, tc = t % d->tiles_c;
     g->k = k;
     g->layout = t >= d->tiles ? -1 : vector_tiles(d, t, count - k);
-    g->x = 2 * tr * d->wp + 2 * tc;
+    g->x = 2 * tr * d->wp + 2 * tc, g->row0 = 2 * tr;
     g->col = 2 * tc;
     for (int i = 0; i < 4; i++) {
       int64_t r = 2 * tr + i, image = r / d->hp, row = r % d->hp;
@@ -242,6 +243,76 @@ WINO512_TARGET static void f2_inputs16(const cb_direct_conv *d, const float *xpa
   }
 }
 
+/* Lanes [0, 16) of a vector of row columns w0, w0 + 1, ... that are pixels
+ * (0 <= w < in_w). */
+static inline uint32_t pixel_lanes(int64_t w0, int64_t in_w) {
+  int64_t lo = w0 < 0 ? -w0 : 0, hi = in_w - w0 < 16 ? in_w - w0 : 16;
+  if (hi <= lo) return 0;
+  return ((1u << hi) - 1) & ~((1u << lo) - 1);
+}
+
+/* f2_inputs16 reading the stack's images in `in` themselves (unit column
+ * stride) where fill_stack would have copied them: a window row past the
+ * images, between them or in the padding is zero, as are the columns left
+ * and right of the pixels (masked loads), and the plan's input affine (if
+ * any) is applied on the way, zeroing those lanes after it as fill_stack's
+ * borders are. */
+WINO512_TARGET static void f2_inputs16_in_place(const cb_direct_conv *d, cb_planes in,
+                                                int64_t images, float *v, const f2_group *g) {
+  /* the 4 window rows of the first half and of the second (layout 4: the
+   * next tile row's, 2 stack rows down; layout 3: the same rows) */
+  const float *rows[8];
+  for (int i = 0; i < 8; i++) {
+    int64_t h = g->row0 + (g->layout == 4 && i >= 4 ? 2 : 0) + i % 4 - d->pad_h;
+    int64_t image = h < 0 ? -1 : h / d->hp, hh = h < 0 ? -1 : h % d->hp;
+    rows[i] = image < 0 || image >= images || hh >= d->in_h ? NULL : in.base + image * in.ns + hh * in.rs;
+  }
+  /* the columns of a, b, a2, b2 (as f2_inputs16's) in the images' coordinates */
+  int64_t w0 = g->col - d->pad_w, second = g->layout == 3 ? 16 : 0;
+  int64_t starts[4] = {w0, w0 + second, w0 + 2, w0 + second + 2};
+  __mmask16 lanes[4];
+  for (int q = 0; q < 4; q++) lanes[q] = (__mmask16)pixel_lanes(starts[q], d->in_w);
+  int64_t per_xi = d->v_xi;
+  for (int64_t c = 0; c < d->in_c; c++) {
+    float *vc = v + c * d->block + g->k;
+    __m512 scale = _mm512_set1_ps(d->in_affine ? d->in_affine[c] : 1.0f);
+    __m512 shift = _mm512_set1_ps(d->in_affine ? d->in_affine[d->in_c + c] : 0.0f);
+    if (rows[0]) /* the rows the next group reads first, 2 tile rows (4) or 1 (2) down */
+      for (int64_t i = g->layout == 4 ? 6 : 4; i < (g->layout == 4 ? 10 : 6); i++)
+        for (int64_t w = 0; w < d->in_w; w += 16) _mm_prefetch((const char *)(rows[0] + c * in.cs + i * in.rs + w), _MM_HINT_T0);
+    vec16 r[4][4]; /* d B */
+    for (int i = 0; i < 4; i++) {
+      const float *top = rows[i], *bottom = rows[g->layout == 4 ? 4 + i : i];
+      __m512 x[4];
+      for (int q = 0; q < 4; q++) {
+        const float *row = q % 2 ? bottom : top;
+        if (!row) {
+          x[q] = _mm512_setzero_ps();
+          continue;
+        }
+        x[q] = _mm512_maskz_loadu_ps(lanes[q], row + c * in.cs + starts[q]);
+        /* max(0, x * scale + shift), as fill_stack: a multiply, then an add
+         * (the _round_ forms, which the compiler does not fuse) */
+        if (d->in_affine)
+          x[q] = _mm512_maskz_max_ps(
+              lanes[q],
+              _mm512_add_round_ps(_mm512_mul_round_ps(x[q], scale, _MM_FROUND_CUR_DIRECTION), shift,
+                                  _MM_FROUND_CUR_DIRECTION),
+              _mm512_setzero_ps());
+      }
+      vec16 x0 = evens16((vec16)x[0], (vec16)x[1]), x1 = odds16((vec16)x[0], (vec16)x[1]);
+      vec16 x2 = evens16((vec16)x[2], (vec16)x[3]), x3 = odds16((vec16)x[2], (vec16)x[3]);
+      r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
+    }
+    for (int j = 0; j < 4; j++) { /* B^T (d B) */
+      *(vec16 *)(vc + (0 * 4 + j) * per_xi) = r[0][j] - r[2][j];
+      *(vec16 *)(vc + (1 * 4 + j) * per_xi) = r[1][j] + r[2][j];
+      *(vec16 *)(vc + (2 * 4 + j) * per_xi) = r[2][j] - r[1][j];
+      *(vec16 *)(vc + (3 * 4 + j) * per_xi) = r[1][j] - r[3][j];
+    }
+  }
+}
+
 /* winograd_outputs for one group of 16 tiles. */
 WINO512_TARGET static void f2_outputs16(const cb_direct_conv *d, const float *m, cb_planes out,
                                         const float *bias, const f2_group *g) {
@@ -299,8 +370,9 @@ WINO512_TARGET static void f2_dy16(const cb_direct_conv *d, cb_planes dy, float 
 
 /* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count) of the
  * stack (at most CB_WINOGRAD_MAX_BLOCK); tiles past the last are zero. */
-WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xpad, float *v,
-                                        int64_t first, int64_t count) {
+WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, cb_winograd_source source,
+                                        int64_t images, float *v, int64_t first, int64_t count) {
+  const float *xpad = source.xpad; /* NULL: every group is 16 wide, read in place */
   int64_t per_xi = d->v_xi;
   f2_group groups[CB_WINOGRAD_MAX_BLOCK];
   int64_t ngroups = f2_groups(d, NULL, 0, first, count, groups);
@@ -346,7 +418,8 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, const float *xp
     }
   }
   for (const f2_group *g = groups; g < groups + ngroups; g++)
-    if (g->layout >= 3) f2_inputs16(d, xpad, v, g);
+    if (g->layout >= 3 && xpad) f2_inputs16(d, xpad, v, g);
+    else if (g->layout >= 3) f2_inputs16_in_place(d, source.in, images, v, g);
 }
 
 /* The 2x2 outputs A^T M A (+ bias) of tiles [first, first + count) straight
@@ -983,7 +1056,7 @@ __attribute__((target("avx2,fma"))) static void wgrad_products8(const float *p, 
   }
 }
 
-void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_planes dy,
+void cb_winograd_weight_grad(const cb_direct_conv *d, cb_winograd_source source, cb_planes dy,
                              int64_t images, float *v, float *p, float *s, float *bias,
                              bool accumulate) {
   /* A's row 1 is all ones (F(2x2): 1 1; F(4x4): 1 1 1 1), so position
@@ -1001,10 +1074,10 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
     /* F(4x4) takes 8 tiles at a time: the last few are zero in P */
     int64_t rows = d->wino_m == 4 ? (count + 7) / 8 * 8 : count;
     if (d->wino_m == 4) {
-      f4_inputs(d, xpad, v, first, rows);
+      f4_inputs(d, source.xpad, v, first, rows);
       f4_dy(d, dy, images, p, first, rows);
     } else {
-      winograd_inputs(d, xpad, v, first, count);
+      winograd_inputs(d, source, images, v, first, count);
       winograd_dy(d, dy, images, p, first, count);
     }
     for (int64_t o = 0; bias && o < d->out_c; o++)
@@ -1032,8 +1105,8 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, const float *xpad, cb_plan
 
 /* The stack's outputs by Winograd: per block of tiles, the input
  * transform, 16 products by the micro-kernel, the output transform. */
-void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out, int64_t images,
-                       const float *bias, float *v, float *m) {
+void cb_winograd_stack(const cb_direct_conv *d, cb_winograd_source source, cb_planes out,
+                       int64_t images, const float *bias, float *v, float *m) {
   static const int64_t no_shift[1] = {0};
   int64_t blocks = (d->out_c + OBLOCK - 1) / OBLOCK;
   int64_t u_per_xi = blocks * OBLOCK * d->in_c;
@@ -1041,8 +1114,8 @@ void cb_winograd_stack(const cb_direct_conv *d, const float *xpad, cb_planes out
     int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
     /* whole vectors of tiles (the transforms take 8 at a time; lanes is 8 or 16) */
     int64_t whole = (count + d->lanes - 1) / d->lanes * d->lanes;
-    if (d->wino_m == 4) f4_inputs(d, xpad, v, first, whole);
-    else winograd_inputs(d, xpad, v, first, whole);
+    if (d->wino_m == 4) f4_inputs(d, source.xpad, v, first, whole);
+    else winograd_inputs(d, source, images, v, first, whole);
     for (int xi = 0; xi < d->wino_n; xi++)
       for (int64_t t0 = 0; t0 < whole; t0 += d->tile) {
         int vectors = (int)((whole - t0 < d->tile ? whole - t0 : d->tile) / d->lanes);

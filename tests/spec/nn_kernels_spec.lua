@@ -121,6 +121,12 @@ describe("conv2d", function()
       {n = 3, c = 16, o = 24, h = 6, w = 31, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 5, c = 32, o = 32, h = 16, w = 16, kh = 3, kw = 3, pad = {1, 1}},
       {n = 3, c = 16, o = 20, h = 9, w = 15, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      -- those read in place, as by the stack (a transposed input): an odd count of rows of 8
+      -- tiles made even
+      {n = 3, c = 16, o = 16, h = 16, w = 16, kh = 3, kw = 3, pad = {1, 1}, bias = true},
+      {n = 3, c = 16, o = 16, h = 16, w = 16, kh = 3, kw = 3, pad = {1, 1}, transposed_input = true},
+      {n = 2, c = 16, o = 20, h = 5, w = 32, kh = 3, kw = 3, pad = {1, 1}, transposed_input = true},
+      {n = 4, c = 20, o = 16, h = 7, w = 30, kh = 3, kw = 3, pad = {0, 0}},
       -- the weight gradient's own products: 3 and 4 + 1 vectors of 16 input channels, output
       -- channels past the last whole register tile
       {n = 3, c = 48, o = 22, h = 6, w = 9, kh = 3, kw = 3, pad = {1, 1}, bias = true},
@@ -590,6 +596,9 @@ describe("batch_norm_relu_conv2d", function()
       for _, case in ipairs{
         {shape = {3, 4, 6, 6}, out = 5, k = 3, pad = 1, training = true},
         {shape = {5, 16, 8, 8}, out = 16, k = 3, pad = 1, training = true, cnhw = true}, -- Winograd's
+        -- read in place by AVX-512's 16-tile input transform, normalised on the way
+        {shape = {3, 16, 16, 16}, out = 16, k = 3, pad = 1, training = true, cnhw = true},
+        {shape = {5, 16, 7, 32}, out = 20, k = 3, pad = 1, training = true},
         {shape = {4, 16, 9, 7}, out = 24, k = 3, pad = 1, training = true, no_bias = true},
         {shape = {3, 4, 7, 7}, out = 6, k = 3, pad = 1, stride = 2, training = true}, -- im2col
         {shape = {2, 3, 5, 5}, out = 4, k = 1, pad = 0, training = true, no_affine = true},
