@@ -386,7 +386,7 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     d->scratch = cb_tensor_data(d->scratch_storage);
     for (int k = 0; k < workers; k++) {
       float *mine = d->scratch + k * d->scratch_floats;
-      zero_stack_borders(d, mine);
+      if (!d->inputs_in_place) zero_stack_borders(d, mine); /* else when a stack is filled */
       if (d->dy_floats)
         memset(mine + d->xpad_floats + d->v_floats + d->m_floats, 0, sizeof(float) * (size_t)d->dy_floats);
     }
@@ -530,6 +530,9 @@ CB_VECTOR_CLONES static void stack_outputs(const cb_direct_conv *d, const float 
 static cb_winograd_source winograd_source(const cb_direct_conv *d, int worker, cb_planes in,
                                           int64_t count) {
   if (d->inputs_in_place && in.es == 1) return (cb_winograd_source){NULL, in};
+  /* a plan that reads in place zeroes a stack's borders only when it needs one
+   * (strided input columns: rare), then for every stack it fills */
+  if (d->inputs_in_place) zero_stack_borders(d, d->scratch + worker * d->scratch_floats);
   return (cb_winograd_source){fill_stack(d, worker, in, count), in};
 }
 
