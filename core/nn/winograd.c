@@ -174,6 +174,14 @@ static int64_t f2_groups(const cb_direct_conv *d, const cb_planes *planes, int64
   return n;
 }
 
+/* Whether every one of n groups is 16 tiles wide: then the 8-tile and
+ * single-tile loops over the channels have nothing to do. */
+static bool all_wide(const f2_group *groups, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (groups[i].layout < 3) return false;
+  return true;
+}
+
 /* Row i (0..3) of group g in channel ch of `planes`, NULL for none. */
 static inline float *group_row(const f2_group *g, cb_planes planes, int64_t ch, int i) {
   return g->row[i] < 0 ? NULL : planes.base + ch * planes.cs + g->row[i];
@@ -376,7 +384,8 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, cb_winograd_sou
   int64_t per_xi = d->v_xi;
   f2_group groups[CB_WINOGRAD_MAX_BLOCK];
   int64_t ngroups = f2_groups(d, NULL, 0, first, count, groups);
-  for (int64_t c = 0; c < d->in_c; c++) {
+  bool narrow = !all_wide(groups, ngroups);
+  for (int64_t c = 0; narrow && c < d->in_c; c++) {
     const float *plane = xpad + c * d->plane;
     float *vc = v + c * d->block;
     for (const f2_group *g = groups; g < groups + ngroups; g++) {
@@ -431,7 +440,8 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
   if (count > d->tiles - first) count = d->tiles - first;
   f2_group groups[CB_WINOGRAD_MAX_BLOCK];
   int64_t ngroups = f2_groups(d, &out, images, first, count, groups);
-  for (int64_t o = 0; o < d->out_c; o++) {
+  bool narrow = !all_wide(groups, ngroups);
+  for (int64_t o = 0; narrow && o < d->out_c; o++) {
     const float *mo = m + o * d->block;
     float b = bias ? bias[o] : 0.0f;
     for (const f2_group *g = groups; g < groups + ngroups; g++) {
@@ -486,7 +496,8 @@ WINO_TARGET static void winograd_dy(const cb_direct_conv *d, cb_planes dy, int64
                                     float *p, int64_t first, int64_t count) {
   f2_group groups[CB_WINOGRAD_MAX_BLOCK];
   int64_t ngroups = f2_groups(d, &dy, images, first, count, groups);
-  for (int64_t o = 0; o < d->out_c; o++) {
+  bool narrow = !all_wide(groups, ngroups);
+  for (int64_t o = 0; narrow && o < d->out_c; o++) {
     float *po = p + o * d->block;
     for (const f2_group *g = groups; g < groups + ngroups; g++) {
       int64_t k = g->k, col = g->col;
