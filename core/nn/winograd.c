@@ -227,30 +227,6 @@ WINO512_TARGET static inline vec16 load_columns16(const float *src, int64_t n, i
   return v;
 }
 
-/* winograd_inputs for one group of 16 tiles. */
-WINO512_TARGET static void f2_inputs16(const cb_direct_conv *d, const float *xpad, float *v,
-                                       const f2_group *g) {
-  /* the second half: 16 columns on, or the next tile row's (2 rows down) */
-  int64_t second = g->layout == 3 ? 16 : 2 * d->wp, per_xi = d->v_xi;
-  for (int64_t c = 0; c < d->in_c; c++) {
-    const float *x = xpad + c * d->plane + g->x;
-    float *vc = v + c * d->block + g->k;
-    vec16 r[4][4]; /* d B */
-    for (int i = 0; i < 4; i++, x += d->wp) {
-      vec16 a = *(const vec16 *)x, b = *(const vec16 *)(x + second);
-      vec16 a2 = *(const vec16 *)(x + 2), b2 = *(const vec16 *)(x + second + 2);
-      vec16 x0 = evens16(a, b), x1 = odds16(a, b), x2 = evens16(a2, b2), x3 = odds16(a2, b2);
-      r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
-    }
-    for (int j = 0; j < 4; j++) { /* B^T (d B) */
-      *(vec16 *)(vc + (0 * 4 + j) * per_xi) = r[0][j] - r[2][j];
-      *(vec16 *)(vc + (1 * 4 + j) * per_xi) = r[1][j] + r[2][j];
-      *(vec16 *)(vc + (2 * 4 + j) * per_xi) = r[2][j] - r[1][j];
-      *(vec16 *)(vc + (3 * 4 + j) * per_xi) = r[1][j] - r[3][j];
-    }
-  }
-}
-
 /* Lanes [0, 16) of a vector of row columns w0, w0 + 1, ... that are pixels
  * (0 <= w < in_w). */
 static inline uint32_t pixel_lanes(int64_t w0, int64_t in_w) {
@@ -259,35 +235,51 @@ static inline uint32_t pixel_lanes(int64_t w0, int64_t in_w) {
   return ((1u << hi) - 1) & ~((1u << lo) - 1);
 }
 
-/* f2_inputs16 reading the stack's images in `in` themselves (unit column
- * stride) where fill_stack would have copied them: a window row past the
- * images, between them or in the padding is zero, as are the columns left
- * and right of the pixels (masked loads), and the plan's input affine (if
- * any) is applied on the way, zeroing those lanes after it as fill_stack's
- * borders are. */
-WINO512_TARGET static void f2_inputs16_in_place(const cb_direct_conv *d, cb_planes in,
-                                                int64_t images, float *v, const f2_group *g) {
-  /* the 4 window rows of the first half and of the second (layout 4: the
-   * next tile row's, 2 stack rows down; layout 3: the same rows) */
+/* winograd_inputs for one group of 16 tiles, from the padded stack or, where
+ * source.xpad is NULL, from the stack's images in source.in themselves (unit
+ * column stride) where fill_stack would have copied them: a window row past
+ * the images, between them or in the padding is then zero, as are the
+ * columns left and right of the pixels (masked loads), and the plan's input
+ * affine (if any) is applied on the way, zeroing those lanes after it as
+ * fill_stack's borders are; the next group's rows are prefetched. */
+WINO512_TARGET static inline __attribute__((always_inline)) void f2_inputs16_body(
+    const cb_direct_conv *d, cb_winograd_source source, int64_t images, float *v, const f2_group *g,
+    const bool in_place) {
+  /* the 4 window rows of the first half and of the second: layout 3 the
+   * same rows, 16 columns on; layout 4 the next tile row's, 2 rows down */
   const float *rows[8];
+  int64_t second = g->layout == 3 ? 16 : 0, channel;
+  int64_t starts[4] = {0, second, 2, second + 2}; /* the columns of a, b, a2, b2 */
+  __mmask16 lanes[4] = {0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF};
+  const float *affine = NULL;
   for (int i = 0; i < 8; i++) {
-    int64_t h = g->row0 + (g->layout == 4 && i >= 4 ? 2 : 0) + i % 4 - d->pad_h;
-    int64_t image = h < 0 ? -1 : h / d->hp, hh = h < 0 ? -1 : h % d->hp;
-    rows[i] = image < 0 || image >= images || hh >= d->in_h ? NULL : in.base + image * in.ns + hh * in.rs;
+    int64_t r = g->row0 + (g->layout == 4 && i >= 4 ? 2 : 0) + i % 4;
+    if (!in_place) {
+      rows[i] = source.xpad + r * d->wp + g->col;
+      continue;
+    }
+    int64_t h = r - d->pad_h, image = h < 0 ? -1 : h / d->hp, hh = h < 0 ? -1 : h % d->hp;
+    bool pixels = image >= 0 && image < images && hh < d->in_h;
+    rows[i] = pixels ? source.in.base + image * source.in.ns + hh * source.in.rs : NULL;
   }
-  /* the columns of a, b, a2, b2 (as f2_inputs16's) in the images' coordinates */
-  int64_t w0 = g->col - d->pad_w, second = g->layout == 3 ? 16 : 0;
-  int64_t starts[4] = {w0, w0 + second, w0 + 2, w0 + second + 2};
-  __mmask16 lanes[4];
-  for (int q = 0; q < 4; q++) lanes[q] = (__mmask16)pixel_lanes(starts[q], d->in_w);
+  if (!in_place) {
+    channel = d->plane;
+  } else {
+    channel = source.in.cs, affine = d->in_affine;
+    for (int q = 0; q < 4; q++) {
+      starts[q] += g->col - d->pad_w;
+      lanes[q] = (__mmask16)pixel_lanes(starts[q], d->in_w);
+    }
+  }
   int64_t per_xi = d->v_xi;
   for (int64_t c = 0; c < d->in_c; c++) {
     float *vc = v + c * d->block + g->k;
-    __m512 scale = _mm512_set1_ps(d->in_affine ? d->in_affine[c] : 1.0f);
-    __m512 shift = _mm512_set1_ps(d->in_affine ? d->in_affine[d->in_c + c] : 0.0f);
-    if (rows[0]) /* the rows the next group reads first, 2 tile rows (4) or 1 (2) down */
+    __m512 scale = _mm512_set1_ps(affine ? affine[c] : 1.0f);
+    __m512 shift = _mm512_set1_ps(affine ? affine[d->in_c + c] : 0.0f);
+    if (in_place && rows[0]) /* the rows the next group reads first */
       for (int64_t i = g->layout == 4 ? 6 : 4; i < (g->layout == 4 ? 10 : 6); i++)
-        for (int64_t w = 0; w < d->in_w; w += 16) _mm_prefetch((const char *)(rows[0] + c * in.cs + i * in.rs + w), _MM_HINT_T0);
+        for (int64_t w = 0; w < d->in_w; w += 16)
+          _mm_prefetch((const char *)(rows[0] + c * channel + i * source.in.rs + w), _MM_HINT_T0);
     vec16 r[4][4]; /* d B */
     for (int i = 0; i < 4; i++) {
       const float *top = rows[i], *bottom = rows[g->layout == 4 ? 4 + i : i];
@@ -298,10 +290,10 @@ WINO512_TARGET static void f2_inputs16_in_place(const cb_direct_conv *d, cb_plan
           x[q] = _mm512_setzero_ps();
           continue;
         }
-        x[q] = _mm512_maskz_loadu_ps(lanes[q], row + c * in.cs + starts[q]);
+        x[q] = _mm512_maskz_loadu_ps(lanes[q], row + c * channel + starts[q]);
         /* max(0, x * scale + shift), as fill_stack: a multiply, then an add
          * (the _round_ forms, which the compiler does not fuse) */
-        if (d->in_affine)
+        if (in_place && affine)
           x[q] = _mm512_maskz_max_ps(
               lanes[q],
               _mm512_add_round_ps(_mm512_mul_round_ps(x[q], scale, _MM_FROUND_CUR_DIRECTION), shift,
@@ -319,6 +311,13 @@ WINO512_TARGET static void f2_inputs16_in_place(const cb_direct_conv *d, cb_plan
       *(vec16 *)(vc + (3 * 4 + j) * per_xi) = r[1][j] - r[3][j];
     }
   }
+}
+
+/* f2_inputs16_body with each source's loop of its own. */
+WINO512_TARGET static void f2_inputs16(const cb_direct_conv *d, cb_winograd_source source,
+                                       int64_t images, float *v, const f2_group *g) {
+  if (source.xpad) f2_inputs16_body(d, source, images, v, g, false);
+  else f2_inputs16_body(d, source, images, v, g, true);
 }
 
 /* winograd_outputs for one group of 16 tiles. */
@@ -427,8 +426,7 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, cb_winograd_sou
     }
   }
   for (const f2_group *g = groups; g < groups + ngroups; g++)
-    if (g->layout >= 3 && xpad) f2_inputs16(d, xpad, v, g);
-    else if (g->layout >= 3) f2_inputs16_in_place(d, source.in, images, v, g);
+    if (g->layout >= 3) f2_inputs16(d, source, images, v, g);
 }
 
 /* The 2x2 outputs A^T M A (+ bias) of tiles [first, first + count) straight
