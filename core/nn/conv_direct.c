@@ -334,12 +334,14 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     d->wino_m = cb_winograd_tile(d->in_c, d->out_c), d->wino_n = (d->wino_m + 2) * (d->wino_m + 2);
     d->tiles_r = (out_rows + d->wino_m - 1) / d->wino_m;
     d->tiles_c = (d->out_w + d->wino_m - 1) / d->wino_m;
-    /* F(2x2) on AVX-512 takes rows of 16 tiles (32-wide outputs) or pairs of
-     * rows of 8 (16-wide) 16 at a time: then every group is 16 wide (an even
-     * count of rows of 8: a last row of tiles past the outputs, all zero),
-     * and its input transform reads the images themselves */
-    d->inputs_in_place = d->lanes == 16 && d->wino_m == 2 && (d->tiles_c == 16 || d->tiles_c == 8);
-    if (d->inputs_in_place && d->tiles_c == 8) d->tiles_r += d->tiles_r % 2;
+    /* The AVX-512 path's input transforms read the images themselves: F(4x4)'s
+     * always (16 tiles at a time wherever they lie), F(2x2)'s where it takes
+     * every tile in a group of 16, rows of 16 tiles (32-wide outputs) or pairs
+     * of rows of 8 (16-wide; an even count of them: a last row of tiles past
+     * the outputs, all zero) */
+    bool f2_wide = d->wino_m == 2 && (d->tiles_c == 16 || d->tiles_c == 8);
+    d->inputs_in_place = d->lanes == 16 && (d->wino_m == 4 || f2_wide);
+    if (d->inputs_in_place && d->wino_m == 2 && d->tiles_c == 8) d->tiles_r += d->tiles_r % 2;
     d->tiles = d->tiles_r * d->tiles_c;
     /* blocks of tiles whose transformed inputs (16 x in_c x block) fit in
      * about 256 KiB, so they stay in L2 between the transform and the GEMMs;

@@ -51,8 +51,8 @@ struct cb_direct_conv {
   int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
   int64_t vt_floats;               /* dW: of v_floats, a transposed V_xi for the products
                                     * (winograd.c), or 0: the products by sgemm */
-  bool inputs_in_place;            /* Winograd F(2x2) on the AVX-512 path with every
-                                    * group of tiles 16 wide: the input transform reads
+  bool inputs_in_place;            /* Winograd on the AVX-512 path (F(2x2): with every
+                                    * group of tiles 16 wide): the input transform reads
                                     * the images where they are (no padded stack) */
   const float *in_affine;          /* forward, dW: the input normalised on the way in
                                     * (cb_direct_conv_normalize_input), or NULL */

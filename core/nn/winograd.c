@@ -662,12 +662,24 @@ WINO512_TARGET static inline void f4_input_1d16(const vec16 x[6], vec16 r[6]) {
 
 /* f4_columns for 16 tiles: rows l and l + 8 share a register, one per
  * 256-bit half, so the in-lane unpacks and shuffles transpose both halves
- * at once and one two-source permute gathers each column's four quarters. */
-WINO512_TARGET static void f4_columns16(const float *const rows[16], vec16 x[6]) {
+ * at once and one two-source permute gathers each column's four quarters.
+ * Row l's lanes outside masks[l] are zero (not read); with an affine
+ * (scale, shift) the rows are max(0, x * scale + shift) within the masks. */
+WINO512_TARGET static void f4_columns16(const float *const rows[16], const uint8_t masks[16],
+                                        const __m512 *affine, vec16 x[6]) {
   __m512 r[8], t[8], u[8];
-  for (int l = 0; l < 8; l++)
-    r[l] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(rows[l]))),
-                                               _mm256_castps_pd(_mm256_loadu_ps(rows[l + 8])), 1));
+  for (int l = 0; l < 8; l++) {
+    __mmask16 both = (__mmask16)(masks[l] | masks[l + 8] << 8);
+    /* row l + 8 into the high half: loaded from 8 floats before it, those lanes masked off */
+    r[l] = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(masks[l], rows[l]), (__mmask16)(masks[l + 8] << 8),
+                                rows[l + 8] - 8);
+    if (affine) /* a multiply, then an add, as fill_stack (the _round_ forms are not fused) */
+      r[l] = _mm512_maskz_max_ps(
+          both,
+          _mm512_add_round_ps(_mm512_mul_round_ps(r[l], affine[0], _MM_FROUND_CUR_DIRECTION), affine[1],
+                              _MM_FROUND_CUR_DIRECTION),
+          _mm512_setzero_ps());
+  }
   for (int l = 0; l < 8; l += 2) {
     t[l] = _mm512_unpacklo_ps(r[l], r[l + 1]);
     t[l + 1] = _mm512_unpackhi_ps(r[l], r[l + 1]);
@@ -686,22 +698,42 @@ WINO512_TARGET static void f4_columns16(const float *const rows[16], vec16 x[6])
   for (int j = 4; j < 6; j++) x[j] = (vec16)_mm512_permutex2var_ps(u[j - 4], high, u[j]);
 }
 
-/* f4_inputs for tiles [first, first + count), count a multiple of 16. */
-WINO512_TARGET static void f4_inputs16(const cb_direct_conv *d, const float *xpad, float *v,
-                                       int64_t first, int64_t count) {
+/* f4_inputs for tiles [first, first + count), count a multiple of 16, from
+ * the padded stack or (source.xpad NULL) the images in source.in themselves,
+ * as f2_inputs16: rows outside the images and columns outside the pixels
+ * zero, the plan's input affine applied on the way. */
+WINO512_TARGET static void f4_inputs16(const cb_direct_conv *d, cb_winograd_source source,
+                                       int64_t images, float *v, int64_t first, int64_t count) {
+  bool in_place = !source.xpad;
+  int64_t channel = in_place ? source.in.cs : d->plane;
   for (int64_t k = 0; k < count; k += 16) {
-    int64_t corner[16];
+    const float *rows[6][16]; /* channel 0's window rows of each tile */
+    uint8_t masks[6][16];
     for (int l = 0; l < 16; l++) {
-      int64_t t = first + k + l;
-      corner[l] = t < d->tiles ? 4 * (t / d->tiles_c) * d->wp + 4 * (t % d->tiles_c) : 0;
+      int64_t t = first + k + l, tr = t / d->tiles_c, tc = t % d->tiles_c;
+      bool real = t < d->tiles; /* past the last: tile 0's window (stack) or zeros */
+      for (int i = 0; i < 6; i++) {
+        if (!in_place) {
+          rows[i][l] = source.xpad + (real ? 4 * tr * d->wp + 4 * tc : 0) + i * d->wp;
+          masks[i][l] = 0xFF;
+          continue;
+        }
+        int64_t h = 4 * tr + i - d->pad_h, image = h < 0 ? -1 : h / d->hp, hh = h < 0 ? -1 : h % d->hp;
+        bool pixels = real && image >= 0 && image < images && hh < d->in_h;
+        int64_t w0 = 4 * tc - d->pad_w;
+        rows[i][l] = pixels ? source.in.base + image * source.in.ns + hh * source.in.rs + w0 : source.in.base;
+        masks[i][l] = pixels ? (uint8_t)pixel_lanes(w0, d->in_w) : 0;
+      }
     }
     for (int64_t c = 0; c < d->in_c; c++) {
-      const float *plane = xpad + c * d->plane;
+      __m512 affine[2];
+      if (in_place && d->in_affine)
+        affine[0] = _mm512_set1_ps(d->in_affine[c]), affine[1] = _mm512_set1_ps(d->in_affine[d->in_c + c]);
       vec16 r[6][6], x[6], col[6], out[6];
       for (int i = 0; i < 6; i++) { /* d B, row by row */
-        const float *rows[16];
-        for (int l = 0; l < 16; l++) rows[l] = plane + corner[l] + i * d->wp;
-        f4_columns16(rows, x);
+        const float *at[16];
+        for (int l = 0; l < 16; l++) at[l] = rows[i][l] + c * channel;
+        f4_columns16(at, masks[i], in_place && d->in_affine ? affine : NULL, x);
         f4_input_1d16(x, r[i]);
       }
       for (int j = 0; j < 6; j++) { /* B^T (d B), column by column */
@@ -717,11 +749,15 @@ WINO512_TARGET static void f4_inputs16(const cb_direct_conv *d, const float *xpa
  * a multiple of 8 (tiles past the last read tile 0: their products are
  * never used). Each window row is one 8-float load per tile (2 floats past
  * the window: the stack's margins cover them), transposed. */
-WINO_TARGET static void f4_inputs(const cb_direct_conv *d, const float *xpad, float *v,
-                                  int64_t first, int64_t count) {
-  int64_t wide = d->lanes == 16 ? count / 16 * 16 : 0; /* the AVX-512 path: 16 at a time */
-  if (wide) f4_inputs16(d, xpad, v, first, wide);
-  for (int64_t k = wide; k < count; k += 8) {
+WINO_TARGET static void f4_inputs(const cb_direct_conv *d, cb_winograd_source source,
+                                  int64_t images, float *v, int64_t first, int64_t count) {
+  if (d->lanes == 16) { /* the AVX-512 path: 16 at a time, the last 8 with 8 more that no
+                         * product reads (a block is a multiple of 16 tiles) */
+    f4_inputs16(d, source, images, v, first, (count + 15) / 16 * 16);
+    return;
+  }
+  const float *xpad = source.xpad;
+  for (int64_t k = 0; k < count; k += 8) {
     int64_t corner[8]; /* the windows' top-left corners in a plane */
     for (int l = 0; l < 8; l++) {
       int64_t t = first + k + l;
@@ -1083,7 +1119,7 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, cb_winograd_source source,
     /* F(4x4) takes 8 tiles at a time: the last few are zero in P */
     int64_t rows = d->wino_m == 4 ? (count + 7) / 8 * 8 : count;
     if (d->wino_m == 4) {
-      f4_inputs(d, source.xpad, v, first, rows);
+      f4_inputs(d, source, images, v, first, rows);
       f4_dy(d, dy, images, p, first, rows);
     } else {
       winograd_inputs(d, source, images, v, first, count);
@@ -1123,7 +1159,7 @@ void cb_winograd_stack(const cb_direct_conv *d, cb_winograd_source source, cb_pl
     int64_t count = d->tiles - first < d->block ? d->tiles - first : d->block;
     /* whole vectors of tiles (the transforms take 8 at a time; lanes is 8 or 16) */
     int64_t whole = (count + d->lanes - 1) / d->lanes * d->lanes;
-    if (d->wino_m == 4) f4_inputs(d, source.xpad, v, first, whole);
+    if (d->wino_m == 4) f4_inputs(d, source, images, v, first, whole);
     else winograd_inputs(d, source, images, v, first, whole);
     for (int xi = 0; xi < d->wino_n; xi++)
       for (int64_t t0 = 0; t0 < whole; t0 += d->tile) {

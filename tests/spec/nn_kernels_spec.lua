@@ -137,6 +137,7 @@ describe("conv2d", function()
       {n = 5, c = 64, o = 64, h = 4, w = 6, kh = 3, kw = 3, pad = {2, 2}, transposed_input = true},
       {n = 9, c = 64, o = 64, h = 8, w = 8, kh = 3, kw = 3, pad = {1, 1}},
       {n = 2, c = 64, o = 64, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}},
+      {n = 3, c = 64, o = 72, h = 8, w = 9, kh = 3, kw = 3, pad = {1, 1}, transposed_input = true}, -- by the stack
       -- stacks of small images: blocks whose last tiles fill 1, 2 or 3 of a micro-kernel's 4 vectors
       {n = 128, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 60, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
@@ -599,6 +600,7 @@ describe("batch_norm_relu_conv2d", function()
         -- read in place by AVX-512's 16-tile input transform, normalised on the way
         {shape = {3, 16, 16, 16}, out = 16, k = 3, pad = 1, training = true, cnhw = true},
         {shape = {5, 16, 7, 32}, out = 20, k = 3, pad = 1, training = true},
+        {shape = {3, 64, 8, 7}, out = 64, k = 3, pad = 1, training = true}, -- F(4x4), in place too
         {shape = {4, 16, 9, 7}, out = 24, k = 3, pad = 1, training = true, no_bias = true},
         {shape = {3, 4, 7, 7}, out = 6, k = 3, pad = 1, stride = 2, training = true}, -- im2col
         {shape = {2, 3, 5, 5}, out = 4, k = 1, pad = 0, training = true, no_affine = true},
