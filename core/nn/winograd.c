@@ -227,6 +227,16 @@ WINO512_TARGET static inline vec16 load_columns16(const float *src, int64_t n, i
   return v;
 }
 
+/* max(0, x * scale + shift) in the lanes of `lanes`, zero in the others: the
+ * input's normalisation read in place, computed as fill_stack does, a
+ * multiply then an add (the _round_ forms, which the compiler does not fuse). */
+WINO512_TARGET static inline __m512 normalize_relu16(__m512 x, __mmask16 lanes, __m512 scale,
+                                                     __m512 shift) {
+  __m512 y = _mm512_add_round_ps(_mm512_mul_round_ps(x, scale, _MM_FROUND_CUR_DIRECTION), shift,
+                                 _MM_FROUND_CUR_DIRECTION);
+  return _mm512_maskz_max_ps(lanes, y, _mm512_setzero_ps());
+}
+
 /* Lanes [0, 16) of a vector of row columns w0, w0 + 1, ... that are pixels
  * (0 <= w < in_w). */
 static inline uint32_t pixel_lanes(int64_t w0, int64_t in_w) {
@@ -291,14 +301,7 @@ WINO512_TARGET static inline __attribute__((always_inline)) void f2_inputs16_bod
           continue;
         }
         x[q] = _mm512_maskz_loadu_ps(lanes[q], row + c * channel + starts[q]);
-        /* max(0, x * scale + shift), as fill_stack: a multiply, then an add
-         * (the _round_ forms, which the compiler does not fuse) */
-        if (in_place && affine)
-          x[q] = _mm512_maskz_max_ps(
-              lanes[q],
-              _mm512_add_round_ps(_mm512_mul_round_ps(x[q], scale, _MM_FROUND_CUR_DIRECTION), shift,
-                                  _MM_FROUND_CUR_DIRECTION),
-              _mm512_setzero_ps());
+        if (in_place && affine) x[q] = normalize_relu16(x[q], lanes[q], scale, shift);
       }
       vec16 x0 = evens16((vec16)x[0], (vec16)x[1]), x1 = odds16((vec16)x[0], (vec16)x[1]);
       vec16 x2 = evens16((vec16)x[2], (vec16)x[3]), x3 = odds16((vec16)x[2], (vec16)x[3]);
@@ -673,12 +676,7 @@ WINO512_TARGET static void f4_columns16(const float *const rows[16], const uint8
     /* row l + 8 into the high half: loaded from 8 floats before it, those lanes masked off */
     r[l] = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(masks[l], rows[l]), (__mmask16)(masks[l + 8] << 8),
                                 rows[l + 8] - 8);
-    if (affine) /* a multiply, then an add, as fill_stack (the _round_ forms are not fused) */
-      r[l] = _mm512_maskz_max_ps(
-          both,
-          _mm512_add_round_ps(_mm512_mul_round_ps(r[l], affine[0], _MM_FROUND_CUR_DIRECTION), affine[1],
-                              _MM_FROUND_CUR_DIRECTION),
-          _mm512_setzero_ps());
+    if (affine) r[l] = normalize_relu16(r[l], both, affine[0], affine[1]);
   }
   for (int l = 0; l < 8; l += 2) {
     t[l] = _mm512_unpacklo_ps(r[l], r[l + 1]);
