@@ -600,7 +600,9 @@ describe("batch_norm_relu_conv2d", function()
         -- read in place by AVX-512's 16-tile input transform, normalised on the way
         {shape = {3, 16, 16, 16}, out = 16, k = 3, pad = 1, training = true, cnhw = true},
         {shape = {5, 16, 7, 32}, out = 20, k = 3, pad = 1, training = true},
-        {shape = {3, 64, 8, 7}, out = 64, k = 3, pad = 1, training = true}, -- F(4x4), in place too
+        -- F(4x4), in place too; its transforms (scales up to 8 and 1/24) carry a last-bit
+        -- difference in the normalised input further than F(2x2)'s: the every-path tolerance
+        {shape = {3, 64, 8, 7}, out = 64, k = 3, pad = 1, training = true, tolerance = 1e-5},
         {shape = {4, 16, 9, 7}, out = 24, k = 3, pad = 1, training = true, no_bias = true},
         {shape = {3, 4, 7, 7}, out = 6, k = 3, pad = 1, stride = 2, training = true}, -- im2col
         {shape = {2, 3, 5, 5}, out = 4, k = 1, pad = 0, training = true, no_affine = true},
@@ -610,7 +612,7 @@ describe("batch_norm_relu_conv2d", function()
         assert.same(results[2][1]:size(), results[1][1]:size())
         for i = 1, 8 do
           local scale = math.max(results[2][i]:abs():max():item(), 1)
-          assert.near(0, (results[1][i] - results[2][i]):abs():max():item() / scale, 2e-6,
+          assert.near(0, (results[1][i] - results[2][i]):abs():max():item() / scale, case.tolerance or 2e-6,
             ("%s, input %s, result %d"):format(path, table.concat(case.shape, "x"), i))
         end
         assert.is_true(results[1][2]:abs():max():item() > 0)
