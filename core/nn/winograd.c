@@ -388,7 +388,8 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, cb_winograd_sou
   int64_t ngroups = f2_groups(d, NULL, 0, first, count, groups);
   bool narrow = !all_wide(groups, ngroups);
   for (int64_t c = 0; narrow && c < d->in_c; c++) {
-    const float *plane = xpad + c * d->plane;
+    /* read in place (no stack), only the groups past the last tile come here */
+    const float *plane = xpad ? xpad + c * d->plane : NULL;
     float *vc = v + c * d->block;
     for (const f2_group *g = groups; g < groups + ngroups; g++) {
       int64_t k = g->k;
