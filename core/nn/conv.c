@@ -28,6 +28,7 @@
 #include "ops/pointwise.h"
 #include "ops/reduce.h"
 #include "tensor/threadpool.h"
+#include "tensor/vectorize.h"
 
 typedef struct {
   int64_t n, c, h, w;  /* input */
@@ -114,6 +115,42 @@ static batch_pieces pieces_of(const conv_geometry *g) {
   return b;
 }
 
+/* The output columns [lo, hi) whose input column ow * stride + dj lies
+ * inside the image (the rest read the zero padding). */
+static void strided_columns(const conv_geometry *g, int64_t dj, int64_t *lo, int64_t *hi) {
+  int64_t sw = g->p.stride[1];
+  *lo = dj < 0 ? (-dj + sw - 1) / sw : 0;
+  *hi = g->w - dj > 0 ? (g->w - dj + sw - 1) / sw : 0;
+  if (*hi > g->ow) *hi = g->ow;
+  if (*hi < *lo) *hi = *lo;
+}
+
+/* dst[i] = src[i * step] for i < n: a row of im2col with strided columns.
+ * Step 2 (a downsampling convolution's) is its own loop, which the
+ * vectoriser turns into permutes of whole vectors; the general loop stays
+ * scalar. */
+CB_VECTOR_CLONES static void gather_columns(float *dst, const float *src, int64_t n, int64_t step) {
+  if (step == 2)
+    for (int64_t i = 0; i < n; i++) dst[i] = src[2 * i];
+  else
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i * step];
+}
+
+/* dst[i * step] += src[i] for i < n: col2im's row with strided columns.
+ * The first `pairs` columns of step 2 add src and -0.0 (which changes no
+ * float) to dst[2i] and dst[2i + 1]: a whole group of two is what the
+ * vectoriser interleaves, so dst[2i + 1] must be this row's own column. */
+CB_VECTOR_CLONES static void scatter_add_columns(float *dst, const float *src, int64_t n,
+                                                 int64_t step, int64_t pairs) {
+  int64_t i = 0;
+  if (step == 2)
+    for (; i < pairs; i++) {
+      dst[2 * i] += src[i];
+      dst[2 * i + 1] += -0.0f;
+    }
+  for (; i < n; i++) dst[i * step] += src[i];
+}
+
 /* Rows [begin, end) of col: row r is (channel, ki, kj). */
 static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
   (void)chunk;
@@ -141,10 +178,11 @@ static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
           memcpy(dst + lo, row + lo + dj, sizeof(float) * (size_t)(hi - lo));
           for (int64_t ow = hi; ow < g->ow; ow++) dst[ow] = 0;
         } else {
-          for (int64_t ow = 0; ow < g->ow; ow++) {
-            int64_t iw = ow * sw + dj;
-            dst[ow] = (iw >= 0 && iw < g->w) ? row[iw * xs[3]] : 0.0f;
-          }
+          int64_t lo, hi;
+          strided_columns(g, dj, &lo, &hi);
+          for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
+          gather_columns(dst + lo, row + (lo * sw + dj) * xs[3], hi - lo, sw * xs[3]);
+          for (int64_t ow = hi; ow < g->ow; ow++) dst[ow] = 0;
         }
       }
     }
@@ -176,10 +214,11 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
               for (int64_t ow = lo; ow < hi; ow++) row[ow + dj] += src[ow];
               continue;
             }
-            for (int64_t ow = 0; ow < g->ow; ow++) {
-              int64_t iw = ow * sw + dj;
-              if (iw >= 0 && iw < g->w) row[iw * xs[3]] += src[ow];
-            }
+            int64_t lo, hi;
+            strided_columns(g, dj, &lo, &hi);
+            int64_t first = lo * sw + dj, pairs = sw == 2 && xs[3] == 1 ? (g->w - first) / 2 : 0;
+            scatter_add_columns(row + first * xs[3], src + lo, hi - lo, sw * xs[3],
+                                pairs < hi - lo ? pairs : hi - lo);
           }
         }
       }

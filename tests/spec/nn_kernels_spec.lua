@@ -88,6 +88,19 @@ describe("conv2d", function()
     assert.is_true(gradcheck(function(a, c, d) return F.conv2d(a, c, d, {padding = 1}) end, {x, w, b}))
     assert.is_true(gradcheck(function(a, c) return F.conv2d(a, c, nil, {stride = 2, groups = 2}) end,
       {randn(2, 4, 5, 5), randn(2, 2, 2, 2)}))
+    -- strided columns (im2col's gather, col2im's pairs and lone last column):
+    -- even and odd widths, paddings that leave the first or the last column out
+    for _, case in ipairs{{w = 8, k = 3, stride = 2, pad = 1}, {w = 7, k = 3, stride = 2, pad = 1},
+                          {w = 6, k = 2, stride = 2, pad = 0}, {w = 9, k = 3, stride = 2, pad = 2},
+                          {w = 8, k = 3, stride = 3, pad = 2}} do
+      assert.is_true(gradcheck(function(a, c)
+        return F.conv2d(a, c, nil, {stride = case.stride, padding = case.pad})
+      end, {randn(2, 2, 5, case.w), randn(3, 2, case.k, case.k)}), case.w .. " wide, stride " .. case.stride)
+    end
+    -- every other column of a wider input (column stride 2, groups: im2col)
+    assert.is_true(gradcheck(function(a, c)
+      return F.conv2d(a:slice(4, 1, -1, 2), c, nil, {padding = 1, groups = 2})
+    end, {randn(1, 4, 5, 11), randn(4, 2, 3, 3)}))
     local w2 = randn(2, 3, 3, 3)
     assert.is_true(gradcheck(function(a, c, d)
       return F.conv2d(F.conv2d(a, c, nil, {padding = 1}), d, nil, {padding = 1})
