@@ -49,8 +49,10 @@ struct cb_direct_conv {
   int64_t block;                   /* tiles transformed at once (a multiple of tile) */
   int64_t v_xi, m_xi;              /* floats from one of the wino_n positions xi to the next */
   int64_t v_floats, m_floats;      /* per worker: transformed inputs, products */
-  int64_t vt_floats;               /* dW: of v_floats, a transposed V_xi for the products
-                                    * (winograd.c), or 0: the products by sgemm */
+  bool wgrad_in_lanes;             /* dW on the AVX-512 path up to 16 channels in: the
+                                    * products take V_xi as it is, tiles in the lanes */
+  int64_t vt_floats;               /* dW otherwise: of v_floats, a transposed V_xi for the
+                                    * products (winograd.c), or 0: the products by sgemm */
   bool inputs_in_place;            /* Winograd on the AVX-512 path (F(2x2): with every
                                     * group of tiles 16 wide): the input transform reads
                                     * the images where they are (no padded stack) */

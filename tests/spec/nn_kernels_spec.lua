@@ -130,6 +130,7 @@ describe("conv2d", function()
       {n = 3, c = 32, o = 32, h = 8, w = 7, kh = 3, kw = 3, pad = {1, 1}, bias = true}, -- 4 tiles, odd width
       {n = 2, c = 32, o = 32, h = 5, w = 37, kh = 3, kw = 3, pad = {1, 1}}, -- rows of 19 tiles: 8 + 8 + 3
       {n = 2, c = 16, o = 16, h = 5, w = 7, kh = 3, kw = 3, pad = {2, 2}}, -- odd 7x9 output, padding 2
+      {n = 4, c = 16, o = 18, h = 20, w = 34, kh = 3, kw = 3, pad = {1, 1}}, -- dW's 4 x 4 sums: 2 rows past the last, several blocks
       -- AVX-512's 16 tiles at a time: 16 in a row (odd width: the last tile half), two rows of 8
       {n = 3, c = 16, o = 24, h = 6, w = 31, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 5, c = 32, o = 32, h = 16, w = 16, kh = 3, kw = 3, pad = {1, 1}},
