@@ -181,7 +181,7 @@ static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
           int64_t lo, hi;
           strided_columns(g, dj, &lo, &hi);
           for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
-          gather_columns(dst + lo, row + (lo * sw + dj) * xs[3], hi - lo, sw * xs[3]);
+          if (hi > lo) gather_columns(dst + lo, row + (lo * sw + dj) * xs[3], hi - lo, sw * xs[3]);
           for (int64_t ow = hi; ow < g->ow; ow++) dst[ow] = 0;
         }
       }
@@ -216,6 +216,7 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
             }
             int64_t lo, hi;
             strided_columns(g, dj, &lo, &hi);
+            if (hi == lo) continue; /* every column in the padding */
             int64_t first = lo * sw + dj, pairs = sw == 2 && xs[3] == 1 ? (g->w - first) / 2 : 0;
             scatter_add_columns(row + first * xs[3], src + lo, hi - lo, sw * xs[3],
                                 pairs < hi - lo ? pairs : hi - lo);

@@ -963,7 +963,9 @@ WINO_TARGET static void f4_weight_grad_sum(void *arg, int worker, int64_t begin,
  * transposed once (count x in_c, 8 x 8 blocks in AVX registers) and a
  * register tile of S, rows x (vectors of 16 or 8 input channels), sums
  * P's broadcast elements times Vt's rows: outer products, no horizontal
- * sums, P read once per tile and Vt (<= 64 KiB) from L1 or L2. */
+ * sums, P read once per tile and Vt (<= 64 KiB) from L1 or L2. At 16
+ * channels on AVX-512, dot products of V's rows as they are instead
+ * (wgrad_products_lanes, below). */
 
 /* vt (count x in_c, rows in_c apart) = v^T, v being in_c x count with rows
  * ld apart; in_c a multiple of 8. */
@@ -1054,12 +1056,15 @@ __attribute__((target("avx512f"))) static void wgrad_products16(const float *p, 
   }
 }
 
-/* On AVX-512, S_xi's products take V_xi as the input transform wrote it,
- * tiles in the lanes: a register tile of 4 x 4 sums, each a vector of 16
- * partial sums over the tiles, P's and V's rows loaded 16 tiles at a time
- * (8 loads for 16 multiply-adds), the lanes added up at the end by a tree of
- * shuffles (sum_lanes16). No transposed copy of V (which cost 40 % of the
- * products in ResNet-32's 16- and 32-channel layers). */
+/* On AVX-512 with 16 channels in (the plan's wgrad_in_lanes), S_xi's
+ * products take V_xi as the input transform wrote it, tiles in the lanes: a
+ * register tile of 4 x 4 sums, each a vector of 16 partial sums over the
+ * tiles, P's and V's rows loaded 16 tiles at a time (8 loads for 16
+ * multiply-adds), the lanes added up at the end by a tree of shuffles
+ * (sum_lanes16). No transposed copy of V, which at 16 channels cost 40 % of
+ * the products: the weight gradient of ResNet-32's 16-channel layers is
+ * 15-20 % faster. With more channels the transpose costs less against the
+ * products and the outer products above win. */
 
 /* r[4 j + m(i)] = the sum of a[4 i + j]'s 16 lanes, m = (0, 2, 1, 3): four
  * levels each halving the vectors, adding 256-bit, 128-bit, 64-bit and
