@@ -177,12 +177,17 @@ static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
           for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
           memcpy(dst + lo, row + lo + dj, sizeof(float) * (size_t)(hi - lo));
           for (int64_t ow = hi; ow < g->ow; ow++) dst[ow] = 0;
-        } else {
+        } else if (g->ow >= 16) { /* strided columns: a vector loop over the pixels */
           int64_t lo, hi;
           strided_columns(g, dj, &lo, &hi);
           for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
           if (hi > lo) gather_columns(dst + lo, row + (lo * sw + dj) * xs[3], hi - lo, sw * xs[3]);
           for (int64_t ow = hi; ow < g->ow; ow++) dst[ow] = 0;
+        } else { /* short rows: the vector loop's set-up costs more than it saves */
+          for (int64_t ow = 0; ow < g->ow; ow++) {
+            int64_t iw = ow * sw + dj;
+            dst[ow] = (iw >= 0 && iw < g->w) ? row[iw * xs[3]] : 0.0f;
+          }
         }
       }
     }
@@ -212,6 +217,13 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
             if (sw == 1 && xs[3] == 1) { /* the common case: a shifted add */
               int64_t lo = -dj > 0 ? -dj : 0, hi = g->w - dj < g->ow ? g->w - dj : g->ow;
               for (int64_t ow = lo; ow < hi; ow++) row[ow + dj] += src[ow];
+              continue;
+            }
+            if (g->ow < 16) { /* short rows, as in im2col_rows */
+              for (int64_t ow = 0; ow < g->ow; ow++) {
+                int64_t iw = ow * sw + dj;
+                if (iw >= 0 && iw < g->w) row[iw * xs[3]] += src[ow];
+              }
               continue;
             }
             int64_t lo, hi;

@@ -81,6 +81,12 @@ describe("conv2d", function()
       local y = F.conv2d(x, w, b, {stride = case.stride, padding = case.pad, dilation = case.dil, groups = case.groups})
       assert_close(naive_conv(x, w, b:totable(), case.stride, case.pad, case.dil, case.groups), values(y), 1e-4)
     end
+    -- 16 output columns and more with a stride: im2col's vector loop over strided columns
+    for _, case in ipairs{{w = 32, stride = 2, pad = 1}, {w = 35, stride = 2, pad = 0}, {w = 50, stride = 3, pad = 2}} do
+      local x, w = randn(1, 2, 4, case.w), randn(3, 2, 3, 3)
+      local y = F.conv2d(x, w, nil, {stride = case.stride, padding = case.pad})
+      assert_close(naive_conv(x, w, {0, 0, 0}, case.stride, case.pad, 1, 1), values(y), 1e-4)
+    end
   end)
 
   it("has correct gradients for input, weight and bias, also through a chain", function()
@@ -88,19 +94,20 @@ describe("conv2d", function()
     assert.is_true(gradcheck(function(a, c, d) return F.conv2d(a, c, d, {padding = 1}) end, {x, w, b}))
     assert.is_true(gradcheck(function(a, c) return F.conv2d(a, c, nil, {stride = 2, groups = 2}) end,
       {randn(2, 4, 5, 5), randn(2, 2, 2, 2)}))
-    -- strided columns (im2col's gather, col2im's pairs and lone last column):
-    -- even and odd widths, paddings that leave the first or the last column out
-    for _, case in ipairs{{w = 8, k = 3, stride = 2, pad = 1}, {w = 7, k = 3, stride = 2, pad = 1},
-                          {w = 6, k = 2, stride = 2, pad = 0}, {w = 9, k = 3, stride = 2, pad = 2},
-                          {w = 8, k = 3, stride = 3, pad = 2}} do
+    -- strided columns (im2col's gather, col2im's pairs and lone last column
+    -- from 16 output columns on, the per-column loops below): even and odd
+    -- widths, paddings that leave the first or the last column out
+    for _, case in ipairs{{w = 32, k = 3, stride = 2, pad = 1}, {w = 33, k = 3, stride = 2, pad = 1},
+                          {w = 34, k = 2, stride = 2, pad = 0}, {w = 35, k = 3, stride = 2, pad = 2},
+                          {w = 50, k = 3, stride = 3, pad = 2}, {w = 7, k = 3, stride = 2, pad = 1}} do
       assert.is_true(gradcheck(function(a, c)
         return F.conv2d(a, c, nil, {stride = case.stride, padding = case.pad})
-      end, {randn(2, 2, 5, case.w), randn(3, 2, case.k, case.k)}), case.w .. " wide, stride " .. case.stride)
+      end, {randn(1, 2, 4, case.w), randn(2, 2, case.k, case.k)}), case.w .. " wide, stride " .. case.stride)
     end
     -- every other column of a wider input (column stride 2, groups: im2col)
     assert.is_true(gradcheck(function(a, c)
       return F.conv2d(a:slice(4, 1, -1, 2), c, nil, {padding = 1, groups = 2})
-    end, {randn(1, 4, 5, 11), randn(4, 2, 3, 3)}))
+    end, {randn(1, 4, 3, 37), randn(4, 2, 3, 3)}))
     local w2 = randn(2, 3, 3, 3)
     assert.is_true(gradcheck(function(a, c, d)
       return F.conv2d(F.conv2d(a, c, nil, {padding = 1}), d, nil, {padding = 1})
