@@ -75,11 +75,19 @@ def make_cases(rng):
         (2, 64, 8, 8, 64, 3, 1, 1, 0), (2, 16, 32, 32, 32, 3, 2, 1, 0), (2, 3, 32, 32, 32, 3, 1, 1, 1),
         (2, 8, 6, 6, 8, 1, 1, 0, 1), (2, 128, 9, 19, 96, 3, 1, 1, 1),  # the last: Winograd, partial tiles
     ]
-    for i, (n, c, h, w, o, k, stride, padding, bias) in enumerate(conv_shapes):
+    # added later, drawn from a generator of their own so that the cases after
+    # them (the nets' draws) stay the same
+    later_rng = np.random.default_rng(11)
+    later_shapes = [
+        (2, 4, 9, 35, 6, 3, 2, 0, 1),  # 17 strided output columns: im2col's vector loops
+        (3, 16, 13, 21, 18, 3, 1, 1, 0),  # 16 channels in: the weight gradient's lanes kernel, 18 out
+    ]
+    for i, (n, c, h, w, o, k, stride, padding, bias) in enumerate(conv_shapes + later_shapes):
+        draw = randn if i < len(conv_shapes) else (lambda *shape: later_rng.standard_normal(shape).astype(np.float32))
         oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
-        arrays = {"x": randn(n, c, h, w), "w": randn(o, c, k, k) * 0.2, "gy": randn(n, o, oh, ow)}
+        arrays = {"x": draw(n, c, h, w), "w": draw(o, c, k, k) * 0.2, "gy": draw(n, o, oh, ow)}
         if bias:
-            arrays["b"] = randn(o)
+            arrays["b"] = draw(o)
         cases[f"conv{i}"] = (f"conv2d stride={stride} padding={padding} bias={bias}", arrays)
     for i, shape in enumerate([(4, 16, 8, 8), (3, 7, 5, 6), (8, 10)]):
         cases[f"bn{i}"] = ("batch_norm", {"x": randn(*shape) * 2 + 1, "w": randn(shape[1]),
