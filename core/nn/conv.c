@@ -121,8 +121,9 @@ static batch_pieces pieces_of(const conv_geometry *g) {
 #define VECTOR_COLUMNS 16
 
 /* The output columns [lo, hi) whose input column ow * stride + dj lies
- * inside the image (the rest read the zero padding). */
-static void strided_columns(const conv_geometry *g, int64_t dj, int64_t *lo, int64_t *hi) {
+ * inside the image (the rest read the zero padding); the same for every
+ * row of a (channel, ki, kj) row of col. */
+static void valid_columns(const conv_geometry *g, int64_t dj, int64_t *lo, int64_t *hi) {
   int64_t sw = g->p.stride[1];
   *lo = dj < 0 ? (-dj + sw - 1) / sw : 0;
   *hi = g->w - dj > 0 ? (g->w - dj + sw - 1) / sw : 0;
@@ -167,6 +168,8 @@ static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
     int64_t c = j->channel0 + r / (g->kh * g->kw), ki = (r / g->kw) % g->kh, kj = r % g->kw;
     int64_t di = ki * g->p.dilation[0] - ph, dj = kj * g->p.dilation[1] - pw;
     float *dst = j->col + r * (j->n1 - j->n0) * g->oh * g->ow;
+    int64_t lo, hi;
+    valid_columns(g, dj, &lo, &hi);
     for (int64_t n = j->n0; n < j->n1; n++) {
       const float *plane = j->x + n * xs[0] + c * xs[1];
       for (int64_t oh = 0; oh < g->oh; oh++, dst += g->ow) {
@@ -177,14 +180,10 @@ static void im2col_rows(void *arg, int chunk, int64_t begin, int64_t end) {
         }
         const float *row = plane + ih * xs[2];
         if (sw == 1 && xs[3] == 1) { /* the common case: a shifted copy */
-          int64_t lo = -dj > 0 ? -dj : 0, hi = g->w - dj < g->ow ? g->w - dj : g->ow;
-          if (hi < lo) hi = lo;
           for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
           memcpy(dst + lo, row + lo + dj, sizeof(float) * (size_t)(hi - lo));
           for (int64_t ow = hi; ow < g->ow; ow++) dst[ow] = 0;
         } else if (g->ow >= VECTOR_COLUMNS) { /* strided columns: a vector loop over the pixels */
-          int64_t lo, hi;
-          strided_columns(g, dj, &lo, &hi);
           for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
           if (hi > lo) gather_columns(dst + lo, row + (lo * sw + dj) * xs[3], hi - lo, sw * xs[3]);
           for (int64_t ow = hi; ow < g->ow; ow++) dst[ow] = 0;
@@ -213,6 +212,8 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
         int64_t r = (cl * g->kh + ki) * g->kw + kj;
         int64_t di = ki * g->p.dilation[0] - ph, dj = kj * g->p.dilation[1] - pw;
         const float *src = j->col + r * (j->n1 - j->n0) * g->oh * g->ow;
+        int64_t lo, hi;
+        valid_columns(g, dj, &lo, &hi);
         for (int64_t n = j->n0; n < j->n1; n++) {
           float *plane = j->dx + n * xs[0] + (j->channel0 + cl) * xs[1];
           for (int64_t oh = 0; oh < g->oh; oh++, src += g->ow) {
@@ -220,7 +221,6 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
             if (ih < 0 || ih >= g->h) continue;
             float *row = plane + ih * xs[2];
             if (sw == 1 && xs[3] == 1) { /* the common case: a shifted add */
-              int64_t lo = -dj > 0 ? -dj : 0, hi = g->w - dj < g->ow ? g->w - dj : g->ow;
               for (int64_t ow = lo; ow < hi; ow++) row[ow + dj] += src[ow];
               continue;
             }
@@ -231,8 +231,6 @@ static void col2im_channels(void *arg, int chunk, int64_t begin, int64_t end) {
               }
               continue;
             }
-            int64_t lo, hi;
-            strided_columns(g, dj, &lo, &hi);
             if (hi == lo) continue; /* every column in the padding */
             int64_t first = lo * sw + dj, pairs = sw == 2 && xs[3] == 1 ? (g->w - first) / 2 : 0;
             scatter_add_columns(row + first * xs[3], src + lo, hi - lo, sw * xs[3],
