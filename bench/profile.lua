@@ -6,7 +6,9 @@
 --   build/bin/cbnet run bench/profile.lua [net = all|convnet|resnet32|fastnet] [batch = 128] [repeats = 5]
 -- Each layer runs alone on the input it sees in the net (captured in one
 -- forward pass); times are the fastest of the repeats (on a shared machine
--- the fastest is the one least disturbed by neighbours).
+-- the fastest is the one least disturbed by neighbours). The last line is a
+-- bound: the step if only the rows with GF/s (the convolutions, with what is
+-- fused into them) took time, at today's speed.
 local cbnet = require "cbnet"
 local models = require "cbnet.models"
 
@@ -126,15 +128,20 @@ local function profile(name, model, x, y)
     step * 1e3, x:size(1) / step))
   print(("%-62s %3s %9s %9s %8s %8s"):format("layer <- input", "n", "fwd ms", "bwd ms",
     "fwd GF/s", "bwd GF/s"))
-  local total = 0
+  local total, compute = 0, 0
   for _, r in ipairs(order) do
     total = total + r.count * (r.fwd + r.bwd)
+    if r.flop then compute = compute + r.count * (r.fwd + r.bwd) end
     print(("%-62s %3d %9.2f %9.2f %8s %8s"):format(r.key:sub(1, 62), r.count, r.count * r.fwd * 1e3,
       r.count * r.bwd * 1e3, r.flop and ("%.1f"):format(r.flop / r.fwd / 1e9) or "",
       r.bwd_flop and r.bwd > 0 and ("%.1f"):format(r.bwd_flop / r.bwd / 1e9) or ""))
   end
   print(("%-62s %3s %19.2f"):format("rest of the step (adds, shortcuts, loss, optimizer)", "",
     (step - total) * 1e3))
+  -- a bound for speed work: the rows with GF/s (convolutions, linear layers, and the batch norms
+  -- fused into them) at today's speed, everything else free
+  print(("the rows with GF/s alone: %.1f ms, %.0f img/s if everything else took no time"):format(
+    compute * 1e3, x:size(1) / compute))
 end
 
 print(("cbnet %s, %d threads, conv path %s, BLAS kernel %s"):format(cbnet.version,
