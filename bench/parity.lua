@@ -21,50 +21,121 @@ end
 
 local function leaf(t) return t:clone():requires_grad_() end
 
+-- t (n x c x h x w) in the CNHW layout when cnhw is 1 (as a convolution's
+-- output is), else as it is.
+local function in_layout(t, cnhw)
+  if cnhw == 1 then return t:permute(2, 1, 3, 4):contiguous():permute(2, 1, 3, 4) end
+  return t
+end
+
 -- Runs fn(leaves...) -> output, backpropagates the case's "gy" (or the scalar),
--- stores the output and each leaf's gradient under prefix.
-local function forward_backward(prefix, case, names, fn)
+-- stores the output and each leaf's gradient under prefix. p.cnhw: x and r in
+-- CNHW; p.xgrad == 0: x needs no gradient.
+local function forward_backward(prefix, case, names, fn, p)
+  p = p or {}
   local leaves = {}
-  for i, name in ipairs(names) do leaves[i] = leaf(inputs[case .. "/" .. name]) end
+  for i, name in ipairs(names) do
+    local t = inputs[case .. "/" .. name]
+    if name == "x" or name == "r" then t = in_layout(t, p.cnhw) end
+    leaves[i] = (name == "x" and p.xgrad == 0) and t:clone() or leaf(t)
+  end
   local y = fn(table.unpack(leaves))
   local gy = inputs[case .. "/gy"]
   if gy then y:backward(gy) else y:backward() end
   out[prefix .. "/y"] = y:detach():contiguous()
-  for i, name in ipairs(names) do out[prefix .. "/d" .. name] = leaves[i].grad:contiguous() end
+  for i, name in ipairs(names) do
+    if leaves[i].grad then out[prefix .. "/d" .. name] = leaves[i].grad:contiguous() end
+  end
+end
+
+-- fn(prefix) once per conv path this CPU has, prefix "<case>@<path>".
+local function each_conv_path(case, fn)
+  local previous = cbnet.conv_path()
+  for _, path in ipairs(cbnet.conv_paths()) do
+    cbnet.conv_path(path)
+    fn(case .. "@" .. path)
+  end
+  cbnet.conv_path(previous)
+end
+
+local function conv_opts(p)
+  return {stride = p.stride, padding = p.padding, dilation = p.dilation, groups = p.groups}
 end
 
 local kinds = {}
 
 function kinds.conv2d(case, p)
   local names = p.bias == 1 and {"x", "w", "b"} or {"x", "w"}
-  local previous = cbnet.conv_path()
-  for _, path in ipairs(cbnet.conv_paths()) do
-    cbnet.conv_path(path)
-    forward_backward(case .. "@" .. path, case, names, function(x, w, b)
-      return F.conv2d(x, w, b, {stride = p.stride, padding = p.padding})
-    end)
-  end
-  cbnet.conv_path(previous)
+  each_conv_path(case, function(prefix)
+    forward_backward(prefix, case, names, function(x, w, b) return F.conv2d(x, w, b, conv_opts(p)) end, p)
+  end)
 end
 
-function kinds.batch_norm(case)
+-- The fused ops, training: batch norm's running statistics start at 0 and 1.
+local function fresh_statistics(prefix, c)
+  local rm, rv = cbnet.zeros(c), cbnet.ones(c)
+  out[prefix .. "/running_mean"], out[prefix .. "/running_var"] = rm, rv
+  return rm, rv
+end
+
+local function fused_opts(p, g, beta)
+  local opts = conv_opts(p)
+  opts.bn_weight, opts.bn_bias, opts.training = g, beta, true
+  return opts
+end
+
+function kinds.bn_relu_conv(case, p)
+  local names = p.bias == 1 and {"x", "g", "beta", "w", "b"} or {"x", "g", "beta", "w"}
+  each_conv_path(case, function(prefix)
+    local rm, rv = fresh_statistics(prefix, inputs[case .. "/g"]:size(1))
+    forward_backward(prefix, case, names, function(x, g, beta, w, b)
+      return F.batch_norm_relu_conv2d(x, rm, rv, w, b, fused_opts(p, g, beta))
+    end, p)
+  end)
+end
+
+function kinds.conv_bn_relu_pool(case, p)
+  local names = p.bias == 1 and {"x", "g", "beta", "w", "b"} or {"x", "g", "beta", "w"}
+  each_conv_path(case, function(prefix)
+    local rm, rv = fresh_statistics(prefix, inputs[case .. "/g"]:size(1))
+    forward_backward(prefix, case, names, function(x, g, beta, w, b)
+      return F.conv2d_batch_norm_relu_pool(x, w, b, rm, rv, fused_opts(p, g, beta))
+    end, p)
+  end)
+end
+
+function kinds.bn_add_relu(case, p)
+  local rm, rv = fresh_statistics(case, inputs[case .. "/w"]:size(1))
+  forward_backward(case, case, {"x", "w", "b", "r"}, function(x, w, b, r)
+    return F.batch_norm(x, rm, rv, {weight = w, bias = b, training = true, relu = true, residual = r})
+  end, p)
+end
+
+function kinds.batch_norm(case, p)
   local rm, rv = cbnet.zeros(inputs[case .. "/w"]:size(1)), cbnet.ones(inputs[case .. "/w"]:size(1))
   forward_backward(case, case, {"x", "w", "b"}, function(x, w, b)
     return F.batch_norm(x, rm, rv, {weight = w, bias = b, training = true, momentum = 0.1, eps = 1e-5})
-  end)
+  end, p)
   out[case .. "/running_mean"], out[case .. "/running_var"] = rm, rv
 end
 
+function kinds.bn_relu_pool(case, p)
+  local rm, rv = fresh_statistics(case, inputs[case .. "/w"]:size(1))
+  forward_backward(case, case, {"x", "w", "b"}, function(x, w, b)
+    return F.batch_norm(x, rm, rv, {weight = w, bias = b, training = true, relu = true, pool = 2})
+  end, p)
+end
+
 function kinds.max_pool2d(case, p)
-  forward_backward(case, case, {"x"}, function(x) return F.max_pool2d(x, p.kernel, p.stride, p.padding) end)
+  forward_backward(case, case, {"x"}, function(x) return F.max_pool2d(x, p.kernel, p.stride, p.padding) end, p)
 end
 
 function kinds.avg_pool2d(case, p)
-  forward_backward(case, case, {"x"}, function(x) return F.avg_pool2d(x, p.kernel, p.stride, p.padding) end)
+  forward_backward(case, case, {"x"}, function(x) return F.avg_pool2d(x, p.kernel, p.stride, p.padding) end, p)
 end
 
 function kinds.adaptive_avg_pool2d(case, p)
-  forward_backward(case, case, {"x"}, function(x) return F.adaptive_avg_pool2d(x, p.size) end)
+  forward_backward(case, case, {"x"}, function(x) return F.adaptive_avg_pool2d(x, p.size) end, p)
 end
 
 function kinds.linear(case)
