@@ -164,6 +164,21 @@ describe("conv2d", function()
       {n = 60, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
       {n = 37, c = 16, o = 16, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
     }
+    -- and shapes no one chose: 30 drawn from a fixed seed, half of them with the
+    -- input in the CNHW layout a convolution writes (bench/parity.py --random
+    -- draws more, against PyTorch)
+    local draw = cbnet.Generator(2026)
+    local function pick(list) return list[cbnet.randint(1, #list + 1, {1}, draw):item()] end
+    for _ = 1, 30 do
+      local k = pick{1, 2, 3, 3, 3, 5}
+      local pad = pick{0, 1, 2, 3, 4}
+      pad = pad < k and pad or k - 1
+      local c, o = pick{1, 3, 8, 15, 16, 17, 32, 33, 64, 65}, pick{1, 4, 16, 18, 32, 35, 64, 70}
+      local h, w = pick{1, 4, 7, 8, 13, 16, 32}, pick{1, 5, 8, 15, 16, 31, 32}
+      h, w = math.max(h, k - 2 * pad), math.max(w, k - 2 * pad)
+      cases[#cases + 1] = {n = pick{1, 2, 3, 7, 13}, c = c, o = o, h = h, w = w, kh = k, kw = k,
+                           pad = {pad, pad}, bias = pick{true, false}, cnhw_input = pick{true, false}}
+    end
     local previous = cbnet.conv_path()
     local function run(case, path)
       cbnet.conv_path(path)
@@ -171,6 +186,7 @@ describe("conv2d", function()
       local function normal(...) return cbnet.randn({...}, gen) end
       local x = normal(case.n, case.c, case.h, case.w)
       if case.transposed_input then x = normal(case.n, case.c, case.w, case.h):transpose(3, 4) end
+      if case.cnhw_input then x = normal(case.c, case.n, case.h, case.w):transpose(1, 2) end
       local w, b = normal(case.o, case.c, case.kh, case.kw), case.bias and normal(case.o) or nil
       x.requires_grad, w.requires_grad = true, true
       if b then b.requires_grad = true end
@@ -187,8 +203,9 @@ describe("conv2d", function()
           if reference[key] then
             local scale = reference[key]:abs():max():item()
             local err = (got[key] - reference[key]):abs():max():item()
-            assert(err <= 1e-5 * scale + 1e-6, ("%s, %dx%d kernel, %s: %s differs by %g"):format(
-              path, case.kh, case.kw, table.concat(case.pad, ","), key, err))
+            assert(err <= 1e-5 * scale + 1e-6, ("%s, %dx%d kernel, %s, %d x %d x %d x %d -> %d: %s differs by %g"):format(
+              path, case.kh, case.kw, table.concat(case.pad, ","), case.n, case.c, case.h, case.w, case.o,
+              key, err))
           end
         end
       end
