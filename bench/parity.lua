@@ -84,25 +84,24 @@ local function fused_opts(p, g, beta)
   return opts
 end
 
-function kinds.bn_relu_conv(case, p)
-  local names = p.bias == 1 and {"x", "g", "beta", "w", "b"} or {"x", "g", "beta", "w"}
-  each_conv_path(case, function(prefix)
-    local rm, rv = fresh_statistics(prefix, inputs[case .. "/g"]:size(1))
-    forward_backward(prefix, case, names, function(x, g, beta, w, b)
-      return F.batch_norm_relu_conv2d(x, rm, rv, w, b, fused_opts(p, g, beta))
-    end, p)
-  end)
+-- A fused op of batch norm and convolution, on every conv path:
+-- op(x, w, b, running_mean, running_var, opts).
+local function fused_kind(op)
+  return function(case, p)
+    local names = p.bias == 1 and {"x", "g", "beta", "w", "b"} or {"x", "g", "beta", "w"}
+    each_conv_path(case, function(prefix)
+      local rm, rv = fresh_statistics(prefix, inputs[case .. "/g"]:size(1))
+      forward_backward(prefix, case, names, function(x, g, beta, w, b)
+        return op(x, w, b, rm, rv, fused_opts(p, g, beta))
+      end, p)
+    end)
+  end
 end
 
-function kinds.conv_bn_relu_pool(case, p)
-  local names = p.bias == 1 and {"x", "g", "beta", "w", "b"} or {"x", "g", "beta", "w"}
-  each_conv_path(case, function(prefix)
-    local rm, rv = fresh_statistics(prefix, inputs[case .. "/g"]:size(1))
-    forward_backward(prefix, case, names, function(x, g, beta, w, b)
-      return F.conv2d_batch_norm_relu_pool(x, w, b, rm, rv, fused_opts(p, g, beta))
-    end, p)
-  end)
-end
+kinds.bn_relu_conv = fused_kind(function(x, w, b, rm, rv, opts)
+  return F.batch_norm_relu_conv2d(x, rm, rv, w, b, opts)
+end)
+kinds.conv_bn_relu_pool = fused_kind(F.conv2d_batch_norm_relu_pool)
 
 function kinds.bn_add_relu(case, p)
   local rm, rv = fresh_statistics(case, inputs[case .. "/w"]:size(1))
@@ -112,11 +111,10 @@ function kinds.bn_add_relu(case, p)
 end
 
 function kinds.batch_norm(case, p)
-  local rm, rv = cbnet.zeros(inputs[case .. "/w"]:size(1)), cbnet.ones(inputs[case .. "/w"]:size(1))
+  local rm, rv = fresh_statistics(case, inputs[case .. "/w"]:size(1))
   forward_backward(case, case, {"x", "w", "b"}, function(x, w, b)
     return F.batch_norm(x, rm, rv, {weight = w, bias = b, training = true, momentum = 0.1, eps = 1e-5})
   end, p)
-  out[case .. "/running_mean"], out[case .. "/running_var"] = rm, rv
 end
 
 function kinds.bn_relu_pool(case, p)
