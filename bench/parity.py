@@ -127,8 +127,9 @@ NET_DRAWS = 4
 def random_cases(rng, count):
     """count cases of shapes no one chose (--random): convolutions with any
     stride, padding, dilation, groups, batch and size, their input in either
-    image layout, and the fused ops (batch norm + ReLU + conv, conv + batch
-    norm + ReLU + pooling, batch norm + residual + ReLU) on random shapes."""
+    image layout; the fused ops (batch norm + ReLU + conv, conv + batch norm +
+    ReLU + pooling, batch norm + residual + ReLU, batch norm + ReLU + pooling);
+    max, average and adaptive pooling; batch norm (some over 1x1 images)."""
     def randn(*shape):
         return rng.standard_normal(shape).astype(np.float32)
 
