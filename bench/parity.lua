@@ -71,7 +71,8 @@ function kinds.conv2d(case, p)
   end)
 end
 
--- The fused ops, training: batch norm's running statistics start at 0 and 1.
+-- A training case's batch norm running statistics: 0 and 1 at the start, written
+-- out under prefix (as they are when the case ends).
 local function fresh_statistics(prefix, c)
   local rm, rv = cbnet.zeros(c), cbnet.ones(c)
   out[prefix .. "/running_mean"], out[prefix .. "/running_var"] = rm, rv

@@ -220,12 +220,16 @@ def reference(kind, params, arrays, dtype=torch.float64):
     def tensor(array, grad=False):
         return torch.tensor(np.asarray(array), dtype=dtype, requires_grad=grad)
 
-    def statistics(c):
-        return torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype)
+    extra = {}
+
+    def batch_norm(x, weight, bias):
+        """Training batch norm from running statistics 0 and 1, which go to extra."""
+        rm, rv = torch.zeros(weight.shape[0], dtype=dtype), torch.ones(weight.shape[0], dtype=dtype)
+        extra.update(running_mean=rm, running_var=rv)
+        return F.batch_norm(x, rm, rv, weight, bias, True, 0.1, 1e-5)
 
     leaves = {k: tensor(v, True) for k, v in arrays.items() if k not in ("gy", "target")}
     gy = tensor(arrays["gy"]) if "gy" in arrays else None
-    extra = {}
     conv = {k: int(params.get(k, d)) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1),
                                                    ("groups", 1))}
     if params.get("xgrad") == "0":
@@ -233,33 +237,17 @@ def reference(kind, params, arrays, dtype=torch.float64):
     if kind == "conv2d":
         y = F.conv2d(leaves["x"], leaves["w"], leaves.get("b"), **conv)
     elif kind == "bn_relu_conv":
-        c = arrays["g"].shape[0]
-        rm, rv = statistics(c)
-        z = F.relu(F.batch_norm(leaves["x"], rm, rv, leaves["g"], leaves["beta"], True, 0.1, 1e-5))
+        z = F.relu(batch_norm(leaves["x"], leaves["g"], leaves["beta"]))
         y = F.conv2d(z, leaves["w"], leaves.get("b"), **conv)
-        extra = {"running_mean": rm.numpy(), "running_var": rv.numpy()}
     elif kind == "conv_bn_relu_pool":
-        c = arrays["g"].shape[0]
-        rm, rv = statistics(c)
         z = F.conv2d(leaves["x"], leaves["w"], leaves.get("b"), **conv)
-        y = F.max_pool2d(F.relu(F.batch_norm(z, rm, rv, leaves["g"], leaves["beta"], True, 0.1, 1e-5)), 2)
-        extra = {"running_mean": rm.numpy(), "running_var": rv.numpy()}
+        y = F.max_pool2d(F.relu(batch_norm(z, leaves["g"], leaves["beta"])), 2)
     elif kind == "bn_relu_pool":
-        c = arrays["w"].shape[0]
-        rm, rv = statistics(c)
-        y = F.max_pool2d(F.relu(F.batch_norm(leaves["x"], rm, rv, leaves["w"], leaves["b"], True, 0.1,
-                                             1e-5)), 2)
-        extra = {"running_mean": rm.numpy(), "running_var": rv.numpy()}
+        y = F.max_pool2d(F.relu(batch_norm(leaves["x"], leaves["w"], leaves["b"])), 2)
     elif kind == "bn_add_relu":
-        c = arrays["w"].shape[0]
-        rm, rv = statistics(c)
-        y = F.relu(F.batch_norm(leaves["x"], rm, rv, leaves["w"], leaves["b"], True, 0.1, 1e-5) + leaves["r"])
-        extra = {"running_mean": rm.numpy(), "running_var": rv.numpy()}
+        y = F.relu(batch_norm(leaves["x"], leaves["w"], leaves["b"]) + leaves["r"])
     elif kind == "batch_norm":
-        c = arrays["w"].shape[0]
-        rm, rv = statistics(c)
-        y = F.batch_norm(leaves["x"], rm, rv, leaves["w"], leaves["b"], True, 0.1, 1e-5)
-        extra = {"running_mean": rm.numpy(), "running_var": rv.numpy()}
+        y = batch_norm(leaves["x"], leaves["w"], leaves["b"])
     elif kind == "max_pool2d":
         y = F.max_pool2d(leaves["x"], int(params["kernel"]), int(params["stride"]),
                          int(params["padding"]))
@@ -278,7 +266,7 @@ def reference(kind, params, arrays, dtype=torch.float64):
     y.backward(gy if gy is not None else torch.ones_like(y))
     out = {"y": y.detach().numpy()}
     out.update({"d" + k: v.grad.numpy() for k, v in leaves.items() if v.requires_grad})
-    out.update(extra)
+    out.update({k: v.numpy() for k, v in extra.items()})
     return out
 
 
