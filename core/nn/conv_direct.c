@@ -14,18 +14,21 @@
  * out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
  * in[c*plane + taps[t] + v], for o < OBLOCK and v < vectors * the vector
  * length; out has rows of ld floats. The two widths differ only in vector
- * length and full tile: 4 x 4 vectors of 16 (16 of AVX-512's 32 registers)
- * and 4 x 3 vectors of 8 (12 of AVX2's 16, with the 3 inputs and the
- * broadcast weight: GCC 12 keeps them all in registers; against 4 x 2, whose
- * 8 accumulators barely cover two FMA units' latency, the seed CNN's 32 -> 64
- * layer is ~20 % faster and its training step ~10 %, on this Xeon limited
- * to AVX2). Narrower tiles (fewer vectors) serve the last
+ * length and full tile: 4 x 6 vectors of 16 on AVX-512 (24 of its 32
+ * registers, with the 6 inputs; the weight is broadcast from memory) and
+ * 4 x 3 vectors of 8 on AVX2 (12 of its 16, with the 3 inputs and the
+ * broadcast weight). GCC 12 keeps them all in registers. Against the 4 x 4
+ * and 4 x 2 before them, whose 16 and 8 accumulators hid the FMAs' latency
+ * with less room and loaded 2 values per FMA's 1 more often: AVX-512,
+ * ResNet-32's 16- and 32-channel layers 8-14 % faster forward and its step
+ * ~4 %; AVX2 (this Xeon limited to it), the seed CNN's 32 -> 64 layer ~20 %
+ * forward and its step ~10 %. Narrower tiles (fewer vectors) serve the last
  * tiles of a Winograd block: a stack of small images (8x8, 4x4) has a few
- * dozen tiles, and rounding them up to whole 64-position tiles computed up
- * to 40 % zeros. Each body is an always-inlined function whose vector count
+ * dozen tiles, and rounding them up to whole tiles (then 64 positions)
+ * computed up to 40 % zeros. Each body is an always-inlined function whose vector count
  * is a constant at each call of the switch, so every variant is unrolled. */
 
-#define NV16 4
+#define NV16 6
 __attribute__((target("avx512f"), always_inline)) static inline void
 tile16(const float *in, int64_t plane, int64_t channels, const int64_t *taps, int ntaps,
        const float *w, float *out, int64_t ld, const int nv) {
@@ -55,6 +58,8 @@ __attribute__((target("avx512f"))) static void tile_avx512(const float *in, int6
   case 1: tile16(in, plane, channels, taps, ntaps, w, out, ld, 1); break;
   case 2: tile16(in, plane, channels, taps, ntaps, w, out, ld, 2); break;
   case 3: tile16(in, plane, channels, taps, ntaps, w, out, ld, 3); break;
+  case 4: tile16(in, plane, channels, taps, ntaps, w, out, ld, 4); break;
+  case 5: tile16(in, plane, channels, taps, ntaps, w, out, ld, 5); break;
   default: tile16(in, plane, channels, taps, ntaps, w, out, ld, NV16); break;
   }
 }
