@@ -274,16 +274,28 @@ static int64_t stack_size(int64_t positions_per_image, int64_t batch, int worker
  * per call, so zeroing its whole stack cost 1 % of a ResNet-32 step; the
  * borders are 6-21 % of it (32x32 to 8x8 images). */
 static void zero_stack_borders(const cb_direct_conv *d, float *xpad) {
-  int64_t rows = d->plane / d->wp;
-  for (int64_t c = 0; c < d->in_c; c++)
+  int64_t rows = d->phase_plane / d->wp;
+  for (int64_t c = 0; c < d->in_c * d->phases; c++) /* each channel's phases, one after another */
     for (int64_t r = 0; r < rows; r++) {
-      float *row = xpad + c * d->plane + r * d->wp;
+      float *row = xpad + c * d->phase_plane + r * d->wp;
       int64_t h = r - d->pad_h; /* image h / hp's row h % hp, if a pixel row */
       bool pixels = h >= 0 && h / d->hp < d->images && h % d->hp < d->in_h;
       memset(row, 0, sizeof(float) * (size_t)(pixels ? d->pad_w : d->wp));
     }
   int64_t tail = d->xpad_floats - d->in_c * d->plane;
   memset(xpad + d->in_c * d->plane, 0, sizeof(float) * (size_t)tail);
+}
+
+/* Where the packed weight of output channel o, input channel c, tap t goes:
+ * per block of OBLOCK output channels, per output phase (one but for
+ * stride 2's input gradient) its taps' weights, [in_c][the phase's taps][OBLOCK],
+ * as the micro-kernel reads them in one call. */
+static int64_t weight_index(const cb_direct_conv *d, int64_t o, int64_t c, int t) {
+  int f = 0;
+  while (t >= d->phase_taps[f + 1]) f++;
+  int first = d->phase_taps[f], n = d->phase_taps[f + 1] - first;
+  return ((o / OBLOCK) * d->in_c * d->ntaps + d->in_c * first + c * n + (t - first)) * OBLOCK +
+         o % OBLOCK;
 }
 
 cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *weight,
@@ -313,6 +325,13 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   d->pad_h = transposed ? kh - 1 - shape->pad_h : shape->pad_h;
   d->pad_w = transposed ? kw - 1 - shape->pad_w : shape->pad_w;
   d->out_h = d->in_h + 2 * d->pad_h - kh + 1, d->out_w = d->in_w + 2 * d->pad_w - kw + 1;
+  bool strided = shape->stride == 2; /* 3x3, padding 1, even sizes (conv_direct.h) */
+  d->phases = strided && !transposed ? 4 : 1;
+  d->out_phases = strided && transposed ? 4 : 1;
+  if (d->phases == 4) { /* the stack's images are the phases, half the size */
+    d->in_h = shape->h / 2, d->in_w = shape->w / 2;
+    d->out_h = shape->oh, d->out_w = shape->ow;
+  }
   /* Winograd from 16 channels: with fewer the transforms cost more than the
    * products save. Measured at batch 128 against the direct path: forward
    * 1.3-1.6x at 16 channels (32x32), 1.4-2x at 32-256 channels; input
@@ -320,7 +339,7 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
    * 1.5-1.8x at 32-256. Padding over 1 would let the last tile of a row
    * reach into the next. */
   int64_t fewest = 16;
-  d->winograd = (path == CB_CONV_AVX2_WINOGRAD || path == CB_CONV_AVX512_WINOGRAD) && kh == 3 &&
+  d->winograd = (path == CB_CONV_AVX2_WINOGRAD || path == CB_CONV_AVX512_WINOGRAD) && !strided && kh == 3 &&
                 kw == 3 && d->pad_h <= 1 && d->pad_w <= 1 && shape->c >= fewest && shape->o >= fewest;
   /* Padding shared between neighbours: a row is pad_w zeros then the in_w
    * pixels, so the zeros left of a row are also right of the row before; an
@@ -331,7 +350,8 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   d->grid = d->images * d->hp * d->wp;
   /* Winograd's planes 2 rows longer (zero): the 16-wide F(2x2) transforms'
    * last, even row of tiles reads up to there (inputs_in_place below) */
-  d->plane = (d->images * d->hp + d->pad_h + 1 + (d->winograd ? 2 : 0)) * d->wp;
+  d->phase_plane = (d->images * d->hp + d->pad_h + 1 + (d->winograd ? 2 : 0)) * d->wp;
+  d->plane = d->phases * d->phase_plane;
   d->positions = ((d->images - 1) * d->hp + d->out_h) * d->wp;
   d->positions = (d->positions + d->tile - 1) / d->tile * d->tile;
   d->ntaps = (int)(kh * kw);
@@ -342,7 +362,7 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   /* rows of the stack's output 64 bytes longer than the grid: rows a
    * multiple of 4 KiB apart would share L1 sets (4K aliasing) */
   d->out_ld = d->positions + 16;
-  d->out_floats = d->weight_grad ? 0 : blocks * OBLOCK * d->out_ld;
+  d->out_floats = d->weight_grad ? 0 : d->out_phases * blocks * OBLOCK * d->out_ld;
   if (d->winograd) {
     int64_t out_rows = (d->images - 1) * d->hp + d->out_h;
     d->wino_m = cb_winograd_tile(d->in_c, d->out_c), d->wino_n = (d->wino_m + 2) * (d->wino_m + 2);
@@ -419,11 +439,39 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     cb_direct_conv_free(d);
     return NULL;
   }
-  for (int t = 0; t < d->ntaps; t++) d->taps[t] = (t / kw) * d->wp + t % kw;
+  /* tap (ki, kj) reads row ki - pad_h and column kj - pad_w from the output's:
+   * at stride 2, in phase (r mod 2, s mod 2) of input row 2i + r and column
+   * 2j + s, pixel (i + floor(r / 2), j + floor(s / 2)) */
+  int kernel_tap[CB_DIRECT_MAX_TAPS]; /* the kernel's tap at taps[t] */
+  if (d->out_phases == 4) { /* dx's phase f: its taps in order, dY's pixel (i - di, j - dj) */
+    int t = 0;
+    for (int f = 0; f < 4; f++) {
+      d->phase_taps[f] = t;
+      for (int k = 0; k < d->ntaps; k++) {
+        int64_t r = k / kw - shape->pad_h, s = k % kw - shape->pad_w, p = r & 1, q = s & 1;
+        if (2 * p + q != f) continue;
+        kernel_tap[t] = k;
+        d->taps[t++] = (d->pad_h - (r - p) / 2) * d->wp + d->pad_w - (s - q) / 2;
+      }
+    }
+    d->phase_taps[4] = t;
+  } else {
+    for (int t = 0; t < d->ntaps; t++) {
+      int64_t r = t / kw - d->pad_h, s = t % kw - d->pad_w, phase = 0;
+      if (d->phases == 4) {
+        int64_t p = r & 1, q = s & 1; /* two's complement: -1 & 1 is 1 */
+        phase = 2 * p + q, r = (r - p) / 2, s = (s - q) / 2;
+      }
+      kernel_tap[t] = t;
+      d->taps[t] = phase * d->phase_plane + (d->pad_h + r) * d->wp + d->pad_w + s;
+    }
+    d->phase_taps[0] = 0, d->phase_taps[1] = d->ntaps;
+  }
   for (int64_t k = 0; k < d->in_c * d->ntaps; k++)
     d->offs[k] = (k / d->ntaps) * d->plane + d->taps[k % d->ntaps];
   /* Forward: weight[o][c][t]. Input gradient: output channel c of the
-   * transposed convolution takes weight[o][c][flipped t] from input channel o. */
+   * transposed convolution takes weight[o][c][flipped t] from input channel o;
+   * at stride 2 weight[o][c][kernel_tap[t]] (the taps' offsets flip). */
   if (d->winograd && !d->weight_grad) {
     cb_winograd_weights(d, weight, transposed);
     return d;
@@ -432,14 +480,16 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
     for (int64_t o = 0; o < d->out_c; o++)
       for (int64_t c = 0; c < d->in_c; c++)
         for (int t = 0; t < d->ntaps; t++) {
-          float value = transposed ? weight[(c * d->out_c + o) * d->ntaps + (d->ntaps - 1 - t)]
-                                   : weight[(o * d->in_c + c) * d->ntaps + t];
-          d->weight[(((o / OBLOCK) * d->in_c + c) * d->ntaps + t) * OBLOCK + o % OBLOCK] = value;
+          float value = !transposed ? weight[(o * d->in_c + c) * d->ntaps + t]
+                        : d->out_phases == 4 ? weight[(c * d->out_c + o) * d->ntaps + kernel_tap[t]]
+                                             : weight[(c * d->out_c + o) * d->ntaps + (d->ntaps - 1 - t)];
+          d->weight[weight_index(d, o, c, t)] = value;
         }
   return d;
 }
 
 int64_t cb_direct_conv_stack(const cb_direct_conv *conv) { return conv->images; }
+
 
 /* dst[w] = max(0, src[w * es] * scale + shift) for w < n: the input
  * normalisation of fill_stack and cb_normalize_relu_images, one function so
@@ -492,10 +542,69 @@ static inline __attribute__((always_inline)) void fill_stack_images(const cb_dir
       }
 }
 
+/* even[w] = f(src[2w]), odd[w] = f(src[2w + 1]) for w < n (elements es
+ * apart), f the input normalisation when `normalize`, as normalize_relu_row
+ * computes it, else the value itself. */
+static inline __attribute__((always_inline)) void split_row(const float *src, int64_t es, int64_t n,
+                                                            bool normalize, float scale, float shift,
+                                                            float *even, float *odd) {
+  for (int64_t w = 0; w < n; w++) {
+    float a = src[2 * w * es], b = src[(2 * w + 1) * es];
+    if (normalize) {
+      a = a * scale + shift, b = b * scale + shift;
+      a = a > 0 ? a : 0.0f, b = b > 0 ? b : 0.0f;
+    }
+    even[w] = a, odd[w] = b;
+  }
+}
+
+/* split_row of a dense row without the normalisation, in the widest vectors
+ * (the generic build's SSE halved the fill's speed; the normalisation stays
+ * in generic code, where a multiply and an add are not fused) */
+CB_VECTOR_CLONES static void split_dense_row(const float *src, int64_t n, float *even, float *odd) {
+  split_row(src, 1, n, false, 1.0f, 0.0f, even, odd);
+}
+
+/* fill_stack at stride 2: row h of image i's phases (p, 0) and (p, 1) are
+ * the even and odd pixels of the image's row 2h + p. */
+static inline __attribute__((always_inline)) void fill_phases(const cb_direct_conv *d, float *xpad,
+                                                              cb_planes in, int64_t count,
+                                                              bool normalize) {
+  const float *affine = d->in_affine;
+  for (int64_t c = 0; c < d->in_c; c++) {
+    float scale = normalize ? affine[c] : 1.0f, shift = normalize ? affine[d->in_c + c] : 0.0f;
+    for (int64_t i = 0; i < d->images; i++)
+      for (int64_t h = 0; h < d->in_h; h++)
+        for (int p = 0; p < 2; p++) {
+          float *even = xpad + c * d->plane + 2 * p * d->phase_plane +
+                        (i * d->hp + h + d->pad_h) * d->wp + d->pad_w;
+          float *odd = even + d->phase_plane;
+          if (i >= count) {
+            memset(even, 0, sizeof(float) * (size_t)d->in_w);
+            memset(odd, 0, sizeof(float) * (size_t)d->in_w);
+            continue;
+          }
+          const float *src = in.base + i * in.ns + c * in.cs + (2 * h + p) * in.rs;
+          if (c + 1 < d->in_c) /* the next channel's row */
+            for (int64_t w = 0; w < 2 * d->in_w * in.es; w += 16) __builtin_prefetch(src + in.cs + w);
+          if (in.es == 1 && !normalize) split_dense_row(src, d->in_w, even, odd);
+          else if (in.es == 1) split_row(src, 1, d->in_w, normalize, scale, shift, even, odd);
+          else split_row(src, in.es, d->in_w, normalize, scale, shift, even, odd);
+        }
+  }
+}
+
 static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int64_t count) {
   float *xpad = d->scratch + worker * d->scratch_floats;
-  if (d->in_affine) fill_stack_images(d, xpad, in, count, true);
-  else fill_stack_images(d, xpad, in, count, false);
+  bool normalize = d->in_affine != NULL;
+  if (d->phases == 4) {
+    if (normalize) fill_phases(d, xpad, in, count, true);
+    else fill_phases(d, xpad, in, count, false);
+  } else if (normalize) {
+    fill_stack_images(d, xpad, in, count, true);
+  } else {
+    fill_stack_images(d, xpad, in, count, false);
+  }
   return xpad;
 }
 
@@ -549,6 +658,24 @@ CB_VECTOR_CLONES static void stack_outputs(const cb_direct_conv *d, const float 
   }
 }
 
+/* Stride 2's input gradient: dx's rows 2i + p from its phases (p, 0) and
+ * (p, 1), their columns interleaved (rows of dense columns; one phase at a
+ * time, by stack_outputs, took 16 % of the layer's backward in strided
+ * stores). */
+CB_VECTOR_CLONES static void stack_outputs_phases(const cb_direct_conv *d, const float *stack_out,
+                                                  int64_t phase_floats, cb_planes out,
+                                                  int64_t count) {
+  for (int p = 0; p < 2; p++)
+    for (int64_t o = 0; o < d->out_c; o++)
+      for (int64_t image = 0; image < count; image++)
+        for (int64_t i = 0; i < d->out_h; i++) {
+          const float *even = stack_out + 2 * p * phase_floats + o * d->out_ld + (image * d->hp + i) * d->wp;
+          const float *odd = even + phase_floats;
+          float *dst = out.base + image * out.ns + o * out.cs + (2 * i + p) * out.rs;
+          for (int64_t j = 0; j < d->out_w; j++) dst[2 * j] = even[j], dst[2 * j + 1] = odd[j];
+        }
+}
+
 /* What the Winograd input transform of a stack of `in` reads: the images
  * where they are, or the worker's padded stack, filled. */
 static cb_winograd_source winograd_source(const cb_direct_conv *d, int worker, cb_planes in,
@@ -568,16 +695,32 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
     return;
   }
   float *xpad = fill_stack(d, worker, in, count);
-  float *stack_out = xpad + d->xpad_floats; /* out_c x positions, on the grid */
+  float *stack_out = xpad + d->xpad_floats; /* out_phases x out_c x positions, on the grid */
   int64_t weights_per_block = d->in_c * d->ntaps * OBLOCK;
+  int64_t phase_floats = (d->out_c + OBLOCK - 1) / OBLOCK * OBLOCK * d->out_ld;
   /* tiles outside, channel blocks inside: the tile's input window (in_c
    * runs of tile + the taps' reach) stays in L1 while every block reads it */
   for (int64_t p0 = 0; p0 < d->positions; p0 += d->tile)
-    for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
-      d->kernel(xpad + p0, d->plane, d->in_c, d->taps, d->ntaps,
-                d->weight + (o0 / OBLOCK) * weights_per_block,
-                stack_out + o0 * d->out_ld + p0, d->out_ld, d->tile / d->lanes);
-  stack_outputs(d, stack_out, out, count, bias);
+    for (int f = 0; f < d->out_phases; f++) {
+      int first = d->phase_taps[f];
+      for (int64_t o0 = 0; o0 < d->out_c; o0 += OBLOCK)
+        d->kernel(xpad + p0, d->plane, d->in_c, d->taps + first, d->phase_taps[f + 1] - first,
+                  d->weight + (o0 / OBLOCK) * weights_per_block + d->in_c * first * OBLOCK,
+                  stack_out + f * phase_floats + o0 * d->out_ld + p0, d->out_ld, d->tile / d->lanes);
+    }
+  if (d->out_phases == 1) {
+    stack_outputs(d, stack_out, out, count, bias);
+    return;
+  }
+  if (out.es == 1 && !bias) {
+    stack_outputs_phases(d, stack_out, phase_floats, out, count);
+    return;
+  }
+  for (int f = 0; f < 4; f++) { /* phase (p, q): rows 2i + p, columns 2j + q */
+    cb_planes phase = {out.base + (f / 2) * out.rs + (f % 2) * out.es, out.ns, out.cs, 2 * out.rs,
+                       2 * out.es};
+    stack_outputs(d, stack_out + f * phase_floats, phase, count, bias);
+  }
 }
 
 /* dY's rows for the micro-kernel where they are: whole vectors of dense rows,

@@ -18,6 +18,19 @@
  * convolution of dY (padded by k - 1 - pad) with the kernel flipped and its
  * two channel dims swapped, so the same code computes it.
  *
+ * Stride 2 (3x3 kernels, padding 1, even sizes: ResNets' downsampling
+ * layers), forward and weight gradient: each channel's plane of the stack
+ * holds the images' four phases (even / odd rows x even / odd columns), each
+ * a padded stack of half-size images, one after the other. Output (i, j)
+ * then reads input (2i + ki - 1, 2j + kj - 1), which is pixel
+ * (i + di, j + dj) of the phase that tap (ki, kj) falls in (di, dj in
+ * {-1, 0}): again one shifted run per tap, the same micro-kernels over the
+ * half-size grid, with each tap's offset pointing into its phase. The input
+ * gradient is the other way round: dY is stacked as it is, and dx's phase
+ * (p, q) is a stride-1 convolution of it with the taps of that phase alone
+ * (1, 2, 2 and 4 of the 9), pixel (i, j) reading dY's (i - di, j - dj); the
+ * four phases' outputs are written into every other row and column of dx.
+ *
  * Paths, chosen at run time from CPUID: AVX-512 (16-float vectors), AVX2 with
  * FMA (8-float vectors), or im2col + sgemm (portable; also every convolution
  * the direct path does not take). CBNET_CONV=im2col|avx2|avx512|avx2-winograd|
@@ -62,10 +75,12 @@ typedef struct {
 } cb_planes;
 
 /* The forward convolution's shape: n images of c x h x w, o x c x kh x kw
- * weights, padding (less than the kernel size), oh x ow outputs. */
+ * weights, padding (less than the kernel size), oh x ow outputs, stride 1
+ * or 2 (both dims; 2 only as above). */
 typedef struct {
-  int64_t n, c, h, w, o, kh, kw, pad_h, pad_w, oh, ow;
+  int64_t n, c, h, w, o, kh, kw, pad_h, pad_w, oh, ow, stride;
 } cb_direct_shape;
+#define CB_DIRECT_MAX_TAPS 49 /* kh * kw: up to 7x7 */
 
 typedef enum {
   CB_DIRECT_FORWARD,     /* y = conv(x) */

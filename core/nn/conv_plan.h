@@ -33,7 +33,12 @@ struct cb_direct_conv {
   int64_t pad_h, pad_w, hp, wp;    /* stacked images: hp rows of wp floats each */
   int64_t images;                  /* images stacked in one buffer */
   int64_t grid;                    /* positions of the stack: images * hp * wp */
-  int64_t plane;                   /* one channel of the stack: the grid and its margins */
+  int64_t plane;                   /* one channel of the stack: its phases' grids */
+  int64_t phase_plane;             /* one phase: the grid and its margins (= plane at stride 1) */
+  int phases;                      /* 1, or 4 at stride 2 (conv_direct.h) */
+  int out_phases;                  /* 1, or 4 for stride 2's input gradient: dx's phases, each
+                                    * from taps[phase_taps[f] .. phase_taps[f + 1]) of dY */
+  int phase_taps[5];
   int64_t positions;               /* the stack's output rows * wp, whole tiles */
   int64_t out_ld;                  /* row length of the stack's output */
   int64_t xpad_floats, out_floats, scratch_floats; /* per worker */

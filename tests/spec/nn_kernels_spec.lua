@@ -115,7 +115,8 @@ describe("conv2d", function()
   end)
 
   it("computes the same outputs and gradients on every path this CPU runs", function()
-    -- the direct paths take stride 1, dilation 1, groups 1, padding < kernel;
+    -- the direct paths take stride 1 (and 2 with 3x3, padding 1, even sizes), dilation 1,
+    -- groups 1, padding < kernel;
     -- odd sizes leave partial tiles, a batch of 13 partial image stacks, a
     -- transposed view of the input non-unit strides
     local cases = {
@@ -163,6 +164,15 @@ describe("conv2d", function()
       {n = 128, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}, bias = true},
       {n = 60, c = 64, o = 64, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
       {n = 37, c = 16, o = 16, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}},
+      -- stride 2 (3x3, padding 1, even sizes: the direct paths' phases; odd: im2col everywhere):
+      -- outputs 16 wide (dW direct, dY in place), 8 wide (dW by im2col), strided and CNHW
+      -- inputs, small images several stacks a worker
+      {n = 13, c = 16, o = 32, h = 32, w = 32, kh = 3, kw = 3, pad = {1, 1}, stride = 2, bias = true},
+      {n = 3, c = 32, o = 64, h = 16, w = 16, kh = 3, kw = 3, pad = {1, 1}, stride = 2},
+      {n = 5, c = 3, o = 8, h = 10, w = 34, kh = 3, kw = 3, pad = {1, 1}, stride = 2, transposed_input = true},
+      {n = 7, c = 5, o = 6, h = 6, w = 32, kh = 3, kw = 3, pad = {1, 1}, stride = 2, cnhw_input = true, bias = true},
+      {n = 70, c = 8, o = 8, h = 4, w = 4, kh = 3, kw = 3, pad = {1, 1}, stride = 2, bias = true},
+      {n = 2, c = 4, o = 4, h = 7, w = 9, kh = 3, kw = 3, pad = {1, 1}, stride = 2},
     }
     -- and shapes no one chose: 30 drawn from a fixed seed, half of them with the
     -- input in the CNHW layout a convolution writes (bench/parity.py --random
@@ -190,7 +200,7 @@ describe("conv2d", function()
       local w, b = normal(case.o, case.c, case.kh, case.kw), case.bias and normal(case.o) or nil
       x.requires_grad, w.requires_grad = true, true
       if b then b.requires_grad = true end
-      local y = F.conv2d(x, w, b, {padding = case.pad})
+      local y = F.conv2d(x, w, b, {padding = case.pad, stride = case.stride or 1})
       local gy = normal(table.unpack(y:size()))
       ;(y * gy):sum():backward()
       return {y = y:detach(), dx = x.grad, dw = w.grad, db = b and b.grad}
@@ -643,6 +653,9 @@ describe("batch_norm_relu_conv2d", function()
         {shape = {3, 64, 8, 7}, out = 64, k = 3, pad = 1, training = true, tolerance = 1e-5},
         {shape = {4, 16, 9, 7}, out = 24, k = 3, pad = 1, training = true, no_bias = true},
         {shape = {3, 4, 7, 7}, out = 6, k = 3, pad = 1, stride = 2, training = true}, -- im2col
+        -- the direct paths' stride 2 (phases), normalised as the stack is filled
+        {shape = {3, 4, 8, 32}, out = 6, k = 3, pad = 1, stride = 2, training = true},
+        {shape = {5, 16, 8, 8}, out = 8, k = 3, pad = 1, stride = 2, training = true, cnhw = true},
         {shape = {2, 3, 5, 5}, out = 4, k = 1, pad = 0, training = true, no_affine = true},
         {shape = {3, 4, 6, 6}, out = 5, k = 3, pad = 1, training = false}, -- running statistics
       } do
