@@ -558,13 +558,6 @@ static inline __attribute__((always_inline)) void split_row(const float *src, in
   }
 }
 
-/* split_row of a dense row without the normalisation, in the widest vectors
- * (the generic build's SSE halved the fill's speed; the normalisation stays
- * in generic code, where a multiply and an add are not fused) */
-CB_VECTOR_CLONES static void split_dense_row(const float *src, int64_t n, float *even, float *odd) {
-  split_row(src, 1, n, false, 1.0f, 0.0f, even, odd);
-}
-
 /* fill_stack at stride 2: row h of image i's phases (p, 0) and (p, 1) are
  * the even and odd pixels of the image's row 2h + p. */
 static inline __attribute__((always_inline)) void fill_phases(const cb_direct_conv *d, float *xpad,
@@ -587,24 +580,28 @@ static inline __attribute__((always_inline)) void fill_phases(const cb_direct_co
           const float *src = in.base + i * in.ns + c * in.cs + (2 * h + p) * in.rs;
           if (c + 1 < d->in_c) /* the next channel's row */
             for (int64_t w = 0; w < 2 * d->in_w * in.es; w += 16) __builtin_prefetch(src + in.cs + w);
-          if (in.es == 1 && !normalize) split_dense_row(src, d->in_w, even, odd);
-          else if (in.es == 1) split_row(src, 1, d->in_w, normalize, scale, shift, even, odd);
+          if (in.es == 1) split_row(src, 1, d->in_w, normalize, scale, shift, even, odd);
           else split_row(src, in.es, d->in_w, normalize, scale, shift, even, odd);
         }
   }
 }
 
+/* The plain copies in the widest vectors: the generic build's SSE made
+ * them a sixth of the seed CNN's step on the AVX2 path, whose Winograd
+ * transforms read the padded stack. The normalising fills stay in generic
+ * code, where a multiply and an add are not fused into what the backward's
+ * mask recomputes (cb_normalize_relu_run). */
+CB_VECTOR_CLONES static void fill_plain(const cb_direct_conv *d, float *xpad, cb_planes in,
+                                        int64_t count) {
+  if (d->phases == 4) fill_phases(d, xpad, in, count, false);
+  else fill_stack_images(d, xpad, in, count, false);
+}
+
 static float *fill_stack(const cb_direct_conv *d, int worker, cb_planes in, int64_t count) {
   float *xpad = d->scratch + worker * d->scratch_floats;
-  bool normalize = d->in_affine != NULL;
-  if (d->phases == 4) {
-    if (normalize) fill_phases(d, xpad, in, count, true);
-    else fill_phases(d, xpad, in, count, false);
-  } else if (normalize) {
-    fill_stack_images(d, xpad, in, count, true);
-  } else {
-    fill_stack_images(d, xpad, in, count, false);
-  }
+  if (!d->in_affine) fill_plain(d, xpad, in, count);
+  else if (d->phases == 4) fill_phases(d, xpad, in, count, true);
+  else fill_stack_images(d, xpad, in, count, true);
   return xpad;
 }
 
