@@ -611,26 +611,13 @@ static cb_status conv_backward_of(const cb_tensor *x, const cb_tensor *w, const 
     }
   }
   if (!need_dx && !need_dw) goto done;
-  if (direct_applies(&g)) { /* no col buffer at all */
+  bool strided = !direct_applies(&g) && direct_strided_applies(&g);
+  if (direct_applies(&g) || strided) { /* no col buffer (at stride 2 maybe for dW, below) */
+    bool dw_direct = need_dw && (!strided || direct_strided_weight_grad(&g));
     cb_planes dy_planes = {(float *)dyp, g.oh * g.ow, g.m, g.ow, 1}, dx_planes = {0};
-    /* dx: a stride-1 convolution of dY, which writes every element of it */
+    /* dx: a stride-1 convolution of dY (at stride 2, four: its phases), which
+     * writes every element of it */
     if (need_dx) {
-      if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
-      const int64_t *dxs = grad_in[0]->stride;
-      dx_planes = (cb_planes){cb_tensor_data(grad_in[0]), dxs[0], dxs[1], dxs[2], dxs[3]};
-    }
-    if (need_dw && (st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
-    const int64_t *xs = x->stride;
-    cb_planes x_planes = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]};
-    st = direct_backward(&g, cb_tensor_data(w), dy_planes, dx_planes, x_planes, affine,
-                         need_dw ? cb_tensor_data(grad_in[1]) : NULL,
-                         grad_in[2] ? cb_tensor_data(grad_in[2]) : NULL);
-    goto done;
-  }
-  if (direct_strided_applies(&g)) { /* dx direct; dW too, or by im2col below */
-    bool dw_direct = need_dw && direct_strided_weight_grad(&g);
-    cb_planes dy_planes = {(float *)dyp, g.oh * g.ow, g.m, g.ow, 1}, dx_planes = {0};
-    if (need_dx) { /* its four phases write every element */
       if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
       const int64_t *dxs = grad_in[0]->stride;
       dx_planes = (cb_planes){cb_tensor_data(grad_in[0]), dxs[0], dxs[1], dxs[2], dxs[3]};
@@ -642,7 +629,7 @@ static cb_status conv_backward_of(const cb_tensor *x, const cb_tensor *w, const 
                          dw_direct ? cb_tensor_data(grad_in[1]) : NULL,
                          dw_direct && grad_in[2] ? cb_tensor_data(grad_in[2]) : NULL);
     if (st != CB_OK || !need_dw || dw_direct) goto done;
-    need_dx = false;
+    need_dx = false; /* dW by im2col, below */
   }
   if (affine && need_dw) { /* im2col reads x itself: the normalised input, written out */
     if ((st = normalized_input(&g, x, affine, &z)) != CB_OK) goto done;
