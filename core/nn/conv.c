@@ -356,8 +356,8 @@ static bool direct_applies(const conv_geometry *g) {
          g->kh * g->kw <= CB_DIRECT_MAX_TAPS;
 }
 
-/* Stride 2 on the direct path, forward and weight gradient: 3x3 kernels,
- * padding 1, even sizes (conv_direct.h); the input gradient stays im2col's. */
+/* Stride 2 on the direct path (its four phases, conv_direct.h): 3x3 kernels,
+ * padding 1, even sizes. */
 static bool direct_strided_applies(const conv_geometry *g) {
   return cb_conv_get_path() != CB_CONV_IM2COL && g->groups == 1 && g->p.stride[0] == 2 &&
          g->p.stride[1] == 2 && g->p.dilation[0] == 1 && g->p.dilation[1] == 1 && g->kh == 3 &&

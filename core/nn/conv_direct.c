@@ -305,9 +305,9 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   cb_conv_path path = cb_conv_get_path();
   bool avx512 = path == CB_CONV_AVX512 || path == CB_CONV_AVX512_WINOGRAD;
   d->kernel = avx512 ? tile_avx512 : tile_avx2;
-  /* AVX2's 16 registers hold a tile of 4 x 2 (now 4 x 3; not measured
-   * again): past ~32 (channel, tap) pairs sgemm was 5-8 % faster there
-   * (measured at 16-64 channels, batch 128);
+  /* AVX2's weight-gradient tile (4 x 2 when this was measured, 4 x 3 now):
+   * past ~32 (channel, tap) pairs sgemm was 5-8 % faster there (measured at
+   * 16-64 channels, batch 128);
    * AVX-512's 4 x 6 is as fast or faster at every width measured */
   int64_t pairs = shape->c * shape->kh * shape->kw; /* the weight gradient's in_c x taps */
   d->wgrad = avx512 ? wgrad_avx512 : pairs <= 32 ? wgrad_avx2 : NULL;
@@ -489,7 +489,6 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
 }
 
 int64_t cb_direct_conv_stack(const cb_direct_conv *conv) { return conv->images; }
-
 
 /* dst[w] = max(0, src[w * es] * scale + shift) for w < n: the input
  * normalisation of fill_stack and cb_normalize_relu_images, one function so

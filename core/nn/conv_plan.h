@@ -68,8 +68,9 @@ struct cb_direct_conv {
   int kblock;
   int64_t *taps;                   /* ki*wp + kj */
   int64_t *offs;                   /* dW: per (input channel c, tap t), c*plane + taps[t] */
-  float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK]; Winograd:
-                                    * [wino_n][out_c / OBLOCK][in_c][OBLOCK] */
+  float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK] (stride 2's dx:
+                                    * [out_c / OBLOCK][phase][in_c][its taps][OBLOCK]);
+                                    * Winograd: [wino_n][out_c / OBLOCK][in_c][OBLOCK] */
   cb_tensor *scratch_storage;      /* owns scratch: a tensor's storage, whose large
                                     * blocks are kept for reuse (tensor.c) */
   float *scratch;                  /* per worker: padded stack, the stack's output (out_c x
