@@ -654,22 +654,27 @@ CB_VECTOR_CLONES static void stack_outputs(const cb_direct_conv *d, const float 
   }
 }
 
-/* Stride 2's input gradient: dx's rows 2i + p from its phases (p, 0) and
- * (p, 1), their columns interleaved (rows of dense columns; one phase at a
- * time, by stack_outputs, took 16 % of the layer's backward in strided
- * stores). */
+/* stack_outputs for stride 2's input gradient: dx's rows 2i + p from its
+ * phases (p, 0) and (p, 1), their columns interleaved (one phase at a time,
+ * every other column, took 16 % of the layer's backward in strided stores). */
 CB_VECTOR_CLONES static void stack_outputs_phases(const cb_direct_conv *d, const float *stack_out,
                                                   int64_t phase_floats, cb_planes out,
-                                                  int64_t count) {
+                                                  int64_t count, const float *bias) {
   for (int p = 0; p < 2; p++)
-    for (int64_t o = 0; o < d->out_c; o++)
+    for (int64_t o = 0; o < d->out_c; o++) {
+      float b = bias ? bias[o] : 0.0f;
       for (int64_t image = 0; image < count; image++)
         for (int64_t i = 0; i < d->out_h; i++) {
           const float *even = stack_out + 2 * p * phase_floats + o * d->out_ld + (image * d->hp + i) * d->wp;
           const float *odd = even + phase_floats;
           float *dst = out.base + image * out.ns + o * out.cs + (2 * i + p) * out.rs;
-          for (int64_t j = 0; j < d->out_w; j++) dst[2 * j] = even[j], dst[2 * j + 1] = odd[j];
+          if (out.es == 1)
+            for (int64_t j = 0; j < d->out_w; j++) dst[2 * j] = even[j] + b, dst[2 * j + 1] = odd[j] + b;
+          else
+            for (int64_t j = 0; j < d->out_w; j++)
+              dst[2 * j * out.es] = even[j] + b, dst[(2 * j + 1) * out.es] = odd[j] + b;
         }
+    }
 }
 
 /* What the Winograd input transform of a stack of `in` reads: the images
@@ -704,19 +709,8 @@ void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb
                   d->weight + (o0 / OBLOCK) * weights_per_block + d->in_c * first * OBLOCK,
                   stack_out + f * phase_floats + o0 * d->out_ld + p0, d->out_ld, d->tile / d->lanes);
     }
-  if (d->out_phases == 1) {
-    stack_outputs(d, stack_out, out, count, bias);
-    return;
-  }
-  if (out.es == 1 && !bias) {
-    stack_outputs_phases(d, stack_out, phase_floats, out, count);
-    return;
-  }
-  for (int f = 0; f < 4; f++) { /* phase (p, q): rows 2i + p, columns 2j + q */
-    cb_planes phase = {out.base + (f / 2) * out.rs + (f % 2) * out.es, out.ns, out.cs, 2 * out.rs,
-                       2 * out.es};
-    stack_outputs(d, stack_out + f * phase_floats, phase, count, bias);
-  }
+  if (d->out_phases == 1) stack_outputs(d, stack_out, out, count, bias);
+  else stack_outputs_phases(d, stack_out, phase_floats, out, count, bias);
 }
 
 /* dY's rows for the micro-kernel where they are: whole vectors of dense rows,
