@@ -372,10 +372,12 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
      * always (16 tiles at a time wherever they lie), F(2x2)'s where it takes
      * every tile in a group of 16, rows of 16 tiles (32-wide outputs) or pairs
      * of rows of 8 (16-wide; an even count of them: a last row of tiles past
-     * the outputs, all zero) */
+     * the outputs, all zero). The AVX2 path's F(2x2) likewise where rows are
+     * 16 or 8 tiles, 8 at a time (f2_inputs8). */
     bool f2_wide = d->wino_m == 2 && (d->tiles_c == 16 || d->tiles_c == 8);
-    d->inputs_in_place = d->lanes == 16 && (d->wino_m == 4 || f2_wide);
-    if (d->inputs_in_place && d->wino_m == 2 && d->tiles_c == 8) d->tiles_r += d->tiles_r % 2;
+    d->inputs_in_place = d->lanes == 16 ? d->wino_m == 4 || f2_wide : f2_wide;
+    if (d->inputs_in_place && d->lanes == 16 && d->wino_m == 2 && d->tiles_c == 8)
+      d->tiles_r += d->tiles_r % 2;
     d->tiles = d->tiles_r * d->tiles_c;
     /* blocks of tiles whose transformed inputs (16 x in_c x block) fit in
      * about 256 KiB, so they stay in L2 between the transform and the GEMMs;

@@ -378,14 +378,89 @@ WINO512_TARGET static void f2_dy16(const cb_direct_conv *d, cb_planes dy, float 
   }
 }
 
+/* ---- 8 tiles at a time, read in place, on the AVX2 path ----
+ * f2_inputs16_body's reading for AVX2's groups of 8 tiles in a row (layout
+ * 1; the plan's inputs_in_place: output rows 16 or 32 wide), so that no
+ * padded stack is filled (a tenth of a ResNet-32 step on this path): window
+ * rows past the images, between them or in the padding are zero, as are the
+ * columns left and right of the pixels (masked loads, which do not touch
+ * the lanes left out), and the plan's input affine, if any, is applied on
+ * the way, its multiply and add kept apart as fill_stack computes them. */
+
+/* max(0, x * scale + shift) in the lanes of `lanes`, zero in the others. */
+WINO_TARGET static inline __m256 normalize_relu8(__m256 x, __m256i lanes, __m256 scale, __m256 shift) {
+  __m256 product = _mm256_mul_ps(x, scale);
+  __asm__("" : "+x"(product)); /* no fused multiply-add: fill_stack's values, bit for bit */
+  __m256 y = _mm256_max_ps(_mm256_add_ps(product, shift), _mm256_setzero_ps());
+  return _mm256_and_ps(y, _mm256_castsi256_ps(lanes));
+}
+
+WINO_TARGET static void f2_inputs8(const cb_direct_conv *d, cb_planes in, int64_t images, float *v,
+                                   const f2_group *g) {
+  const float *rows[4]; /* the window's rows in channel 0, NULL for a row of zeros */
+  for (int i = 0; i < 4; i++) {
+    int64_t h = g->row0 + i - d->pad_h, image = h < 0 ? -1 : h / d->hp, hh = h < 0 ? -1 : h % d->hp;
+    bool pixels = image >= 0 && image < images && hh < d->in_h;
+    rows[i] = pixels ? in.base + image * in.ns + hh * in.rs : NULL;
+  }
+  int64_t starts[4] = {0, 8, 2, 10}; /* the columns of a, b, a2, b2 (winograd_inputs) */
+  __m256i lanes[4];
+  for (int q = 0; q < 4; q++) {
+    starts[q] += g->col - d->pad_w;
+    __m256i column = _mm256_add_epi32(_mm256_set1_epi32((int)starts[q]),
+                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    lanes[q] = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), column),
+                                   _mm256_cmpgt_epi32(_mm256_set1_epi32((int)d->in_w), column));
+  }
+  const float *affine = d->in_affine;
+  int64_t per_xi = d->v_xi;
+  for (int64_t c = 0; c < d->in_c; c++) {
+    float *vc = v + c * d->block + g->k;
+    __m256 scale = _mm256_set1_ps(affine ? affine[c] : 1.0f);
+    __m256 shift = _mm256_set1_ps(affine ? affine[d->in_c + c] : 0.0f);
+    vec8 r[4][4]; /* d B */
+    for (int i = 0; i < 4; i++) {
+      __m256 x[4];
+      for (int q = 0; q < 4; q++) {
+        if (!rows[i]) {
+          x[q] = _mm256_setzero_ps();
+          continue;
+        }
+        x[q] = _mm256_maskload_ps(rows[i] + c * in.cs + starts[q], lanes[q]);
+        if (affine) x[q] = normalize_relu8(x[q], lanes[q], scale, shift);
+      }
+      vec8 x0 = evens((vec8)x[0], (vec8)x[1]), x1 = odds((vec8)x[0], (vec8)x[1]);
+      vec8 x2 = evens((vec8)x[2], (vec8)x[3]), x3 = odds((vec8)x[2], (vec8)x[3]);
+      r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
+    }
+    for (int j = 0; j < 4; j++) { /* B^T (d B) */
+      *(vec8 *)(vc + (0 * 4 + j) * per_xi) = r[0][j] - r[2][j];
+      *(vec8 *)(vc + (1 * 4 + j) * per_xi) = r[1][j] + r[2][j];
+      *(vec8 *)(vc + (2 * 4 + j) * per_xi) = r[2][j] - r[1][j];
+      *(vec8 *)(vc + (3 * 4 + j) * per_xi) = r[1][j] - r[3][j];
+    }
+  }
+}
+
 /* V[xi][c][t - first] = (B^T d B)[xi] for tiles [first, first + count) of the
  * stack (at most CB_WINOGRAD_MAX_BLOCK); tiles past the last are zero. */
 WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, cb_winograd_source source,
                                         int64_t images, float *v, int64_t first, int64_t count) {
-  const float *xpad = source.xpad; /* NULL: every group is 16 wide, read in place */
+  const float *xpad = source.xpad; /* NULL: every group is 16 (8 on AVX2) wide, read in place */
   int64_t per_xi = d->v_xi;
   f2_group groups[CB_WINOGRAD_MAX_BLOCK];
   int64_t ngroups = f2_groups(d, NULL, 0, first, count, groups);
+  if (!xpad && d->lanes == 8) {
+    for (const f2_group *g = groups; g < groups + ngroups; g++)
+      if (g->layout == 1) {
+        f2_inputs8(d, source.in, images, v, g);
+      } else { /* past the last tile */
+        for (int64_t c = 0; c < d->in_c; c++)
+          for (int xi = 0; xi < 16; xi++)
+            for (int l = 0; l < 8; l++) v[xi * per_xi + c * d->block + g->k + l] = 0;
+      }
+    return;
+  }
   bool narrow = !all_wide(groups, ngroups);
   for (int64_t c = 0; narrow && c < d->in_c; c++) {
     /* read in place (no stack), only the groups past the last tile come here */
