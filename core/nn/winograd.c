@@ -450,15 +450,9 @@ WINO_TARGET static void winograd_inputs(const cb_direct_conv *d, cb_winograd_sou
   int64_t per_xi = d->v_xi;
   f2_group groups[CB_WINOGRAD_MAX_BLOCK];
   int64_t ngroups = f2_groups(d, NULL, 0, first, count, groups);
-  if (!xpad && d->lanes == 8) {
-    for (const f2_group *g = groups; g < groups + ngroups; g++)
-      if (g->layout == 1) {
-        f2_inputs8(d, source.in, images, v, g);
-      } else { /* past the last tile */
-        for (int64_t c = 0; c < d->in_c; c++)
-          for (int xi = 0; xi < 16; xi++)
-            for (int l = 0; l < 8; l++) v[xi * per_xi + c * d->block + g->k + l] = 0;
-      }
+  if (!xpad && d->lanes == 8) { /* rows of 8 or 16 tiles, blocks of whole vectors: every
+                                  * group is 8 tiles of a row (layout 1) */
+    for (const f2_group *g = groups; g < groups + ngroups; g++) f2_inputs8(d, source.in, images, v, g);
     return;
   }
   bool narrow = !all_wide(groups, ngroups);
