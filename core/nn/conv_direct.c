@@ -305,12 +305,14 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
   cb_conv_path path = cb_conv_get_path();
   bool avx512 = path == CB_CONV_AVX512 || path == CB_CONV_AVX512_WINOGRAD;
   d->kernel = avx512 ? tile_avx512 : tile_avx2;
-  /* AVX2's weight-gradient tile (4 x 2 when this was measured, 4 x 3 now):
-   * past ~32 (channel, tap) pairs sgemm was 5-8 % faster there (measured at
-   * 16-64 channels, batch 128);
+  /* AVX2's weight-gradient tile of 4 x 3 against sgemm by tap (OpenBLAS's
+   * Haswell kernel; CBNET_CONV=avx2 bench/conv_layer.lua, batch 128, 3x3):
+   * 16 channels 2.9-4.0 against 8.0-8.2 ms, 32 4.6-5.0 against 6.0, 64 at
+   * 8x8 the same, 128 21.2-21.8 against 18.6-18.9: up to 64 x 9 (channel,
+   * tap) pairs (with the 4 x 2 tile before it, sgemm won past 32 pairs);
    * AVX-512's 4 x 6 is as fast or faster at every width measured */
   int64_t pairs = shape->c * shape->kh * shape->kw; /* the weight gradient's in_c x taps */
-  d->wgrad = avx512 ? wgrad_avx512 : pairs <= 32 ? wgrad_avx2 : NULL;
+  d->wgrad = avx512 ? wgrad_avx512 : pairs <= 64 * 9 ? wgrad_avx2 : NULL;
   d->kblock = avx512 ? KB16 : KB8;
   d->lanes = avx512 ? 16 : 8;
   d->tile = avx512 ? 16 * NV16 : 8 * NV8;
