@@ -611,7 +611,7 @@ static cb_status conv_backward_of(const cb_tensor *x, const cb_tensor *w, const 
     }
   }
   if (!need_dx && !need_dw) goto done;
-  bool strided = !direct_applies(&g) && direct_strided_applies(&g);
+  bool strided = direct_strided_applies(&g); /* direct_applies takes stride 1 alone */
   if (direct_applies(&g) || strided) { /* no col buffer (at stride 2 maybe for dW, below) */
     bool dw_direct = need_dw && (!strided || direct_strided_weight_grad(&g));
     cb_planes dy_planes = {(float *)dyp, g.oh * g.ow, g.m, g.ow, 1}, dx_planes = {0};

@@ -494,22 +494,22 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
 
 int64_t cb_direct_conv_stack(const cb_direct_conv *conv) { return conv->images; }
 
-/* dst[w] = max(0, src[w * es] * scale + shift) for w < n: the input
- * normalisation of fill_stack and cb_normalize_relu_images, one function so
- * that both compute the same values (a multiply and an add: this file's
- * generic code has no fused multiply-add). */
+/* max(0, x * scale + shift): the input normalisation of fill_stack (both
+ * strides) and cb_normalize_relu_images, one function so that all compute
+ * the same values (a multiply and an add: this file's generic code has no
+ * fused multiply-add); normalize_relu_row takes it over a row,
+ * dst[w] from src[w * es] for w < n. */
+static inline float normalize_relu(float x, float scale, float shift) {
+  float v = x * scale + shift;
+  return v > 0 ? v : 0.0f;
+}
+
 static inline void normalize_relu_row(const float *src, int64_t es, int64_t n, float scale,
                                       float shift, float *dst) {
   if (es == 1)
-    for (int64_t w = 0; w < n; w++) {
-      float v = src[w] * scale + shift;
-      dst[w] = v > 0 ? v : 0.0f;
-    }
+    for (int64_t w = 0; w < n; w++) dst[w] = normalize_relu(src[w], scale, shift);
   else
-    for (int64_t w = 0; w < n; w++) {
-      float v = src[w * es] * scale + shift;
-      dst[w] = v > 0 ? v : 0.0f;
-    }
+    for (int64_t w = 0; w < n; w++) dst[w] = normalize_relu(src[w * es], scale, shift);
 }
 
 /* Images [0, count) of `in` into the worker's padded stack; the borders and
@@ -546,18 +546,14 @@ static inline __attribute__((always_inline)) void fill_stack_images(const cb_dir
 }
 
 /* even[w] = f(src[2w]), odd[w] = f(src[2w + 1]) for w < n (elements es
- * apart), f the input normalisation when `normalize`, as normalize_relu_row
- * computes it, else the value itself. */
+ * apart), f the input normalisation when `normalize`, else the value itself. */
 static inline __attribute__((always_inline)) void split_row(const float *src, int64_t es, int64_t n,
                                                             bool normalize, float scale, float shift,
                                                             float *even, float *odd) {
   for (int64_t w = 0; w < n; w++) {
     float a = src[2 * w * es], b = src[(2 * w + 1) * es];
-    if (normalize) {
-      a = a * scale + shift, b = b * scale + shift;
-      a = a > 0 ? a : 0.0f, b = b > 0 ? b : 0.0f;
-    }
-    even[w] = a, odd[w] = b;
+    even[w] = normalize ? normalize_relu(a, scale, shift) : a;
+    odd[w] = normalize ? normalize_relu(b, scale, shift) : b;
   }
 }
 

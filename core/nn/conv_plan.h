@@ -66,7 +66,7 @@ struct cb_direct_conv {
   tile_fn kernel;
   wgrad_fn wgrad;                  /* dW's tiles of OBLOCK x kblock (NULL: by sgemm) */
   int kblock;
-  int64_t *taps;                   /* ki*wp + kj */
+  int64_t *taps;                   /* ki*wp + kj (stride 2: + its phase's plane, shifted) */
   int64_t *offs;                   /* dW: per (input channel c, tap t), c*plane + taps[t] */
   float *weight;                   /* [out_c / OBLOCK][in_c][taps][OBLOCK] (stride 2's dx:
                                     * [out_c / OBLOCK][phase][in_c][its taps][OBLOCK]);

@@ -245,6 +245,16 @@ static inline uint32_t pixel_lanes(int64_t w0, int64_t in_w) {
   return ((1u << hi) - 1) & ~((1u << lo) - 1);
 }
 
+/* Row r of the stack's grid (channel 0) where it lies in `in`'s first
+ * `images` images, or NULL where the padded stack holds zeros: the padding
+ * rows, between the images and past the images-th. */
+static inline const float *image_row(const cb_direct_conv *d, cb_planes in, int64_t images, int64_t r) {
+  int64_t h = r - d->pad_h;
+  if (h < 0) return NULL;
+  int64_t image = h / d->hp, hh = h % d->hp;
+  return image < images && hh < d->in_h ? in.base + image * in.ns + hh * in.rs : NULL;
+}
+
 /* winograd_inputs for one group of 16 tiles, from the padded stack or, where
  * source.xpad is NULL, from the stack's images in source.in themselves (unit
  * column stride) where fill_stack would have copied them: a window row past
@@ -268,9 +278,7 @@ WINO512_TARGET static inline __attribute__((always_inline)) void f2_inputs16_bod
       rows[i] = source.xpad + r * d->wp + g->col;
       continue;
     }
-    int64_t h = r - d->pad_h, image = h < 0 ? -1 : h / d->hp, hh = h < 0 ? -1 : h % d->hp;
-    bool pixels = image >= 0 && image < images && hh < d->in_h;
-    rows[i] = pixels ? source.in.base + image * source.in.ns + hh * source.in.rs : NULL;
+    rows[i] = image_row(d, source.in, images, r);
   }
   if (!in_place) {
     channel = d->plane;
@@ -398,19 +406,13 @@ WINO_TARGET static inline __m256 normalize_relu8(__m256 x, __m256i lanes, __m256
 WINO_TARGET static void f2_inputs8(const cb_direct_conv *d, cb_planes in, int64_t images, float *v,
                                    const f2_group *g) {
   const float *rows[4]; /* the window's rows in channel 0, NULL for a row of zeros */
-  for (int i = 0; i < 4; i++) {
-    int64_t h = g->row0 + i - d->pad_h, image = h < 0 ? -1 : h / d->hp, hh = h < 0 ? -1 : h % d->hp;
-    bool pixels = image >= 0 && image < images && hh < d->in_h;
-    rows[i] = pixels ? in.base + image * in.ns + hh * in.rs : NULL;
-  }
+  for (int i = 0; i < 4; i++) rows[i] = image_row(d, in, images, g->row0 + i);
   int64_t starts[4] = {0, 8, 2, 10}; /* the columns of a, b, a2, b2 (winograd_inputs) */
-  __m256i lanes[4];
-  for (int q = 0; q < 4; q++) {
+  __m256i lanes[4], bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (int q = 0; q < 4; q++) { /* pixel_lanes' first 8 as a vector mask */
     starts[q] += g->col - d->pad_w;
-    __m256i column = _mm256_add_epi32(_mm256_set1_epi32((int)starts[q]),
-                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    lanes[q] = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), column),
-                                   _mm256_cmpgt_epi32(_mm256_set1_epi32((int)d->in_w), column));
+    __m256i bits = _mm256_set1_epi32((int)pixel_lanes(starts[q], d->in_w));
+    lanes[q] = _mm256_cmpeq_epi32(_mm256_and_si256(bits, bit), bit);
   }
   const float *affine = d->in_affine;
   int64_t per_xi = d->v_xi;
@@ -786,11 +788,10 @@ WINO512_TARGET static void f4_inputs16(const cb_direct_conv *d, cb_winograd_sour
           masks[i][l] = 0xFF;
           continue;
         }
-        int64_t h = 4 * tr + i - d->pad_h, image = h < 0 ? -1 : h / d->hp, hh = h < 0 ? -1 : h % d->hp;
-        bool pixels = real && image >= 0 && image < images && hh < d->in_h;
+        const float *row = real ? image_row(d, source.in, images, 4 * tr + i) : NULL;
         int64_t w0 = 4 * tc - d->pad_w;
-        rows[i][l] = pixels ? source.in.base + image * source.in.ns + hh * source.in.rs + w0 : source.in.base;
-        masks[i][l] = pixels ? (uint8_t)pixel_lanes(w0, d->in_w) : 0;
+        rows[i][l] = row ? row + w0 : source.in.base;
+        masks[i][l] = row ? (uint8_t)pixel_lanes(w0, d->in_w) : 0;
       }
     }
     for (int64_t c = 0; c < d->in_c; c++) {
