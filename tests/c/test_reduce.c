@@ -72,7 +72,34 @@ static void test_large(void) {
   cb_tensor_release(x);
 }
 
+/* The double sums under batch norm's statistics (the CPU's widest path):
+ * runs of every length around the 32 lanes, against long double. */
+static void test_sum_floats(void) {
+  static float p[1037];
+  uint64_t state = 12345;
+  for (int i = 0; i < 1037; i++) { /* values of very different sizes, both signs */
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    double u = (double)(state >> 11) / 9007199254740992.0;
+    p[i] = (float)((u - 0.4) * (i % 7 == 0 ? 1e4 : 1.0));
+  }
+  int64_t lengths[] = {0, 1, 5, 31, 32, 33, 63, 64, 65, 100, 1037};
+  for (size_t k = 0; k < sizeof lengths / sizeof *lengths; k++) {
+    int64_t n = lengths[k];
+    long double sum = 0, mass = 0, sq = 0;
+    for (int64_t i = 0; i < n; i++) sum += p[i], mass += fabsl(p[i]);
+    double shift = n ? (double)(sum / n) + 0.25 : 0.0;
+    for (int64_t i = 0; i < n; i++) sq += ((long double)p[i] - shift) * ((long double)p[i] - shift);
+    CHECK(fabsl(cb_sum_floats(p, n) - sum) <= 1e-13L * (mass + 1));
+    CHECK(fabsl(cb_sum_squared_deviations(p, n, shift) - sq) <= 1e-13L * (sq + 1));
+  }
+  CHECK(cb_sum_floats(p, 0) == 0 && cb_sum_squared_deviations(p, 0, 1.0) == 0);
+  float ones[40];
+  for (int i = 0; i < 40; i++) ones[i] = 1.0f;
+  CHECK(cb_sum_floats(ones, 40) == 40 && cb_sum_squared_deviations(ones, 40, 3.0) == 160);
+}
+
 void test_reduce(void) {
+  test_sum_floats();
   test_sum_mean_var();
   test_max_argmax();
   test_large();
