@@ -1,8 +1,9 @@
 -- Per-layer profile of the seed CNN, ResNet-32 and fastnet in training: the forward
 -- and backward time of every layer (layers of the same kind and shape on one
 -- row), the GFLOP/s of convolutions and linear layers against this machine's
--- sgemm rate, and what the rows leave out (residual adds, shortcuts, loss,
--- optimizer: the whole step minus the layers).
+-- sgemm rate, what the rows leave out (residual adds, shortcuts, loss,
+-- optimizer: the whole step minus the layers), and each row's forward time
+-- inside whole training steps ("in net fwd"), against its time alone.
 --   build/bin/cbnet run bench/profile.lua [net = all|convnet|resnet32|fastnet] [batch = 128] [repeats = 5]
 -- Each layer runs alone on the input it sees in the net (captured in one
 -- forward pass); times are the fastest of the repeats (on a shared machine
@@ -45,9 +46,13 @@ end
 
 local function shape_str(t) return table.concat(t:size(), "x") end
 
--- The leaf modules of model with the inputs they see, in forward order.
-local function capture(model, x)
-  local seen = {}
+-- The leaf modules of model with the inputs they see, in forward order; and
+-- each call's forward time inside whole training steps (`train`, run `repeats`
+-- times after a warm-up; the fastest of each call's times): a layer there
+-- reads what the layer before it wrote and writes into blocks that are not
+-- in cache, where alone (the rows' times) it runs on hot caches.
+local function capture(model, x, train)
+  local seen, call = {}, 0
   for _, m in ipairs(model:modules()) do
     if #m._modules == 0 then
       local forward = m.forward
@@ -59,34 +64,49 @@ local function capture(model, x)
             extra[i] = extra[i]:detach():requires_grad_(extra[i].requires_grad)
           end
         end
-        seen[#seen + 1] = {module = self, input = input:detach(), needs_grad = input.requires_grad,
-                           extra = extra}
-        return forward(self, input, ...)
+        call = call + 1
+        seen[call] = seen[call] or {module = self, input = input:detach(), needs_grad = input.requires_grad,
+                                    extra = extra, net = math.huge}
+        local t0 = clock()
+        local out = forward(self, input, ...)
+        seen[call].net = math.min(seen[call].net, clock() - t0)
+        return out
       end
       if m.after_conv then -- a convolution, this batch norm, ReLU and pooling as one op
         local after_conv = m.after_conv
         m.after_conv = function(self, input, conv)
-          seen[#seen + 1] = {module = self, input = input:detach(), needs_grad = input.requires_grad,
-                             extra = {n = 0}, conv_before = conv}
-          return after_conv(self, input, conv)
+          call = call + 1
+          seen[call] = seen[call] or {module = self, input = input:detach(), needs_grad = input.requires_grad,
+                                      extra = {n = 0}, conv_before = conv, net = math.huge}
+          local t0 = clock()
+          local out = after_conv(self, input, conv)
+          seen[call].net = math.min(seen[call].net, clock() - t0)
+          return out
         end
       end
     end
   end
-  model(x)
+  for i = 0, repeats do
+    call = 0
+    train()
+    if i == 0 then -- the warm-up's times do not count
+      for _, s in ipairs(seen) do s.net = math.huge end
+    end
+  end
   for _, m in ipairs(model:modules()) do m.forward, m.after_conv = nil, nil end -- the class's again
   return seen
 end
 
 local function profile(name, model, x, y)
   local opt = cbnet.optim.SGD(model:parameters(), {lr = 0.01, momentum = 0.9})
-  local step = best_time(function()
+  local function train()
     opt:zero_grad()
     cbnet.F.cross_entropy(model(x), y):backward()
     opt:step()
-  end)
+  end
+  local step = best_time(train)
   local rows, order = {}, {}
-  for _, s in ipairs(capture(model, x)) do
+  for _, s in ipairs(capture(model, x, train)) do
     local m, input = s.module, s.input
     local fused = s.extra[1] and " +ReLU" or "" -- a batch norm with the ReLU after it (nn.Sequential)
     local conv = s.extra[4] -- and the convolution after that (nn.BasicBlock: F.batch_norm_relu_conv2d)
@@ -118,24 +138,27 @@ local function profile(name, model, x, y)
       -- backward: the weight gradient, plus the input gradient when needed
       local bwd_flop = flop and flop * (s.needs_grad and 2 or 1)
       row = {key = key, count = 0, fwd = fwd, bwd = math.max(both - fwd, 0), flop = flop,
-             bwd_flop = bwd_flop}
+             bwd_flop = bwd_flop, net = 0}
       rows[key] = row
       order[#order + 1] = row
     end
     row.count = row.count + 1
+    row.net = row.net + s.net
   end
   print(("\n%s, batch %d: one training step %.1f ms (%.0f img/s)"):format(name, x:size(1),
     step * 1e3, x:size(1) / step))
-  print(("%-62s %3s %9s %9s %8s %8s"):format("layer <- input", "n", "fwd ms", "bwd ms",
-    "fwd GF/s", "bwd GF/s"))
-  local total, compute = 0, 0
+  print(("%-62s %3s %9s %9s %8s %8s %10s"):format("layer <- input", "n", "fwd ms", "bwd ms",
+    "fwd GF/s", "bwd GF/s", "in net fwd"))
+  local total, compute, net, alone = 0, 0, 0, 0
   for _, r in ipairs(order) do
     total = total + r.count * (r.fwd + r.bwd)
+    net, alone = net + r.net, alone + r.count * r.fwd
     if r.flop then compute = compute + r.count * (r.fwd + r.bwd) end
-    print(("%-62s %3d %9.2f %9.2f %8s %8s"):format(r.key:sub(1, 62), r.count, r.count * r.fwd * 1e3,
+    print(("%-62s %3d %9.2f %9.2f %8s %8s %10.2f"):format(r.key:sub(1, 62), r.count, r.count * r.fwd * 1e3,
       r.count * r.bwd * 1e3, r.flop and ("%.1f"):format(r.flop / r.fwd / 1e9) or "",
-      r.bwd_flop and r.bwd > 0 and ("%.1f"):format(r.bwd_flop / r.bwd / 1e9) or ""))
+      r.bwd_flop and r.bwd > 0 and ("%.1f"):format(r.bwd_flop / r.bwd / 1e9) or "", r.net * 1e3))
   end
+  print(("the layers' forward: %.1f ms alone, %.1f ms in the net"):format(alone * 1e3, net * 1e3))
   print(("%-62s %3s %19.2f"):format("rest of the step (adds, shortcuts, loss, optimizer)", "",
     (step - total) * 1e3))
   -- a bound for speed work: the rows with GF/s (convolutions, linear layers, and the batch norms
