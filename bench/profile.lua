@@ -5,8 +5,8 @@
 -- optimizer: the whole step minus the layers), and each row's forward time
 -- inside whole training steps ("in net fwd"), against its time alone.
 --   build/bin/cbnet run bench/profile.lua [net = all|convnet|resnet32|fastnet] [batch = 128] [repeats = 5]
--- Each layer runs alone on the input it sees in the net (captured in one
--- forward pass); times are the fastest of the repeats (on a shared machine
+-- Each layer runs alone on the input it sees in the net (captured in a
+-- training step); times are the fastest of the repeats (on a shared machine
 -- the fastest is the one least disturbed by neighbours). The last line is a
 -- bound: the step if only the rows with GF/s (the convolutions, with what is
 -- fused into them) took time, at today's speed.
