@@ -49,6 +49,9 @@ cb_status cb_read_cifar100(cb_dataset *ds, const char *dir, bool train);
 /* Decodes one PNG/JPEG/BMP image from memory into a uint8 C x H x W tensor
  * (C = 1 for grey images, 3 otherwise). */
 cb_status cb_decode_image(cb_tensor **out, const uint8_t *bytes, size_t size, const char *name);
+/* The width, height and channels an image's header claims, read safely
+ * (what cb_decode_image checks first; a top-down BMP's height is negative). */
+cb_status cb_image_info(const uint8_t *bytes, size_t size, const char *name, int *w, int *h, int *c);
 /* Reads root/<class>/<file>.{png,jpg,jpeg,bmp}: classes sorted by name get
  * labels 0..C-1, files sorted by name within each; all images must have one
  * size. Decoding runs on the thread pool. With cache_path, the decoded

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +20,121 @@
 
 #define MAX_IMAGE_BYTES (64 << 20)
 
+/* ---- JPEG Huffman tables, checked before stb_image reads them ----
+ * Debian's stb_image (2022) trusts a JPEG's Huffman tables (found by
+ * fuzz_image; stb issue 1289 and others, fixed upstream in 2.28):
+ * - a DHT segment whose 16 code counts add up to more than 256 symbols
+ *   writes past the table's arrays while it is built;
+ * - a scan that uses a table no DHT segment defined decodes with whatever
+ *   the heap held there, and reads symbols out of bounds.
+ * So the markers are walked first as stb_image walks them, every table a
+ * DHT segment defines is checked and remembered, and every scan's tables
+ * must have been defined. Before the frame header stb_image skips bytes
+ * that are not markers; after it, a scan's entropy-coded data runs to the
+ * next marker that is not a restart; a marker it does not know ends its
+ * decoding, and so the walk. (stb_image's own allocations are zeroed too,
+ * stb_impl.c.) */
+
+/* Byte i of the file, 0 past its end (as stb_image reads a short file). */
+static unsigned jpeg_byte(const uint8_t *p, size_t size, size_t i) { return i < size ? p[i] : 0; }
+
+static size_t jpeg_length(const uint8_t *p, size_t size, size_t i) {
+  return jpeg_byte(p, size, i) << 8 | jpeg_byte(p, size, i + 1);
+}
+
+/* The tables of the DHT segment whose length field is at i, read as
+ * stb_image reads them: marked in defined[class][slot]; false when one has
+ * more than 256 symbols. */
+static bool jpeg_define_tables(const uint8_t *p, size_t size, size_t i, bool defined[2][4]) {
+  long left = (long)jpeg_length(p, size, i) - 2;
+  for (size_t at = i + 2; left > 0 && at < size;) {
+    unsigned q = jpeg_byte(p, size, at++);
+    long symbols = 0;
+    for (int k = 0; k < 16; k++) symbols += jpeg_byte(p, size, at++);
+    if (symbols > 256) return false;
+    if (q >> 4 <= 1 && (q & 15) <= 3) defined[q >> 4][q & 15] = true; /* else stb_image refuses it */
+    at += (size_t)symbols;
+    left -= 17 + symbols;
+  }
+  return true;
+}
+
+/* Whether the scan whose header's length field is at i uses only defined
+ * tables: a baseline scan a DC and an AC table per component; a progressive
+ * scan its DC tables on a first DC pass, none on a DC refinement, its AC
+ * tables on an AC pass. */
+static bool jpeg_scan_tables_defined(const uint8_t *p, size_t size, size_t i, bool progressive,
+                                     const bool defined[2][4]) {
+  unsigned components = jpeg_byte(p, size, i + 2);
+  size_t after = i + 3 + 2 * (size_t)components; /* spectral start, end, approximation */
+  unsigned start = jpeg_byte(p, size, after), high = jpeg_byte(p, size, after + 2) >> 4;
+  bool dc = !progressive || (start == 0 && high == 0), ac = !progressive || start > 0;
+  for (unsigned k = 0; k < components; k++) {
+    unsigned tables = jpeg_byte(p, size, i + 4 + 2 * (size_t)k), td = tables >> 4, ta = tables & 15;
+    if (td > 3 || ta > 3) continue; /* stb_image refuses the scan itself */
+    if ((dc && !defined[0][td]) || (ac && !defined[1][ta])) return false;
+  }
+  return true;
+}
+
+/* NULL for a file that is not a JPEG or whose Huffman tables are sound, else
+ * what is wrong with them. */
+static const char *jpeg_huffman_problem(const uint8_t *p, size_t size) {
+  if (size < 2 || p[0] != 0xFF || p[1] != 0xD8) return NULL;
+  bool frame = false, progressive = false, defined[2][4] = {{false}};
+  size_t i = 2;
+  while (i < size) {
+    if (p[i] != 0xFF) {
+      if (frame) return NULL; /* stb_image expects a marker here: it stops */
+      i++;                    /* before the frame it skips such bytes */
+      continue;
+    }
+    while (i < size && p[i] == 0xFF) i++; /* fill bytes */
+    if (i >= size) return NULL;
+    unsigned m = p[i++];
+  marker:
+    if (m == 0xD9) return NULL; /* end of image */
+    if (m == 0xC4 && !jpeg_define_tables(p, size, i, defined))
+      return "a Huffman table of more than 256 symbols";
+    if (m == 0xDA && frame && !jpeg_scan_tables_defined(p, size, i, progressive, defined))
+      return "a scan uses a Huffman table the file never defines";
+    if (m == 0xDC && frame) { /* a DNL: four bytes */
+      i += 4;
+      continue;
+    }
+    bool known = m == 0xC4 || m == 0xDB || m == 0xDD || (m >= 0xE0 && m <= 0xEF) || m == 0xFE ||
+                 m == 0xC0 || m == 0xC1 || m == 0xC2 || (frame && m == 0xDA);
+    if (!known) return NULL; /* stb_image stops at a marker it does not know */
+    if (m >= 0xC0 && m <= 0xC2) frame = true, progressive = m == 0xC2;
+    i += jpeg_length(p, size, i);
+    if (m != 0xDA) continue;
+    /* a scan: its entropy-coded data, to the next marker that is not a
+     * stuffed 0xFF 0x00 or a restart */
+    while (i < size) {
+      if (p[i++] != 0xFF) continue;
+      while (i < size && p[i] == 0xFF) i++;
+      if (i >= size) return NULL;
+      m = p[i++];
+      if (m != 0x00 && !(m >= 0xD0 && m <= 0xD7)) goto marker;
+    }
+  }
+  return NULL;
+}
+
+cb_status cb_image_info(const uint8_t *bytes, size_t size, const char *name, int *w, int *h, int *c) {
+  if (size == 0 || size > INT_MAX) return cb_fail(CB_EFORMAT, "%s: empty or too large to be an image", name);
+  const char *problem = jpeg_huffman_problem(bytes, size);
+  if (problem) return cb_fail(CB_EFORMAT, "%s: cannot decode (corrupt JPEG: %s)", name, problem);
+  if (!stbi_info_from_memory(bytes, (int)size, w, h, c))
+    return cb_fail(CB_EFORMAT, "%s: cannot decode (%s)", name, stbi_failure_reason());
+  return CB_OK;
+}
+
 cb_status cb_decode_image(cb_tensor **out, const uint8_t *bytes, size_t size, const char *name) {
   *out = NULL;
-  if (size == 0 || size > INT_MAX) return cb_fail(CB_EFORMAT, "%s: empty or too large to be an image", name);
   int w, h, c;
-  if (!stbi_info_from_memory(bytes, (int)size, &w, &h, &c))
-    return cb_fail(CB_EFORMAT, "%s: cannot decode (%s)", name, stbi_failure_reason());
+  cb_status st = cb_image_info(bytes, size, name, &w, &h, &c);
+  if (st != CB_OK) return st;
   /* stb_image reports a top-down BMP's height as negative: the cap is on
    * the size, or a 38-byte BMP would decode to 80 million pixels */
   int64_t pixels_claimed = llabs((int64_t)w) * llabs((int64_t)h);
@@ -38,7 +148,7 @@ cb_status cb_decode_image(cb_tensor **out, const uint8_t *bytes, size_t size, co
     return cb_fail(CB_EFORMAT, "%s: decoded to %d x %d pixels", name, w, h);
   }
   int64_t shape[3] = {want, h, w};
-  cb_status st = cb_tensor_empty(out, 3, shape, CB_UINT8);
+  st = cb_tensor_empty(out, 3, shape, CB_UINT8);
   if (st == CB_OK) { /* interleaved HWC to planes CHW */
     uint8_t *dst = cb_tensor_data(*out);
     for (int64_t ch = 0; ch < want; ch++)

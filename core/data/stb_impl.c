@@ -14,8 +14,12 @@
  * stb reports "outofmem" as a decoding error. */
 #include <stdlib.h>
 #define STB_MAX_ALLOCATION ((size_t)512 << 20)
+/* Zeroed, too: stb_image leaves parts of its decoder state unset where a
+ * file leaves them undefined (a JPEG's Huffman or quantization tables), and
+ * would decode with whatever the heap held there (image_folder.c refuses
+ * the Huffman case; this keeps the rest deterministic). */
 static void *stb_capped_malloc(size_t size) {
-  return size > STB_MAX_ALLOCATION ? NULL : malloc(size);
+  return size > STB_MAX_ALLOCATION ? NULL : calloc(1, size);
 }
 static void *stb_capped_realloc(void *p, size_t size) {
   return size > STB_MAX_ALLOCATION ? NULL : realloc(p, size);

@@ -153,6 +153,38 @@ describe("hostile files", function()
     assert.same({{3, 6}, {9, 12}}, img[1]:totable()) -- red, the first row first
   end)
 
+  it("a JPEG with unsound Huffman tables is refused before stb_image reads them", function()
+    local core = require "cbnet.core"
+    -- a real JPEG (stb_image_write's: one DHT segment with the DC and AC tables 0 and 1)
+    local gen = cbnet.Generator(5)
+    local pixels = cbnet.randint(0, 256, {3, 16, 24}, gen):to("uint8")
+    core.write_image(pixels, dir .. "/real.jpg")
+    local jpeg = read(dir .. "/real.jpg")
+    assert.same({3, 16, 24}, core.decode_image(jpeg, "real.jpg"):size())
+    -- where each table of the DHT segment starts (its class and slot byte)
+    local dht = assert(jpeg:find("\255\196", 3, true))
+    local tables, at = {}, dht + 4
+    while at < dht + 2 + (jpeg:byte(dht + 2) << 8 | jpeg:byte(dht + 3)) do
+      tables[#tables + 1] = at
+      local symbols = 0
+      for k = 1, 16 do symbols = symbols + jpeg:byte(at + k) end
+      at = at + 17 + symbols
+    end
+    assert.same({0x00, 0x10, 0x01, 0x11}, {jpeg:byte(tables[1]), jpeg:byte(tables[2]),
+                                           jpeg:byte(tables[3]), jpeg:byte(tables[4])})
+    local function with(at, bytes) return jpeg:sub(1, at - 1) .. bytes .. jpeg:sub(at + #bytes) end
+    -- AC table 0 defined as a second AC table 1 (found by fuzz_image): the scan's AC table 0
+    -- is never defined, and stb_image would decode with what the heap held (reading out of bounds)
+    assert.error_matches(function() core.decode_image(with(tables[2], "\17"), "slot.jpg") end,
+      "slot.jpg: cannot decode %(corrupt JPEG: a scan uses a Huffman table the file never defines%)")
+    -- 16 code counts of 17: 272 symbols, past the 256 stb_image's arrays hold
+    assert.error_matches(function() core.decode_image(with(tables[1] + 1, ("\17"):rep(16)), "big.jpg") end,
+      "big.jpg: cannot decode %(corrupt JPEG: a Huffman table of more than 256 symbols%)")
+    -- a comment holding the DHT marker's bytes and garbage is not taken for a table
+    local comment = "\255\254\0\14\255\196\255\255\255\255\255\255\255\255\255\255"
+    assert.same({3, 16, 24}, core.decode_image(jpeg:sub(1, 2) .. comment .. jpeg:sub(3), "c.jpg"):size())
+  end)
+
   it("a corrupt decoded-image cache is rebuilt, never trusted (row 13)", function()
     local core = require "cbnet.core"
     for _, c in ipairs{"a", "b"} do os.execute("mkdir -p " .. dir .. "/f/" .. c) end
