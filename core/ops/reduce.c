@@ -4,11 +4,13 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#include <pthread.h>
 #include <string.h>
 
 #include "autograd/autograd.h"
 #include "ops/index.h"
 #include "ops/pointwise.h"
+#include "tensor/blas.h"
 #include "tensor/threadpool.h"
 #include "tensor/vectorize.h"
 
@@ -68,31 +70,39 @@ __attribute__((target("avx2,fma"))) static void lane_sums_avx2(const float *p, i
 }
 #endif
 
+/* One float's term of the sum: x, or (x - shift)^2. */
+static inline double sum_term(float x, double shift, bool squares) {
+  double d = squares ? x - shift : x;
+  return squares ? d * d : d;
+}
+
 static void lane_sums_generic(const float *p, int64_t n, double shift, bool squares, double *lanes) {
   for (int j = 0; j < SUM_LANES; j++) lanes[j] = 0;
   for (int64_t i = 0; i + SUM_LANES <= n; i += SUM_LANES)
-    for (int j = 0; j < SUM_LANES; j++) {
-      double d = squares ? p[i + j] - shift : p[i + j];
-      lanes[j] += squares ? d * d : d;
-    }
+    for (int j = 0; j < SUM_LANES; j++) lanes[j] += sum_term(p[i + j], shift, squares);
+}
+
+/* The widest of the three the CPU has (cb_cpu_detect), chosen once. */
+typedef void (*lane_sums_fn)(const float *p, int64_t n, double shift, bool squares, double *lanes);
+static lane_sums_fn lane_sums = lane_sums_generic;
+static pthread_once_t lane_sums_once = PTHREAD_ONCE_INIT;
+
+static void choose_lane_sums(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  cb_cpu_features f = cb_cpu_detect();
+  if (f.avx512f) lane_sums = lane_sums_avx512;
+  else if (f.avx2 && f.fma) lane_sums = lane_sums_avx2;
+#endif
 }
 
 /* The sum of p[i] (squares false) or of (p[i] - shift)^2: the lanes' sums
- * over the first n - n % SUM_LANES floats on the widest path the CPU has,
- * then the rest, then the lanes in order. */
+ * over the first n - n % SUM_LANES floats, then the rest, then the lanes in
+ * order. */
 static double sum_run(const float *p, int64_t n, double shift, bool squares) {
+  pthread_once(&lane_sums_once, choose_lane_sums);
   double lanes[SUM_LANES], s = 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (__builtin_cpu_supports("avx512f")) lane_sums_avx512(p, n, shift, squares, lanes);
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    lane_sums_avx2(p, n, shift, squares, lanes);
-  else
-#endif
-    lane_sums_generic(p, n, shift, squares, lanes);
-  for (int64_t i = n - n % SUM_LANES; i < n; i++) {
-    double d = squares ? p[i] - shift : p[i];
-    s += squares ? d * d : d;
-  }
+  lane_sums(p, n, shift, squares, lanes);
+  for (int64_t i = n - n % SUM_LANES; i < n; i++) s += sum_term(p[i], shift, squares);
   for (int j = 0; j < SUM_LANES; j++) s += lanes[j];
   return s;
 }
