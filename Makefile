@@ -43,8 +43,11 @@ MODULE  := $(BUILD)/lib/cbnet/core.so
 CMD     := $(BUILD)/bin/cbnet
 CTESTS  := $(BUILD)/tests/ctest
 
+# qemu-user: the specs run the code of other x86-64 kinds under its emulation
+# (tests/spec/cpu_kinds_spec.lua).
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
-                   lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
+                   lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip \
+                   qemu-user
 
 .PHONY: all deps run bench test ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
 all: $(CMD) $(MODULE) $(MPI_MODULE)
@@ -132,7 +135,7 @@ test: deps
 # Lua specs through the sanitizer build of the module and of the command.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-check: deps all
+check: deps all $(CTESTS)
 	@$(MAKE) --no-print-directory SAN=1 build/san/tests/ctest build/san/lib/cbnet/core.so build/san/bin/cbnet
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/san/tests/ctest
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
