@@ -32,10 +32,11 @@ local function emulated(kind, cmd)
   return code, (out:gsub("qemu%-x86_64: warning: [^\n]*\n", ""))
 end
 
--- The worst difference of every tensor of `got` from the reference run's
--- im2col tensor of the same name, relative to the reference's largest
--- magnitude (plus 1e-6: the gradient of a bias before batch norm is zero but
--- for rounding, ~1e-8).
+-- Compares every tensor "<net>.<path>.<what>" of `got` with the reference
+-- run's "<net>.im2col.<what>": the largest difference may be `tolerance` of
+-- the reference's largest magnitude, plus 1e-6 (the gradient of a bias
+-- before batch norm is zero but for rounding, ~1e-8). Returns how many were
+-- compared and the problems found.
 local function compare(reference, got, tolerance)
   local compared, problems = 0, {}
   for key, t in pairs(got) do
