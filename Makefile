@@ -4,6 +4,7 @@
 #   make run      deps + build + the main job
 #   make test     deps + build + every test (C unit tests, then busted specs)
 #   make check    C tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-cpus the kernel specs as other x86-64 kinds, under qemu-user
 #   make install  install the command and the Lua modules under PREFIX
 
 PREFIX  ?= /usr/local
@@ -49,7 +50,7 @@ DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
                    lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip \
                    qemu-user
 
-.PHONY: all deps run bench test ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
+.PHONY: all deps run bench test test-cpus ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
 all: $(CMD) $(MODULE) $(MPI_MODULE)
 
 $(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard binding/*.h)
@@ -141,6 +142,12 @@ check: deps all $(CTESTS)
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  $(SAN_ENV) CBNET_BIN=$(CURDIR)/build/san/bin/cbnet \
 	  busted --lua=$(LUA) --cpath="build/san/lib/?.so"
+
+# The kernel specs under qemu-user as an AVX2-only EPYC and as a CPU without
+# AVX (about 15 minutes; make test runs a quick subset): CPU_KINDS picks others.
+CPU_KINDS ?= EPYC-Rome Nehalem
+test-cpus: deps all
+	tests/cpu_kinds/specs.sh $(CPU_KINDS)
 
 # The real engines: a single-node Slurm (started and stopped by the spec;
 # needs root), GNU parallel and Open MPI (mpirun -np 2), from Debian's packages.
