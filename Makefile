@@ -44,13 +44,13 @@ MODULE  := $(BUILD)/lib/cbnet/core.so
 CMD     := $(BUILD)/bin/cbnet
 CTESTS  := $(BUILD)/tests/ctest
 
-# qemu-user: the specs run the code of other x86-64 kinds under its emulation
-# (tests/spec/cpu_kinds_spec.lua).
 DEBIAN_PACKAGES := lua5.4 liblua5.4-dev libopenblas-dev libstb-dev zlib1g-dev \
-                   lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip \
-                   qemu-user
+                   lua-busted luarocks libreadline-dev dataset-fashion-mnist gcc make clang libclang-rt-14-dev gzip
+# For the tests only: qemu-user, under which the specs run the code of other
+# x86-64 kinds (tests/spec/cpu_kinds_spec.lua).
+TEST_PACKAGES := qemu-user
 
-.PHONY: all deps run bench test test-cpus ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
+.PHONY: all deps test-deps run bench test test-cpus ctest spec check fuzz fuzz-smoke fuzz-api valgrind test-cluster install clean
 all: $(CMD) $(MODULE) $(MPI_MODULE)
 
 $(BUILD)/%.o: %.c $(CORE_HDR) $(wildcard binding/*.h)
@@ -100,6 +100,10 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# deps' recipe for the packages only the tests need
+test-deps: deps
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(TEST_PACKAGES)"
+
 # The main job: the seed study's imbalance sweep on CIFAR-10 (or Fashion-MNIST
 # when no CIFAR-10 is found); RUN_ARGS passes options, e.g. RUN_ARGS=--quick.
 run: deps all
@@ -127,7 +131,7 @@ bench: deps all
 spec: $(MODULE) $(CMD)
 	busted --lua=$(LUA) tests/spec
 
-test: deps
+test: test-deps
 	@$(MAKE) --no-print-directory all $(CTESTS) fuzz
 	@$(MAKE) --no-print-directory SAN=1 build/san/lib/cbnet/core.so
 	@sh tests/run.sh $(CTESTS)
@@ -136,7 +140,7 @@ test: deps
 # Lua specs through the sanitizer build of the module and of the command.
 SAN_ENV := ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-check: deps all $(CTESTS)
+check: test-deps all $(CTESTS)
 	@$(MAKE) --no-print-directory SAN=1 build/san/tests/ctest build/san/lib/cbnet/core.so build/san/bin/cbnet
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/san/tests/ctest
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
@@ -146,7 +150,7 @@ check: deps all $(CTESTS)
 # The kernel specs under qemu-user as an AVX2-only EPYC and as a CPU without
 # AVX (about 15 minutes; make test runs a quick subset): CPU_KINDS picks others.
 CPU_KINDS ?= EPYC-Rome Nehalem
-test-cpus: deps all
+test-cpus: test-deps all
 	tests/cpu_kinds/specs.sh $(CPU_KINDS)
 
 # The real engines: a single-node Slurm (started and stopped by the spec;

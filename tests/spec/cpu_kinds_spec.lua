@@ -73,9 +73,9 @@ describe("other x86-64 kinds under qemu-user", function()
 
   for _, kind in ipairs(KINDS) do
     describe(kind.cpu .. " (" .. kind.features .. ")", function()
-      -- make deps installs qemu-user; a bare busted without it says so
+      -- make test installs qemu-user; a bare busted without it says so
       local it_or_pending = qemu_available() and it or function(name)
-        pending(name .. ": qemu-x86_64 not found (make deps installs qemu-user)")
+        pending(name .. ": qemu-x86_64 not found (make test installs qemu-user)")
       end
       it_or_pending("is seen as that kind by cbnet and OpenBLAS", function()
         local code, out = emulated(kind, CBNET .. " info")
