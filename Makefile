@@ -128,7 +128,7 @@ bench: deps all
 	$(CMD) run bench/bench.lua $(BENCH_ARGS)
 	$(CMD) run bench/profile.lua
 
-spec: $(MODULE) $(CMD)
+spec: $(MODULE) $(CMD) $(CTESTS)
 	busted --lua=$(LUA) tests/spec
 
 test: test-deps
