@@ -105,6 +105,11 @@ local function profile(name, model, x, y)
     opt:step()
   end
   local step = best_time(train)
+  -- where the thread pool's time goes in whole steps: both cores busy?
+  local steps, t0 = 5, clock()
+  cbnet.pool_stats_reset()
+  for _ = 1, steps do train() end
+  local pool, wall = cbnet.pool_stats(), (clock() - t0) / steps
   local rows, order = {}, {}
   for _, s in ipairs(capture(model, x, train)) do
     local m, input = s.module, s.input
@@ -165,6 +170,13 @@ local function profile(name, model, x, y)
   -- fused into them) at today's speed, everything else free
   print(("the rows with GF/s alone: %.1f ms, %.0f img/s if everything else took no time"):format(
     compute * 1e3, x:size(1) / compute))
+  if cbnet.get_num_threads() > 1 then
+    local inside = pool.loop_seconds / steps
+    print(("thread pool: %d parallel loops per step, %.1f of its %.1f ms; in them the threads wait "
+      .. "%.1f %% of their time; %.1f ms on one core outside them"):format(pool.loops // steps,
+      inside * 1e3, wall * 1e3, 100 * (1 - pool.busy_seconds / pool.thread_seconds),
+      (wall - inside) * 1e3))
+  end
 end
 
 print(("cbnet %s, %d threads, conv path %s, BLAS kernel %s"):format(cbnet.version,

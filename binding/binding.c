@@ -588,6 +588,29 @@ static int l_get_num_threads(lua_State *L) {
   return 1;
 }
 
+/* pool_stats() -> {loops, loop_seconds, thread_seconds, busy_seconds}: where
+ * the thread pool's time went since the start or pool_stats_reset()
+ * (cb_pool_stats, threadpool.h). */
+static int l_pool_stats(lua_State *L) {
+  cb_pool_stats stats = cb_pool_stats_get();
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, stats.loops);
+  lua_setfield(L, -2, "loops");
+  lua_pushnumber(L, stats.loop_seconds);
+  lua_setfield(L, -2, "loop_seconds");
+  lua_pushnumber(L, stats.thread_seconds);
+  lua_setfield(L, -2, "thread_seconds");
+  lua_pushnumber(L, stats.busy_seconds);
+  lua_setfield(L, -2, "busy_seconds");
+  return 1;
+}
+
+static int l_pool_stats_reset(lua_State *L) {
+  (void)L;
+  cb_pool_stats_reset();
+  return 0;
+}
+
 /* Seconds on a monotonic clock (for timing; os.clock() is CPU time, which
  * threads inflate). */
 static int l_clock(lua_State *L) {
@@ -664,7 +687,8 @@ static const luaL_Reg core_functions[] = {
     {"Generator", l_generator}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"is_tensor", l_is_tensor}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"clock", l_clock},
+    {"get_num_threads", l_get_num_threads}, {"pool_stats", l_pool_stats},
+    {"pool_stats_reset", l_pool_stats_reset}, {"memory", l_memory}, {"clock", l_clock},
     {"sleep", l_sleep},
     {"info", l_info},
     {NULL, NULL}};

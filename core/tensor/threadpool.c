@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 
@@ -39,6 +40,7 @@ typedef struct {
   int64_t n;
   int nchunks;
   int next_chunk;
+  cb_pool_stats stats; /* under lock */
 } pool_t;
 
 static pool_t pool = {
@@ -49,6 +51,12 @@ static pool_t pool = {
 };
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static _Thread_local bool in_parallel_region;
+
+static double seconds_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static void chunk_bounds(int64_t n, int nchunks, int chunk, int64_t *begin,
                          int64_t *end) {
@@ -66,8 +74,11 @@ static void run_chunks(void) {
     int64_t begin, end;
     chunk_bounds(pool.n, pool.nchunks, chunk, &begin, &end);
     pthread_mutex_unlock(&pool.lock);
+    double start = seconds_now();
     fn(ctx, chunk, begin, end);
+    double took = seconds_now() - start;
     pthread_mutex_lock(&pool.lock);
+    pool.stats.busy_seconds += took;
     if (--pool.pending == 0) pthread_cond_broadcast(&pool.work_done);
   }
 }
@@ -144,6 +155,7 @@ int cb_parallel_for(int64_t n, int64_t grain, cb_range_fn fn, void *ctx) {
     return 1;
   }
   ensure_workers(nchunks - 1);
+  double start = seconds_now();
   pthread_mutex_lock(&pool.lock);
   pool.fn = fn;
   pool.ctx = ctx;
@@ -163,7 +175,24 @@ int cb_parallel_for(int64_t n, int64_t grain, cb_range_fn fn, void *ctx) {
   }
   while (pool.pending > 0) pthread_cond_wait(&pool.work_done, &pool.lock);
   in_parallel_region = false;
+  double took = seconds_now() - start;
+  pool.stats.loops++;
+  pool.stats.loop_seconds += took;
+  pool.stats.thread_seconds += took * nchunks;
   pthread_mutex_unlock(&pool.lock);
   pthread_mutex_unlock(&pool.busy_lock);
   return nchunks;
+}
+
+cb_pool_stats cb_pool_stats_get(void) {
+  pthread_mutex_lock(&pool.lock);
+  cb_pool_stats stats = pool.stats;
+  pthread_mutex_unlock(&pool.lock);
+  return stats;
+}
+
+void cb_pool_stats_reset(void) {
+  pthread_mutex_lock(&pool.lock);
+  pool.stats = (cb_pool_stats){0};
+  pthread_mutex_unlock(&pool.lock);
 }

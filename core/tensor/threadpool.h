@@ -28,6 +28,20 @@ int cb_parallel_for(int64_t n, int64_t grain, cb_range_fn fn, void *ctx);
 /* How many chunks cb_parallel_for(n, grain, ...) would use. */
 int cb_parallel_chunks(int64_t n, int64_t grain);
 
+/* Where the pool's time went since the process started or the last reset
+ * (for profiles: are both cores busy?). A loop is a cb_parallel_for that ran
+ * on the pool (more than one chunk); the time outside them, one core ran
+ * alone. thread_seconds - busy_seconds is the time threads that took part
+ * in a loop waited for the others (or to be woken). */
+typedef struct {
+  int64_t loops;
+  double loop_seconds;   /* wall time inside the loops */
+  double thread_seconds; /* each loop's wall time times its chunks */
+  double busy_seconds;   /* the chunks' own run times */
+} cb_pool_stats;
+cb_pool_stats cb_pool_stats_get(void);
+void cb_pool_stats_reset(void);
+
 int cb_get_num_threads(void);
 /* n >= 1. OpenBLAS always runs on one thread: see cb_sgemm. */
 cb_status cb_set_num_threads(int n);

@@ -266,3 +266,27 @@ describe("memory", function()
     assert.error_matches(function() return t + 1 end, "closed")
   end)
 end)
+
+describe("the thread pool", function()
+  it("says where its time went (pool_stats)", function()
+    local threads = cbnet.get_num_threads()
+    local x = cbnet.randn(64, 64, 32, 32) -- 4M floats: shared out to the threads
+    cbnet.set_num_threads(2)
+    cbnet.pool_stats_reset()
+    assert.same({loops = 0, loop_seconds = 0, thread_seconds = 0, busy_seconds = 0}, cbnet.pool_stats())
+    local t0 = cbnet.clock()
+    local _ = (x * 2):relu()
+    local elapsed = cbnet.clock() - t0
+    local s = cbnet.pool_stats()
+    assert.is_true(s.loops >= 1)
+    assert.is_true(s.loop_seconds > 0 and s.loop_seconds <= elapsed)
+    assert.equal(2 * s.loop_seconds, s.thread_seconds) -- every loop in 2 chunks
+    assert.is_true(s.busy_seconds > 0 and s.busy_seconds <= s.thread_seconds)
+    -- on one thread the loops run in the caller: none on the pool
+    cbnet.set_num_threads(1)
+    cbnet.pool_stats_reset()
+    _ = (x * 2):relu()
+    cbnet.set_num_threads(threads)
+    assert.equal(0, cbnet.pool_stats().loops)
+  end)
+end)
