@@ -53,36 +53,40 @@ local function shape_str(t) return table.concat(t:size(), "x") end
 -- in cache, where alone (the rows' times) it runs on hot caches.
 local function capture(model, x, train)
   local seen, call = {}, 0
+  -- fn(...) timed as the step's next call, whose entry entry(...) makes on the first step
+  local function timed(entry, fn, ...)
+    call = call + 1
+    local s = seen[call]
+    if not s then
+      s = entry(...)
+      s.net, seen[call] = math.huge, s
+    end
+    local t0 = clock()
+    local out = fn(...)
+    s.net = math.min(s.net, clock() - t0)
+    return out
+  end
+  local function forward_entry(self, input, ...) -- ... : a batch norm's fused ReLU
+    -- extra tensors (a batch norm's residual) are cut from the net's graph, as the input is
+    local extra = table.pack(...)
+    for i = 1, extra.n do
+      if cbnet.is_tensor(extra[i]) then
+        extra[i] = extra[i]:detach():requires_grad_(extra[i].requires_grad)
+      end
+    end
+    return {module = self, input = input:detach(), needs_grad = input.requires_grad, extra = extra}
+  end
+  local function after_conv_entry(self, input, conv)
+    return {module = self, input = input:detach(), needs_grad = input.requires_grad, extra = {n = 0},
+            conv_before = conv}
+  end
   for _, m in ipairs(model:modules()) do
     if #m._modules == 0 then
       local forward = m.forward
-      m.forward = function(self, input, ...) -- ... : a batch norm's fused ReLU
-        -- extra tensors (a batch norm's residual) are cut from the net's graph, as the input is
-        local extra = table.pack(...)
-        for i = 1, extra.n do
-          if cbnet.is_tensor(extra[i]) then
-            extra[i] = extra[i]:detach():requires_grad_(extra[i].requires_grad)
-          end
-        end
-        call = call + 1
-        seen[call] = seen[call] or {module = self, input = input:detach(), needs_grad = input.requires_grad,
-                                    extra = extra, net = math.huge}
-        local t0 = clock()
-        local out = forward(self, input, ...)
-        seen[call].net = math.min(seen[call].net, clock() - t0)
-        return out
-      end
+      m.forward = function(...) return timed(forward_entry, forward, ...) end
       if m.after_conv then -- a convolution, this batch norm, ReLU and pooling as one op
         local after_conv = m.after_conv
-        m.after_conv = function(self, input, conv)
-          call = call + 1
-          seen[call] = seen[call] or {module = self, input = input:detach(), needs_grad = input.requires_grad,
-                                      extra = {n = 0}, conv_before = conv, net = math.huge}
-          local t0 = clock()
-          local out = after_conv(self, input, conv)
-          seen[call].net = math.min(seen[call].net, clock() - t0)
-          return out
-        end
+        m.after_conv = function(...) return timed(after_conv_entry, after_conv, ...) end
       end
     end
   end
