@@ -255,66 +255,49 @@ static inline const float *image_row(const cb_direct_conv *d, cb_planes in, int6
   return image < images && hh < d->in_h ? in.base + image * in.ns + hh * in.rs : NULL;
 }
 
-/* winograd_inputs for one group of 16 tiles, from the padded stack or, where
- * source.xpad is NULL, from the stack's images in source.in themselves (unit
- * column stride) where fill_stack would have copied them: a window row past
- * the images, between them or in the padding is then zero, as are the
- * columns left and right of the pixels (masked loads), and the plan's input
- * affine (if any) is applied on the way, zeroing those lanes after it as
- * fill_stack's borders are; the next group's rows are prefetched. */
-WINO512_TARGET static inline __attribute__((always_inline)) void f2_inputs16_body(
-    const cb_direct_conv *d, cb_winograd_source source, int64_t images, float *v, const f2_group *g,
-    const bool in_place) {
-  /* the 4 window rows of the first half and of the second: layout 3 the
-   * same rows, 16 columns on; layout 4 the next tile row's, 2 rows down */
-  const float *rows[8];
-  int64_t second = g->layout == 3 ? 16 : 0, channel;
-  int64_t starts[4] = {0, second, 2, second + 2}; /* the columns of a, b, a2, b2 */
-  __mmask16 lanes[4] = {0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF};
-  const float *affine = NULL;
-  for (int i = 0; i < 8; i++) {
-    int64_t r = g->row0 + (g->layout == 4 && i >= 4 ? 2 : 0) + i % 4;
-    if (!in_place) {
-      rows[i] = source.xpad + r * d->wp + g->col;
-      continue;
-    }
-    rows[i] = image_row(d, source.in, images, r);
-  }
-  if (!in_place) {
-    channel = d->plane;
-  } else {
-    channel = source.in.cs, affine = d->in_affine;
-    for (int q = 0; q < 4; q++) {
-      starts[q] += g->col - d->pad_w;
-      lanes[q] = (__mmask16)pixel_lanes(starts[q], d->in_w);
-    }
-  }
+/* winograd_inputs' channel loop for one group of 16 tiles: its 8 window rows
+ * (channel 0), the columns each of the 4 loads per row starts at and their
+ * lanes, the rows' step from one channel to the next. Inlined with constant
+ * flags, so that each case is straight-line code with everything in
+ * registers: with tests per row left in the loop, the compiler kept the
+ * 16 row vectors r on the stack, storing and reloading each (a third of
+ * this transform's time). `in_place`: masked loads and the next group's
+ * rows prefetched (row_step: the image rows' stride); `normalize`: the
+ * input affine applied; `any_null`: some row is NULL (zero). */
+WINO512_TARGET static inline __attribute__((always_inline)) void f2_inputs16_channels(
+    const cb_direct_conv *d, const float *const rows[8], const int64_t starts[4],
+    const __mmask16 lanes[4], int64_t channel, int64_t row_step, const float *affine, float *v,
+    const f2_group *g, const bool in_place, const bool normalize, const bool any_null) {
   int64_t per_xi = d->v_xi;
+  const int bottom = g->layout == 4 ? 4 : 0; /* the second half's rows: rows[bottom + i] */
   for (int64_t c = 0; c < d->in_c; c++) {
     float *vc = v + c * d->block + g->k;
-    __m512 scale = _mm512_set1_ps(affine ? affine[c] : 1.0f);
-    __m512 shift = _mm512_set1_ps(affine ? affine[d->in_c + c] : 0.0f);
+    __m512 scale = _mm512_set1_ps(normalize ? affine[c] : 1.0f);
+    __m512 shift = _mm512_set1_ps(normalize ? affine[d->in_c + c] : 0.0f);
     if (in_place && rows[0]) /* the rows the next group reads first */
       for (int64_t i = g->layout == 4 ? 6 : 4; i < (g->layout == 4 ? 10 : 6); i++)
         for (int64_t w = 0; w < d->in_w; w += 16)
-          _mm_prefetch((const char *)(rows[0] + c * channel + i * source.in.rs + w), _MM_HINT_T0);
+          _mm_prefetch((const char *)(rows[0] + c * channel + i * row_step + w), _MM_HINT_T0);
     vec16 r[4][4]; /* d B */
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
-      const float *top = rows[i], *bottom = rows[g->layout == 4 ? 4 + i : i];
       __m512 x[4];
+#pragma GCC unroll 4
       for (int q = 0; q < 4; q++) {
-        const float *row = q % 2 ? bottom : top;
-        if (!row) {
+        const float *row = rows[q % 2 ? bottom + i : i];
+        if (any_null && !row) {
           x[q] = _mm512_setzero_ps();
           continue;
         }
-        x[q] = _mm512_maskz_loadu_ps(lanes[q], row + c * channel + starts[q]);
-        if (in_place && affine) x[q] = normalize_relu16(x[q], lanes[q], scale, shift);
+        const float *at = row + c * channel + starts[q];
+        x[q] = in_place ? _mm512_maskz_loadu_ps(lanes[q], at) : _mm512_loadu_ps(at);
+        if (normalize) x[q] = normalize_relu16(x[q], lanes[q], scale, shift);
       }
       vec16 x0 = evens16((vec16)x[0], (vec16)x[1]), x1 = odds16((vec16)x[0], (vec16)x[1]);
       vec16 x2 = evens16((vec16)x[2], (vec16)x[3]), x3 = odds16((vec16)x[2], (vec16)x[3]);
       r[i][0] = x0 - x2, r[i][1] = x1 + x2, r[i][2] = x2 - x1, r[i][3] = x1 - x3;
     }
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) { /* B^T (d B) */
       *(vec16 *)(vc + (0 * 4 + j) * per_xi) = r[0][j] - r[2][j];
       *(vec16 *)(vc + (1 * 4 + j) * per_xi) = r[1][j] + r[2][j];
@@ -324,11 +307,45 @@ WINO512_TARGET static inline __attribute__((always_inline)) void f2_inputs16_bod
   }
 }
 
-/* f2_inputs16_body with each source's loop of its own. */
+/* winograd_inputs for one group of 16 tiles, from the padded stack or, where
+ * source.xpad is NULL, from the stack's images in source.in themselves (unit
+ * column stride) where fill_stack would have copied them: a window row past
+ * the images, between them or in the padding is then zero, as are the
+ * columns left and right of the pixels (masked loads), and the plan's input
+ * affine (if any) is applied on the way, zeroing those lanes after it as
+ * fill_stack's borders are; the next group's rows are prefetched. */
 WINO512_TARGET static void f2_inputs16(const cb_direct_conv *d, cb_winograd_source source,
                                        int64_t images, float *v, const f2_group *g) {
-  if (source.xpad) f2_inputs16_body(d, source, images, v, g, false);
-  else f2_inputs16_body(d, source, images, v, g, true);
+  /* the 4 window rows of the first half and of the second: layout 3 the
+   * same rows, 16 columns on; layout 4 the next tile row's, 2 rows down */
+  const float *rows[8];
+  int64_t second = g->layout == 3 ? 16 : 0;
+  int64_t starts[4] = {0, second, 2, second + 2}; /* the columns of a, b, a2, b2 */
+  __mmask16 lanes[4] = {0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF};
+  bool any_null = false;
+  for (int i = 0; i < 8; i++) {
+    int64_t r = g->row0 + (g->layout == 4 && i >= 4 ? 2 : 0) + i % 4;
+    rows[i] = source.xpad ? source.xpad + r * d->wp + g->col : image_row(d, source.in, images, r);
+    any_null = any_null || !rows[i];
+  }
+  if (source.xpad) {
+    f2_inputs16_channels(d, rows, starts, lanes, d->plane, 0, NULL, v, g, false, false, false);
+    return;
+  }
+  for (int q = 0; q < 4; q++) {
+    starts[q] += g->col - d->pad_w;
+    lanes[q] = (__mmask16)pixel_lanes(starts[q], d->in_w);
+  }
+  const float *affine = d->in_affine;
+  int64_t channel = source.in.cs, step = source.in.rs;
+  if (affine && any_null)
+    f2_inputs16_channels(d, rows, starts, lanes, channel, step, affine, v, g, true, true, true);
+  else if (affine)
+    f2_inputs16_channels(d, rows, starts, lanes, channel, step, affine, v, g, true, true, false);
+  else if (any_null)
+    f2_inputs16_channels(d, rows, starts, lanes, channel, step, NULL, v, g, true, false, true);
+  else
+    f2_inputs16_channels(d, rows, starts, lanes, channel, step, NULL, v, g, true, false, false);
 }
 
 /* winograd_outputs for one group of 16 tiles. */
