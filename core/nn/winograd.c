@@ -348,17 +348,36 @@ WINO512_TARGET static void f2_inputs16(const cb_direct_conv *d, cb_winograd_sour
     f2_inputs16_channels(d, rows, starts, lanes, channel, step, NULL, v, g, true, false, false);
 }
 
-/* winograd_outputs for one group of 16 tiles. */
-WINO512_TARGET static void f2_outputs16(const cb_direct_conv *d, const float *m, cb_planes out,
-                                        const float *bias, const f2_group *g) {
+/* Whether every one of group g's output rows (4 for layout 4, else 2) lies
+ * in the images, and `planes` has unit column stride: then the 16-tile
+ * output and dY transforms take the straight-line case (no tests per row,
+ * masked stores and loads), the rest the general one. */
+static bool group_plain(const f2_group *g, cb_planes planes) {
+  int rows = g->layout == 4 ? 4 : 2;
+  for (int i = 0; i < rows; i++)
+    if (g->row[i] < 0) return false;
+  return planes.es == 1;
+}
+
+/* The mask of the first n (<= 16) lanes. */
+static inline __mmask16 first_lanes(int64_t n) {
+  return n <= 0 ? 0 : (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+}
+
+/* winograd_outputs for one group of 16 tiles; `plain`: group_plain(). */
+WINO512_TARGET static inline __attribute__((always_inline)) void f2_outputs16_channels(
+    const cb_direct_conv *d, const float *m, cb_planes out, const float *bias, const f2_group *g,
+    const bool plain) {
   int64_t per_xi = d->m_xi, col = g->col;
   /* the 16 tiles' 32 columns: the low 16 from the first 8 tiles, the high
    * 16 columns on in the row (layout 3) or in the next tile row's (4) */
   int64_t low_n = d->out_w - col, high_n = g->layout == 3 ? d->out_w - col - 16 : d->out_w;
+  __mmask16 low_mask = first_lanes(low_n), high_mask = first_lanes(high_n);
   for (int64_t o = 0; o < d->out_c; o++) {
     const float *mo = m + o * d->block + g->k;
     float b = bias ? bias[o] : 0.0f;
     vec16 s[2][4]; /* A^T M */
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
       vec16 m0 = *(const vec16 *)(mo + (0 * 4 + j) * per_xi);
       vec16 m1 = *(const vec16 *)(mo + (1 * 4 + j) * per_xi);
@@ -366,34 +385,64 @@ WINO512_TARGET static void f2_outputs16(const cb_direct_conv *d, const float *m,
       vec16 m3 = *(const vec16 *)(mo + (3 * 4 + j) * per_xi);
       s[0][j] = m0 + m1 + m2, s[1][j] = m1 - m2 - m3;
     }
+#pragma GCC unroll 2
     for (int i = 0; i < 2; i++) { /* (A^T M) A */
+      vec16 y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
+      __m512 low_y = _mm512_unpacklo_ps((__m512)y0, (__m512)y1);
+      __m512 high_y = _mm512_unpackhi_ps((__m512)y0, (__m512)y1);
+      if (plain) {
+        float *low = out.base + o * out.cs + g->row[i] + col;
+        float *high = g->layout == 3 ? low + 16 : out.base + o * out.cs + g->row[2 + i];
+        _mm512_mask_storeu_ps(low, low_mask, low_y);
+        _mm512_mask_storeu_ps(high, high_mask, high_y);
+        continue;
+      }
       float *row = group_row(g, out, o, i);
       float *low = row ? row + col * out.es : NULL;
       float *high = g->layout == 3 ? (low ? low + 16 * out.es : NULL) : group_row(g, out, o, 2 + i);
-      vec16 y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
-      store_columns16(low, (vec16)_mm512_unpacklo_ps((__m512)y0, (__m512)y1), low_n, out.es);
-      store_columns16(high, (vec16)_mm512_unpackhi_ps((__m512)y0, (__m512)y1), high_n, out.es);
+      store_columns16(low, (vec16)low_y, low_n, out.es);
+      store_columns16(high, (vec16)high_y, high_n, out.es);
     }
   }
 }
 
-/* winograd_dy for one group of 16 tiles. */
-WINO512_TARGET static void f2_dy16(const cb_direct_conv *d, cb_planes dy, float *p,
-                                   const f2_group *g) {
+WINO512_TARGET static void f2_outputs16(const cb_direct_conv *d, const float *m, cb_planes out,
+                                        const float *bias, const f2_group *g) {
+  if (group_plain(g, out)) f2_outputs16_channels(d, m, out, bias, g, true);
+  else f2_outputs16_channels(d, m, out, bias, g, false);
+}
+
+/* winograd_dy for one group of 16 tiles; `plain`: group_plain(). */
+WINO512_TARGET static inline __attribute__((always_inline)) void f2_dy16_channels(
+    const cb_direct_conv *d, cb_planes dy, float *p, const f2_group *g, const bool plain) {
   int64_t col = g->col, per_xi = d->m_xi;
   int64_t low_n = d->out_w - col, high_n = g->layout == 3 ? d->out_w - col - 16 : d->out_w;
+  __mmask16 low_mask = first_lanes(low_n), high_mask = first_lanes(high_n);
   for (int64_t o = 0; o < d->out_c; o++) {
     float *po = p + o * d->block + g->k;
-    const float *top = group_row(g, dy, o, 0), *bottom = group_row(g, dy, o, 1);
-    const float *top2 = g->layout == 3 ? (top ? top + (col + 16) * dy.es : NULL) : group_row(g, dy, o, 2);
-    const float *bottom2 = g->layout == 3 ? (bottom ? bottom + (col + 16) * dy.es : NULL)
-                                          : group_row(g, dy, o, 3);
-    vec16 t0 = load_columns16(top ? top + col * dy.es : NULL, low_n, dy.es);
-    vec16 t1 = load_columns16(top2, high_n, dy.es);
-    vec16 b0 = load_columns16(bottom ? bottom + col * dy.es : NULL, low_n, dy.es);
-    vec16 b1 = load_columns16(bottom2, high_n, dy.es);
+    vec16 t0, t1, b0, b1;
+    if (plain) {
+      const float *top = dy.base + o * dy.cs + g->row[0] + col;
+      const float *bottom = dy.base + o * dy.cs + g->row[1] + col;
+      const float *top2 = g->layout == 3 ? top + 16 : dy.base + o * dy.cs + g->row[2];
+      const float *bottom2 = g->layout == 3 ? bottom + 16 : dy.base + o * dy.cs + g->row[3];
+      t0 = (vec16)_mm512_maskz_loadu_ps(low_mask, top);
+      t1 = (vec16)_mm512_maskz_loadu_ps(high_mask, top2);
+      b0 = (vec16)_mm512_maskz_loadu_ps(low_mask, bottom);
+      b1 = (vec16)_mm512_maskz_loadu_ps(high_mask, bottom2);
+    } else {
+      const float *top = group_row(g, dy, o, 0), *bottom = group_row(g, dy, o, 1);
+      const float *top2 = g->layout == 3 ? (top ? top + (col + 16) * dy.es : NULL) : group_row(g, dy, o, 2);
+      const float *bottom2 = g->layout == 3 ? (bottom ? bottom + (col + 16) * dy.es : NULL)
+                                            : group_row(g, dy, o, 3);
+      t0 = load_columns16(top ? top + col * dy.es : NULL, low_n, dy.es);
+      t1 = load_columns16(top2, high_n, dy.es);
+      b0 = load_columns16(bottom ? bottom + col * dy.es : NULL, low_n, dy.es);
+      b1 = load_columns16(bottom2, high_n, dy.es);
+    }
     vec16 a = evens16(t0, t1), b = odds16(t0, t1), c = evens16(b0, b1), e = odds16(b0, b1);
     vec16 r[4][2] = {{a, b}, {a + c, b + e}, {a - c, b - e}, {-c, -e}}; /* A dy */
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) { /* (A dy) A^T */
       *(vec16 *)(po + (i * 4 + 0) * per_xi) = r[i][0];
       *(vec16 *)(po + (i * 4 + 1) * per_xi) = r[i][0] + r[i][1];
@@ -401,6 +450,12 @@ WINO512_TARGET static void f2_dy16(const cb_direct_conv *d, cb_planes dy, float 
       *(vec16 *)(po + (i * 4 + 3) * per_xi) = -r[i][1];
     }
   }
+}
+
+WINO512_TARGET static void f2_dy16(const cb_direct_conv *d, cb_planes dy, float *p,
+                                   const f2_group *g) {
+  if (group_plain(g, dy)) f2_dy16_channels(d, dy, p, g, true);
+  else f2_dy16_channels(d, dy, p, g, false);
 }
 
 /* ---- 8 tiles at a time, read in place, on the AVX2 path ----
