@@ -187,6 +187,14 @@ bool cb_node_needs_grad(const cb_node *node, int input) {
   return node->inputs[input].node || node->inputs[input].leaf;
 }
 
+cb_tensor *cb_node_grad_so_far(cb_node *node, int input) {
+  if (input < 0 || input >= node->ninputs || !node->inputs[input].node) return NULL;
+  cb_tensor *so_far = node->inputs[input].node->pending_grad;
+  if (!so_far || so_far->dtype != CB_FLOAT32 || !cb_tensor_is_dense(so_far)) return NULL;
+  cb_tensor_bump_version(so_far);
+  return so_far;
+}
+
 cb_status cb_check_inplace(const char *op, const cb_tensor *t) {
   if (grad_disabled || !cb_requires_grad(t)) return CB_OK;
   return cb_fail(CB_EINVAL, "%s: in-place operation on a tensor that requires grad; do it "

@@ -110,6 +110,16 @@ cb_status cb_record(cb_tensor *out, const char *name, cb_backward_fn backward,
 /* A saved tensor, or an error if it was modified in place since. */
 cb_status cb_node_saved(cb_node *node, int i, const cb_tensor **out);
 bool cb_node_needs_grad(const cb_node *node, int input);
+/* During backward: the gradient that the nodes run before this one have
+ * accumulated for input `input` so far (another consumer of the same
+ * tensor: a residual connection's shortcut), when backward may add its own
+ * into it in place instead of handing it out: it then leaves grad_in[input]
+ * NULL, and the engine's separate pass adding the two (reading both, writing
+ * one) is saved. NULL when there is none yet, for a leaf (its .grad is the
+ * user's), or when it is not dense float32: backward then hands its
+ * gradient out as usual. The engine owns it alone (it clones gradients
+ * someone else holds), so adding into it is safe; its version is bumped. */
+cb_tensor *cb_node_grad_so_far(cb_node *node, int input);
 
 /* In-place operations refuse tensors that take part in autograd while grad
  * mode is on; op names the operation in the error. */

@@ -435,18 +435,21 @@ static cb_status direct_forward(const conv_geometry *g, const float *weight, con
   return CB_OK;
 }
 
-/* Backward on the direct path: dx (when dx.base) and dW (when dw), with
+/* Backward on the direct path: dx (when dx.base; added into it when dx_add)
+ * and dW (when dw), with
  * dW's pass the bias gradient db (when db). Both in one pass over the
  * stacks when their plans stack the same images (3x3 layers with padding 1:
  * dY's padding is 1 too), so each stack's dY is read from memory once; else
  * a pass each. */
 static cb_status direct_backward(const conv_geometry *g, const float *weight, cb_planes dy,
-                                 cb_planes dx, cb_planes x, const float *affine, float *dw, float *db) {
+                                 cb_planes dx, bool dx_add, cb_planes x, const float *affine, float *dw,
+                                 float *db) {
   direct_job input_grad = {.mode = CB_DIRECT_INPUT_GRAD, .in = dy, .out = dx, .bias_grad = db != NULL};
   direct_job weight_grad = {.mode = CB_DIRECT_WEIGHT_GRAD, .in = x, .out = dy, .bias_grad = db != NULL};
   cb_direct_conv *dx_plan = dx.base ? direct_plan(g, weight, CB_DIRECT_INPUT_GRAD) : NULL;
   cb_direct_conv *dw_plan = dw ? direct_plan(g, NULL, CB_DIRECT_WEIGHT_GRAD) : NULL;
   if (dw_plan) cb_direct_conv_normalize_input(dw_plan, affine);
+  if (dx_plan && dx_add) cb_direct_conv_add_to_output(dx_plan);
   cb_status st = CB_OK;
   if ((dx.base && !dx_plan) || (dw && !dw_plan)) {
     st = cb_fail(CB_ENOMEM, "conv2d: out of memory");
@@ -579,10 +582,12 @@ static void bias_grad_rows(void *arg, int chunk, int64_t begin, int64_t end) {
 
 /* The gradients of x, w (contiguous) and the bias that need asks for, into
  * grad_in, from the output's gradient; x normalised by affine as in
- * conv_forward (NULL: none). */
+ * conv_forward (NULL: none). dx_into (or NULL): x's gradient so far
+ * (cb_node_grad_so_far), which the direct path adds dx into, grad_in[0]
+ * then left NULL; im2col hands dx out all the same. */
 static cb_status conv_backward_of(const cb_tensor *x, const cb_tensor *w, const cb_conv_params *p,
                                   const cb_tensor *grad, const bool need[3], const float *affine,
-                                  cb_tensor **grad_in) {
+                                  cb_tensor *dx_into, cb_tensor **grad_in) {
   cb_status st;
   conv_geometry g;
   if ((st = conv_geometry_of(&g, x, w, NULL, p)) != CB_OK) return st;
@@ -618,14 +623,15 @@ static cb_status conv_backward_of(const cb_tensor *x, const cb_tensor *w, const 
     /* dx: a stride-1 convolution of dY (at stride 2, four: its phases), which
      * writes every element of it */
     if (need_dx) {
-      if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
-      const int64_t *dxs = grad_in[0]->stride;
-      dx_planes = (cb_planes){cb_tensor_data(grad_in[0]), dxs[0], dxs[1], dxs[2], dxs[3]};
+      if (!dx_into && (st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
+      cb_tensor *dx = dx_into ? dx_into : grad_in[0];
+      const int64_t *dxs = dx->stride;
+      dx_planes = (cb_planes){cb_tensor_data(dx), dxs[0], dxs[1], dxs[2], dxs[3]};
     }
     if (dw_direct && (st = cb_tensor_empty(&grad_in[1], 4, w->shape, CB_FLOAT32)) != CB_OK) goto done;
     const int64_t *xs = x->stride;
     cb_planes x_planes = {cb_tensor_data(x), xs[0], xs[1], xs[2], xs[3]};
-    st = direct_backward(&g, cb_tensor_data(w), dy_planes, dx_planes, x_planes, affine,
+    st = direct_backward(&g, cb_tensor_data(w), dy_planes, dx_planes, dx_into != NULL, x_planes, affine,
                          dw_direct ? cb_tensor_data(grad_in[1]) : NULL,
                          dw_direct && grad_in[2] ? cb_tensor_data(grad_in[2]) : NULL);
     if (st != CB_OK || !need_dw || dw_direct) goto done;
@@ -639,6 +645,8 @@ static cb_status conv_backward_of(const cb_tensor *x, const cb_tensor *w, const 
   int64_t parts_shape[3] = {b.workers, g.o, g.k};
   if ((st = cb_tensor_empty(&col, 2, col_shape, CB_FLOAT32)) != CB_OK) goto done;
   if (need_dw && (st = cb_tensor_empty(&dw_parts, 3, parts_shape, CB_FLOAT32)) != CB_OK) goto done;
+  /* col2im adds dx up tap by tap: into zeros, and handed out (into dx_into
+   * the sum would round differently from the engine's dx_into + dx) */
   if (need_dx) {
     if ((st = cb_tensor_empty_same_layout(&grad_in[0], x, CB_FLOAT32)) != CB_OK) goto done;
     if ((st = cb_tensor_fill_(grad_in[0], 0)) != CB_OK) goto done;
@@ -673,7 +681,10 @@ static cb_status conv_backward(cb_node *node, const cb_tensor *grad, cb_tensor *
   if ((st = cb_node_saved(node, 0, &x)) != CB_OK || (st = cb_node_saved(node, 1, &w)) != CB_OK)
     return st;
   bool need[3] = {cb_node_needs_grad(node, 0), cb_node_needs_grad(node, 1), cb_node_needs_grad(node, 2)};
-  return conv_backward_of(x, w, CB_NODE_CTX(node, cb_conv_params), grad, need, NULL, grad_in);
+  /* dx added into the input's gradient so far, when it has one (a residual
+   * block's first convolution: the shortcut's), not handed out */
+  cb_tensor *dx_into = need[0] ? cb_node_grad_so_far(node, 0) : NULL;
+  return conv_backward_of(x, w, CB_NODE_CTX(node, cb_conv_params), grad, need, NULL, dx_into, grad_in);
 }
 
 /* ---- batch norm + ReLU + conv2d (nn.h) ----
@@ -702,7 +713,7 @@ static cb_status bn_conv_backward(cb_node *node, const cb_tensor *grad, cb_tenso
   bool need_conv[3] = {need_bn[0] || need_bn[1] || need_bn[2], cb_node_needs_grad(node, 3),
                        cb_node_needs_grad(node, 4)};
   cb_tensor *conv_grads[3] = {NULL, NULL, NULL};
-  st = conv_backward_of(xd, w, &ctx->conv, grad, need_conv, cb_tensor_data(affine), conv_grads);
+  st = conv_backward_of(xd, w, &ctx->conv, grad, need_conv, cb_tensor_data(affine), NULL, conv_grads);
   if (st == CB_OK && need_conv[0])
     st = cb_batch_norm_relu_backward(xd, stats, gamma, affine, ctx->training, conv_grads[0], need_bn,
                                      grad_in);
@@ -840,7 +851,8 @@ static cb_status conv_bn_pool_backward(cb_node *node, const cb_tensor *grad, cb_
     const int64_t *ds = dy->stride;
     pool_dx_job job = {bn, {cb_tensor_data(dy), ds[0], ds[1], ds[2], ds[3]}};
     cb_parallel_for(g.n, 1, pool_dx_images, &job);
-    st = conv_backward_of(x, w, &ctx->conv, dy, need, NULL, grad_in);
+    st = conv_backward_of(x, w, &ctx->conv, dy, need, NULL, need[0] ? cb_node_grad_so_far(node, 0) : NULL,
+                          grad_in);
     goto done;
   }
   /* the weight gradient from each stack's dx, in cache */

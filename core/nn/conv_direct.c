@@ -657,7 +657,9 @@ CB_VECTOR_CLONES static void stack_outputs(const cb_direct_conv *d, const float 
       for (int64_t oh = 0; oh < d->out_h; oh++) {
         const float *src = stack_out + o * d->out_ld + (image * d->hp + oh) * d->wp;
         float *dst = out.base + image * out.ns + o * out.cs + oh * out.rs;
-        if (out.es == 1)
+        if (d->out_add)
+          for (int64_t i = 0; i < d->out_w; i++) dst[i * out.es] += src[i] + b;
+        else if (out.es == 1)
           for (int64_t i = 0; i < d->out_w; i++) dst[i] = src[i] + b;
         else
           for (int64_t i = 0; i < d->out_w; i++) dst[i * out.es] = src[i] + b;
@@ -679,7 +681,10 @@ CB_VECTOR_CLONES static void stack_outputs_phases(const cb_direct_conv *d, const
           const float *even = stack_out + 2 * p * phase_floats + o * d->out_ld + (image * d->hp + i) * d->wp;
           const float *odd = even + phase_floats;
           float *dst = out.base + image * out.ns + o * out.cs + (2 * i + p) * out.rs;
-          if (out.es == 1)
+          if (d->out_add)
+            for (int64_t j = 0; j < d->out_w; j++)
+              dst[2 * j * out.es] += even[j] + b, dst[(2 * j + 1) * out.es] += odd[j] + b;
+          else if (out.es == 1)
             for (int64_t j = 0; j < d->out_w; j++) dst[2 * j] = even[j] + b, dst[2 * j + 1] = odd[j] + b;
           else
             for (int64_t j = 0; j < d->out_w; j++)
@@ -698,6 +703,8 @@ static cb_winograd_source winograd_source(const cb_direct_conv *d, int worker, c
   if (d->inputs_in_place) zero_stack_borders(d, d->scratch + worker * d->scratch_floats);
   return (cb_winograd_source){fill_stack(d, worker, in, count), in};
 }
+
+void cb_direct_conv_add_to_output(cb_direct_conv *conv) { conv->out_add = true; }
 
 void cb_direct_conv_images(const cb_direct_conv *d, int worker, cb_planes in, cb_planes out,
                            int64_t count, const float *bias) {

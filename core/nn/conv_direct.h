@@ -105,6 +105,10 @@ int64_t cb_direct_conv_stack(const cb_direct_conv *conv);
  * affine[c] and shift = affine[C + c] (kept by the caller; NULL: x as it is):
  * batch norm + ReLU before a convolution without their output written. */
 void cb_direct_conv_normalize_input(cb_direct_conv *conv, const float *affine);
+/* INPUT_GRAD: cb_direct_conv_images adds dx into `out` (the input's
+ * gradient so far, autograd.h's cb_node_grad_so_far) instead of writing it:
+ * out + dx, the same sum as the engine's separate pass would make. */
+void cb_direct_conv_add_to_output(cb_direct_conv *conv);
 /* out = max(0, in * scale[c] + shift[c]) for n images of c x h x w (affine
  * as above; out's rows dense, es 1), by the same operations as the stacks'
  * filling: the values the convolution took, bit for bit, for its backward. */

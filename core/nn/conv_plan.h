@@ -61,6 +61,8 @@ struct cb_direct_conv {
   bool inputs_in_place;            /* Winograd on the AVX-512 path (F(2x2): with every
                                     * group of tiles 16 wide): the input transform reads
                                     * the images where they are (no padded stack) */
+  bool out_add;                    /* INPUT_GRAD: the outputs added into `out` (the
+                                    * input's gradient so far), not written */
   const float *in_affine;          /* forward, dW: the input normalised on the way in
                                     * (cb_direct_conv_normalize_input), or NULL */
   tile_fn kernel;

@@ -122,6 +122,12 @@ WINO_TARGET static inline vec8 load_columns(const float *src, int64_t n, int64_t
   return v;
 }
 
+/* store_columns of v, or (add) of v added to the columns there. */
+WINO_TARGET static inline void put_columns(float *dst, vec8 v, int64_t n, int64_t es, bool add) {
+  if (add && dst) v = load_columns(dst, n, es) + v;
+  store_columns(dst, v, n, es);
+}
+
 /* How the vector transforms take the tiles from t on (of at most limit):
  * 1 when 8 lie in t's tile row; 2 when tile rows are 4 long (8x8 outputs)
  * and t starts one: 4 in its row, 4 in the next, the even / odd split then
@@ -225,6 +231,12 @@ WINO512_TARGET static inline vec16 load_columns16(const float *src, int64_t n, i
   vec16 v;
   memcpy(&v, buffer, sizeof v);
   return v;
+}
+
+/* store_columns16 of v, or (add) of v added to the columns there. */
+WINO512_TARGET static inline void put_columns16(float *dst, vec16 v, int64_t n, int64_t es, bool add) {
+  if (add && dst) v = load_columns16(dst, n, es) + v;
+  store_columns16(dst, v, n, es);
 }
 
 /* max(0, x * scale + shift) in the lanes of `lanes`, zero in the others: the
@@ -393,6 +405,10 @@ WINO512_TARGET static inline __attribute__((always_inline)) void f2_outputs16_ch
       if (plain) {
         float *low = out.base + o * out.cs + g->row[i] + col;
         float *high = g->layout == 3 ? low + 16 : out.base + o * out.cs + g->row[2 + i];
+        if (d->out_add) {
+          low_y = _mm512_add_ps(_mm512_maskz_loadu_ps(low_mask, low), low_y);
+          high_y = _mm512_add_ps(_mm512_maskz_loadu_ps(high_mask, high), high_y);
+        }
         _mm512_mask_storeu_ps(low, low_mask, low_y);
         _mm512_mask_storeu_ps(high, high_mask, high_y);
         continue;
@@ -400,8 +416,8 @@ WINO512_TARGET static inline __attribute__((always_inline)) void f2_outputs16_ch
       float *row = group_row(g, out, o, i);
       float *low = row ? row + col * out.es : NULL;
       float *high = g->layout == 3 ? (low ? low + 16 * out.es : NULL) : group_row(g, out, o, 2 + i);
-      store_columns16(low, (vec16)low_y, low_n, out.es);
-      store_columns16(high, (vec16)high_y, high_n, out.es);
+      put_columns16(low, (vec16)low_y, low_n, out.es, d->out_add);
+      put_columns16(high, (vec16)high_y, high_n, out.es, d->out_add);
     }
   }
 }
@@ -609,8 +625,8 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
           float *low = rows[i] ? rows[i] + col * out.es : NULL;
           float *high = g->layout == 1 ? (low ? low + 8 * out.es : NULL) : group_row(g, out, o, 2 + i);
           vec8 y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
-          store_columns(low, interleave_low(y0, y1), low_n, out.es);
-          store_columns(high, interleave_high(y0, y1), high_n, out.es);
+          put_columns(low, interleave_low(y0, y1), low_n, out.es, d->out_add);
+          put_columns(high, interleave_high(y0, y1), high_n, out.es, d->out_add);
         }
         continue;
       }
@@ -622,8 +638,10 @@ WINO_TARGET static void winograd_outputs(const cb_direct_conv *d, const float *m
       }
       for (int i = 0; i < 2; i++) {
         if (!rows[i]) continue;
-        rows[i][col * out.es] = s[i][0] + s[i][1] + s[i][2] + b;
-        if (col + 1 < d->out_w) rows[i][(col + 1) * out.es] = s[i][1] - s[i][2] - s[i][3] + b;
+        float y0 = s[i][0] + s[i][1] + s[i][2] + b, y1 = s[i][1] - s[i][2] - s[i][3] + b;
+        float *y = rows[i] + col * out.es;
+        y[0] = d->out_add ? y[0] + y0 : y0;
+        if (col + 1 < d->out_w) y[out.es] = d->out_add ? y[out.es] + y1 : y1;
       }
     }
   }
@@ -980,10 +998,13 @@ WINO_TARGET static void f4_outputs(const cb_direct_conv *d, const float *m, cb_p
           if (at.row[l][i] < 0) continue;
           float *dst = out.base + o * out.cs + at.row[l][i];
           if (at.columns[l] == 4 && out.es == 1) {
-            *(vec4 *)dst = rows[l];
+            vec4 sum = rows[l];
+            if (d->out_add) sum += *(const vec4 *)dst;
+            *(vec4 *)dst = sum;
             continue;
           }
-          for (int q = 0; q < at.columns[l]; q++) dst[q * out.es] = rows[l][q];
+          for (int q = 0; q < at.columns[l]; q++)
+            dst[q * out.es] = d->out_add ? dst[q * out.es] + rows[l][q] : rows[l][q];
         }
       }
     }

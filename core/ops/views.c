@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "autograd/autograd.h"
+#include "ops/pointwise.h"
 #include "ops/reduce.h"
 
 /* Finishes an op: on success records node (name, backward) for out =
@@ -91,13 +92,24 @@ cb_status cb_permute(cb_tensor **out, const cb_tensor *t, const int *dims) {
   return st;
 }
 
-/* ---- sub-regions: the gradient lands in a zero tensor's region ---- */
+/* ---- sub-regions: the gradient lands in a zero tensor's region, or is added
+ * into the region of the input's gradient so far (an option-A shortcut's
+ * subsampling: no input-sized zeros written) ---- */
 
 typedef cb_status (*region_fn)(cb_tensor **out, const cb_tensor *t, cb_node *node);
 
 static cb_status region_backward(cb_node *node, const cb_tensor *g, cb_tensor **grad_in,
                                  region_fn region) {
   cb_tensor *zeros, *part;
+  cb_tensor *so_far = cb_node_grad_so_far(node, 0);
+  if (so_far) { /* g added into the input's gradient so far: no zeros written */
+    cb_status st = region(&part, so_far, node);
+    if (st == CB_OK) {
+      st = cb_binary_into(part, CB_ADD, part, g);
+      cb_tensor_release(part);
+    }
+    return st;
+  }
   cb_status st = cb_tensor_zeros(&zeros, node->inputs[0].ndim, node->inputs[0].shape, g->dtype);
   if (st != CB_OK) return st;
   if ((st = region(&part, zeros, node)) == CB_OK) {

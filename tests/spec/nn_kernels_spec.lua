@@ -223,6 +223,50 @@ describe("conv2d", function()
     cbnet.conv_path(previous)
   end)
 
+  it("adds its input gradient into a shortcut's gradient so far exactly as a separate add would", function()
+    -- x feeds the convolution and a shortcut: backward runs the shortcut's
+    -- side first, and the convolution (and a slice) then add into x's
+    -- gradient so far (cb_node_grad_so_far); the sum must be the one the
+    -- engine's own add makes, bit for bit, on every path and layout
+    local previous = cbnet.conv_path()
+    local cases = {{c = 16, size = 8, stride = 1}, {c = 64, size = 8, stride = 1},  -- F(2x2), F(4x4)
+                   {c = 3, size = 9, stride = 1}, {c = 16, size = 8, stride = 2}}  -- direct, phases
+    for _, case in ipairs(cases) do
+      for _, cnhw in ipairs{false, true} do
+        for _, conv_first in ipairs{false, true} do
+          local x0 = randn(5, case.c, case.size, case.size)
+          if cnhw then x0 = randn(case.c, 5, case.size, case.size):transpose(1, 2) end
+          local w = randn(case.c, case.c, 3, 3) * 0.2
+          local opts = {padding = 1, stride = case.stride}
+          local function shortcut(x)
+            if case.stride == 1 then return x end
+            return x:slice(3, 1, -1, 2):slice(4, 1, -1, 2)
+          end
+          local gy = randn(table.unpack(F.conv2d(x0, w, nil, opts):size()))
+          for _, path in ipairs(cbnet.conv_paths()) do
+            cbnet.conv_path(path)
+            local leaf = x0:clone():requires_grad_()
+            local x = leaf * 1 -- not a leaf: its gradient so far is the engine's own
+            local y = conv_first and F.conv2d(x, w, nil, opts) + shortcut(x)
+                                  or shortcut(x) + F.conv2d(x, w, nil, opts)
+            ;(y * gy):sum():backward()
+            -- the two parts apart, then one add
+            local a = x0:clone():requires_grad_()
+            F.conv2d(a, w, nil, opts):backward(gy)
+            local b = x0:clone():requires_grad_()
+            shortcut(b):backward(gy)
+            local expected = conv_first and b.grad + a.grad or a.grad + b.grad
+            local where = ("%s, %d channels, stride %d, %s"):format(path, case.c, case.stride,
+              cnhw and "CNHW" or "NCHW")
+            assert.equal(0, (leaf.grad - expected):abs():max():item(), where)
+            assert.is_true(a.grad:abs():max():item() > 0 and b.grad:abs():max():item() > 0, where)
+          end
+        end
+      end
+    end
+    cbnet.conv_path(previous)
+  end)
+
   it("with relu = true is conv2d then ReLU on every path, with and without gradients", function()
     local previous = cbnet.conv_path()
     -- direct, Winograd F(2x2) and F(4x4) shapes (9 images: several stacks), and stride 2 (im2col)
