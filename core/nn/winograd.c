@@ -1044,6 +1044,125 @@ WINO_TARGET static void f4_dy(const cb_direct_conv *d, cb_planes dy, int64_t ima
   }
 }
 
+/* ---- F(4x4)'s output and dY transforms 16 tiles at a time (AVX-512) ----
+ * f4_outputs' and f4_dy's arithmetic in 512-bit vectors, tile t in lane t as
+ * f4_inputs16 leaves it. A tile's row is 4 floats: the 4 vectors of a row's
+ * columns are transposed within each 128-bit quarter (f4_transpose16), so
+ * that quarter m of vector l holds tile 4m + l's row, which one masked
+ * store (or load) moves, its lanes outside the outputs (columns past the
+ * edge, rows between the images) masked off: no branch per tile and row,
+ * no extraction. Plain column stride only (the 8-wide ones take the rest). */
+
+/* Within each 128-bit quarter, the 4x4 transpose of in[0..3]: its own inverse. */
+WINO512_TARGET static inline void f4_transpose16(const __m512 in[4], __m512 out[4]) {
+  __m512 t0 = _mm512_unpacklo_ps(in[0], in[1]), t1 = _mm512_unpackhi_ps(in[0], in[1]);
+  __m512 t2 = _mm512_unpacklo_ps(in[2], in[3]), t3 = _mm512_unpackhi_ps(in[2], in[3]);
+  out[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
+  out[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
+  out[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
+  out[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
+}
+
+/* f4_output_1d and f4_dy_1d for 16 tiles. */
+WINO512_TARGET static inline void f4_output_1d16(const vec16 m[6], vec16 y[4]) {
+  vec16 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+  y[0] = m[0] + s12 + s34, y[1] = d12 + 2.0f * d34;
+  y[2] = s12 + 4.0f * s34, y[3] = d12 + 8.0f * d34 + m[5];
+}
+WINO512_TARGET static inline void f4_dy_1d16(const vec16 y[4], vec16 p[6]) {
+  vec16 e = y[0] + y[2], o = y[1] + y[3], e4 = y[0] + 4.0f * y[2], o8 = 2.0f * y[1] + 8.0f * y[3];
+  p[0] = y[0], p[1] = e + o, p[2] = e - o, p[3] = e4 + o8, p[4] = e4 - o8, p[5] = y[3];
+}
+
+/* For 16 tiles from t on and each of their 4 rows: where the masked store
+ * or load of quarter t / 4 of a vector goes in channel 0 of `planes` (the
+ * row's start less the quarter's 4 t / 4 lanes), and its lanes (none for
+ * rows outside the outputs). */
+typedef struct {
+  int64_t at[4][16];
+  __mmask16 lanes[4][16];
+} f4_quarters;
+
+static void f4_locate16(const cb_direct_conv *d, cb_planes planes, int64_t images, int64_t t,
+                        f4_quarters *q) {
+  f4_tiles halves[2];
+  f4_locate(d, planes, images, t, &halves[0]);
+  f4_locate(d, planes, images, t + 8, &halves[1]);
+  for (int k = 0; k < 16; k++) {
+    const f4_tiles *h = &halves[k / 8];
+    int l = k % 8, quarter = k / 4;
+    for (int i = 0; i < 4; i++) {
+      bool real = h->row[l][i] >= 0 && h->columns[l] > 0;
+      q->lanes[i][k] = real ? (__mmask16)(((1u << h->columns[l]) - 1) << (4 * quarter)) : 0;
+      q->at[i][k] = real ? h->row[l][i] - 4 * quarter : 0;
+    }
+  }
+}
+
+/* f4_outputs for 16 tiles at a time (out.es 1). */
+WINO512_TARGET static void f4_outputs16(const cb_direct_conv *d, const float *m, cb_planes out,
+                                        int64_t images, const float *bias, int64_t first,
+                                        int64_t count) {
+  if (count > d->tiles - first) count = d->tiles - first;
+  for (int64_t k = 0; k < count; k += 16) {
+    f4_quarters q;
+    f4_locate16(d, out, images, first + k, &q);
+    for (int64_t o = 0; o < d->out_c; o++) {
+      const float *mo = m + o * d->block + k;
+      float *base = out.base + o * out.cs;
+      float b = bias ? bias[o] : 0.0f;
+      vec16 s[4][6], col[6], row[6], y[4];
+      for (int j = 0; j < 6; j++) { /* A^T M, column by column */
+        for (int i = 0; i < 6; i++) col[i] = *(const vec16 *)(mo + (i * 6 + j) * d->m_xi);
+        f4_output_1d16(col, y);
+        for (int i = 0; i < 4; i++) s[i][j] = y[i];
+      }
+      for (int i = 0; i < 4; i++) { /* (A^T M) A, row i of the 16 tiles */
+        for (int j = 0; j < 6; j++) row[j] = s[i][j];
+        f4_output_1d16(row, y);
+        __m512 columns[4], rows[4];
+        for (int c = 0; c < 4; c++) columns[c] = (__m512)(y[c] + b);
+        f4_transpose16(columns, rows);
+        for (int t = 0; t < 16; t++) {
+          float *dst = base + q.at[i][t];
+          __m512 v = rows[t % 4];
+          if (d->out_add) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(q.lanes[i][t], dst));
+          _mm512_mask_storeu_ps(dst, q.lanes[i][t], v);
+        }
+      }
+    }
+  }
+}
+
+/* f4_dy for 16 tiles at a time (dy.es 1; count a multiple of 16). */
+WINO512_TARGET static void f4_dy16(const cb_direct_conv *d, cb_planes dy, int64_t images, float *p,
+                                   int64_t first, int64_t count) {
+  for (int64_t k = 0; k < count; k += 16) {
+    f4_quarters q;
+    f4_locate16(d, dy, images, first + k, &q);
+    for (int64_t o = 0; o < d->out_c; o++) {
+      float *po = p + o * d->block + k;
+      const float *base = dy.base + o * dy.cs;
+      vec16 r[6][4], col[4], out[6];
+      for (int i = 0; i < 4; i++) { /* row i of the 16 tiles, then A y over its columns */
+        __m512 rows[4], columns[4];
+        for (int l = 0; l < 4; l++) rows[l] = _mm512_setzero_ps();
+        for (int t = 0; t < 16; t++)
+          rows[t % 4] = _mm512_mask_loadu_ps(rows[t % 4], q.lanes[i][t], base + q.at[i][t]);
+        f4_transpose16(rows, columns);
+        vec16 y[4] = {(vec16)columns[0], (vec16)columns[1], (vec16)columns[2], (vec16)columns[3]};
+        f4_dy_1d16(y, out);
+        for (int j = 0; j < 6; j++) r[j][i] = out[j]; /* r[j][i]: (dy A^T)[i][j] */
+      }
+      for (int j = 0; j < 6; j++) { /* A (dy A^T), column j */
+        for (int i = 0; i < 4; i++) col[i] = r[j][i];
+        f4_dy_1d16(col, out);
+        for (int i = 0; i < 6; i++) *(vec16 *)(po + (i * 6 + j) * d->m_xi) = out[i];
+      }
+    }
+  }
+}
+
 /* G x for 3 vectors: 6 (the kernel's transform). */
 static inline void f4_kernel_1d(const vec4 g[3], vec4 r[6]) {
   vec4 e = g[0] + g[2], f = g[0] * (1.0f / 24) + g[2] * (1.0f / 6), h = g[1] * (1.0f / 12);
@@ -1352,7 +1471,8 @@ void cb_winograd_weight_grad(const cb_direct_conv *d, cb_winograd_source source,
     int64_t rows = d->wino_m == 4 ? (count + 7) / 8 * 8 : count;
     if (d->wino_m == 4) {
       f4_inputs(d, source, images, v, first, rows);
-      f4_dy(d, dy, images, p, first, rows);
+      if (d->lanes == 16 && dy.es == 1) f4_dy16(d, dy, images, p, first, (rows + 15) / 16 * 16);
+      else f4_dy(d, dy, images, p, first, rows);
     } else {
       winograd_inputs(d, source, images, v, first, count);
       winograd_dy(d, dy, images, p, first, count);
@@ -1405,7 +1525,8 @@ void cb_winograd_stack(const cb_direct_conv *d, cb_winograd_source source, cb_pl
                     d->weight + xi * u_per_xi + (o0 / OBLOCK) * d->in_c * OBLOCK,
                     m + xi * d->m_xi + o0 * d->block + t0, d->block, vectors);
       }
-    if (d->wino_m == 4) f4_outputs(d, m, out, images, bias, first, count);
+    if (d->wino_m == 4 && d->lanes == 16 && out.es == 1) f4_outputs16(d, m, out, images, bias, first, count);
+    else if (d->wino_m == 4) f4_outputs(d, m, out, images, bias, first, count);
     else winograd_outputs(d, m, out, images, bias, first, count);
   }
 }
