@@ -272,8 +272,8 @@ static inline const float *image_row(const cb_direct_conv *d, cb_planes in, int6
  * lanes, the rows' step from one channel to the next. Inlined with constant
  * flags, so that each case is straight-line code with everything in
  * registers: with tests per row left in the loop, the compiler kept the
- * 16 row vectors r on the stack, storing and reloading each (a third of
- * this transform's time). `in_place`: masked loads and the next group's
+ * 16 row vectors r on the stack, storing and reloading each (with the
+ * output and dY transforms' tests per row, ResNet-32 steps 5 % slower). `in_place`: masked loads and the next group's
  * rows prefetched (row_step: the image rows' stride); `normalize`: the
  * input affine applied; `any_null`: some row is NULL (zero). */
 WINO512_TARGET static inline __attribute__((always_inline)) void f2_inputs16_channels(
@@ -475,7 +475,7 @@ WINO512_TARGET static void f2_dy16(const cb_direct_conv *d, cb_planes dy, float 
 }
 
 /* ---- 8 tiles at a time, read in place, on the AVX2 path ----
- * f2_inputs16_body's reading for AVX2's groups of 8 tiles in a row (layout
+ * f2_inputs16's reading for AVX2's groups of 8 tiles in a row (layout
  * 1; the plan's inputs_in_place: output rows 16 or 32 wide), so that no
  * padded stack is filled (a tenth of a ResNet-32 step on this path): window
  * rows past the images, between them or in the padding are zero, as are the
@@ -1074,10 +1074,11 @@ WINO512_TARGET static inline void f4_dy_1d16(const vec16 y[4], vec16 p[6]) {
   p[0] = y[0], p[1] = e + o, p[2] = e - o, p[3] = e4 + o8, p[4] = e4 - o8, p[5] = y[3];
 }
 
-/* For 16 tiles from t on and each of their 4 rows: where the masked store
- * or load of quarter t / 4 of a vector goes in channel 0 of `planes` (the
- * row's start less the quarter's 4 t / 4 lanes), and its lanes (none for
- * rows outside the outputs). */
+/* For 16 tiles from t on (tile k of them in quarter k / 4 of a vector) and
+ * each of their 4 rows, in channel 0 of `planes`: the address for the
+ * masked store or load (the row's start less 4 (k / 4) floats, so that the
+ * quarter's lanes fall on the row) and those lanes, the row's outputs (none
+ * for rows outside the images or tiles past the last). */
 typedef struct {
   int64_t at[4][16];
   __mmask16 lanes[4][16];
