@@ -28,7 +28,6 @@
  * computed up to 40 % zeros. Each body is an always-inlined function whose vector count
  * is a constant at each call of the switch, so every variant is unrolled. */
 
-#define F4_WEIGHT_GRAD_BLOCK 64 /* tiles per weight-gradient block at F(4x4): see cb_direct_conv_new */
 #define NV16 6
 __attribute__((target("avx512f"), always_inline)) static inline void
 tile16(const float *in, int64_t plane, int64_t channels, const int64_t *taps, int ntaps,
@@ -403,7 +402,7 @@ cb_direct_conv *cb_direct_conv_new(const cb_direct_shape *shape, const float *we
      * x block floats each: 2.4 MiB each at 64 channels and 256 tiles) stay in
      * L2 between the transforms and the products: the weight gradient of a
      * 64 -> 64 layer at 8x8 15 % faster, of 128 -> 128 at 16x16 13 % */
-    d->block = d->weight_grad ? (d->wino_m == 4 ? F4_WEIGHT_GRAD_BLOCK : CB_WINOGRAD_MAX_BLOCK)
+    d->block = d->weight_grad ? (d->wino_m == 4 ? CB_WINOGRAD_F4_WGRAD_BLOCK : CB_WINOGRAD_MAX_BLOCK)
                               : 16384 / (d->wino_n * d->in_c) / d->tile * d->tile;
     if (d->block < d->tile) d->block = d->tile;
     /* only the weight gradient's blocks reach the cap: its products do not

@@ -14,6 +14,7 @@
 
 #define OBLOCK 4 /* output channels per micro-kernel tile */
 #define CB_WINOGRAD_MAX_BLOCK 256 /* the most tiles a Winograd block takes (cb_direct_conv.block) */
+#define CB_WINOGRAD_F4_WGRAD_BLOCK 64 /* F(4x4)'s weight gradient: V and P stay in L2 */
 
 
 /* out[o][v] = sum over c < channels, t < ntaps of w[(c*ntaps + t)*OBLOCK + o] *
