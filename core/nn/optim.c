@@ -1,122 +1,269 @@
 #include "nn/optim.h"
 
 #include <math.h>
-#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 #include "tensor/threadpool.h"
+#include "tensor/vectorize.h"
 
+/* Elements below which one thread updates the whole group. */
 #define PARALLEL_GRAIN 65536
 
-static cb_status check_state(const char *op, const char *what, const cb_tensor *param,
-                             const cb_tensor *t) {
-  if (!t) return CB_OK;
+/* One parameter of a group: its data, and where its elements begin in the
+ * group's range [0, total). */
+typedef struct {
+  float *p, *buf, *m, *v;
+  const float *g;
+  int64_t start;
+  bool first;                          /* SGD: the buffer starts as d */
+  float step_size, bias_correction2_sqrt; /* Adam, from this parameter's step */
+} param_span;
+
+typedef struct {
+  const param_span *spans;
+  int64_t count;
+  cb_sgd_options sgd;
+  cb_adam_options adam;
+} group_job;
+
+/* The SGD update of n elements (restrict: the tensors are distinct, so the
+ * loop vectorises; the branches are the same for every element). */
+CB_VECTOR_CLONES static void sgd_run(int64_t n, float *restrict p, const float *restrict g,
+                                     float *restrict buf, bool first, const cb_sgd_options *o) {
+  float lr = (float)o->lr, wd = (float)o->weight_decay, mu = (float)o->momentum;
+  float keep = (float)(1.0 - o->dampening);
+  if (!buf) {
+    for (int64_t i = 0; i < n; i++) p[i] -= lr * (g[i] + wd * p[i]);
+    return;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    float d = g[i] + wd * p[i];
+    float b = first ? d : mu * buf[i] + keep * d;
+    buf[i] = b;
+    p[i] -= lr * (o->nesterov ? d + mu * b : b);
+  }
+}
+
+CB_VECTOR_CLONES static void adam_run(int64_t n, float *restrict p, const float *restrict g,
+                                      float *restrict m, float *restrict v, float step_size,
+                                      float c2, const cb_adam_options *o) {
+  float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+  float wd = (float)o->weight_decay, decay = (float)(1.0 - o->lr * o->weight_decay);
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i];
+    if (o->decoupled) p[i] *= decay;
+    else gi += wd * p[i];
+    float mi = b1 * m[i] + (1 - b1) * gi;
+    float vi = b2 * v[i] + (1 - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= step_size * mi / (sqrtf(vi) / c2 + eps);
+  }
+}
+
+/* The last span that begins at or before element i (spans[0] begins at 0). */
+static int64_t span_at(const group_job *j, int64_t i) {
+  int64_t lo = 0, hi = j->count - 1;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo + 1) / 2;
+    if (j->spans[mid].start <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/* Elements [begin, end) of the group: the parts of the spans they cover. */
+static void group_range(void *arg, int chunk, int64_t begin, int64_t end, bool adam) {
+  (void)chunk;
+  const group_job *j = arg;
+  for (int64_t s = span_at(j, begin); s < j->count && j->spans[s].start < end; s++) {
+    const param_span *sp = &j->spans[s];
+    int64_t next = s + 1 < j->count ? j->spans[s + 1].start : end;
+    int64_t lo = (begin > sp->start ? begin : sp->start) - sp->start;
+    int64_t hi = (end < next ? end : next) - sp->start;
+    if (hi <= lo) continue;
+    if (adam)
+      adam_run(hi - lo, sp->p + lo, sp->g + lo, sp->m + lo, sp->v + lo, sp->step_size,
+               sp->bias_correction2_sqrt, &j->adam);
+    else
+      sgd_run(hi - lo, sp->p + lo, sp->g + lo, sp->buf ? sp->buf + lo : NULL, sp->first, &j->sgd);
+  }
+}
+static void sgd_range(void *arg, int chunk, int64_t begin, int64_t end) {
+  group_range(arg, chunk, begin, end, false);
+}
+static void adam_range(void *arg, int chunk, int64_t begin, int64_t end) {
+  group_range(arg, chunk, begin, end, true);
+}
+
+static cb_status check_state(const char *op, int64_t index, const char *what,
+                             const cb_tensor *param, const cb_tensor *t) {
   if (t->dtype != CB_FLOAT32 || !cb_same_shape(t, param) || !cb_tensor_is_contiguous(t)) {
     char a[128], b[128];
-    return cb_fail(CB_ESHAPE, "%s: %s of shape %s (%s) does not fit the parameter of shape %s; "
-                   "both must be contiguous float32", op, what,
-                   cb_shape_str(a, 128, t->ndim, t->shape), cb_dtype_name(t->dtype),
+    return cb_fail(CB_ESHAPE, "%s: parameter %lld: %s of shape %s (%s) does not fit the "
+                   "parameter of shape %s; both must be contiguous float32", op,
+                   (long long)index + 1, what, cb_shape_str(a, 128, t->ndim, t->shape),
+                   cb_dtype_name(t->dtype), cb_shape_str(b, 128, param->ndim, param->shape));
+  }
+  return CB_OK;
+}
+
+static cb_status check_grad(const char *op, int64_t index, const cb_tensor *param,
+                            const cb_tensor *grad) {
+  if (!param || !grad) return cb_fail(CB_EINVAL, "%s: parameter %lld: needs a parameter and "
+                                      "its gradient", op, (long long)index + 1);
+  if (grad->dtype != CB_FLOAT32 || !cb_same_shape(grad, param) || param->dtype != CB_FLOAT32 ||
+      !cb_tensor_is_contiguous(param)) {
+    char a[128], b[128];
+    return cb_fail(CB_ESHAPE, "%s: parameter %lld: gradient of shape %s does not fit the "
+                   "parameter of shape %s (both float32, the parameter contiguous)", op,
+                   (long long)index + 1, cb_shape_str(a, 128, grad->ndim, grad->shape),
                    cb_shape_str(b, 128, param->ndim, param->shape));
   }
   return CB_OK;
 }
 
 typedef struct {
-  float *p, *buf, *m, *v;
-  const float *g;
-  cb_sgd_options sgd;
-  cb_adam_options adam;
-  bool first;
-  double step_size, bias_correction2_sqrt;
-} update_job;
+  uintptr_t lo, hi; /* the bytes [lo, hi) a parameter's elements occupy */
+  int64_t index;
+} extent;
 
-static void sgd_range(void *arg, int chunk, int64_t begin, int64_t end) {
-  (void)chunk;
-  const update_job *j = arg;
-  float lr = (float)j->sgd.lr, wd = (float)j->sgd.weight_decay, mu = (float)j->sgd.momentum;
-  float keep = (float)(1.0 - j->sgd.dampening);
-  for (int64_t i = begin; i < end; i++) {
-    float d = j->g[i] + wd * j->p[i];
-    if (j->buf) {
-      float b = j->first ? d : mu * j->buf[i] + keep * d;
-      j->buf[i] = b;
-      d = j->sgd.nesterov ? d + mu * b : b;
+static int by_start(const void *a, const void *b) {
+  const extent *x = a, *y = b;
+  return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Two parameters of one call sharing memory would be updated by two
+ * workers at once (and, even in order, twice): an error, as in PyTorch. */
+static cb_status check_distinct(const char *op, int64_t n, const param_span *spans,
+                                extent *extents) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t numel = (i + 1 < n ? spans[i + 1].start : spans[n].start) - spans[i].start;
+    if (numel == 0) continue;
+    extents[count++] = (extent){(uintptr_t)spans[i].p, (uintptr_t)(spans[i].p + numel), i};
+  }
+  qsort(extents, (size_t)count, sizeof *extents, by_start);
+  for (int64_t i = 1; i < count; i++)
+    if (extents[i].lo < extents[i - 1].hi) {
+      int64_t a = extents[i - 1].index, b = extents[i].index;
+      return cb_fail(CB_EINVAL, "%s: parameters %lld and %lld share memory (a parameter "
+                     "listed twice?)", op, (long long)(a < b ? a : b) + 1,
+                     (long long)(a < b ? b : a) + 1);
     }
-    j->p[i] -= lr * d;
-  }
+  return CB_OK;
 }
 
-static void adam_range(void *arg, int chunk, int64_t begin, int64_t end) {
-  (void)chunk;
-  const update_job *j = arg;
-  const cb_adam_options *o = &j->adam;
-  float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
-  float wd = (float)o->weight_decay, decay = (float)(1.0 - o->lr * o->weight_decay);
-  float step_size = (float)j->step_size, c2 = (float)j->bias_correction2_sqrt;
-  for (int64_t i = begin; i < end; i++) {
-    float g = j->g[i];
-    if (o->decoupled) j->p[i] *= decay;
-    else g += wd * j->p[i];
-    float m = b1 * j->m[i] + (1 - b1) * g;
-    float v = b2 * j->v[i] + (1 - b2) * g * g;
-    j->m[i] = m;
-    j->v[i] = v;
-    j->p[i] -= step_size * m / (sqrtf(v) / c2 + eps);
-  }
+/* The spans of a group (n + 1 of them: the last only marks the end), with
+ * contiguous copies of strided gradients in copies[] (NULL where none). */
+typedef struct {
+  param_span *spans;
+  cb_tensor **copies;
+  extent *extents;
+  int64_t n;
+} group_data;
+
+static cb_status group_alloc(const char *op, int64_t n, group_data *gd) {
+  *gd = (group_data){.n = n};
+  if (n < 0) return cb_fail(CB_EINVAL, "%s: %lld parameters", op, (long long)n);
+  gd->spans = calloc((size_t)n + 1, sizeof *gd->spans);
+  gd->copies = calloc((size_t)n + 1, sizeof *gd->copies);
+  gd->extents = calloc((size_t)n + 1, sizeof *gd->extents);
+  if (!gd->spans || !gd->copies || !gd->extents)
+    return cb_fail(CB_ENOMEM, "%s: out of memory for %lld parameters", op, (long long)n);
+  return CB_OK;
 }
 
-/* A contiguous view of grad (a copy only if it is strided). */
-static cb_status contiguous_grad(const char *op, const cb_tensor *param, const cb_tensor *grad,
-                                 cb_tensor **out) {
-  if (grad->dtype != CB_FLOAT32 || !cb_same_shape(grad, param) || param->dtype != CB_FLOAT32 ||
-      !cb_tensor_is_contiguous(param)) {
-    char a[128], b[128];
-    return cb_fail(CB_ESHAPE, "%s: gradient of shape %s does not fit the parameter of shape %s "
-                   "(both float32, the parameter contiguous)", op,
-                   cb_shape_str(a, 128, grad->ndim, grad->shape),
-                   cb_shape_str(b, 128, param->ndim, param->shape));
-  }
-  return cb_tensor_contiguous(out, grad);
+static void group_free(group_data *gd) {
+  for (int64_t i = 0; gd->copies && i < gd->n; i++) cb_tensor_release(gd->copies[i]);
+  free(gd->spans);
+  free(gd->copies);
+  free(gd->extents);
 }
 
-cb_status cb_sgd_step(cb_tensor *param, const cb_tensor *grad, cb_tensor *momentum_buffer,
-                      bool first_step, const cb_sgd_options *o) {
+/* Entry i's parameter and gradient into span i, after span i - 1. */
+static cb_status group_add(const char *op, group_data *gd, int64_t i, cb_tensor *param,
+                           const cb_tensor *grad) {
+  cb_status st = check_grad(op, i, param, grad);
+  if (st != CB_OK) return st;
+  const cb_tensor *g = grad;
+  if (!cb_tensor_is_contiguous(grad)) {
+    if ((st = cb_tensor_contiguous(&gd->copies[i], grad)) != CB_OK) return st;
+    g = gd->copies[i];
+  }
+  gd->spans[i].p = cb_tensor_data(param);
+  gd->spans[i].g = cb_tensor_data(g);
+  gd->spans[i + 1].start = gd->spans[i].start + cb_tensor_numel(param);
+  return CB_OK;
+}
+
+/* Runs the group's update over all its elements. */
+static void group_run(const group_data *gd, group_job *job, cb_range_fn fn) {
+  job->spans = gd->spans;
+  job->count = gd->n;
+  if (gd->n > 0) cb_parallel_for(gd->spans[gd->n].start, PARALLEL_GRAIN, fn, job);
+}
+
+cb_status cb_sgd_step(int64_t n, const cb_sgd_param *params, const cb_sgd_options *o) {
   if (!(o->lr >= 0) || o->momentum < 0 || o->weight_decay < 0)
     return cb_fail(CB_EINVAL, "sgd: lr, momentum and weight_decay must be >= 0");
   if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
     return cb_fail(CB_EINVAL, "sgd: nesterov needs momentum > 0 and dampening 0");
-  if (o->momentum > 0 && !momentum_buffer)
-    return cb_fail(CB_EINVAL, "sgd: momentum needs a momentum buffer");
-  cb_tensor *g;
-  cb_status st = check_state("sgd", "momentum buffer", param, momentum_buffer);
-  if (st != CB_OK || (st = contiguous_grad("sgd", param, grad, &g)) != CB_OK) return st;
-  update_job j = {.p = cb_tensor_data(param), .g = cb_tensor_data(g), .sgd = *o,
-                  .buf = o->momentum > 0 ? cb_tensor_data(momentum_buffer) : NULL,
-                  .first = first_step};
-  cb_tensor_bump_version(param);
-  cb_parallel_for(cb_tensor_numel(param), PARALLEL_GRAIN, sgd_range, &j);
-  cb_tensor_release(g);
-  return CB_OK;
+  group_data gd;
+  cb_status st = group_alloc("sgd", n, &gd);
+  for (int64_t i = 0; st == CB_OK && i < n; i++) {
+    const cb_sgd_param *e = &params[i];
+    if ((st = group_add("sgd", &gd, i, e->param, e->grad)) != CB_OK) break;
+    if (o->momentum > 0 && !e->momentum_buffer)
+      st = cb_fail(CB_EINVAL, "sgd: parameter %lld: momentum needs a momentum buffer",
+                   (long long)i + 1);
+    else if (o->momentum > 0)
+      st = check_state("sgd", i, "momentum buffer", e->param, e->momentum_buffer);
+    if (st != CB_OK) break;
+    gd.spans[i].buf = o->momentum > 0 ? cb_tensor_data(e->momentum_buffer) : NULL;
+    gd.spans[i].first = e->first_step;
+  }
+  if (st == CB_OK) st = check_distinct("sgd", n, gd.spans, gd.extents);
+  if (st == CB_OK) {
+    /* versions bumped: autograd then refuses graphs that saved the old values */
+    for (int64_t i = 0; i < n; i++) cb_tensor_bump_version(params[i].param);
+    group_job job = {.sgd = *o};
+    group_run(&gd, &job, sgd_range);
+  }
+  group_free(&gd);
+  return st;
 }
 
-cb_status cb_adam_step(cb_tensor *param, const cb_tensor *grad, cb_tensor *exp_avg,
-                       cb_tensor *exp_avg_sq, int64_t step, const cb_adam_options *o) {
+cb_status cb_adam_step(int64_t n, const cb_adam_param *params, const cb_adam_options *o) {
   if (!(o->lr >= 0) || !(o->eps >= 0) || o->weight_decay < 0 || !(o->beta1 >= 0 && o->beta1 < 1) ||
       !(o->beta2 >= 0 && o->beta2 < 1))
     return cb_fail(CB_EINVAL, "adam: needs lr >= 0, eps >= 0, weight_decay >= 0, betas in [0, 1)");
-  if (step < 1) return cb_fail(CB_EINVAL, "adam: steps count from 1, got %lld", (long long)step);
-  if (!exp_avg || !exp_avg_sq) return cb_fail(CB_EINVAL, "adam: needs both moment tensors");
-  cb_tensor *g;
-  cb_status st;
-  if ((st = check_state("adam", "exp_avg", param, exp_avg)) != CB_OK ||
-      (st = check_state("adam", "exp_avg_sq", param, exp_avg_sq)) != CB_OK ||
-      (st = contiguous_grad("adam", param, grad, &g)) != CB_OK)
-    return st;
-  update_job j = {.p = cb_tensor_data(param), .g = cb_tensor_data(g), .m = cb_tensor_data(exp_avg),
-                  .v = cb_tensor_data(exp_avg_sq), .adam = *o};
-  j.step_size = o->lr / (1.0 - pow(o->beta1, (double)step));
-  j.bias_correction2_sqrt = sqrt(1.0 - pow(o->beta2, (double)step));
-  cb_tensor_bump_version(param);
-  cb_parallel_for(cb_tensor_numel(param), PARALLEL_GRAIN, adam_range, &j);
-  cb_tensor_release(g);
-  return CB_OK;
+  group_data gd;
+  cb_status st = group_alloc("adam", n, &gd);
+  for (int64_t i = 0; st == CB_OK && i < n; i++) {
+    const cb_adam_param *e = &params[i];
+    if (e->step < 1)
+      st = cb_fail(CB_EINVAL, "adam: parameter %lld: steps count from 1, got %lld",
+                   (long long)i + 1, (long long)e->step);
+    else if (!e->exp_avg || !e->exp_avg_sq)
+      st = cb_fail(CB_EINVAL, "adam: parameter %lld: needs both moment tensors", (long long)i + 1);
+    if (st != CB_OK || (st = group_add("adam", &gd, i, e->param, e->grad)) != CB_OK ||
+        (st = check_state("adam", i, "exp_avg", e->param, e->exp_avg)) != CB_OK ||
+        (st = check_state("adam", i, "exp_avg_sq", e->param, e->exp_avg_sq)) != CB_OK)
+      break;
+    param_span *sp = &gd.spans[i];
+    sp->m = cb_tensor_data(e->exp_avg);
+    sp->v = cb_tensor_data(e->exp_avg_sq);
+    sp->step_size = (float)(o->lr / (1.0 - pow(o->beta1, (double)e->step)));
+    sp->bias_correction2_sqrt = (float)sqrt(1.0 - pow(o->beta2, (double)e->step));
+  }
+  if (st == CB_OK) st = check_distinct("adam", n, gd.spans, gd.extents);
+  if (st == CB_OK) {
+    for (int64_t i = 0; i < n; i++) cb_tensor_bump_version(params[i].param);
+    group_job job = {.adam = *o};
+    group_run(&gd, &job, adam_range);
+  }
+  group_free(&gd);
+  return st;
 }

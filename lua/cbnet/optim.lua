@@ -54,17 +54,6 @@ function Optimizer:zero_grad()
   end
 end
 
---- The parameters in order (their index names their state).
-function Optimizer:_each(fn)
-  local index = 0
-  for _, group in ipairs(self.param_groups) do
-    for _, p in ipairs(group.params) do
-      index = index + 1
-      if p.grad then fn(p, p.grad, group, index) end
-    end
-  end
-end
-
 --- {state = {[index] = {name = tensor or number}}, param_groups = {options}}:
 -- the tensors are the live state (copy them to keep a snapshot).
 function Optimizer:state_dict()
@@ -108,23 +97,34 @@ function optim.SGD(params, opts)
     {lr = 0, momentum = 0, dampening = 0, weight_decay = 0, nesterov = false}, opts)
 end
 
+-- One C call per parameter group: its parameters that have a gradient, as
+-- parallel lists (the core shares their elements out among the threads).
+-- New state is kept only once the update succeeded, so a step that fails
+-- (a gradient of the wrong shape) leaves the optimizer as it was.
 function SGD:step()
-  cbnet.no_grad(function()
-    self:_each(function(p, grad, group, index)
-      local state = self.state[index]
-      local first = state == nil
-      if first then
-        state = {}
-        self.state[index] = state
+  local index = 0
+  for _, group in ipairs(self.param_groups) do
+    local params, grads, buffers, firsts, fresh = {}, {}, group.momentum > 0 and {} or nil, {}, {}
+    for _, p in ipairs(group.params) do
+      index = index + 1
+      local grad = p.grad
+      if grad then
+        local k = #params + 1
+        local state = self.state[index]
+        params[k], grads[k], firsts[k] = p, grad, state == nil
+        if buffers then
+          buffers[k] = state and state.momentum_buffer
+          if not buffers[k] then
+            buffers[k], firsts[k] = cbnet.zeros(p:size()), true
+          end
+        end
+        if firsts[k] then fresh[index] = {momentum_buffer = buffers and buffers[k]} end
       end
-      if group.momentum > 0 and not state.momentum_buffer then
-        state.momentum_buffer = cbnet.zeros(p:size())
-        first = true
-      end
-      core.sgd_step(p, grad, state.momentum_buffer, first, group.lr, group.momentum,
-        group.dampening, group.weight_decay, group.nesterov)
-    end)
-  end)
+    end
+    core.sgd_step(params, grads, buffers, firsts, group.lr, group.momentum, group.dampening,
+      group.weight_decay, group.nesterov)
+    for i, state in pairs(fresh) do self.state[i] = state end
+  end
 end
 
 --- optim.Adam(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0})
@@ -145,18 +145,28 @@ optim.Adam = adam("Adam", false, 0)
 optim.AdamW = adam("AdamW", true, 1e-2)
 
 function Adam:step()
-  cbnet.no_grad(function()
-    self:_each(function(p, grad, group, index)
-      local state = self.state[index]
-      if not state then
-        state = {step = 0, exp_avg = cbnet.zeros(p:size()), exp_avg_sq = cbnet.zeros(p:size())}
-        self.state[index] = state
+  local index = 0
+  for _, group in ipairs(self.param_groups) do
+    local params, grads, exp_avgs, exp_avg_sqs, steps, states = {}, {}, {}, {}, {}, {}
+    for _, p in ipairs(group.params) do
+      index = index + 1
+      local grad = p.grad
+      if grad then
+        local state = self.state[index] or
+          {step = 0, exp_avg = cbnet.zeros(p:size()), exp_avg_sq = cbnet.zeros(p:size())}
+        local k = #params + 1
+        params[k], grads[k], exp_avgs[k], exp_avg_sqs[k], steps[k] =
+          p, grad, state.exp_avg, state.exp_avg_sq, state.step + 1
+        states[index] = state
       end
+    end
+    core.adam_step(params, grads, exp_avgs, exp_avg_sqs, steps, group.lr, group.betas[1],
+      group.betas[2], group.eps, group.weight_decay, self.decoupled)
+    for i, state in pairs(states) do
       state.step = state.step + 1
-      core.adam_step(p, grad, state.exp_avg, state.exp_avg_sq, state.step, group.lr,
-        group.betas[1], group.betas[2], group.eps, group.weight_decay, self.decoupled)
-    end)
-  end)
+      self.state[i] = state
+    end
+  end
 end
 
 --- Two parameter groups of a model: weights (dims >= 2) with weight_decay,

@@ -101,6 +101,112 @@ describe("Adam and AdamW", function()
   end)
 end)
 
+describe("one update per parameter group", function()
+  -- sizes around the pool's grain (65536), so that the workers' ranges
+  -- start and end inside tensors and cross from one into the next
+  local sizes = {{3, 5}, {70000}, {1}, {0}, {64, 1200}, {7}, {40000}}
+  local function group()
+    cbnet.manual_seed(11)
+    local ps, gs = {}, {}
+    for i, s in ipairs(sizes) do
+      ps[i] = cbnet.randn(table.unpack(s)):requires_grad_()
+      gs[i] = cbnet.randn(table.unpack(s))
+    end
+    return ps, gs
+  end
+  local function max_diff(a, b)
+    if a:numel() == 0 then return 0 end
+    return (a - b):abs():max():item()
+  end
+
+  it("SGD with momentum: every element of every tensor, as the formula by tensor ops", function()
+    local ps, gs = group()
+    local want, buf = {}, {}
+    for i, p in ipairs(ps) do -- two steps: buf = d, then buf = 0.9 buf + d
+      local p0 = p:detach():clone()
+      local d1 = gs[i] + p0 * 0.01
+      local p1 = p0 - d1 * 0.1
+      local d2 = gs[i] * 2 + p1 * 0.01
+      buf[i] = d1 * 0.9 + d2
+      want[i] = p1 - buf[i] * 0.1
+    end
+    local opt = optim.SGD(ps, {lr = 0.1, momentum = 0.9, weight_decay = 0.01})
+    for i, p in ipairs(ps) do p.grad = gs[i] end
+    opt:step()
+    for i, p in ipairs(ps) do p.grad = gs[i] * 2 end
+    opt:step()
+    for i, p in ipairs(ps) do
+      assert.is_true(max_diff(want[i], p:detach()) <= 1e-5, "parameter " .. i)
+      assert.is_true(max_diff(buf[i], opt.state[i].momentum_buffer) <= 1e-5, "buffer " .. i)
+    end
+  end)
+
+  it("Adam: every element, each parameter with its own step count", function()
+    local ps, gs = group()
+    local p0 = {}
+    for i, p in ipairs(ps) do p0[i] = p:detach():clone() end
+    local opt = optim.Adam(ps, {lr = 0.01})
+    ps[2].grad = gs[2] -- only parameter 2 steps first: its step count runs ahead
+    opt:step()
+    assert.equal(1, opt.state[2].step)
+    assert.is_nil(opt.state[1])
+    for i, p in ipairs(ps) do p.grad = gs[i] end
+    opt:step()
+    for i, p in ipairs(ps) do
+      -- a constant gradient: m and v bias-corrected are g and g^2, so each
+      -- step moves by lr g / (|g| + eps)
+      local steps = i == 2 and 2 or 1
+      assert.equal(steps, opt.state[i].step)
+      local want = p0[i] - gs[i] / (gs[i]:abs() + 1e-8) * (0.01 * steps)
+      assert.is_true(max_diff(want, p:detach()) <= 1e-6, "parameter " .. i)
+    end
+  end)
+
+  it("checks every parameter before updating any, and keeps no state from a failed step", function()
+    local a = param()
+    local b = cbnet.zeros(3, 2):t():requires_grad_() -- strided: the core refuses it
+    local opt = optim.SGD({a, b}, {lr = 0.1, momentum = 0.9})
+    set_grad(a)
+    b.grad = cbnet.ones(2, 3)
+    assert.error_matches(function() opt:step() end, "sgd: parameter 2: .*the parameter contiguous")
+    assert_close({1, -2}, a:totable(), 0)
+    assert.is_nil(next(opt.state))
+    local good = optim.SGD({a}, {lr = 0.1, momentum = 0.9})
+    good:step() -- the first step: buf = g, p -= 0.1 g
+    assert_close({0.95, -2.1}, a:totable())
+    assert_close({0.5, 1}, good.state[1].momentum_buffer:totable())
+    local adam = optim.Adam({a, b}, {lr = 0.1})
+    assert.error_matches(function() adam:step() end, "adam: parameter 2")
+    assert.is_nil(next(adam.state))
+    assert_close({0.95, -2.1}, a:totable())
+  end)
+
+  it("refuses a parameter listed twice, or two views of one tensor", function()
+    local a = param()
+    set_grad(a)
+    assert.error_matches(function() optim.SGD({a, a}, {lr = 0.1}):step() end,
+      "sgd: parameters 1 and 2 share memory")
+    local w = cbnet.zeros(4, 3):requires_grad_()
+    local rows = {w:narrow(1, 1, 2), w:narrow(1, 2, 2)}
+    for _, r in ipairs(rows) do r.grad = cbnet.ones(2, 3) end
+    assert.error_matches(function() optim.Adam(rows, {lr = 0.1}):step() end,
+      "adam: parameters 1 and 2 share memory")
+    assert.equal(0, w:abs():max():item())
+  end)
+
+  it("the core call names a bad list element", function()
+    local core = require "cbnet.core"
+    local a = param()
+    assert.error_matches(function() core.sgd_step({a}, {"x"}, nil, {true}, 0.1) end,
+      "element 1 is not a tensor")
+    assert.error_matches(function() core.sgd_step({a}, {}, nil, {true}, 0.1) end,
+      "0 entries for 1 parameters")
+    assert.error_matches(function()
+      core.adam_step({a}, {a}, {a}, {a}, {1.5}, 0.1, 0.9, 0.999, 1e-8)
+    end, "step 1 is not an integer")
+  end)
+end)
+
 describe("learning-rate schedules", function()
   it("multi-step with linear warmup, as LDAM-DRW", function()
     local opt = optim.SGD({param()}, {lr = 0.1})
