@@ -13,6 +13,7 @@
 /* One parameter of a group: its data, and where its elements begin in the
  * group's range [0, total). */
 typedef struct {
+  cb_tensor *param;
   float *p, *buf, *m, *v;
   const float *g;
   int64_t start;
@@ -192,17 +193,28 @@ static cb_status group_add(const char *op, group_data *gd, int64_t i, cb_tensor 
     if ((st = cb_tensor_contiguous(&gd->copies[i], grad)) != CB_OK) return st;
     g = gd->copies[i];
   }
+  gd->spans[i].param = param;
   gd->spans[i].p = cb_tensor_data(param);
   gd->spans[i].g = cb_tensor_data(g);
   gd->spans[i + 1].start = gd->spans[i].start + cb_tensor_numel(param);
   return CB_OK;
 }
 
-/* Runs the group's update over all its elements. */
-static void group_run(const group_data *gd, group_job *job, cb_range_fn fn) {
-  job->spans = gd->spans;
-  job->count = gd->n;
-  if (gd->n > 0) cb_parallel_for(gd->spans[gd->n].start, PARALLEL_GRAIN, fn, job);
+/* The group's update, once every entry has passed its checks (st): no two
+ * parameters may share memory; then the versions are bumped (autograd then
+ * refuses graphs that saved the old values) and fn runs over all the
+ * group's elements. gd is freed either way. */
+static cb_status group_finish(const char *op, group_data *gd, cb_status st, group_job *job,
+                              cb_range_fn fn) {
+  if (st == CB_OK) st = check_distinct(op, gd->n, gd->spans, gd->extents);
+  if (st == CB_OK) {
+    for (int64_t i = 0; i < gd->n; i++) cb_tensor_bump_version(gd->spans[i].param);
+    job->spans = gd->spans;
+    job->count = gd->n;
+    if (gd->n > 0) cb_parallel_for(gd->spans[gd->n].start, PARALLEL_GRAIN, fn, job);
+  }
+  group_free(gd);
+  return st;
 }
 
 cb_status cb_sgd_step(int64_t n, const cb_sgd_param *params, const cb_sgd_options *o) {
@@ -224,15 +236,8 @@ cb_status cb_sgd_step(int64_t n, const cb_sgd_param *params, const cb_sgd_option
     gd.spans[i].buf = o->momentum > 0 ? cb_tensor_data(e->momentum_buffer) : NULL;
     gd.spans[i].first = e->first_step;
   }
-  if (st == CB_OK) st = check_distinct("sgd", n, gd.spans, gd.extents);
-  if (st == CB_OK) {
-    /* versions bumped: autograd then refuses graphs that saved the old values */
-    for (int64_t i = 0; i < n; i++) cb_tensor_bump_version(params[i].param);
-    group_job job = {.sgd = *o};
-    group_run(&gd, &job, sgd_range);
-  }
-  group_free(&gd);
-  return st;
+  group_job job = {.sgd = *o};
+  return group_finish("sgd", &gd, st, &job, sgd_range);
 }
 
 cb_status cb_adam_step(int64_t n, const cb_adam_param *params, const cb_adam_options *o) {
@@ -258,12 +263,6 @@ cb_status cb_adam_step(int64_t n, const cb_adam_param *params, const cb_adam_opt
     sp->step_size = (float)(o->lr / (1.0 - pow(o->beta1, (double)e->step)));
     sp->bias_correction2_sqrt = (float)sqrt(1.0 - pow(o->beta2, (double)e->step));
   }
-  if (st == CB_OK) st = check_distinct("adam", n, gd.spans, gd.extents);
-  if (st == CB_OK) {
-    for (int64_t i = 0; i < n; i++) cb_tensor_bump_version(params[i].param);
-    group_job job = {.adam = *o};
-    group_run(&gd, &job, adam_range);
-  }
-  group_free(&gd);
-  return st;
+  group_job job = {.adam = *o};
+  return group_finish("adam", &gd, st, &job, adam_range);
 }
