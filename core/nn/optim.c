@@ -125,9 +125,13 @@ static cb_status check_grad(const char *op, int64_t index, const cb_tensor *para
   return CB_OK;
 }
 
+/* The bytes [lo, hi) one tensor of an entry occupies: what (a name for
+ * errors) of parameter `index`, written by the update or only read. */
 typedef struct {
-  uintptr_t lo, hi; /* the bytes [lo, hi) a parameter's elements occupy */
+  uintptr_t lo, hi;
   int64_t index;
+  const char *what;
+  bool written;
 } extent;
 
 static int by_start(const void *a, const void *b) {
@@ -135,24 +139,49 @@ static int by_start(const void *a, const void *b) {
   return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* Two parameters of one call sharing memory would be updated by two
- * workers at once (and, even in order, twice): an error, as in PyTorch. */
+static cb_status shared_memory(const char *op, const extent *a, const extent *b) {
+  if (a->index > b->index || (a->index == b->index && !a->written)) {
+    const extent *t = a;
+    a = b;
+    b = t;
+  }
+  return cb_fail(CB_EINVAL, "%s: parameter %lld's %s and parameter %lld's %s share memory%s", op,
+                 (long long)a->index + 1, a->what, (long long)b->index + 1, b->what,
+                 a->written && b->written && a->index != b->index ? " (a parameter listed twice?)"
+                                                                  : "");
+}
+
+/* The workers update the group's elements at once, each reading its
+ * gradients and writing its parameters and state: no memory an update
+ * writes may be read or written by another (or the result would depend on
+ * the order), so any such overlap is an error, as a parameter listed twice
+ * is in PyTorch. Sorted by start, an extent overlaps an earlier one iff it
+ * starts before the largest end seen so far: of the written ones, or (when
+ * it is written itself) of all. extents has room for 4 per entry. */
 static cb_status check_distinct(const char *op, int64_t n, const param_span *spans,
                                 extent *extents) {
   int64_t count = 0;
   for (int64_t i = 0; i < n; i++) {
-    int64_t numel = (i + 1 < n ? spans[i + 1].start : spans[n].start) - spans[i].start;
+    int64_t numel = spans[i + 1].start - spans[i].start;
     if (numel == 0) continue;
-    extents[count++] = (extent){(uintptr_t)spans[i].p, (uintptr_t)(spans[i].p + numel), i};
+    const float *data[4] = {spans[i].p, spans[i].g, spans[i].buf ? spans[i].buf : spans[i].m,
+                            spans[i].v};
+    const char *what[4] = {"values", "gradient", spans[i].buf ? "momentum buffer" : "exp_avg",
+                           "exp_avg_sq"};
+    for (int k = 0; k < 4; k++)
+      if (data[k])
+        extents[count++] = (extent){(uintptr_t)data[k], (uintptr_t)(data[k] + numel), i, what[k],
+                                    k != 1};
   }
   qsort(extents, (size_t)count, sizeof *extents, by_start);
-  for (int64_t i = 1; i < count; i++)
-    if (extents[i].lo < extents[i - 1].hi) {
-      int64_t a = extents[i - 1].index, b = extents[i].index;
-      return cb_fail(CB_EINVAL, "%s: parameters %lld and %lld share memory (a parameter "
-                     "listed twice?)", op, (long long)(a < b ? a : b) + 1,
-                     (long long)(a < b ? b : a) + 1);
-    }
+  const extent *last_any = NULL, *last_written = NULL; /* the largest ends so far */
+  for (int64_t i = 0; i < count; i++) {
+    const extent *e = &extents[i];
+    if (last_written && e->lo < last_written->hi) return shared_memory(op, last_written, e);
+    if (e->written && last_any && e->lo < last_any->hi) return shared_memory(op, last_any, e);
+    if (!last_any || e->hi > last_any->hi) last_any = e;
+    if (e->written && (!last_written || e->hi > last_written->hi)) last_written = e;
+  }
   return CB_OK;
 }
 
@@ -170,7 +199,7 @@ static cb_status group_alloc(const char *op, int64_t n, group_data *gd) {
   if (n < 0) return cb_fail(CB_EINVAL, "%s: %lld parameters", op, (long long)n);
   gd->spans = calloc((size_t)n + 1, sizeof *gd->spans);
   gd->copies = calloc((size_t)n + 1, sizeof *gd->copies);
-  gd->extents = calloc((size_t)n + 1, sizeof *gd->extents);
+  gd->extents = calloc(4 * ((size_t)n + 1), sizeof *gd->extents);
   if (!gd->spans || !gd->copies || !gd->extents)
     return cb_fail(CB_ENOMEM, "%s: out of memory for %lld parameters", op, (long long)n);
   return CB_OK;
