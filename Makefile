@@ -61,14 +61,14 @@ $(BUILD)/binding/%.o: CPPFLAGS += -I$(LUA_INC)
 
 # The image operations round to uint8 as torchvision does: a * x + b * y with
 # two roundings, not one fused multiply-add (bench/parity_augment.py checks).
-$(BUILD)/core/data/image_ops.o: OPT += -ffp-contract=off
+$(BUILD)/core/data/image_ops.o: override OPT += -ffp-contract=off
 
 # Batch norm's y = x * scale + shift is a multiply and an add, never fused:
 # the same as the convolutions' input normalisation (conv_direct.c, winograd.c)
 # and the same for every element. With contraction on, the compiler fused the
 # scalar tails of its loops but not always their vector bodies, so a value
 # depended on where in a run it fell, on the layout and on -mtune.
-$(BUILD)/core/nn/norm.o: OPT += -ffp-contract=off
+$(BUILD)/core/nn/norm.o: override OPT += -ffp-contract=off
 
 # stb_image_write's JPEG encoder shifts signed ints left (upstream code): keep
 # UBSan's shift check for cbnet's own files only.
