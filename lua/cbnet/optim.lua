@@ -99,8 +99,9 @@ end
 
 -- One C call per parameter group: its parameters that have a gradient, as
 -- parallel lists (the core shares their elements out among the threads).
--- New state is kept only once the update succeeded, so a step that fails
--- (a gradient of the wrong shape) leaves the optimizer as it was.
+-- A group's new state is kept only once its update succeeded, so a group
+-- whose update fails (a parameter that is not contiguous, say) is left as
+-- it was: no parameter of it moved, no buffer or step count started.
 function SGD:step()
   local index = 0
   for _, group in ipairs(self.param_groups) do
