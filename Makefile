@@ -65,9 +65,9 @@ $(BUILD)/core/data/image_ops.o: override OPT += -ffp-contract=off
 
 # Batch norm's y = x * scale + shift is a multiply and an add, never fused:
 # the same as the convolutions' input normalisation (conv_direct.c, winograd.c)
-# and the same for every element. With contraction on, the compiler fused the
-# scalar tails of its loops but not always their vector bodies, so a value
-# depended on where in a run it fell, on the layout and on -mtune.
+# and the same for every element. With contraction on, GCC fused a loop's
+# main vector body and scalar tail but not its narrower vector epilogue, so a
+# value depended on where in a run it fell, on the layout and on -mtune.
 $(BUILD)/core/nn/norm.o: override OPT += -ffp-contract=off
 
 # stb_image_write's JPEG encoder shifts signed ints left (upstream code): keep
