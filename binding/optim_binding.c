@@ -18,12 +18,13 @@ static cb_tensor *list_tensor(lua_State *L, int arg, lua_Integer i, bool optiona
 }
 
 /* The length of the parameter list at arg 1, after checking that the lists
- * at args [2, last] (those given) are as long. */
-static lua_Integer group_length(lua_State *L, int last) {
+ * at args [2, last] are tables as long (the one at `optional`, if any, may
+ * be nil instead). */
+static lua_Integer group_length(lua_State *L, int last, int optional) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Integer n = cbl_list_len(L, 1);
   for (int arg = 2; arg <= last; arg++) {
-    if (lua_isnoneornil(L, arg)) continue;
+    if (arg == optional && lua_isnoneornil(L, arg)) continue;
     luaL_checktype(L, arg, LUA_TTABLE);
     if (cbl_list_len(L, arg) != n)
       luaL_argerror(L, arg, lua_pushfstring(L, "%I entries for %I parameters",
@@ -35,9 +36,7 @@ static lua_Integer group_length(lua_State *L, int last) {
 /* sgd_step(params, grads, momentum_buffers or nil, first_steps, lr, momentum,
  * dampening, weight_decay, nesterov) */
 static int l_sgd_step(lua_State *L) {
-  lua_Integer n = group_length(L, 4);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_Integer n = group_length(L, 4, 3);
   cb_sgd_options o = {.lr = luaL_checknumber(L, 5), .momentum = luaL_optnumber(L, 6, 0),
                       .dampening = luaL_optnumber(L, 7, 0), .weight_decay = luaL_optnumber(L, 8, 0),
                       .nesterov = lua_toboolean(L, 9)};
@@ -57,10 +56,7 @@ static int l_sgd_step(lua_State *L) {
 /* adam_step(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2,
  * eps, weight_decay, decoupled) */
 static int l_adam_step(lua_State *L) {
-  lua_Integer n = group_length(L, 5);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_Integer n = group_length(L, 5, 0);
   cb_adam_options o = {.lr = luaL_checknumber(L, 6), .beta1 = luaL_checknumber(L, 7),
                        .beta2 = luaL_checknumber(L, 8), .eps = luaL_checknumber(L, 9),
                        .weight_decay = luaL_optnumber(L, 10, 0), .decoupled = lua_toboolean(L, 11)};

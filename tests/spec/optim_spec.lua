@@ -210,6 +210,10 @@ describe("one update per parameter group", function()
     assert.error_matches(function()
       core.adam_step({a}, {a}, {a}, {a}, {1.5}, 0.1, 0.9, 0.999, 1e-8)
     end, "step 1 is not an integer")
+    assert.error_matches(function() core.adam_step({a}, {a}, {a}, {a}, nil, 0.1, 0.9, 0.999, 1e-8) end,
+      "bad argument #5 .*table expected, got nil")
+    assert.error_matches(function() core.sgd_step({a}, {a}, nil, nil, 0.1) end,
+      "bad argument #4 .*table expected, got nil")
   end)
 end)
 
