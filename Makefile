@@ -120,7 +120,8 @@ ctest: $(CTESTS)
 	$(CTESTS)
 
 # The speed benchmark against PyTorch (never part of make test): Debian's
-# python3-torch and the current PyTorch from PyPI in build/torch-venv, then
+# python3-torch and the current PyTorch from PyPI in build/torch-venv; on an
+# AVX-512 machine also both engines held to AVX2 (bench.lua --isa avx2); then
 # the per-layer profile. BENCH_ARGS passes options, e.g. BENCH_ARGS="--repeats 3".
 BENCH_VENV := build/torch-venv
 bench: deps all
@@ -133,6 +134,10 @@ bench: deps all
 	  { echo "installing PyTorch from PyPI into $(BENCH_VENV)"; rm -rf $(BENCH_VENV); \
 	    /usr/bin/python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q torch; }
 	$(CMD) run bench/bench.lua $(BENCH_ARGS)
+	@# on an AVX-512 machine, the AVX2-only kind too (both engines held to AVX2), 2 threads
+	@if grep -qw avx512f /proc/cpuinfo; then \
+	  echo; echo "The same, both engines held to AVX2 (an AVX2-only machine kind emulated):"; \
+	  $(CMD) run bench/bench.lua $(BENCH_ARGS) --threads 2 --isa avx2; fi
 	$(CMD) run bench/profile.lua
 
 spec: $(MODULE) $(CMD) $(CTESTS)

@@ -1,6 +1,6 @@
 -- The speed benchmark (make bench): cbnet against PyTorch on the same machine
 -- and threads, in one run.
---   build/bin/cbnet run bench/bench.lua [--repeats 5] [--threads 2,1] [--only resnet32]
+--   build/bin/cbnet run bench/bench.lua [--repeats 5] [--threads 2,1] [--only resnet32] [--isa avx2]
 -- Workloads: the seed CNN training at batch 64 and 128 and evaluating at 256;
 -- ResNet-32 (CIFAR, option A) training at batch 128. Every measurement is a
 -- fresh process (so peak memory is its own): warm-up steps, then timed steps.
@@ -9,6 +9,8 @@
 -- cbnet to the faster PyTorch. PyTorch: Debian's python3-torch
 -- (/usr/bin/python3) and the PyPI release in build/torch-venv (make bench
 -- installs both); either may be missing, then its column says n/a.
+-- --isa avx2 holds both engines to AVX2 and FMA by their own switches (below), an
+-- AVX2-only machine kind (the EPYC of issue 8) emulated on an AVX-512 one.
 local cbnet = require "cbnet"
 local models = require "cbnet.models"
 
@@ -60,14 +62,42 @@ local opts = cli.parse(arg, {
     {"repeats", 5, "measurements of each workload per engine (medians are shown)"},
     {"threads", {2, 1}, "thread counts to measure, comma-separated"},
     {"only", "", "run only workloads whose net is this (convnet or resnet32)"},
+    {"isa", "native", "native, or avx2: both engines held to AVX2 and FMA"},
   }})
+
+-- Each engine's own switches for --isa avx2: cbnet's conv path and OpenBLAS's
+-- kernel; PyTorch's ATen kernels, oneDNN's convolutions, and its BLAS (MKL in
+-- the PyPI wheel, OpenBLAS in Debian's). cbnet's batch norm and pointwise
+-- loops pick their AVX-512 clones all the same (GCC's target_clones has no
+-- switch), so a real AVX2 machine may be a little slower.
+local ISA_ENV = {
+  native = {cbnet = "", torch = ""},
+  avx2 = {cbnet = "CBNET_CONV=avx2-winograd OPENBLAS_CORETYPE=Haswell ",
+          torch = "ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 "
+            .. "MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell "},
+}
+local isa = ISA_ENV[opts.isa]
+if not isa then
+  io.stderr:write(("bench: --isa must be native or avx2, got '%s'\n"):format(opts.isa))
+  os.exit(2)
+end
+local function runs_path(name)
+  for _, path in ipairs(cbnet.conv_paths()) do
+    if path == name then return true end
+  end
+  return false
+end
+if opts.isa == "avx2" and not runs_path("avx2-winograd") then
+  io.stderr:write("bench: --isa avx2: this CPU has no AVX2 and FMA\n")
+  os.exit(2)
+end
 
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local self_command = cli.self_command(arg) -- this script as it was started
 local engines = {
   {name = "cbnet", run = function(w, threads)
-    return ("%s --child %s %s %d %d %d"):format(self_command, w.net, w.mode, w.batch, w.steps,
-      threads)
+    return ("%s%s --child %s %s %d %d %d"):format(isa.cbnet, self_command, w.net, w.mode, w.batch,
+      w.steps, threads)
   end},
 }
 for _, python in ipairs{{"PyTorch (Debian)", "/usr/bin/python3"},
@@ -78,8 +108,8 @@ for _, python in ipairs{{"PyTorch (Debian)", "/usr/bin/python3"},
   if version then
     engines[#engines + 1] = {name = ("%s %s"):format(python[1], version:match("^[%d.]+")),
       run = function(w, threads)
-        return ("%q %q %s %s %d %d %d 2>/dev/null"):format(python[2], here .. "/bench_torch.py",
-          w.net, w.mode, w.batch, w.steps, threads)
+        return ("%s%q %q %s %s %d %d %d 2>/dev/null"):format(isa.torch, python[2],
+          here .. "/bench_torch.py", w.net, w.mode, w.batch, w.steps, threads)
       end}
   end
 end
@@ -99,8 +129,15 @@ local function median(list)
 end
 
 local machine = require("cbnet.experiment").machine()
+if opts.isa == "avx2" then -- what the children are told, not what this process found
+  machine.conv, machine.blas_kernel = "avx2-winograd", "Haswell"
+end
 print(("cbnet %s; conv path %s; BLAS kernel %s; CPU: %s"):format(cbnet.version, machine.conv,
   machine.blas_kernel, machine.cpu))
+if opts.isa ~= "native" then
+  print(("ISA held to %s: cbnet with %s; PyTorch with %s"):format(opts.isa,
+    (isa.cbnet:gsub("%s+$", "")), (isa.torch:gsub("%s+$", ""))))
+end
 local names = {}
 for i, e in ipairs(engines) do names[i] = e.name end
 print(("engines: %s; %d repeats, alternating"):format(table.concat(names, ", "), opts.repeats))
