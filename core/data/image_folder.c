@@ -32,8 +32,9 @@
  * must have been defined. Before the frame header stb_image skips bytes
  * that are not markers; after it, a scan's entropy-coded data runs to the
  * next marker that is not a restart; a marker it does not know ends its
- * decoding, and so the walk. (stb_image's own allocations are zeroed too,
- * stb_impl.c.) */
+ * decoding, and so the walk. Fill bytes may precede even the first marker
+ * (0xFF 0xFF 0xD8 starts a JPEG for stb_image; found by fuzz_image). (stb_image's
+ * own allocations are zeroed too, stb_impl.c.) */
 
 /* Byte i of the file, 0 past its end (as stb_image reads a short file). */
 static unsigned jpeg_byte(const uint8_t *p, size_t size, size_t i) { return i < size ? p[i] : 0; }
@@ -80,9 +81,14 @@ static bool jpeg_scan_tables_defined(const uint8_t *p, size_t size, size_t i, bo
 /* NULL for a file that is not a JPEG or whose Huffman tables are sound, else
  * what is wrong with them. */
 static const char *jpeg_huffman_problem(const uint8_t *p, size_t size) {
-  if (size < 2 || p[0] != 0xFF || p[1] != 0xD8) return NULL;
+  /* stb_image reads the start-of-image marker as it reads every marker:
+   * 0xFF, any number of fill bytes 0xFF, then 0xD8 */
+  if (size < 2 || p[0] != 0xFF) return NULL;
+  size_t i = 1;
+  while (i < size && p[i] == 0xFF) i++;
+  if (i >= size || p[i] != 0xD8) return NULL;
+  i++;
   bool frame = false, progressive = false, defined[2][4] = {{false}};
-  size_t i = 2;
   while (i < size) {
     if (p[i] != 0xFF) {
       if (frame) return NULL; /* stb_image expects a marker here: it stops */

@@ -20,6 +20,8 @@ write("idx/ints", "\0\0\12\2" .. be32(1) .. be32(2) .. be32(7) .. be32(429496729
 write("cifar/two", string.char(3) .. string.rep("\7", 3072) .. string.char(9) .. string.rep("\200", 3072))
 local img = (cbnet.arange(3 * 5 * 4) * 3):view(3, 5, 4):byte()
 for _, ext in ipairs{"png", "bmp", "jpg"} do core.write_image(img, dir .. "/image/seed." .. ext) end
+local jpeg = assert(io.open(dir .. "/image/seed.jpg", "rb")):read("a")
+write("image/filled.jpg", "\255\255" .. jpeg) -- fill bytes before the first marker, as stb_image allows
 core.write_image(img:narrow(1, 1, 1):contiguous(), dir .. "/image/grey.png")
 core.save_safetensors(dir .. "/safetensors/seed.safetensors",
   {w = cbnet.randn(2, 3), i = cbnet.tensor{1, 2}, m = cbnet.tensor{true}, b = cbnet.zeros({3}, "uint8")},

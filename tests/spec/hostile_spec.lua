@@ -180,6 +180,14 @@ describe("hostile files", function()
     -- 16 code counts of 17: 272 symbols, past the 256 stb_image's arrays hold
     assert.error_matches(function() core.decode_image(with(tables[1] + 1, ("\17"):rep(16)), "big.jpg") end,
       "big.jpg: cannot decode %(corrupt JPEG: a Huffman table of more than 256 symbols%)")
+    -- fill bytes before the start-of-image marker (found by fuzz_image): stb_image reads
+    -- 0xFF 0xFF 0xD8 as the marker all the same, so the tables must be checked there too
+    local big = with(tables[1] + 1, ("\17"):rep(16))
+    for _, fill in ipairs{"\255", "\255\255\255"} do
+      assert.error_matches(function() core.decode_image(fill .. big, "filled.jpg") end,
+        "filled.jpg: cannot decode %(corrupt JPEG: a Huffman table of more than 256 symbols%)")
+      assert.same({3, 16, 24}, core.decode_image(fill .. jpeg, "filled.jpg"):size())
+    end
     -- a comment holding the DHT marker's bytes and garbage is not taken for a table
     local comment = "\255\254\0\14\255\196\255\255\255\255\255\255\255\255\255\255"
     assert.same({3, 16, 24}, core.decode_image(jpeg:sub(1, 2) .. comment .. jpeg:sub(3), "c.jpg"):size())
