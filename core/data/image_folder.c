@@ -16,6 +16,7 @@
 
 #include "io/file.h"
 #include "data/data.h"
+#include "data/stb_impl.h"
 #include "tensor/threadpool.h"
 
 #define MAX_IMAGE_BYTES (64 << 20)
@@ -127,12 +128,19 @@ static const char *jpeg_huffman_problem(const uint8_t *p, size_t size) {
   return NULL;
 }
 
+/* Why the stb_image call just made failed (cb_stb_clear_failure before it). */
+static const char *stb_failure(void) {
+  const char *reason = stbi_failure_reason();
+  return reason && *reason ? reason : "corrupt or unsupported image data";
+}
+
 cb_status cb_image_info(const uint8_t *bytes, size_t size, const char *name, int *w, int *h, int *c) {
   if (size == 0 || size > INT_MAX) return cb_fail(CB_EFORMAT, "%s: empty or too large to be an image", name);
   const char *problem = jpeg_huffman_problem(bytes, size);
   if (problem) return cb_fail(CB_EFORMAT, "%s: cannot decode (corrupt JPEG: %s)", name, problem);
+  cb_stb_clear_failure();
   if (!stbi_info_from_memory(bytes, (int)size, w, h, c))
-    return cb_fail(CB_EFORMAT, "%s: cannot decode (%s)", name, stbi_failure_reason());
+    return cb_fail(CB_EFORMAT, "%s: cannot decode (%s)", name, stb_failure());
   return CB_OK;
 }
 
@@ -147,8 +155,9 @@ cb_status cb_decode_image(cb_tensor **out, const uint8_t *bytes, size_t size, co
   if (pixels_claimed > 1 << 26)
     return cb_fail(CB_EFORMAT, "%s: %d x %d pixels is more than cbnet decodes", name, w, h < 0 ? -h : h);
   int want = (c == 1 || c == 2) ? 1 : 3; /* grey stays grey; alpha is dropped */
+  cb_stb_clear_failure();
   uint8_t *pixels = stbi_load_from_memory(bytes, (int)size, &w, &h, &c, want);
-  if (!pixels) return cb_fail(CB_EFORMAT, "%s: cannot decode (%s)", name, stbi_failure_reason());
+  if (!pixels) return cb_fail(CB_EFORMAT, "%s: cannot decode (%s)", name, stb_failure());
   if (w <= 0 || h <= 0 || (int64_t)w * h > 1 << 26) {
     stbi_image_free(pixels);
     return cb_fail(CB_EFORMAT, "%s: decoded to %d x %d pixels", name, w, h);

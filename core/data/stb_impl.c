@@ -35,3 +35,7 @@ static void *stb_capped_realloc(void *p, size_t size) {
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
+
+#include "data/stb_impl.h"
+
+void cb_stb_clear_failure(void) { stbi__g_failure_reason = NULL; }

@@ -153,6 +153,19 @@ describe("hostile files", function()
     assert.same({{3, 6}, {9, 12}}, img[1]:totable()) -- red, the first row first
   end)
 
+  it("an image stb_image fails on without saying why gets a reason, not an empty one", function()
+    local core = require "cbnet.core"
+    -- 66 bytes (found by fuzz_image): a 4 x 5 grey PNG whose data stops short
+    local png = "\137\80\78\71\13\10\26\10\0\0\0\13\73\72\68\82\0\0\0\4\0\0\0\5\8\0\0\0\0\71\198"
+      .. "\18\123\0\0\0\0\73\68\65\84\120\94\99\100\96\102\102\102\228\1\18\44\168\4\0\94\0\73\69"
+      .. "\78\68\174\66\96\130"
+    assert.equal(66, #png)
+    assert.error_matches(function() core.decode_image("\255\216\255\219\0\3\0", "bad.jpg") end,
+      "bad.jpg: cannot decode %(unknown image type%)")
+    assert.error_matches(function() core.decode_image(png, "short.png") end,
+      "short.png: cannot decode %(corrupt or unsupported image data%)")
+  end)
+
   it("a JPEG with unsound Huffman tables is refused before stb_image reads them", function()
     local core = require "cbnet.core"
     -- a real JPEG (stb_image_write's: one DHT segment with the DC and AC tables 0 and 1)
